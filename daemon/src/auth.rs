@@ -1,0 +1,151 @@
+//! Authorization: every call except `Status` and property reads goes through
+//! polkit with the caller's bus name as the subject. Root is trusted.
+
+use std::collections::HashMap;
+
+use hostd_interface::names::ACTION_PREFIX;
+use hostd_interface::Error;
+use zbus::message::{Flags, Header};
+use zbus::Connection;
+use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
+
+/// The polkit actions, one per verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `org.hostd.host1.check`
+    Check,
+    /// `org.hostd.host1.upgrade`
+    Upgrade,
+    /// `org.hostd.host1.switch`
+    Switch,
+    /// `org.hostd.host1.stage`
+    Stage,
+    /// `org.hostd.host1.rollback`
+    Rollback,
+    /// `org.hostd.host1.cancel`
+    Cancel,
+    /// `org.hostd.host1.cleanup`
+    Cleanup,
+    /// `org.hostd.host1.reboot`
+    Reboot,
+    /// `org.hostd.host1.reload`
+    Reload,
+}
+
+impl Action {
+    /// The verb part of the action id.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Check => "check",
+            Action::Upgrade => "upgrade",
+            Action::Switch => "switch",
+            Action::Stage => "stage",
+            Action::Rollback => "rollback",
+            Action::Cancel => "cancel",
+            Action::Cleanup => "cleanup",
+            Action::Reboot => "reboot",
+            Action::Reload => "reload",
+        }
+    }
+
+    /// The full polkit action id.
+    pub fn id(self) -> String {
+        format!("{ACTION_PREFIX}{}", self.verb())
+    }
+}
+
+/// Who is calling, as the bus daemon vouches.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Unique bus name of the caller.
+    pub sender: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Whether it allowed polkit to prompt (`ALLOW_INTERACTIVE_AUTHORIZATION`).
+    pub interactive: bool,
+}
+
+/// Asks polkit on the system bus.
+#[derive(Debug, Clone)]
+pub struct Authorizer {
+    conn: Connection,
+}
+
+impl Authorizer {
+    /// An authorizer speaking over `conn`.
+    pub fn new(conn: Connection) -> Authorizer {
+        Authorizer { conn }
+    }
+
+    /// Identify the sender of a call.
+    pub async fn caller(&self, header: &Header<'_>) -> Result<Caller, Error> {
+        let sender = header
+            .sender()
+            .ok_or_else(|| Error::NotAuthorized("the call carries no sender".into()))?
+            .to_owned();
+        let dbus = zbus::fdo::DBusProxy::new(&self.conn)
+            .await
+            .map_err(|e| Error::Failed(format!("talking to the bus: {e}")))?;
+        let uid = dbus
+            .get_connection_unix_user(sender.clone().into())
+            .await
+            .map_err(|e| Error::NotAuthorized(format!("cannot identify the caller: {e}")))?;
+        Ok(Caller {
+            sender: sender.to_string(),
+            uid,
+            interactive: header.primary().flags().contains(Flags::ALLOW_INTERACTIVE_AUTH),
+        })
+    }
+
+    /// Succeed if `caller` may perform every action in `actions`.
+    pub async fn authorize(
+        &self,
+        header: &Header<'_>,
+        caller: &Caller,
+        actions: &[Action],
+        details: &HashMap<&str, String>,
+    ) -> Result<(), Error> {
+        if caller.uid == 0 {
+            return Ok(());
+        }
+        let subject = Subject::new_for_message_header(header)
+            .map_err(|e| Error::NotAuthorized(format!("cannot identify the caller: {e}")))?;
+        let authority = AuthorityProxy::new(&self.conn)
+            .await
+            .map_err(|e| Error::NotAuthorized(format!("polkit is not available: {e}")))?;
+        let flags = if caller.interactive {
+            CheckAuthorizationFlags::ALLOW_USER_INTERACTION
+        } else {
+            CheckAuthorizationFlags::empty()
+        };
+        let details: HashMap<&str, &str> = details.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for action in actions {
+            let id = action.id();
+            let result = authority
+                .check_authorization(&subject, &id, &details, flags, "")
+                .await
+                .map_err(|e| Error::NotAuthorized(format!("{id}: polkit check failed: {e}")))?;
+            if !result.is_authorized {
+                let why = if result.is_challenge {
+                    "authentication required"
+                } else {
+                    "not permitted"
+                };
+                tracing::info!(uid = caller.uid, action = %id, "denied: {why}");
+                return Err(Error::NotAuthorized(format!("{id}: {why}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_ids_follow_the_naming_rule() {
+        assert_eq!(Action::Upgrade.id(), "org.hostd.host1.upgrade");
+        assert_eq!(Action::Reload.id(), "org.hostd.host1.reload");
+    }
+}

@@ -1,0 +1,421 @@
+//! `org.hostd.Host1` on `/org/hostd/Host1`.
+//!
+//! Every job-creating handler follows the same order: parse options →
+//! validate → authorize (polkit, interactive flag from the message) →
+//! reserve the job slot → register the job object → reply → start work.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hostd_interface::host::Transport;
+use hostd_interface::names::MANAGER_PATH;
+use hostd_interface::options::{Method, Options};
+use hostd_interface::Error;
+use zbus::message::Header;
+use zbus::object_server::{ResponseDispatchNotifier, SignalEmitter};
+use zbus::{Connection, ObjectPath, ObjectServer, OwnedObjectPath, OwnedVariant};
+
+use super::job::{self, JobObject};
+use super::ManagerObject;
+use crate::auth::{Action, Authorizer};
+use crate::context::Context;
+use crate::image_ref;
+use crate::jobs::{JobKind, JobRequest, Reservation};
+use crate::sysroot::progress::Phase;
+
+/// The manager object.
+pub struct Manager {
+    ctx: Arc<Context>,
+}
+
+/// A job path handed back once the reply is out.
+type JobReply = ResponseDispatchNotifier<OwnedObjectPath>;
+
+impl Manager {
+    /// The manager over the daemon state.
+    pub fn new(ctx: Arc<Context>) -> Manager {
+        Manager { ctx }
+    }
+
+    async fn start_job(
+        &self,
+        request: JobRequest,
+        header: &Header<'_>,
+        conn: &Connection,
+        server: &ObjectServer,
+    ) -> Result<JobReply, Error> {
+        self.ctx.idle.touch();
+        let auth = Authorizer::new(conn.clone());
+        let caller = auth.caller(header).await?;
+        auth.authorize(header, &caller, &actions_for(&request), &details_for(&request))
+            .await?;
+        let job = match self.ctx.jobs.reserve(request, caller.uid)? {
+            Reservation::Existing(job) => {
+                let (reply, _) = ResponseDispatchNotifier::new(object_path(&job.path));
+                return Ok(reply);
+            }
+            Reservation::New(job) => job,
+        };
+        tracing::info!(job = job.id, uid = caller.uid, kind = job.request.kind.as_str(), "job created");
+        let object = super::guard::SignatureGuard::new(JobObject::new(job.clone()));
+        if let Err(e) = server.at(job.path.as_str(), object).await {
+            self.ctx.jobs.release(job.id);
+            return Err(Error::Failed(format!("registering {}: {e}", job.path)));
+        }
+        let (reply, sent) = ResponseDispatchNotifier::new(object_path(&job.path));
+        tokio::spawn(job::drive(self.ctx.clone(), conn.clone(), job, sent));
+        Ok(reply)
+    }
+}
+
+fn object_path(path: &str) -> OwnedObjectPath {
+    OwnedObjectPath::try_from(path.to_string()).expect("job paths are valid object paths")
+}
+
+/// The polkit actions a request needs. Options that widen what a verb means
+/// need the stricter action too (see docs/security.md).
+fn actions_for(request: &JobRequest) -> Vec<Action> {
+    let o = &request.options;
+    let mut actions = vec![match request.kind {
+        JobKind::Check => Action::Check,
+        JobKind::Upgrade => Action::Upgrade,
+        JobKind::Switch => Action::Switch,
+        JobKind::Stage => Action::Stage,
+        JobKind::Rollback => Action::Rollback,
+        JobKind::Cleanup => Action::Cleanup,
+    }];
+    if o.allow_downgrade && request.kind != JobKind::Switch {
+        actions.push(Action::Switch);
+    }
+    if o.apply {
+        actions.push(Action::Reboot);
+    }
+    actions
+}
+
+/// Details polkit rules can match on.
+fn details_for(request: &JobRequest) -> HashMap<&'static str, String> {
+    let mut d = HashMap::new();
+    d.insert("verb", request.kind.as_str().to_string());
+    if let Some(image) = &request.image {
+        d.insert("image", image.image.clone());
+        d.insert("transport", image.transport.as_str().to_string());
+    }
+    d.insert("options", options_summary(&request.options));
+    d
+}
+
+fn options_summary(o: &Options) -> String {
+    let mut parts = Vec::new();
+    for (set, name) in [
+        (o.download_only, "download-only"),
+        (o.apply, "apply"),
+        (o.allow_downgrade, "allow-downgrade"),
+        (o.retain, "retain"),
+        (o.enforce_container_sigpolicy, "enforce-container-sigpolicy"),
+    ] {
+        if set {
+            parts.push(name);
+        }
+    }
+    parts.join(",")
+}
+
+/// The `State` value for a running job.
+pub fn state_for(kind: JobKind, phase: Phase) -> &'static str {
+    match (kind, phase) {
+        (_, Phase::Rebooting) => "rebooting",
+        (JobKind::Check, _) => "checking",
+        (JobKind::Upgrade | JobKind::Switch, Phase::Staging) => "staging",
+        (JobKind::Upgrade | JobKind::Switch, Phase::Cleanup) => "cleaning",
+        (JobKind::Upgrade | JobKind::Switch, _) => "fetching",
+        (JobKind::Stage, _) => "staging",
+        (JobKind::Rollback, _) => "rolling-back",
+        (JobKind::Cleanup, _) => "cleaning",
+    }
+}
+
+#[zbus::interface(name = "org.hostd.Host1")]
+impl Manager {
+    /// Status: the Host JSON document (bootc `org.containers.bootc/v1` compatible).
+    /// Takes no options yet; unknown keys are InvalidArgument.
+    async fn status(&self, options: HashMap<String, OwnedVariant>) -> Result<String, Error> {
+        self.ctx.idle.touch();
+        Options::parse(Method::Status, &options)?;
+        match &*self.ctx.status.current().await {
+            Ok(snapshot) => Ok(snapshot.json.clone()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// Check: fetch the manifest and config of the tracked image, no layers.
+    async fn check(
+        &self,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<JobReply, Error> {
+        let request = self.tracked_request(JobKind::Check, &options).await?;
+        self.start_job(request, &header, conn, server).await
+    }
+
+    /// Upgrade: fetch and queue the tracked image.
+    /// Options: download-only b, apply b, allow-downgrade b.
+    async fn upgrade(
+        &self,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<JobReply, Error> {
+        let request = self.tracked_request(JobKind::Upgrade, &options).await?;
+        self.start_job(request, &header, conn, server).await
+    }
+
+    /// Switch: fetch and queue another image and track it from then on.
+    /// Options: transport s, retain b, enforce-container-sigpolicy b, download-only b, apply b.
+    async fn switch(
+        &self,
+        image: String,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<JobReply, Error> {
+        let options = Options::parse(Method::Switch, &options)?;
+        let transport = options.transport.unwrap_or(Transport::Registry);
+        let reference = image_ref::parse(&image, transport, options.enforce_container_sigpolicy)?;
+        self.ensure_image_based().await?;
+        let request = JobRequest { kind: JobKind::Switch, image: Some(reference), options };
+        self.start_job(request, &header, conn, server).await
+    }
+
+    /// Stage: queue a downloaded (download-only) update for the next boot,
+    /// without network access. Options: apply b.
+    async fn stage(
+        &self,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<JobReply, Error> {
+        let options = Options::parse(Method::Stage, &options)?;
+        let snapshot = self.ensure_image_based().await?;
+        if !matches!(&*snapshot, Ok(s) if s.has_downloaded_update()) {
+            return Err(Error::NothingToStage("no downloaded update is waiting to be staged".into()));
+        }
+        let request = JobRequest { kind: JobKind::Stage, image: None, options };
+        self.start_job(request, &header, conn, server).await
+    }
+
+    /// Rollback: make the rollback deployment the default; again to undo.
+    /// Options: apply b.
+    async fn rollback(
+        &self,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<JobReply, Error> {
+        let options = Options::parse(Method::Rollback, &options)?;
+        self.ensure_image_based().await?;
+        let request = JobRequest { kind: JobKind::Rollback, image: None, options };
+        self.start_job(request, &header, conn, server).await
+    }
+
+    /// Cleanup: prune images, layers and objects no deployment needs.
+    async fn cleanup(
+        &self,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<JobReply, Error> {
+        let options = Options::parse(Method::Cleanup, &options)?;
+        self.ensure_image_based().await?;
+        let request = JobRequest { kind: JobKind::Cleanup, image: None, options };
+        self.start_job(request, &header, conn, server).await
+    }
+
+    /// ReloadConfig: re-read /etc/hostd/hostd.toml and drop-ins. A bad file is
+    /// an InvalidArgument naming file and key; the previous settings stay.
+    async fn reload_config(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), Error> {
+        self.ctx.idle.touch();
+        let auth = Authorizer::new(conn.clone());
+        let caller = auth.caller(&header).await?;
+        auth.authorize(&header, &caller, &[Action::Reload], &HashMap::new()).await?;
+        self.ctx.reload_config()?;
+        let _ = self.automatic_update_policy_changed(&emitter).await;
+        Ok(())
+    }
+
+    /// idle | checking | fetching | staging | rolling-back | cleaning | rebooting
+    #[zbus(property)]
+    async fn state(&self) -> String {
+        match self.ctx.jobs.active() {
+            Some(job) => state_for(job.request.kind, job.props().phase).to_string(),
+            None => "idle".to_string(),
+        }
+    }
+
+    /// The running job's object path, `/` when idle.
+    #[zbus(property)]
+    async fn active_job(&self) -> OwnedObjectPath {
+        match self.ctx.jobs.active() {
+            Some(job) => object_path(&job.path),
+            None => OwnedObjectPath::from(ObjectPath::from_static_str_unchecked("/")),
+        }
+    }
+
+    /// Deployments in boot order, each a dict: index u, role s (staged, booted,
+    /// rollback, other), checksum s, serial u, stateroot s, pinned b,
+    /// download-only b, incompatible b, and for image deployments image s,
+    /// transport s, digest s, version s, timestamp s.
+    #[zbus(property)]
+    async fn deployments(&self) -> Vec<HashMap<String, OwnedVariant>> {
+        match self.ctx.status.peek().as_deref() {
+            Some(Ok(snapshot)) => snapshot.deployment_dicts(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The update the last check found: version s, digest s, timestamp s,
+    /// and from a check since the daemon started, download-bytes t,
+    /// layers-to-fetch u, layers-total u. Empty when none.
+    #[zbus(property)]
+    async fn cached_update(&self) -> HashMap<String, OwnedVariant> {
+        self.ctx.cached_update_dict()
+    }
+
+    /// A queued deployment or rollback waits for a reboot.
+    #[zbus(property)]
+    async fn reboot_required(&self) -> bool {
+        matches!(self.ctx.status.peek().as_deref(), Some(Ok(s)) if s.reboot_required)
+    }
+
+    /// The configured unattended update policy: none | check | download | stage | apply.
+    #[zbus(property)]
+    async fn automatic_update_policy(&self) -> String {
+        self.ctx.config().policy.as_str().to_string()
+    }
+
+    /// When the last successful Check finished, µs since the epoch; 0 when never.
+    #[zbus(property)]
+    async fn last_check_time(&self) -> u64 {
+        self.ctx.last_check_time()
+    }
+
+    /// A job was created; emitted after the call that created it returned.
+    #[zbus(signal)]
+    pub async fn job_new(
+        emitter: &SignalEmitter<'_>,
+        id: u64,
+        job: ObjectPath<'_>,
+        kind: &str,
+    ) -> zbus::Result<()>;
+
+    /// A job finished with result succeeded, failed or cancelled.
+    #[zbus(signal)]
+    pub async fn job_removed(
+        emitter: &SignalEmitter<'_>,
+        id: u64,
+        job: ObjectPath<'_>,
+        result: &str,
+    ) -> zbus::Result<()>;
+}
+
+impl Manager {
+    async fn ensure_image_based(&self) -> Result<crate::sysroot::cache::Loaded, Error> {
+        let loaded = self.ctx.status.current().await;
+        if let Err(e @ Error::NotImageBased(_)) = &*loaded {
+            return Err(e.clone());
+        }
+        Ok(loaded)
+    }
+
+    /// A request about the tracked image: there must be one.
+    async fn tracked_request(
+        &self,
+        kind: JobKind,
+        options: &HashMap<String, OwnedVariant>,
+    ) -> Result<JobRequest, Error> {
+        let options = Options::parse(kind.method(), options)?;
+        let loaded = self.ensure_image_based().await?;
+        let tracked = match &*loaded {
+            Ok(s) => s.host.spec.image.clone(),
+            Err(e) => return Err(e.clone()),
+        };
+        if tracked.is_none() {
+            return Err(Error::InvalidArgument(
+                "the host does not track an image; use Switch first".into(),
+            ));
+        }
+        Ok(JobRequest { kind, image: None, options })
+    }
+}
+
+/// Emit `State` and `ActiveJob` changes.
+pub async fn emit_job_properties(conn: &Connection) -> zbus::Result<()> {
+    let iface = conn.object_server().interface::<_, ManagerObject>(MANAGER_PATH).await?;
+    let emitter = iface.signal_emitter();
+    let manager = iface.get().await;
+    manager.inner().state_changed(emitter).await?;
+    manager.inner().active_job_changed(emitter).await?;
+    manager.inner().cached_update_changed(emitter).await?;
+    manager.inner().last_check_time_changed(emitter).await?;
+    Ok(())
+}
+
+/// Emit property changes whenever the status cache is replaced.
+pub fn follow_status_changes(ctx: Arc<Context>, conn: Connection) {
+    let mut rx = ctx.status.subscribe();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let result: zbus::Result<()> = async {
+                let iface = conn.object_server().interface::<_, ManagerObject>(MANAGER_PATH).await?;
+                let emitter = iface.signal_emitter();
+                let manager = iface.get().await;
+                manager.inner().deployments_changed(emitter).await?;
+                manager.inner().reboot_required_changed(emitter).await?;
+                manager.inner().cached_update_changed(emitter).await?;
+                Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!("announcing status change: {e}");
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(kind: JobKind, options: Options) -> JobRequest {
+        JobRequest { kind, image: None, options }
+    }
+
+    #[test]
+    fn widening_options_need_the_stricter_action() {
+        let o = Options { allow_downgrade: true, ..Default::default() };
+        assert_eq!(actions_for(&req(JobKind::Upgrade, o)), [Action::Upgrade, Action::Switch]);
+        let o = Options { apply: true, ..Default::default() };
+        assert_eq!(actions_for(&req(JobKind::Stage, o)), [Action::Stage, Action::Reboot]);
+        assert_eq!(actions_for(&req(JobKind::Check, Options::default())), [Action::Check]);
+    }
+
+    #[test]
+    fn manager_state_follows_kind_and_phase() {
+        assert_eq!(state_for(JobKind::Upgrade, Phase::Pulling), "fetching");
+        assert_eq!(state_for(JobKind::Upgrade, Phase::Staging), "staging");
+        assert_eq!(state_for(JobKind::Rollback, Phase::Staging), "rolling-back");
+        assert_eq!(state_for(JobKind::Stage, Phase::Rebooting), "rebooting");
+    }
+}

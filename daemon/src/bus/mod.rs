@@ -1,0 +1,50 @@
+//! The D-Bus face of the daemon. Handlers parse, validate, authorize and hand
+//! work to [`crate::jobs`]; nothing here touches libostree.
+//!
+//! - [`manager`]: `org.hostd.Host1` on `/org/hostd/Host1`.
+//! - [`job`]: `org.hostd.Host1.Job` objects and the job lifecycle on the bus.
+//! - [`guard`]: typed `InvalidArgument` errors for calls with wrong signatures.
+
+pub mod guard;
+pub mod job;
+pub mod manager;
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use hostd_interface::names::{BUS_NAME, MANAGER_PATH};
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
+use zbus::Connection;
+
+use crate::context::Context;
+use guard::SignatureGuard;
+use manager::Manager;
+
+/// The manager object as registered (behind its signature guard).
+pub type ManagerObject = SignatureGuard<Manager>;
+
+/// Connect to the system bus, serve the manager object and take the bus name.
+pub async fn serve(ctx: Arc<Context>) -> Result<Connection> {
+    let conn = zbus::connection::Builder::system()
+        .serve_at(MANAGER_PATH, SignatureGuard::new(Manager::new(ctx.clone())))
+        .build()
+        .await
+        .context("connecting to the system bus")?;
+    let reply = conn
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+        .await
+        .with_context(|| format!("requesting {BUS_NAME}"))?;
+    anyhow::ensure!(
+        reply == RequestNameReply::PrimaryOwner,
+        "{BUS_NAME} is already owned by another process"
+    );
+    manager::follow_status_changes(ctx, conn.clone());
+    Ok(conn)
+}
+
+/// Emit `PropertiesChanged` for the manager's job-related properties.
+pub async fn announce_job_change(conn: &Connection) {
+    if let Err(e) = manager::emit_job_properties(conn).await {
+        tracing::warn!("announcing job state: {e}");
+    }
+}

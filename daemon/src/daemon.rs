@@ -1,0 +1,84 @@
+//! Start-up and shutdown of the daemon.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use hostd_interface::names::BUS_NAME;
+use sd_notify::NotifyState;
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::sysroot::{watch, SysrootPath};
+
+/// What `hostd` was started with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The sysroot to manage (`/` on a booted host).
+    pub sysroot: PathBuf,
+    /// Prefix of the configuration directories (`/` in production).
+    pub config_root: PathBuf,
+}
+
+/// Serve until idle or told to stop.
+pub async fn run(settings: Settings) -> Result<()> {
+    let config = Config::load(&settings.config_root).unwrap_or_else(|e| {
+        tracing::error!("ignoring the configuration, using defaults: {e:#}");
+        Config::default()
+    });
+    let ctx = Context::new(SysrootPath::new(&settings.sysroot), settings.config_root.clone(), config);
+    // Read the sysroot while connecting to the bus; Status waits for it.
+    let first_read = tokio::spawn({
+        let status = ctx.status.clone();
+        async move { status.refresh().await }
+    });
+    let conn = crate::bus::serve(ctx.clone()).await?;
+    let loaded = first_read.await.context("first sysroot read")?;
+    let booted = matches!(&*loaded, Ok(s) if s.booted);
+    if let Err(e) = &*loaded {
+        tracing::warn!("{}: {}", settings.sysroot.display(), e.message());
+    }
+    if crate::sysroot::status::ensure_image_based(&settings.sysroot).is_ok() {
+        watch::spawn(&settings.sysroot, booted, ctx.status.clone()).context("watching the sysroot")?;
+    }
+    notify(&[NotifyState::Ready, NotifyState::Status("Idle")]);
+    tracing::info!(sysroot = %settings.sysroot.display(), booted, "serving {BUS_NAME}");
+
+    wait_for_exit(&ctx).await;
+
+    notify(&[NotifyState::Stopping]);
+    // Give up the name first so an activation request queues for our successor.
+    let _ = conn.release_name(BUS_NAME).await;
+    if let Some(job) = ctx.jobs.active() {
+        tracing::info!(job = job.id, "cancelling the running job before exit");
+        job.cancel.cancel();
+        while ctx.jobs.active().is_some() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_exit(ctx: &Arc<Context>) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM: {e}");
+            return ctx.idle.wait_until_idle(|| ctx.jobs.active().is_some()).await;
+        }
+    };
+    tokio::select! {
+        _ = ctx.idle.wait_until_idle(|| ctx.jobs.active().is_some()) => {
+            tracing::info!("idle; exiting until the next call activates us");
+        }
+        _ = term.recv() => tracing::info!("SIGTERM; exiting"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT; exiting"),
+    }
+}
+
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::debug!("sd_notify: {e}");
+    }
+}
+

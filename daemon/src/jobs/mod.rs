@@ -1,0 +1,95 @@
+//! The job machinery: one mutating job at a time, its observable state, and
+//! the thread it runs on.
+//!
+//! - [`request`]: what a caller asked for ([`JobRequest`]) and which job kind it is.
+//! - [`state`]: a job's properties and their transitions ([`JobShared`]).
+//! - [`worker`]: running the sysroot operation on its own thread with a time limit.
+
+pub mod request;
+pub mod state;
+pub mod worker;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hostd_interface::Error;
+
+pub use request::{JobKind, JobRequest};
+pub use state::{JobShared, JobState};
+
+/// Answer of [`Jobs::reserve`].
+pub enum Reservation {
+    /// A new job was created and is now the active one.
+    New(Arc<JobShared>),
+    /// The same request is already running: hand out its path.
+    Existing(Arc<JobShared>),
+}
+
+/// The single active job slot and the id counter.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    next_id: AtomicU64,
+    active: Mutex<Option<Arc<JobShared>>>,
+}
+
+impl Jobs {
+    /// Claim the slot for `request`, or find it already taken.
+    pub fn reserve(&self, request: JobRequest, owner_uid: u32) -> Result<Reservation, Error> {
+        let mut active = self.active.lock().expect("jobs lock poisoned");
+        if let Some(job) = active.as_ref() {
+            if job.request == request {
+                return Ok(Reservation::Existing(job.clone()));
+            }
+            return Err(Error::Busy(format!(
+                "another job is running: {} ({})",
+                job.path,
+                job.request.kind.as_str()
+            )));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let job = Arc::new(JobShared::new(id, request, owner_uid));
+        *active = Some(job.clone());
+        Ok(Reservation::New(job))
+    }
+
+    /// Free the slot held by job `id`.
+    pub fn release(&self, id: u64) {
+        let mut active = self.active.lock().expect("jobs lock poisoned");
+        if active.as_ref().is_some_and(|j| j.id == id) {
+            *active = None;
+        }
+    }
+
+    /// The running job, if any.
+    pub fn active(&self) -> Option<Arc<JobShared>> {
+        self.active.lock().expect("jobs lock poisoned").clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostd_interface::options::Options;
+
+    fn req(kind: JobKind) -> JobRequest {
+        JobRequest { kind, image: None, options: Options::default() }
+    }
+
+    #[test]
+    fn identical_request_joins_and_different_one_is_busy() {
+        let jobs = Jobs::default();
+        let Reservation::New(first) = jobs.reserve(req(JobKind::Upgrade), 1000).unwrap() else {
+            panic!("first reservation must be new")
+        };
+        match jobs.reserve(req(JobKind::Upgrade), 1001).unwrap() {
+            Reservation::Existing(j) => assert_eq!(j.id, first.id),
+            Reservation::New(_) => panic!("identical request must join"),
+        }
+        let Err(Error::Busy(msg)) = jobs.reserve(req(JobKind::Cleanup), 0) else {
+            panic!("different request must be busy")
+        };
+        assert!(msg.contains(&first.path), "{msg}");
+        jobs.release(first.id);
+        assert!(matches!(jobs.reserve(req(JobKind::Cleanup), 0), Ok(Reservation::New(j)) if j.id == 2));
+    }
+}

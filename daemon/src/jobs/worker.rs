@@ -1,0 +1,62 @@
+//! Running a job's sysroot operation on its own thread.
+//!
+//! libostree objects are not `Send`, and a pull must never compete with the
+//! bus for runtime threads, so each job gets a thread with a current-thread
+//! runtime. The bus side only sees the result and the shared progress.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hostd_interface::Error;
+use tokio::sync::oneshot;
+
+use super::{JobKind, JobShared};
+use crate::sysroot::{self, Outcome, SysrootPath};
+
+/// Run `job` to completion, cancelling it when it exceeds `time_limit`.
+pub async fn run(sysroot: SysrootPath, job: Arc<JobShared>, time_limit: Duration) -> Result<Outcome, Error> {
+    let (tx, rx) = oneshot::channel();
+    let worker_job = job.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("job-{}", job.id))
+        .spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(execute(&sysroot, &worker_job)),
+                Err(e) => Err(Error::Failed(format!("starting the job runtime: {e}"))),
+            };
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        return Err(Error::Failed(format!("starting the job thread: {e}")));
+    }
+    let mut rx = rx;
+    let outcome = tokio::select! {
+        r = &mut rx => r,
+        _ = tokio::time::sleep(time_limit) => {
+            tracing::warn!(job = job.id, "time limit of {}s reached; cancelling", time_limit.as_secs());
+            job.cancel.cancel();
+            return match rx.await {
+                Ok(Err(Error::Cancelled(_))) => Err(Error::Cancelled(format!(
+                    "the job exceeded its time limit of {}s", time_limit.as_secs()
+                ))),
+                Ok(other) => other,
+                Err(_) => Err(Error::Failed("the job thread ended without a result".into())),
+            };
+        }
+    };
+    outcome.unwrap_or_else(|_| Err(Error::Failed("the job thread ended without a result".into())))
+}
+
+async fn execute(sysroot: &SysrootPath, job: &JobShared) -> Result<Outcome, Error> {
+    let request = &job.request;
+    let cancel = &job.cancel;
+    match request.kind {
+        JobKind::Check => sysroot::pull::check(sysroot, job, cancel).await,
+        JobKind::Upgrade | JobKind::Switch => {
+            sysroot::deploy::update(sysroot, request.image.as_ref(), &request.options, job, cancel).await
+        }
+        JobKind::Stage => sysroot::deploy::stage(sysroot, job).await,
+        JobKind::Rollback => sysroot::rollback::rollback(sysroot, job).await,
+        JobKind::Cleanup => sysroot::cleanup::cleanup(sysroot, job, cancel).await,
+    }
+}

@@ -1,0 +1,45 @@
+//! `hostd`: see the library crate for what it does.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Update daemon for image-based hosts, serving org.hostd.Host1 on the system bus.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Manage the ostree sysroot at DIR (an offline sysroot unless DIR is /).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    sysroot: PathBuf,
+    /// Read configuration below DIR instead of / (etc/hostd, usr/lib/hostd, run/hostd).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    config_root: PathBuf,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    hostd::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hostd: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let settings = hostd::daemon::Settings {
+        sysroot: args.sysroot,
+        config_root: args.config_root,
+    };
+    match runtime.block_on(hostd::daemon::run(settings)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("hostd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Turning failures of libostree, ostree-ext and skopeo into the API's error
+//! names. Those libraries report most conditions only as text, so this is the
+//! one place that reads it.
+
+use hostd_interface::Error;
+
+/// Phrases that identify a condition, lower case, checked in order.
+const PATTERNS: &[(&[&str], fn(String) -> Error)] = &[
+    (&["no space left on device", "enospc", "not enough free space"], Error::NoSpace),
+    (
+        &[
+            "manifest unknown",
+            "name unknown",
+            "not found in",
+            "no such image",
+            "no such file or directory",
+            "reading manifest",
+            "does not exist",
+        ],
+        Error::ImageNotFound,
+    ),
+    (
+        &[
+            "connection refused",
+            "no such host",
+            "i/o timeout",
+            "network is unreachable",
+            "connection reset",
+            "tls handshake",
+            "dial tcp",
+            "eof",
+        ],
+        Error::Network,
+    ),
+    (
+        &["signature", "source image rejected", "insecureacceptanything"],
+        Error::SignatureRejected,
+    ),
+];
+
+/// Name an error from an operation by what its cause chain says.
+pub fn classify(e: anyhow::Error) -> Error {
+    if let Some(named) = e.downcast_ref::<Error>() {
+        return named.clone();
+    }
+    let text = format!("{e:#}");
+    let lower = text.to_lowercase();
+    for (phrases, make) in PATTERNS {
+        if phrases.iter().any(|p| lower.contains(p)) {
+            return make(text);
+        }
+    }
+    Error::Failed(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_errors_pass_through() {
+        let e = anyhow::Error::new(Error::Cancelled("stop".into())).context("pulling");
+        assert_eq!(classify(e), Error::Cancelled("stop".into()));
+    }
+
+    #[test]
+    fn conditions_are_recognised() {
+        let c = |s: &str| classify(anyhow::anyhow!("{s}")).short_name();
+        assert_eq!(c("writing object: No space left on device"), "NoSpace");
+        assert_eq!(
+            c("pinging container registry 127.0.0.1:5000: dial tcp 127.0.0.1:5000: connect: connection refused"),
+            "Network"
+        );
+        assert_eq!(c("reading manifest latest in 127.0.0.1:5000/os: manifest unknown"), "ImageNotFound");
+        assert_eq!(c("Source image rejected: A signature was required"), "SignatureRejected");
+        assert_eq!(c("something odd"), "Failed");
+    }
+}

@@ -1,0 +1,167 @@
+//! The only code that touches libostree and ostree-ext.
+//!
+//! - [`status`]: read deployments into a [`status::Snapshot`] (no lock taken).
+//! - [`cache`]: the snapshot served to the bus, refreshed when the sysroot changes.
+//! - [`watch`]: inotify on the sysroot, telling the cache to refresh.
+//! - [`image`]: conversions between ostree-ext image types and the Host document.
+//! - [`pull`], [`deploy`], [`rollback`], [`cleanup`]: the mutating operations,
+//!   run by jobs on their own thread under the sysroot lock.
+
+pub mod cache;
+pub mod cleanup;
+pub mod deploy;
+pub mod errors;
+pub mod image;
+pub mod kargs;
+pub mod progress;
+pub mod pull;
+pub mod rollback;
+pub mod status;
+pub mod watch;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use hostd_interface::Error;
+use ostree_ext::container::deploy::ORIGIN_CONTAINER;
+use ostree_ext::container::OstreeImageReference;
+use ostree_ext::sysroot::SysrootLock;
+use ostree_ext::{gio, ostree};
+
+/// What a finished operation reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The job's final `Message`.
+    pub message: String,
+    /// What `Check` found, if it found an update.
+    pub update: Option<UpdateSummary>,
+}
+
+impl Outcome {
+    /// An outcome that is only a message.
+    pub fn message(message: impl Into<String>) -> Outcome {
+        Outcome { message: message.into(), update: None }
+    }
+}
+
+/// An update as seen from its manifest, before fetching it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpdateSummary {
+    /// Manifest digest.
+    pub digest: String,
+    /// Version label.
+    pub version: Option<String>,
+    /// Build time.
+    pub timestamp: Option<String>,
+    /// Compressed bytes of the layers not yet in the repo.
+    pub bytes_to_fetch: u64,
+    /// Layers not yet in the repo.
+    pub layers_to_fetch: u32,
+    /// Layers of the image.
+    pub layers_total: u32,
+}
+
+/// The deployment updates build on (booted, or the default of an offline
+/// sysroot) and the image it tracks.
+pub fn tracked_image(sysroot: &ostree::Sysroot) -> Result<(ostree::Deployment, OstreeImageReference), Error> {
+    let merge = merge_deployment(sysroot)
+        .ok_or_else(|| Error::InvalidArgument("the sysroot has no deployment to update".into()))?;
+    let reference = origin_reference(&merge)?.ok_or_else(|| {
+        Error::InvalidArgument("the deployment was not made from an image; use Switch first".into())
+    })?;
+    Ok((merge, reference))
+}
+
+/// The booted deployment, or the default one of an offline sysroot.
+pub fn merge_deployment(sysroot: &ostree::Sysroot) -> Option<ostree::Deployment> {
+    sysroot.booted_deployment().or_else(|| sysroot.deployments().into_iter().next())
+}
+
+/// The image reference stored in a deployment's origin.
+pub fn origin_reference(d: &ostree::Deployment) -> Result<Option<OstreeImageReference>, Error> {
+    let Some(text) = d.origin().and_then(|o| o.string("origin", ORIGIN_CONTAINER).ok()) else {
+        return Ok(None);
+    };
+    image::parse_origin_reference(text.as_str())
+        .map(Some)
+        .map_err(|e| Error::Failed(format!("{e:#}")))
+}
+
+/// Where the sysroot lives and how to open it.
+#[derive(Debug, Clone)]
+pub struct SysrootPath {
+    path: PathBuf,
+}
+
+impl SysrootPath {
+    /// A sysroot at `path` (`/` for the running system).
+    pub fn new(path: impl Into<PathBuf>) -> SysrootPath {
+        SysrootPath { path: path.into() }
+    }
+
+    /// The sysroot directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Open, load and lock the sysroot for a mutating operation. Waits for the
+    /// lock (another `ostree admin` or bootc may hold it) and tells `on_wait`
+    /// once, so the job can say why it is not moving.
+    pub async fn lock(&self, on_wait: impl FnOnce()) -> Result<LockedSysroot> {
+        let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(&self.path)));
+        if self.path == Path::new("/") {
+            enter_private_mount_namespace()?;
+            sysroot.set_mount_namespace_in_use();
+        }
+        let mut on_wait = Some(on_wait);
+        while !sysroot.try_lock().context("locking the sysroot")? {
+            if let Some(f) = on_wait.take() {
+                f();
+            }
+            tokio::time::sleep(LOCK_POLL_INTERVAL).await;
+        }
+        let locked = LockedSysroot { sysroot };
+        locked.sysroot.load(gio::Cancellable::NONE).context("loading sysroot")?;
+        Ok(locked)
+    }
+}
+
+/// A booted host's /sysroot is mounted read-only and libostree remounts it
+/// writable; doing that in a mount namespace of the job's thread (inherited
+/// by its helper threads and skopeo) keeps the rest of the host read-only.
+fn enter_private_mount_namespace() -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS)")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+        .context("making mounts private to the job")?;
+    Ok(())
+}
+
+const LOCK_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A loaded sysroot whose lock we hold; unlocked on drop.
+#[derive(Debug)]
+pub struct LockedSysroot {
+    sysroot: ostree::Sysroot,
+}
+
+impl LockedSysroot {
+    /// The ostree-ext view of the same lock, for its helpers that demand one.
+    pub fn as_ostree_ext_lock(&self) -> SysrootLock {
+        SysrootLock::from_assumed_locked(&self.sysroot)
+    }
+}
+
+impl std::ops::Deref for LockedSysroot {
+    type Target = ostree::Sysroot;
+
+    fn deref(&self) -> &ostree::Sysroot {
+        &self.sysroot
+    }
+}
+
+impl Drop for LockedSysroot {
+    fn drop(&mut self) {
+        self.sysroot.unlock();
+    }
+}

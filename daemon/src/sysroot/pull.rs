@@ -1,0 +1,193 @@
+//! Fetching images with ostree-ext's `ImageImporter` through skopeo's image
+//! proxy: metadata only for `Check`, layers not yet in the repo for updates.
+
+use std::future::Future;
+
+use anyhow::Context;
+use hostd_interface::Error;
+use ostree_ext::container::store::{
+    ImageImporter, ImageProxyConfig, LayerProgress, LayeredImageState, PrepareResult,
+    PreparedImport,
+};
+use ostree_ext::container::OstreeImageReference;
+use ostree_ext::ostree;
+use tokio_util::sync::CancellationToken;
+
+use super::errors::classify;
+use super::progress::{Phase, Progress};
+use super::{tracked_image, Outcome, SysrootPath, UpdateSummary};
+
+/// Run `f` unless `cancel` fires first; dropping the future is the safe point
+/// (ostree-ext commits each layer as it completes, so finished layers stay).
+pub async fn cancellable<T>(
+    cancel: &CancellationToken,
+    f: impl Future<Output = anyhow::Result<T>>,
+) -> Result<T, Error> {
+    tokio::select! {
+        r = f => r.map_err(classify),
+        _ = cancel.cancelled() => Err(Error::Cancelled("cancelled by request".into())),
+    }
+}
+
+/// An importer for `imgref` writing into `repo`.
+pub async fn open(repo: &ostree::Repo, imgref: &OstreeImageReference) -> Result<ImageImporter, Error> {
+    let mut imp = ImageImporter::new(repo, imgref, ImageProxyConfig::default())
+        .await
+        .with_context(|| format!("opening {imgref}"))
+        .map_err(classify)?;
+    imp.require_bootable();
+    Ok(imp)
+}
+
+/// What fetching a prepared import will cost.
+pub fn summarize(prep: &PreparedImport) -> UpdateSummary {
+    let mut summary = UpdateSummary {
+        digest: prep.manifest_digest.to_string(),
+        version: prep.version().map(str::to_string),
+        timestamp: prep.config.created().clone(),
+        bytes_to_fetch: 0,
+        layers_to_fetch: 0,
+        layers_total: 0,
+    };
+    for layer in prep.all_layers() {
+        summary.layers_total += 1;
+        if layer.commit.is_none() {
+            summary.layers_to_fetch += 1;
+            summary.bytes_to_fetch += layer.layer().size();
+        }
+    }
+    summary
+}
+
+/// `Check`: fetch manifest and config of the tracked image; ostree-ext caches
+/// them on the deployed commit so `Status` shows `cachedUpdate` offline.
+pub async fn check(
+    sysroot: &SysrootPath,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<Outcome, Error> {
+    progress.phase(Phase::Checking, "fetching the image manifest");
+    let locked = sysroot.lock(|| progress.message("waiting for the sysroot lock")).await.map_err(classify)?;
+    let (merge, imgref) = tracked_image(&locked)?;
+    let repo = locked.repo();
+    let mut imp = open(&repo, &imgref).await?;
+    let prepared = cancellable(cancel, imp.prepare()).await?;
+    Ok(match prepared {
+        PrepareResult::AlreadyPresent(state) if state.merge_commit == merge.csum().as_str() => {
+            Outcome::message("No update available.")
+        }
+        PrepareResult::AlreadyPresent(state) => Outcome {
+            message: format!(
+                "Update {} is downloaded and not yet deployed.",
+                state.manifest_digest
+            ),
+            update: None,
+        },
+        PrepareResult::Ready(prep) => {
+            let s = summarize(&prep);
+            Outcome {
+                message: format!(
+                    "Update available: {} ({}), {} of {} layers to fetch, {} bytes.",
+                    s.version.as_deref().unwrap_or("no version"),
+                    s.digest,
+                    s.layers_to_fetch,
+                    s.layers_total,
+                    s.bytes_to_fetch
+                ),
+                update: Some(s),
+            }
+        }
+    })
+}
+
+/// Result of [`fetch`].
+pub enum Fetched {
+    /// The repo already had this image.
+    AlreadyPresent(Box<LayeredImageState>),
+    /// Newly imported, with what it cost.
+    Imported(Box<LayeredImageState>, UpdateSummary),
+}
+
+impl Fetched {
+    /// The image state either way.
+    pub fn state(&self) -> &LayeredImageState {
+        match self {
+            Fetched::AlreadyPresent(s) | Fetched::Imported(s, _) => s,
+        }
+    }
+}
+
+/// Fetch the layers of `imgref` missing from the repo and write the merged
+/// commit, reporting progress. `before_import` sees the prepared import first
+/// (free space, downgrade checks) and may refuse it.
+pub async fn fetch(
+    repo: &ostree::Repo,
+    imgref: &OstreeImageReference,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+    before_import: impl FnOnce(&PreparedImport) -> Result<(), Error>,
+) -> Result<Fetched, Error> {
+    progress.phase(Phase::Checking, "fetching the image manifest");
+    let mut imp = open(repo, imgref).await?;
+    let prep = match cancellable(cancel, imp.prepare()).await? {
+        PrepareResult::AlreadyPresent(state) => return Ok(Fetched::AlreadyPresent(state)),
+        PrepareResult::Ready(prep) => prep,
+    };
+    before_import(&prep)?;
+    let summary = summarize(&prep);
+    let sizes: Vec<u64> = prep.all_layers().map(|l| l.layer().size()).collect();
+    progress.phase(
+        Phase::Pulling,
+        &format!("fetching {} of {} layers", summary.layers_to_fetch, summary.layers_total),
+    );
+    progress.layers(0, summary.layers_to_fetch);
+    progress.bytes(0, summary.bytes_to_fetch);
+
+    let mut layer_events = imp.request_progress();
+    let mut byte_events = imp.request_layer_progress();
+    let totals = summary.clone();
+    let reporter = async {
+        let mut layers_done = 0u32;
+        let mut bytes_completed = 0u64;
+        let mut bytes_open = true;
+        loop {
+            tokio::select! {
+                ev = layer_events.recv() => match ev {
+                    Some(ev) if !ev.is_starting() => {
+                        layers_done += 1;
+                        let size = match &ev {
+                            ostree_ext::container::store::ImportProgress::OstreeChunkCompleted(d)
+                            | ostree_ext::container::store::ImportProgress::DerivedLayerCompleted(d) => d.size(),
+                            _ => 0,
+                        };
+                        bytes_completed += size;
+                        progress.layers(layers_done.min(totals.layers_to_fetch), totals.layers_to_fetch);
+                        progress.bytes(bytes_completed.min(totals.bytes_to_fetch), totals.bytes_to_fetch);
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                changed = byte_events.changed(), if bytes_open => {
+                    if changed.is_err() {
+                        bytes_open = false;
+                        continue;
+                    }
+                    let current = byte_events
+                        .borrow_and_update()
+                        .as_ref()
+                        .map(|p: &LayerProgress| (p.layer_index, p.fetched, p.total));
+                    if let Some((index, fetched, total)) = current {
+                        let partial = fetched.min(sizes.get(index).copied().unwrap_or(total));
+                        progress.bytes((bytes_completed + partial).min(totals.bytes_to_fetch), totals.bytes_to_fetch);
+                    }
+                }
+            }
+        }
+    };
+    let import = cancellable(cancel, imp.import(prep));
+    let (state, ()) = tokio::join!(import, reporter);
+    let state = state?;
+    progress.layers(summary.layers_to_fetch, summary.layers_to_fetch);
+    progress.bytes(summary.bytes_to_fetch, summary.bytes_to_fetch);
+    Ok(Fetched::Imported(state, summary))
+}

@@ -1,0 +1,56 @@
+//! Rollback: put the other deployment first in the boot order. On a booted
+//! host that is the rollback deployment (or, when a rollback is already
+//! queued, the booted one again); on an offline sysroot the second entry.
+//! libostree drops a staged deployment that is not first in the new list.
+
+use hostd_interface::Error;
+use ostree_ext::{gio, ostree};
+
+use super::errors::classify;
+use super::progress::{Phase, Progress};
+use super::{Outcome, SysrootPath};
+
+/// `Rollback`.
+pub async fn rollback(sysroot: &SysrootPath, progress: &dyn Progress) -> Result<Outcome, Error> {
+    progress.phase(Phase::Staging, "reordering deployments");
+    let locked = sysroot
+        .lock(|| progress.message("waiting for the sysroot lock"))
+        .await
+        .map_err(classify)?;
+    let deployments = locked.deployments();
+    let staged = locked.staged_deployment();
+    let finalized: Vec<ostree::Deployment> = deployments
+        .iter()
+        .filter(|d| staged.as_ref().is_none_or(|s| !s.equal(d)))
+        .cloned()
+        .collect();
+    let target = rollback_target(&locked, &finalized)?;
+    let mut order = vec![target.clone()];
+    order.extend(finalized.into_iter().filter(|d| !d.equal(&target)));
+    locked
+        .write_deployments(&order, gio::Cancellable::NONE)
+        .map_err(|e| classify(anyhow::Error::new(e).context("writing the new boot order")))?;
+    let mut message = format!("{}.{} is now the default deployment.", target.csum(), target.deployserial());
+    if let Some(s) = staged {
+        message.push_str(&format!(" The staged deployment {} was discarded.", s.csum()));
+    }
+    Ok(Outcome::message(message))
+}
+
+fn rollback_target(sysroot: &ostree::Sysroot, finalized: &[ostree::Deployment]) -> Result<ostree::Deployment, Error> {
+    let none = || Error::InvalidArgument("there is no rollback deployment".into());
+    match sysroot.booted_deployment() {
+        Some(booted) => {
+            let first = finalized.first().ok_or_else(none)?;
+            if !first.equal(&booted) {
+                // A rollback is queued: undo it.
+                return Ok(booted);
+            }
+            sysroot
+                .query_deployments_for(Some(&booted.osname()))
+                .1
+                .ok_or_else(none)
+        }
+        None => finalized.get(1).cloned().ok_or_else(none),
+    }
+}

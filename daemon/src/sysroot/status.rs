@@ -1,0 +1,377 @@
+//! Reading the sysroot into a [`Snapshot`]: the Host document plus the facts
+//! the bus properties and the jobs need. Runs on a blocking thread and never
+//! takes the sysroot lock, so a running job or another tool holding the lock
+//! does not delay it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use hostd_interface::host::{
+    BootEntry, BootEntryOstree, BootOrder, Host, HostSpec, HostStatus, HostType, ImageReference,
+    ImageStatus,
+};
+use hostd_interface::Error;
+use ostree_ext::container::deploy::ORIGIN_CONTAINER;
+use ostree_ext::container::store;
+use ostree_ext::{gio, ostree};
+
+use super::image::{layered_status, parse_origin_reference, reference_to_api};
+
+/// Marker libostree writes next to a staged deployment that must not be finalized.
+const STAGED_LOCK_FILE: &str = "/run/ostree/staged-deployment-locked";
+
+/// Where a deployment stands relative to the running system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Queued for the next boot, finalized at shutdown.
+    Staged,
+    /// Running now.
+    Booted,
+    /// The previous deployment.
+    Rollback,
+    /// Anything else (pinned ones, or every deployment of an offline sysroot).
+    Other,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Staged => "staged",
+            Role::Booted => "booted",
+            Role::Rollback => "rollback",
+            Role::Other => "other",
+        }
+    }
+}
+
+/// One deployment, as the jobs and the `Deployments` property see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    /// Position in the boot order (0 boots next unless a staged one exists).
+    pub index: usize,
+    /// Where it stands relative to the running system.
+    pub role: Role,
+    /// The Host document entry.
+    pub entry: BootEntry,
+    /// The reference string stored in the origin, if the deployment came from an image.
+    pub origin_reference: Option<String>,
+}
+
+impl Deployment {
+    /// The ostree commit.
+    pub fn checksum(&self) -> &str {
+        self.entry.ostree.as_ref().map(|o| o.checksum.as_str()).unwrap_or_default()
+    }
+}
+
+/// Everything `Status` and the properties serve, computed in one pass.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The Host document.
+    pub host: Host,
+    /// The document serialized once, so `Status` only copies a string.
+    pub json: String,
+    /// Deployments in boot order.
+    pub deployments: Vec<Deployment>,
+    /// A reboot would change what runs (staged deployment or queued rollback).
+    pub reboot_required: bool,
+    /// Whether the sysroot is the running system.
+    pub booted: bool,
+    /// Offline only: commit of a pulled image of the tracked reference that is not deployed.
+    pub downloaded_update: Option<String>,
+}
+
+impl Snapshot {
+    /// The deployment the next update builds on: the booted one, or the
+    /// default of an offline sysroot.
+    pub fn merge_deployment(&self) -> Option<&Deployment> {
+        self.deployments
+            .iter()
+            .find(|d| d.role == Role::Booted)
+            .or_else(|| (!self.booted).then(|| self.deployments.first()).flatten())
+    }
+
+    /// The staged deployment, if any.
+    pub fn staged(&self) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.role == Role::Staged)
+    }
+
+    /// A fetched update waits to be queued by `Stage`: a download-only staged
+    /// deployment on a booted host, a pulled but undeployed image offline.
+    pub fn has_downloaded_update(&self) -> bool {
+        self.staged().is_some_and(|d| d.entry.download_only) || self.downloaded_update.is_some()
+    }
+
+    /// The update `Check` found for the tracked image.
+    pub fn cached_update(&self) -> Option<&ImageStatus> {
+        self.merge_deployment().and_then(|d| d.entry.cached_update.as_ref())
+    }
+
+    /// The `Deployments` property value.
+    pub fn deployment_dicts(&self) -> Vec<HashMap<String, zbus::OwnedVariant>> {
+        self.deployments.iter().map(deployment_dict).collect()
+    }
+}
+
+/// Check that `path` looks like an ostree sysroot before libostree is asked.
+pub fn ensure_image_based(path: &Path) -> Result<(), Error> {
+    for sub in ["ostree/repo", "ostree/deploy"] {
+        if !path.join(sub).is_dir() {
+            return Err(Error::NotImageBased(format!(
+                "{} is not an ostree sysroot (no {sub})",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Read the sysroot at `path` without locking it.
+pub fn load(path: &Path) -> Result<Snapshot, Error> {
+    ensure_image_based(path)?;
+    read_snapshot(path).map_err(|e| Error::Failed(format!("reading the sysroot: {e:#}")))
+}
+
+fn read_snapshot(path: &Path) -> Result<Snapshot> {
+    let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(path)));
+    sysroot.load(gio::Cancellable::NONE).context("loading sysroot")?;
+    let repo = sysroot.repo();
+    let booted = sysroot.booted_deployment();
+    let staged = sysroot.staged_deployment();
+    let rollback = booted
+        .as_ref()
+        .and_then(|b| sysroot.query_deployments_for(Some(&b.osname())).1);
+    let staged_locked = staged.is_some() && Path::new(STAGED_LOCK_FILE).exists();
+
+    let mut deployments = Vec::new();
+    for (index, d) in sysroot.deployments().into_iter().enumerate() {
+        let role = if staged.as_ref().is_some_and(|s| s.equal(&d)) {
+            Role::Staged
+        } else if booted.as_ref().is_some_and(|b| b.equal(&d)) {
+            Role::Booted
+        } else if rollback.as_ref().is_some_and(|r| r.equal(&d)) {
+            Role::Rollback
+        } else {
+            Role::Other
+        };
+        let origin_reference = d
+            .origin()
+            .and_then(|o| o.string("origin", ORIGIN_CONTAINER).ok())
+            .map(|s| s.to_string());
+        let mut entry = boot_entry(&repo, &d, origin_reference.as_deref())?;
+        entry.download_only = role == Role::Staged && staged_locked;
+        deployments.push(Deployment {
+            index,
+            role,
+            entry,
+            origin_reference,
+        });
+    }
+    let mut snapshot = assemble(deployments, booted.is_some());
+    if !snapshot.booted {
+        snapshot.downloaded_update = downloaded_update(&repo, &snapshot);
+    }
+    Ok(snapshot)
+}
+
+/// The commit of the tracked image in the repo, when it is not the default deployment.
+fn downloaded_update(repo: &ostree::Repo, snapshot: &Snapshot) -> Option<String> {
+    let merge = snapshot.merge_deployment()?;
+    let reference = parse_origin_reference(merge.origin_reference.as_deref()?).ok()?;
+    let state = store::query_image(repo, &reference.imgref).ok()??;
+    (state.merge_commit != merge.checksum()).then_some(state.merge_commit)
+}
+
+fn boot_entry(
+    repo: &ostree::Repo,
+    d: &ostree::Deployment,
+    origin_reference: Option<&str>,
+) -> Result<BootEntry> {
+    let checksum = d.csum().to_string();
+    let (image, cached_update) = match origin_reference {
+        Some(r) => {
+            let reference = parse_origin_reference(r).and_then(|r| reference_to_api(&r))?;
+            let state = store::query_image_commit(repo, &checksum)
+                .with_context(|| format!("reading image metadata of {checksum}"))?;
+            let (image, cached) = layered_status(&reference, &state);
+            (Some(image), cached)
+        }
+        None => (None, None),
+    };
+    Ok(BootEntry {
+        image,
+        cached_update,
+        incompatible: origin_is_incompatible(d),
+        pinned: d.is_pinned(),
+        download_only: false,
+        ostree: Some(BootEntryOstree {
+            stateroot: d.osname().to_string(),
+            checksum,
+            deploy_serial: u32::try_from(d.deployserial()).unwrap_or_default(),
+        }),
+    })
+}
+
+/// Origins carrying client-side changes (layered packages, overrides) are not
+/// something an image update can reproduce.
+fn origin_is_incompatible(d: &ostree::Deployment) -> bool {
+    d.origin().is_some_and(|o| {
+        o.has_group("rpmostree") || o.has_group("packages") || o.has_group("overrides")
+    })
+}
+
+/// Place deployments into the Host document's slots.
+fn assemble(deployments: Vec<Deployment>, booted: bool) -> Snapshot {
+    let find = |role: Role| deployments.iter().find(|d| d.role == role);
+    let entry_of = |role: Role| find(role).map(|d| d.entry.clone());
+    let rollback_queued = match (find(Role::Booted), find(Role::Rollback)) {
+        (Some(b), Some(r)) => r.index < b.index && find(Role::Staged).is_none(),
+        _ => false,
+    };
+    let spec_image: Option<ImageReference> = find(Role::Staged)
+        .or_else(|| find(Role::Booted))
+        .or_else(|| (!booted).then(|| deployments.first()).flatten())
+        .and_then(|d| d.entry.image.as_ref())
+        .map(|i| i.image.clone());
+    let status = HostStatus {
+        staged: entry_of(Role::Staged),
+        booted: entry_of(Role::Booted),
+        rollback: entry_of(Role::Rollback),
+        other_deployments: deployments
+            .iter()
+            .filter(|d| d.role == Role::Other)
+            .map(|d| d.entry.clone())
+            .collect(),
+        rollback_queued,
+        ty: find(Role::Booted)
+            .and_then(|d| d.entry.image.as_ref())
+            .map(|_| HostType::BootcHost),
+    };
+    let host = Host::new(
+        HostSpec {
+            image: spec_image,
+            boot_order: if rollback_queued { BootOrder::Rollback } else { BootOrder::Default },
+        },
+        status,
+    );
+    let json = serde_json::to_string(&host).expect("the Host document always serializes");
+    let reboot_required = rollback_queued || find(Role::Staged).is_some_and(|d| !d.entry.download_only);
+    Snapshot {
+        host,
+        json,
+        deployments,
+        reboot_required,
+        booted,
+        downloaded_update: None,
+    }
+}
+
+fn deployment_dict(d: &Deployment) -> HashMap<String, zbus::OwnedVariant> {
+    use zbus::Variant;
+    let mut m: HashMap<String, Variant<'static>> = HashMap::new();
+    m.insert("index".into(), Variant::U32(d.index as u32));
+    m.insert("role".into(), Variant::from(d.role.as_str().to_string()));
+    m.insert("pinned".into(), Variant::Bool(d.entry.pinned));
+    m.insert("download-only".into(), Variant::Bool(d.entry.download_only));
+    m.insert("incompatible".into(), Variant::Bool(d.entry.incompatible));
+    if let Some(o) = &d.entry.ostree {
+        m.insert("checksum".into(), Variant::from(o.checksum.clone()));
+        m.insert("serial".into(), Variant::U32(o.deploy_serial));
+        m.insert("stateroot".into(), Variant::from(o.stateroot.clone()));
+    }
+    if let Some(i) = &d.entry.image {
+        m.insert("image".into(), Variant::from(i.image.image.clone()));
+        m.insert("transport".into(), Variant::from(i.image.transport.as_str().to_string()));
+        m.insert("digest".into(), Variant::from(i.image_digest.clone()));
+        if let Some(v) = &i.version {
+            m.insert("version".into(), Variant::from(v.clone()));
+        }
+        if let Some(t) = &i.timestamp {
+            m.insert("timestamp".into(), Variant::from(t.clone()));
+        }
+    }
+    m.into_iter()
+        .map(|(k, v)| (k, zbus::OwnedVariant::try_from(v).expect("no file descriptors")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostd_interface::host::{ImageSignature, Transport};
+
+    fn deployment(index: usize, role: Role, version: &str) -> Deployment {
+        Deployment {
+            index,
+            role,
+            origin_reference: Some(format!("ostree-unverified-image:oci:/images/{version}")),
+            entry: BootEntry {
+                image: Some(ImageStatus {
+                    image: ImageReference {
+                        image: format!("/images/{version}"),
+                        transport: Transport::Oci,
+                        signature: Some(ImageSignature::Insecure),
+                    },
+                    version: Some(version.into()),
+                    timestamp: None,
+                    image_digest: format!("sha256:{version}"),
+                    architecture: "amd64".into(),
+                }),
+                cached_update: None,
+                incompatible: false,
+                pinned: false,
+                download_only: false,
+                ostree: Some(BootEntryOstree {
+                    stateroot: "default".into(),
+                    checksum: format!("c{version}"),
+                    deploy_serial: 0,
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn offline_sysroot_lists_everything_in_boot_order() {
+        let s = assemble(
+            vec![deployment(0, Role::Other, "2"), deployment(1, Role::Other, "1")],
+            false,
+        );
+        assert!(s.host.status.booted.is_none());
+        assert!(s.host.status.ty.is_none());
+        let versions: Vec<_> = s
+            .host
+            .status
+            .other_deployments
+            .iter()
+            .map(|e| e.image.as_ref().unwrap().version.clone().unwrap())
+            .collect();
+        assert_eq!(versions, ["2", "1"]);
+        assert_eq!(s.host.spec.image.as_ref().unwrap().image, "/images/2");
+        assert_eq!(s.merge_deployment().unwrap().index, 0);
+        assert!(!s.reboot_required);
+    }
+
+    #[test]
+    fn rollback_before_booted_is_queued() {
+        let s = assemble(
+            vec![deployment(0, Role::Rollback, "1"), deployment(1, Role::Booted, "2")],
+            true,
+        );
+        assert!(s.host.status.rollback_queued);
+        assert_eq!(s.host.spec.boot_order, BootOrder::Rollback);
+        assert!(s.reboot_required);
+        assert_eq!(s.host.status.ty, Some(HostType::BootcHost));
+    }
+
+    #[test]
+    fn staged_sets_spec_and_reboot_unless_download_only() {
+        let mut staged = deployment(0, Role::Staged, "3");
+        let s = assemble(vec![staged.clone(), deployment(1, Role::Booted, "2")], true);
+        assert_eq!(s.host.spec.image.as_ref().unwrap().image, "/images/3");
+        assert!(s.reboot_required);
+        staged.entry.download_only = true;
+        let s = assemble(vec![staged, deployment(1, Role::Booted, "2")], true);
+        assert!(!s.reboot_required);
+    }
+}

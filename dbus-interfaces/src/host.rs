@@ -1,0 +1,314 @@
+//! The Host document returned by `Status`: field-compatible with bootc's
+//! `org.containers.bootc/v1` schema, so tools that read `bootc status --json`
+//! read ours.
+//!
+//! On an offline sysroot (not booted) there is no booted, staged or rollback
+//! entry: every deployment is listed in `status.otherDeployments` in boot order,
+//! the first being the one the bootloader would pick.
+
+use serde::{Deserialize, Serialize};
+
+/// `apiVersion` of the document.
+pub const API_VERSION: &str = "org.containers.bootc/v1";
+/// `kind` of the document.
+pub const KIND: &str = "BootcHost";
+
+/// The whole Host document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Host {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// Always [`KIND`].
+    pub kind: String,
+    /// Object metadata; `name` is `host`.
+    pub metadata: ObjectMeta,
+    /// What the host is configured to run.
+    pub spec: HostSpec,
+    /// What the host runs and has queued.
+    pub status: HostStatus,
+}
+
+/// Object metadata.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// Always `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The desired state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostSpec {
+    /// The image the host tracks for updates.
+    pub image: Option<ImageReference>,
+    /// Which deployment boots next.
+    #[serde(default)]
+    pub boot_order: BootOrder,
+}
+
+/// Which deployment boots next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BootOrder {
+    /// The staged or booted deployment.
+    #[default]
+    Default,
+    /// The rollback deployment.
+    Rollback,
+}
+
+/// How an image is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Transport {
+    /// A container registry (`docker://`).
+    #[serde(rename = "registry")]
+    Registry,
+    /// An OCI image layout directory.
+    #[serde(rename = "oci")]
+    Oci,
+    /// A tar archive of an OCI image layout.
+    #[serde(rename = "oci-archive")]
+    OciArchive,
+    /// Local containers-storage (podman).
+    #[serde(rename = "containers-storage")]
+    ContainersStorage,
+    /// A directory written by `skopeo copy dir:`.
+    #[serde(rename = "dir")]
+    Dir,
+}
+
+impl Transport {
+    /// Every transport, in documentation order.
+    pub const ALL: [Transport; 5] = [
+        Transport::Registry,
+        Transport::Oci,
+        Transport::OciArchive,
+        Transport::ContainersStorage,
+        Transport::Dir,
+    ];
+
+    /// The name used in the API and the Host document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Registry => "registry",
+            Transport::Oci => "oci",
+            Transport::OciArchive => "oci-archive",
+            Transport::ContainersStorage => "containers-storage",
+            Transport::Dir => "dir",
+        }
+    }
+
+    /// Parse an API transport name.
+    pub fn parse(s: &str) -> Option<Transport> {
+        Transport::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Whether the image name is a path on the local filesystem.
+    pub fn reads_local_path(self) -> bool {
+        matches!(self, Transport::Oci | Transport::OciArchive | Transport::Dir)
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the image signature is verified.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ImageSignature {
+    /// Verified against the named ostree remote.
+    OstreeRemote(String),
+    /// Verified by the host's containers `policy.json`.
+    ContainerPolicy,
+    /// Not verified.
+    Insecure,
+}
+
+/// An image with its transport and signature policy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageReference {
+    /// The image name, e.g. `quay.io/example/os:latest` or `/srv/images/os`.
+    pub image: String,
+    /// How the image is reached.
+    pub transport: Transport,
+    /// How the image is verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ImageSignature>,
+}
+
+/// What is known about one fetched image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStatus {
+    /// The image reference.
+    pub image: ImageReference,
+    /// The `org.opencontainers.image.version` label, if any.
+    pub version: Option<String>,
+    /// The build time from the image config, RFC 3339.
+    pub timestamp: Option<String>,
+    /// The manifest digest, `sha256:…`.
+    pub image_digest: String,
+    /// The image architecture, e.g. `amd64`.
+    pub architecture: String,
+}
+
+/// The ostree side of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootEntryOstree {
+    /// The stateroot (`/ostree/deploy/<stateroot>`).
+    pub stateroot: String,
+    /// The deployed ostree commit.
+    pub checksum: String,
+    /// Distinguishes deployments of the same commit.
+    pub deploy_serial: u32,
+}
+
+/// One deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootEntry {
+    /// The image this deployment was made from; `None` for a plain ostree commit.
+    pub image: Option<ImageStatus>,
+    /// Metadata of a newer version of this image fetched by `Check`.
+    pub cached_update: Option<ImageStatus>,
+    /// The origin carries settings hostd does not understand (e.g. layered packages).
+    pub incompatible: bool,
+    /// Protected from garbage collection.
+    pub pinned: bool,
+    /// Staged but locked: a plain reboot does not apply it.
+    #[serde(default)]
+    pub download_only: bool,
+    /// The ostree deployment.
+    pub ostree: Option<BootEntryOstree>,
+}
+
+/// Detected type of host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HostType {
+    /// Booted from a container image deployed by ostree.
+    BootcHost,
+}
+
+/// The observed state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostStatus {
+    /// The deployment queued for the next boot.
+    pub staged: Option<BootEntry>,
+    /// The running deployment; `None` on an offline sysroot.
+    pub booted: Option<BootEntry>,
+    /// The previous deployment.
+    pub rollback: Option<BootEntry>,
+    /// Further deployments (pinned ones, or all of an offline sysroot in boot order).
+    #[serde(default)]
+    pub other_deployments: Vec<BootEntry>,
+    /// The rollback deployment is set to boot next.
+    #[serde(default)]
+    pub rollback_queued: bool,
+    /// The kind of host; `None` when not booted from an image.
+    #[serde(rename = "type")]
+    pub ty: Option<HostType>,
+}
+
+impl Host {
+    /// A document with the fixed header fields filled in.
+    pub fn new(spec: HostSpec, status: HostStatus) -> Host {
+        Host {
+            api_version: API_VERSION.to_string(),
+            kind: KIND.to_string(),
+            metadata: ObjectMeta {
+                name: Some("host".to_string()),
+            },
+            spec,
+            status,
+        }
+    }
+
+    /// Deployments in boot order: staged (if any), then what boots by default, then the rest.
+    pub fn entries(&self) -> impl Iterator<Item = &BootEntry> {
+        let s = &self.status;
+        let (first, second) = if s.rollback_queued {
+            (&s.rollback, &s.booted)
+        } else {
+            (&s.booted, &s.rollback)
+        };
+        s.staged
+            .iter()
+            .chain(first.iter())
+            .chain(second.iter())
+            .chain(s.other_deployments.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_with_bootc_field_names() {
+        let entry = BootEntry {
+            image: Some(ImageStatus {
+                image: ImageReference {
+                    image: "quay.io/example/os:latest".into(),
+                    transport: Transport::Registry,
+                    signature: Some(ImageSignature::Insecure),
+                },
+                version: Some("1".into()),
+                timestamp: None,
+                image_digest: "sha256:00".into(),
+                architecture: "amd64".into(),
+            }),
+            cached_update: None,
+            incompatible: false,
+            pinned: true,
+            download_only: false,
+            ostree: Some(BootEntryOstree {
+                stateroot: "default".into(),
+                checksum: "abc".into(),
+                deploy_serial: 0,
+            }),
+        };
+        let host = Host::new(
+            HostSpec::default(),
+            HostStatus {
+                booted: Some(entry),
+                ty: Some(HostType::BootcHost),
+                ..Default::default()
+            },
+        );
+        let v = serde_json::to_value(&host).unwrap();
+        assert_eq!(v["apiVersion"], API_VERSION);
+        assert_eq!(v["spec"]["bootOrder"], "default");
+        assert_eq!(v["status"]["type"], "bootcHost");
+        let booted = &v["status"]["booted"];
+        assert_eq!(booted["image"]["imageDigest"], "sha256:00");
+        assert_eq!(booted["image"]["image"]["signature"], "insecure");
+        assert_eq!(booted["ostree"]["deploySerial"], 0);
+        assert_eq!(booted["downloadOnly"], false);
+        let back: Host = serde_json::from_value(v).unwrap();
+        assert_eq!(back, host);
+    }
+
+    #[test]
+    fn ostree_remote_signature_is_an_object() {
+        let v = serde_json::to_value(ImageSignature::OstreeRemote("fedora".into())).unwrap();
+        assert_eq!(v, serde_json::json!({"ostreeRemote": "fedora"}));
+    }
+
+    #[test]
+    fn transport_names_round_trip() {
+        for t in Transport::ALL {
+            assert_eq!(Transport::parse(t.as_str()), Some(t));
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+        }
+        assert_eq!(Transport::parse("docker"), None);
+    }
+}

@@ -1,0 +1,22 @@
+//! The D-Bus contract of hostd, shared by the daemon, `hostctl` and the tests.
+//!
+//! - [`names`]: bus name, object paths, interface names.
+//! - [`error`]: the `org.hostd.Host1.Error.*` names as one typed enum.
+//! - [`host`]: the Host JSON document returned by `Status` (bootc-compatible).
+//! - [`proxy`]: typed client proxies for the manager and job objects.
+//! - [`options`]: the option keys each method accepts.
+//!
+//! The normative interface text is `org.hostd.Host1.xml` next to this crate,
+//! available as [`INTERFACE_XML`].
+
+pub mod error;
+pub mod host;
+pub mod names;
+pub mod options;
+pub mod proxy;
+
+pub use error::Error;
+
+/// The introspection XML of `org.hostd.Host1` and `org.hostd.Host1.Job`, as installed
+/// under `/usr/share/dbus-1/interfaces/`.
+pub const INTERFACE_XML: &str = include_str!("../org.hostd.Host1.xml");

@@ -1,0 +1,108 @@
+//! Typed client proxies of the manager and job objects.
+
+use std::collections::HashMap;
+
+use zbus::{OwnedObjectPath, OwnedVariant, Variant};
+
+use crate::Error;
+
+/// Options dictionary as sent by clients.
+pub type OptionsArg<'a> = HashMap<&'a str, Variant<'a>>;
+
+/// The manager object `/org/hostd/Host1`.
+#[zbus::proxy(
+    interface = "org.hostd.Host1",
+    default_service = "org.hostd.Host1",
+    default_path = "/org/hostd/Host1"
+)]
+pub trait Host1 {
+    /// The Host JSON document.
+    fn status(&self, options: OptionsArg<'_>) -> Result<String, Error>;
+    /// Look for an update of the tracked image (manifest and config only).
+    fn check(&self, options: OptionsArg<'_>) -> Result<OwnedObjectPath, Error>;
+    /// Fetch and queue the tracked image.
+    fn upgrade(&self, options: OptionsArg<'_>) -> Result<OwnedObjectPath, Error>;
+    /// Fetch and queue another image, and track it from then on.
+    fn switch(&self, image: &str, options: OptionsArg<'_>) -> Result<OwnedObjectPath, Error>;
+    /// Queue an already downloaded update for the next boot.
+    fn stage(&self, options: OptionsArg<'_>) -> Result<OwnedObjectPath, Error>;
+    /// Make the rollback deployment the default (again: undo).
+    fn rollback(&self, options: OptionsArg<'_>) -> Result<OwnedObjectPath, Error>;
+    /// Prune images, layers and objects no deployment needs.
+    fn cleanup(&self, options: OptionsArg<'_>) -> Result<OwnedObjectPath, Error>;
+    /// Re-read the configuration.
+    fn reload_config(&self) -> Result<(), Error>;
+
+    /// idle | checking | fetching | staging | rolling-back | cleaning | rebooting
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    /// The running job, `/` when idle.
+    #[zbus(property)]
+    fn active_job(&self) -> zbus::Result<OwnedObjectPath>;
+    /// Deployments in boot order.
+    #[zbus(property)]
+    fn deployments(&self) -> zbus::Result<Vec<HashMap<String, OwnedVariant>>>;
+    /// The update found by the last `Check`, empty when none.
+    #[zbus(property)]
+    fn cached_update(&self) -> zbus::Result<HashMap<String, OwnedVariant>>;
+    /// A queued deployment waits for a reboot.
+    #[zbus(property)]
+    fn reboot_required(&self) -> zbus::Result<bool>;
+    /// The configured automatic update policy.
+    #[zbus(property)]
+    fn automatic_update_policy(&self) -> zbus::Result<String>;
+    /// Time of the last successful check, µs since the epoch, 0 when never.
+    #[zbus(property)]
+    fn last_check_time(&self) -> zbus::Result<u64>;
+
+    /// A job was created.
+    #[zbus(signal)]
+    fn job_new(&self, id: u64, job: OwnedObjectPath, kind: String) -> zbus::Result<()>;
+    /// A job finished: `succeeded`, `failed` or `cancelled`.
+    #[zbus(signal)]
+    fn job_removed(&self, id: u64, job: OwnedObjectPath, result: String) -> zbus::Result<()>;
+}
+
+/// A job object `/org/hostd/Host1/job/<id>`.
+#[zbus::proxy(interface = "org.hostd.Host1.Job", default_service = "org.hostd.Host1")]
+pub trait Job {
+    /// Stop the job at the next safe point.
+    fn cancel(&self) -> Result<(), Error>;
+
+    /// The job id.
+    #[zbus(property)]
+    fn id(&self) -> zbus::Result<u64>;
+    /// check | upgrade | switch | stage | rollback | cleanup
+    #[zbus(property)]
+    fn kind(&self) -> zbus::Result<String>;
+    /// running | succeeded | failed | cancelled
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    /// checking | pulling | importing | staging | cleanup | rebooting
+    #[zbus(property)]
+    fn phase(&self) -> zbus::Result<String>;
+    /// Bytes fetched so far.
+    #[zbus(property)]
+    fn bytes_done(&self) -> zbus::Result<u64>;
+    /// Bytes to fetch in all.
+    #[zbus(property)]
+    fn bytes_total(&self) -> zbus::Result<u64>;
+    /// Layers fetched so far.
+    #[zbus(property)]
+    fn layers_done(&self) -> zbus::Result<u32>;
+    /// Layers to fetch in all.
+    #[zbus(property)]
+    fn layers_total(&self) -> zbus::Result<u32>;
+    /// 0..1
+    #[zbus(property)]
+    fn progress(&self) -> zbus::Result<f64>;
+    /// What the job is doing, or its result.
+    #[zbus(property)]
+    fn message(&self) -> zbus::Result<String>;
+    /// The error name when failed or cancelled, else empty.
+    #[zbus(property)]
+    fn error_name(&self) -> zbus::Result<String>;
+    /// The error message when failed or cancelled, else empty.
+    #[zbus(property)]
+    fn error_message(&self) -> zbus::Result<String>;
+}
