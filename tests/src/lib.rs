@@ -1,0 +1,53 @@
+//! Integration test harness for hostd, used by every test under `tests/tests/`.
+//!
+//! - [`sysroot`]: throwaway ostree sysroots on a tmpfs (ostree freezes the
+//!   filesystem holding `boot/`; a tmpfs makes that harmless).
+//! - [`fixture`]: bootable-shaped OCI images encapsulated with ostree-ext,
+//!   several layers and a version label, with v2/v3 changing chosen layers.
+//! - [`machine`]: a private system bus with a real polkitd in a private mount
+//!   namespace (own /etc with test users and polkit rules), hostd started by
+//!   D-Bus activation against a sysroot.
+//! - [`schema`]: validation against bootc's published JSON schemas.
+//!
+//! Everything started is stopped on drop, also when a test panics.
+
+pub mod fixture;
+pub mod machine;
+pub mod schema;
+pub mod sysroot;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// A built binary of the workspace (`hostd` or `hostctl`), from the same
+/// profile as the running test.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built; run `cargo build --workspace` first", path.display());
+    path
+}
+
+/// Run a command, failing with its stderr when it fails.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Make the test process's libostree leave deployment directories mutable, so
+/// teardown can remove them.
+pub fn mutable_deployments() {
+    std::env::set_var("OSTREE_SYSROOT_DEBUG", "mutable-deployments");
+}

@@ -1,0 +1,69 @@
+# Build and install hostd.
+#
+#   make build                      release build of the whole workspace
+#   make install DESTDIR=<dir>      install into <dir>$(PREFIX)
+#   make deps | test | test-fast | demo | verify-units
+
+PREFIX ?= /usr
+DESTDIR ?=
+CARGO ?= cargo
+
+BINDIR := $(PREFIX)/bin
+LIBEXECDIR := $(PREFIX)/libexec
+UNITDIR := $(PREFIX)/lib/systemd/system
+DBUSDIR := $(PREFIX)/share/dbus-1
+POLKITDIR := $(PREFIX)/share/polkit-1
+DOCDIR := $(PREFIX)/share/doc/hostd
+
+RELEASE := target/release
+# The D-Bus activation file shares the .service suffix but is not a unit.
+ACTIVATION := systemd-units/org.hostd.Host1.service
+UNITS := $(filter-out $(ACTIVATION),$(wildcard systemd-units/*.service systemd-units/*.timer))
+
+.PHONY: all build install deps demo test test-fast verify-units
+
+all: build
+
+build:
+	$(CARGO) build --release --workspace
+
+# The polkit rules are installed as an example only; enable them by copying
+# $(DOCDIR)/examples/50-hostd.rules to /etc/polkit-1/rules.d/.
+install:
+	install -D -m 0755 $(RELEASE)/hostctl $(DESTDIR)$(BINDIR)/hostctl
+	install -D -m 0755 $(RELEASE)/hostd $(DESTDIR)$(LIBEXECDIR)/hostd
+	for u in $(UNITS); do \
+		install -D -m 0644 $$u $(DESTDIR)$(UNITDIR)/$$(basename $$u) || exit 1; \
+	done
+	install -D -m 0644 $(ACTIVATION) $(DESTDIR)$(DBUSDIR)/system-services/org.hostd.Host1.service
+	install -D -m 0644 dbus-interfaces/org.hostd.Host1.conf $(DESTDIR)$(DBUSDIR)/system.d/org.hostd.Host1.conf
+	install -D -m 0644 dbus-interfaces/org.hostd.Host1.xml $(DESTDIR)$(DBUSDIR)/interfaces/org.hostd.Host1.xml
+	install -D -m 0644 polkit-rules/org.hostd.host1.policy $(DESTDIR)$(POLKITDIR)/actions/org.hostd.host1.policy
+	install -D -m 0644 polkit-rules/50-hostd.rules $(DESTDIR)$(DOCDIR)/examples/50-hostd.rules
+
+deps:
+	bash scripts/deps
+
+demo: deps
+	bash scripts/demo
+
+test: deps
+	bash scripts/test
+
+test-fast:
+	bash scripts/test --fast
+
+# systemd-analyze verify also checks that ExecStart= binaries exist, so the
+# units are checked in a temporary copy pointing at the freshly built ones.
+# It exits 0 on mere warnings (unknown keys, ...); any output fails here.
+verify-units: build
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	for u in $(notdir $(UNITS)); do \
+		sed -e 's|/usr/libexec/hostd|$(CURDIR)/$(RELEASE)/hostd|g' \
+		    -e 's|/usr/bin/hostctl|$(CURDIR)/$(RELEASE)/hostctl|g' \
+		    systemd-units/$$u > "$$tmp/$$u"; \
+	done; \
+	out=$$(SYSTEMD_UNIT_PATH="$$tmp:" systemd-analyze verify --man=no \
+		$(addprefix "$$tmp"/,$(notdir $(UNITS))) 2>&1) || rc=$$?; \
+	if [ -n "$$out" ]; then printf '%s\n' "$$out"; exit 1; fi; \
+	exit $${rc:-0}

@@ -1,0 +1,145 @@
+//! Command line.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Inspect and update an image-based host through hostd.
+///
+/// Exit codes: 0 success; 1 failure; 2 usage error; 3 hostd unreachable;
+/// 4 not an image-based host; 5 not authorized; 6 another job is running;
+/// 7 invalid argument; 8 cancelled; 100 `upgrade --check` found an update.
+#[derive(Debug, Parser)]
+#[command(version, propagate_version = true)]
+pub struct Cli {
+    /// Never ask for a password (polkit must decide without interaction).
+    #[arg(long, global = true)]
+    pub no_ask_password: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show booted, staged and rollback deployments.
+    Status(StatusArgs),
+    /// Fetch and queue the tracked image (or only look, with --check).
+    Upgrade(UpgradeArgs),
+    /// Fetch and queue another image and track it from then on.
+    Switch(SwitchArgs),
+    /// Queue a downloaded (download-only) update for the next boot, offline.
+    Stage(ApplyArgs),
+    /// Make the rollback deployment the default; again to undo.
+    Rollback(ApplyArgs),
+    /// Remove images, layers and objects no deployment needs.
+    Cleanup(JobOutput),
+    /// Cancel the running job.
+    Cancel,
+    /// Re-read /etc/hostd/hostd.toml and drop-ins.
+    Reload,
+}
+
+/// `status` options.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the Host document as JSON (bootc org.containers.bootc/v1 compatible).
+    #[arg(long)]
+    pub json: bool,
+    /// Only the booted deployment.
+    #[arg(long)]
+    pub booted: bool,
+}
+
+/// How job progress is shown.
+#[derive(Debug, Args, Clone, Default)]
+pub struct JobOutput {
+    /// Print only errors.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// One JSON object per event on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write bootc-compatible progress JSON lines to this file descriptor.
+    #[arg(long, value_name = "FD")]
+    pub progress_fd: Option<i32>,
+}
+
+/// `upgrade` options.
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// Only look for an update (manifest and config); exit 100 if one exists.
+    #[arg(long, conflicts_with_all = ["download_only", "apply", "allow_downgrade"])]
+    pub check: bool,
+    /// Fetch and keep the deployment locked: a plain reboot does not apply it.
+    #[arg(long, conflicts_with = "apply")]
+    pub download_only: bool,
+    /// Reboot when the update is queued.
+    #[arg(long)]
+    pub apply: bool,
+    /// Accept an image built before the current one.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    #[command(flatten)]
+    pub output: JobOutput,
+}
+
+/// Image transports.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TransportArg {
+    /// A container registry.
+    Registry,
+    /// An OCI layout directory (absolute path, optional :tag).
+    Oci,
+    /// An OCI archive (absolute path).
+    OciArchive,
+    /// Local containers-storage.
+    ContainersStorage,
+    /// A `skopeo copy dir:` directory (absolute path).
+    Dir,
+}
+
+impl TransportArg {
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportArg::Registry => "registry",
+            TransportArg::Oci => "oci",
+            TransportArg::OciArchive => "oci-archive",
+            TransportArg::ContainersStorage => "containers-storage",
+            TransportArg::Dir => "dir",
+        }
+    }
+}
+
+/// `switch` options.
+#[derive(Debug, Args)]
+pub struct SwitchArgs {
+    /// The image, e.g. quay.io/org/os:latest or /srv/images/os:latest with --transport oci.
+    pub image: String,
+    /// How to reach the image.
+    #[arg(long, value_enum, default_value = "registry")]
+    pub transport: TransportArg,
+    /// Keep the current deployment instead of letting it be pruned.
+    #[arg(long)]
+    pub retain: bool,
+    /// Require the host's containers policy to verify the image signature.
+    #[arg(long)]
+    pub enforce_container_sigpolicy: bool,
+    /// Fetch and keep the deployment locked.
+    #[arg(long, conflicts_with = "apply")]
+    pub download_only: bool,
+    /// Reboot when the update is queued.
+    #[arg(long)]
+    pub apply: bool,
+    #[command(flatten)]
+    pub output: JobOutput,
+}
+
+/// Options of verbs that can reboot.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Reboot when done.
+    #[arg(long)]
+    pub apply: bool,
+    #[command(flatten)]
+    pub output: JobOutput,
+}

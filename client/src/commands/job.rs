@@ -1,0 +1,77 @@
+//! Verbs that start a job and follow it to the end.
+
+use hostd_interface::options as opt;
+use hostd_interface::proxy::{Host1Proxy, JobProxy};
+use hostd_interface::Error;
+use zbus::{Connection, Variant};
+
+use super::{options, Caller};
+use crate::cli::{ApplyArgs, JobOutput, SwitchArgs, UpgradeArgs};
+use crate::exit::{self, Code};
+use crate::watch;
+
+/// `upgrade [--check]`.
+pub async fn upgrade(conn: &Connection, call: &Caller<'_>, args: &UpgradeArgs) -> Result<Code, Error> {
+    if args.check {
+        let path = call.start("Check", &(options(&[]),)).await?;
+        let end = watch::follow(conn, &path, &args.output).await?;
+        return Ok(match end {
+            Ok(message) if message.starts_with("Update available") => Code::UpdateAvailable,
+            Ok(_) => Code::Success,
+            Err(e) => exit::report(&e),
+        });
+    }
+    let opts = options(&[
+        (opt::DOWNLOAD_ONLY, Variant::Bool(args.download_only)),
+        (opt::APPLY, Variant::Bool(args.apply)),
+        (opt::ALLOW_DOWNGRADE, Variant::Bool(args.allow_downgrade)),
+    ]);
+    let path = call.start("Upgrade", &(opts,)).await?;
+    finish(watch::follow(conn, &path, &args.output).await?)
+}
+
+/// `switch IMAGE`.
+pub async fn switch(conn: &Connection, call: &Caller<'_>, args: &SwitchArgs) -> Result<Code, Error> {
+    let opts = options(&[
+        (opt::TRANSPORT, Variant::from(args.transport.as_str())),
+        (opt::RETAIN, Variant::Bool(args.retain)),
+        (opt::ENFORCE_CONTAINER_SIGPOLICY, Variant::Bool(args.enforce_container_sigpolicy)),
+        (opt::DOWNLOAD_ONLY, Variant::Bool(args.download_only)),
+        (opt::APPLY, Variant::Bool(args.apply)),
+    ]);
+    let path = call.start("Switch", &(args.image.as_str(), opts)).await?;
+    finish(watch::follow(conn, &path, &args.output).await?)
+}
+
+/// `stage` and `rollback`.
+pub async fn simple(conn: &Connection, call: &Caller<'_>, method: &str, args: &ApplyArgs) -> Result<Code, Error> {
+    let opts = options(&[(opt::APPLY, Variant::Bool(args.apply))]);
+    let path = call.start(method, &(opts,)).await?;
+    finish(watch::follow(conn, &path, &args.output).await?)
+}
+
+/// `cleanup`.
+pub async fn cleanup(conn: &Connection, call: &Caller<'_>, output: &JobOutput) -> Result<Code, Error> {
+    let path = call.start("Cleanup", &(options(&[]),)).await?;
+    finish(watch::follow(conn, &path, output).await?)
+}
+
+/// `cancel`: cancel whatever job runs.
+pub async fn cancel(conn: &Connection, host: &Host1Proxy<'_>) -> Result<Code, Error> {
+    let path = host.active_job().await?;
+    if path.as_str() == "/" {
+        eprintln!("No job is running.");
+        return Ok(Code::Success);
+    }
+    let job = JobProxy::builder(conn).path(path.clone()).build().await?;
+    job.cancel().await?;
+    eprintln!("Cancelling {}.", path.as_str());
+    Ok(Code::Success)
+}
+
+fn finish(end: Result<String, Error>) -> Result<Code, Error> {
+    match end {
+        Ok(_) => Ok(Code::Success),
+        Err(e) => Ok(exit::report(&e)),
+    }
+}

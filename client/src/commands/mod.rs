@@ -1,0 +1,72 @@
+//! One function per verb; each is a typed call plus rendering.
+
+mod job;
+mod status;
+
+use std::collections::HashMap;
+
+use hostd_interface::proxy::Host1Proxy;
+use hostd_interface::Error;
+use zbus::proxy::MethodFlags;
+use zbus::{OwnedObjectPath, Variant};
+
+use crate::cli::{Cli, Command};
+use crate::exit::{self, Code};
+
+/// Run the command line; never panics on bus errors.
+pub async fn run(cli: Cli) -> Code {
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => exit::report(&e),
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<Code, Error> {
+    let conn = zbus::Connection::system().await?;
+    let host = Host1Proxy::new(&conn).await?;
+    let call = Caller { host: &host, interactive: !cli.no_ask_password };
+    match cli.command {
+        Command::Status(args) => status::run(&host, &args).await,
+        Command::Upgrade(args) => job::upgrade(&conn, &call, &args).await,
+        Command::Switch(args) => job::switch(&conn, &call, &args).await,
+        Command::Stage(args) => job::simple(&conn, &call, "Stage", &args).await,
+        Command::Rollback(args) => job::simple(&conn, &call, "Rollback", &args).await,
+        Command::Cleanup(output) => job::cleanup(&conn, &call, &output).await,
+        Command::Cancel => job::cancel(&conn, &host).await,
+        Command::Reload => {
+            call.call::<()>("ReloadConfig", &()).await?;
+            Ok(Code::Success)
+        }
+    }
+}
+
+/// Mutating calls carry ALLOW_INTERACTIVE_AUTHORIZATION unless --no-ask-password.
+pub struct Caller<'a> {
+    host: &'a Host1Proxy<'a>,
+    interactive: bool,
+}
+
+impl Caller<'_> {
+    async fn call<R>(&self, method: &str, body: &(impl serde::Serialize + zbus::DynamicType)) -> Result<R, Error>
+    where
+        R: for<'d> serde::Deserialize<'d> + zbus::Type,
+    {
+        let flags = if self.interactive { MethodFlags::ALLOW_INTERACTIVE_AUTH } else { MethodFlags::empty() };
+        let reply: Option<R> = self.host.inner().call_with_flags(method, flags, body).await?;
+        reply.ok_or_else(|| Error::Failed(format!("{method} returned no reply")))
+    }
+
+    /// Call a job-creating method and return the job path.
+    async fn start(&self, method: &str, body: &(impl serde::Serialize + zbus::DynamicType)) -> Result<OwnedObjectPath, Error> {
+        self.call(method, body).await
+    }
+}
+
+/// Options dictionary from (key, value) pairs, leaving out false booleans.
+fn options<'a>(pairs: &[(&'a str, Variant<'a>)]) -> HashMap<&'a str, Variant<'a>> {
+    pairs
+        .iter()
+        .filter(|(_, v)| !matches!(v, Variant::Bool(false)))
+        .map(|(k, v)| (*k, v.clone()))
+        .collect()
+}

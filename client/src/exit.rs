@@ -1,0 +1,66 @@
+//! Exit codes and turning errors into hints.
+
+use hostd_interface::Error;
+
+/// Distinct exit codes scripts can rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Done.
+    Success = 0,
+    /// Anything else went wrong.
+    Failure = 1,
+    /// hostd could not be reached on the system bus.
+    Unreachable = 3,
+    /// The host is not image-based.
+    NotImageBased = 4,
+    /// polkit said no.
+    NotAuthorized = 5,
+    /// Another job runs.
+    Busy = 6,
+    /// Bad argument.
+    InvalidArgument = 7,
+    /// The job was cancelled.
+    Cancelled = 8,
+    /// `upgrade --check`: an update is available.
+    UpdateAvailable = 100,
+}
+
+impl From<Code> for std::process::ExitCode {
+    fn from(c: Code) -> std::process::ExitCode {
+        std::process::ExitCode::from(c as u8)
+    }
+}
+
+/// Print an error with a hint and pick the exit code.
+pub fn report(e: &Error) -> Code {
+    let (code, hint) = match e {
+        Error::ZBus(zbus::Error::InputOutput(_)) | Error::ZBus(zbus::Error::Address(_)) => {
+            (Code::Unreachable, Some("is the system bus running?"))
+        }
+        Error::ZBus(zbus::Error::MethodError(name, _, _))
+            if name.as_str().starts_with("org.freedesktop.DBus.Error.ServiceUnknown")
+                || name.as_str().starts_with("org.freedesktop.DBus.Error.NameHasNoOwner")
+                || name.as_str().starts_with("org.freedesktop.DBus.Error.Spawn") =>
+        {
+            (Code::Unreachable, Some("hostd is not installed or could not be started"))
+        }
+        Error::ZBus(_) => (Code::Unreachable, None),
+        Error::NotImageBased(_) => (Code::NotImageBased, Some("this host does not boot an ostree/bootc image")),
+        Error::NotAuthorized(_) => (Code::NotAuthorized, Some("ask an administrator, or run with sudo")),
+        Error::Busy(_) => (Code::Busy, Some("wait for it, or `hostctl cancel`")),
+        Error::InvalidArgument(_) => (Code::InvalidArgument, None),
+        Error::Cancelled(_) => (Code::Cancelled, None),
+        Error::NoSpace(_) => (Code::Failure, Some("free space, or run `hostctl cleanup`")),
+        Error::Network(_) => (Code::Failure, Some("check the network and the registry")),
+        _ => (Code::Failure, None),
+    };
+    let message = match e {
+        Error::ZBus(z) => format!("cannot talk to hostd: {z}"),
+        other => format!("{}: {}", other.short_name(), other.message()),
+    };
+    eprintln!("hostctl: {message}");
+    if let Some(h) = hint {
+        eprintln!("Hint: {h}");
+    }
+    code
+}

@@ -1,0 +1,199 @@
+//! Text rendering of the Host document, into any `Write` so tests see the exact output.
+
+use std::io::{self, Write};
+
+use hostd_interface::host::{BootEntry, Host, ImageStatus};
+
+/// Human-readable status, in the spirit of `bootc status`.
+pub fn status(out: &mut impl Write, host: &Host, booted_only: bool) -> io::Result<()> {
+    let s = &host.status;
+    if s.booted.is_none() {
+        if s.other_deployments.is_empty() {
+            return writeln!(out, "No deployments.");
+        }
+        writeln!(out, "Offline sysroot (not booted); deployments in boot order:")?;
+        for (i, entry) in s.other_deployments.iter().enumerate() {
+            let label = if i == 0 { "Default" } else { "Other" };
+            writeln!(out)?;
+            entry_block(out, label, entry)?;
+        }
+        return Ok(());
+    }
+    if booted_only {
+        return entry_block(out, "Booted", s.booted.as_ref().expect("checked above"));
+    }
+    let mut first = true;
+    let mut block = |out: &mut dyn Write, label: &str, e: &BootEntry| -> io::Result<()> {
+        if !first {
+            writeln!(out)?;
+        }
+        first = false;
+        entry_block_dyn(out, label, e)
+    };
+    if let Some(e) = &s.staged {
+        block(out, "Staged", e)?;
+    }
+    if let Some(e) = &s.booted {
+        block(out, "Booted", e)?;
+    }
+    if let Some(e) = &s.rollback {
+        block(out, "Rollback", e)?;
+    }
+    for e in &s.other_deployments {
+        block(out, "Other", e)?;
+    }
+    if s.rollback_queued {
+        writeln!(out, "\nRollback queued: the rollback deployment boots next.")?;
+    }
+    if s.staged.as_ref().is_some_and(|e| !e.download_only) || s.rollback_queued {
+        writeln!(out, "Reboot required to apply the pending change.")?;
+    }
+    Ok(())
+}
+
+fn entry_block(out: &mut impl Write, label: &str, e: &BootEntry) -> io::Result<()> {
+    entry_block_dyn(out, label, e)
+}
+
+fn entry_block_dyn(out: &mut dyn Write, label: &str, e: &BootEntry) -> io::Result<()> {
+    let marker = if label == "Booted" { "●" } else { " " };
+    let mut flags = Vec::new();
+    if e.pinned {
+        flags.push("pinned");
+    }
+    if e.download_only {
+        flags.push("download-only");
+    }
+    if e.incompatible {
+        flags.push("incompatible");
+    }
+    let flags = if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(", ")) };
+    match &e.image {
+        Some(img) => {
+            writeln!(out, "{marker} {label} image: {} ({}){flags}", img.image.image, img.image.transport)?;
+            image_lines(out, img)?;
+        }
+        None => writeln!(out, "{marker} {label}: ostree commit (no image){flags}")?,
+    }
+    if let Some(o) = &e.ostree {
+        writeln!(out, "{:>16}: {}.{} ({})", "Commit", o.checksum, o.deploy_serial, o.stateroot)?;
+    }
+    if let Some(u) = &e.cached_update {
+        writeln!(
+            out,
+            "{:>16}: {} ({})",
+            "Update available",
+            u.version.as_deref().unwrap_or("no version"),
+            u.image_digest
+        )?;
+    }
+    Ok(())
+}
+
+fn image_lines(out: &mut dyn Write, img: &ImageStatus) -> io::Result<()> {
+    let version = img.version.as_deref().unwrap_or("(none)");
+    match &img.timestamp {
+        Some(t) => writeln!(out, "{:>16}: {version} ({t})", "Version")?,
+        None => writeln!(out, "{:>16}: {version}", "Version")?,
+    }
+    writeln!(out, "{:>16}: {}", "Digest", img.image_digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostd_interface::host::*;
+
+    fn entry(version: &str) -> BootEntry {
+        BootEntry {
+            image: Some(ImageStatus {
+                image: ImageReference {
+                    image: "quay.io/example/os:latest".into(),
+                    transport: Transport::Registry,
+                    signature: Some(ImageSignature::Insecure),
+                },
+                version: Some(version.into()),
+                timestamp: Some("2026-01-01T00:00:00Z".into()),
+                image_digest: format!("sha256:{version}"),
+                architecture: "amd64".into(),
+            }),
+            cached_update: None,
+            incompatible: false,
+            pinned: false,
+            download_only: false,
+            ostree: Some(BootEntryOstree {
+                stateroot: "default".into(),
+                checksum: format!("c{version}"),
+                deploy_serial: 0,
+            }),
+        }
+    }
+
+    fn render(host: &Host, booted_only: bool) -> String {
+        let mut out = Vec::new();
+        status(&mut out, host, booted_only).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn booted_with_staged_and_rollback() {
+        let mut staged = entry("3");
+        staged.download_only = true;
+        let mut rollback = entry("1");
+        rollback.pinned = true;
+        let host = Host::new(
+            HostSpec::default(),
+            HostStatus {
+                staged: Some(staged),
+                booted: Some(entry("2")),
+                rollback: Some(rollback),
+                ty: Some(HostType::BootcHost),
+                ..Default::default()
+            },
+        );
+        let text = render(&host, false);
+        assert_eq!(
+            text,
+            "  Staged image: quay.io/example/os:latest (registry) [download-only]
+         Version: 3 (2026-01-01T00:00:00Z)
+          Digest: sha256:3
+          Commit: c3.0 (default)
+
+● Booted image: quay.io/example/os:latest (registry)
+         Version: 2 (2026-01-01T00:00:00Z)
+          Digest: sha256:2
+          Commit: c2.0 (default)
+
+  Rollback image: quay.io/example/os:latest (registry) [pinned]
+         Version: 1 (2026-01-01T00:00:00Z)
+          Digest: sha256:1
+          Commit: c1.0 (default)
+"
+        );
+        assert!(render(&host, true).starts_with("● Booted image"));
+        assert_eq!(render(&host, true).lines().count(), 4);
+    }
+
+    #[test]
+    fn offline_lists_boot_order_and_queued_notes() {
+        let host = Host::new(
+            HostSpec::default(),
+            HostStatus { other_deployments: vec![entry("2"), entry("1")], ..Default::default() },
+        );
+        let text = render(&host, false);
+        assert!(text.starts_with("Offline sysroot (not booted); deployments in boot order:\n\n  Default image"));
+        assert!(text.contains("\n  Other image"));
+        let host = Host::new(
+            HostSpec::default(),
+            HostStatus {
+                booted: Some(entry("2")),
+                rollback: Some(entry("1")),
+                rollback_queued: true,
+                ..Default::default()
+            },
+        );
+        let text = render(&host, false);
+        assert!(text.contains("Rollback queued"));
+        assert!(text.contains("Reboot required"));
+    }
+}

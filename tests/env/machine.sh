@@ -1,0 +1,41 @@
+#!/bin/bash
+# The test "machine": runs inside `unshare -m --propagation private`, so every
+# mount here is private to it. It gives the tests their own /etc (test users,
+# polkit rules, registries.conf), polkit actions with hostd's policy, a system
+# bus with D-Bus activation, and a real polkitd on that bus. It stays in the
+# foreground until killed; the mount namespace dies with it.
+set -euo pipefail
+state=$1       # per-test directory: bus.conf, services/, etc copy
+policy=$2      # hostd's polkit policy file
+
+cp -a /etc "$state/etc"
+mount --bind "$state/etc" /etc
+mkdir -p "$state/actions"
+cp -a /usr/share/polkit-1/actions/. "$state/actions/"
+cp "$policy" "$state/actions/"
+mount --bind "$state/actions" /usr/share/polkit-1/actions
+
+# Test users: an admin in wheel, a plain user, one that rules let only check.
+groupadd -f wheel
+useradd --no-create-home -u 4101 -G wheel hostd-admin
+useradd --no-create-home -u 4102 hostd-user
+useradd --no-create-home -u 4103 hostd-checker
+
+# The test registry listens on loopback without TLS.
+mkdir -p /etc/containers/registries.conf.d
+cat > /etc/containers/registries.conf.d/50-hostd-tests.conf <<'CONF'
+[[registry]]
+location = "127.0.0.1:5000"
+insecure = true
+CONF
+
+# Activated services inherit this and so find the private bus.
+export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$state/bus.sock"
+dbus-daemon --config-file="$state/bus.conf" --nofork --nopidfile &
+bus=$!
+for _ in $(seq 1 200); do [ -S "$state/bus.sock" ] && break; sleep 0.01; done
+/usr/lib/polkit-1/polkitd --no-debug &
+polkit=$!
+trap 'kill $polkit $bus 2>/dev/null; wait' TERM INT
+echo ready > "$state/ready"
+wait

@@ -1,0 +1,178 @@
+//! Fixture OS images: a bootable-shaped tree committed with ostree and
+//! encapsulated by ostree-ext into an `oci:` directory, one layer per
+//! component, so an update can change chosen layers only.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use ostree_ext::chunking::ObjectMetaSized;
+use ostree_ext::container::{encapsulate, Config, ExportOpts, ImageReference, Transport};
+use ostree_ext::objectsource::{ObjectMeta, ObjectSourceMeta};
+use ostree_ext::prelude::*;
+use ostree_ext::{gio, ostree};
+
+use crate::run;
+
+/// Components of the fixture tree; each becomes its own layer.
+pub const COMPONENTS: [&str; 5] = ["base", "kernel", "tools", "data", "docs"];
+const KVER: &str = "6.1.0-fixture";
+
+/// Builds versions of one image into one OCI directory (tag `latest`).
+pub struct ImageBuilder {
+    work: PathBuf,
+    repo: ostree::Repo,
+    /// The OCI layout directory.
+    pub oci_dir: PathBuf,
+    /// Bytes of payload per component.
+    pub component_size: usize,
+}
+
+/// One built version.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    /// The version label.
+    pub version: String,
+    /// The manifest digest (`sha256:…`).
+    pub digest: String,
+    /// `ostree-unverified-image:oci:<dir>:latest`
+    pub reference: String,
+}
+
+impl ImageBuilder {
+    /// A builder working under `work` (created).
+    pub fn new(work: &Path) -> Result<ImageBuilder> {
+        std::fs::create_dir_all(work)?;
+        let repo_path = work.join("build-repo");
+        run(Command::new("ostree").arg("init").arg(format!("--repo={}", repo_path.display())).arg("--mode=bare-user"))?;
+        let repo = ostree::Repo::new_for_path(&repo_path);
+        repo.open(gio::Cancellable::NONE)?;
+        Ok(ImageBuilder {
+            work: work.to_path_buf(),
+            repo,
+            oci_dir: work.join("oci"),
+            component_size: 64 * 1024,
+        })
+    }
+
+    /// The image name for the `oci` transport (`<dir>:latest`).
+    pub fn oci_name(&self) -> String {
+        format!("{}:latest", self.oci_dir.display())
+    }
+
+    /// Build `version`, with `changed` components carrying content specific
+    /// to this version (others keep their v1 content), and tag it `latest`.
+    pub async fn build(&self, version: &str, changed: &[&str], extra: &BTreeMap<String, String>) -> Result<BuiltImage> {
+        let tree = self.work.join(format!("tree-{version}"));
+        let _ = std::fs::remove_dir_all(&tree);
+        write_tree(&tree, version, changed, self.component_size, extra)?;
+        let branch = format!("fixture/{version}");
+        run(Command::new("ostree")
+            .arg(format!("--repo={}", self.work.join("build-repo").display()))
+            .args(["commit", "--owner-uid=0", "--owner-gid=0", "--no-xattrs", "--timestamp=2026-01-01T00:00:00Z"])
+            .arg(format!("--branch={branch}"))
+            .arg(format!("--tree=dir={}", tree.display()))
+            .arg(format!("--add-metadata-string=version={version}"))
+            .arg("--add-metadata=ostree.bootable=true"))?;
+        std::fs::remove_dir_all(&tree)?;
+        let meta = object_meta(&self.repo, &branch)?;
+        let sized = ObjectMetaSized::compute_sizes(&self.repo, meta)?;
+        let dest = ImageReference { transport: Transport::OciDir, name: self.oci_name() };
+        let mut opts = ExportOpts::default();
+        opts.copy_meta_keys = vec!["version".into()];
+        opts.max_layers = std::num::NonZeroU32::new(COMPONENTS.len() as u32 + 1);
+        opts.contentmeta = Some(&sized);
+        opts.created = Some(created_for(version));
+        let digest = encapsulate(&self.repo, &branch, &Config::default(), Some(opts), &dest)
+            .await
+            .with_context(|| format!("encapsulating {version}"))?;
+        Ok(BuiltImage {
+            version: version.to_string(),
+            digest: digest.to_string(),
+            reference: format!("ostree-unverified-image:oci:{}", self.oci_name()),
+        })
+    }
+}
+
+/// Later versions get later build times, so upgrades are not downgrades.
+fn created_for(version: &str) -> String {
+    let n: u32 = version.trim_start_matches(|c: char| !c.is_ascii_digit()).parse().unwrap_or(0);
+    format!("2026-01-{:02}T00:00:00Z", (n % 28) + 1)
+}
+
+fn write_tree(root: &Path, version: &str, changed: &[&str], size: usize, extra: &BTreeMap<String, String>) -> Result<()> {
+    let w = |rel: &str, content: &[u8]| -> Result<()> {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().expect("has parent"))?;
+        std::fs::write(&p, content).with_context(|| p.display().to_string())
+    };
+    w(&format!("usr/lib/modules/{KVER}/vmlinuz"), format!("fixture kernel {KVER}\n").as_bytes())?;
+    w(&format!("usr/lib/modules/{KVER}/initramfs.img"), b"fixture initramfs\n")?;
+    w("usr/lib/os-release", format!("ID=hostd-fixture\nVERSION_ID={version}\n").as_bytes())?;
+    w("usr/etc/hostd-fixture.conf", b"setting=default\n")?;
+    for comp in COMPONENTS {
+        let tag = if changed.contains(&comp) { version } else { "v1" };
+        let seed = format!("{comp}-{tag}");
+        let mut data = Vec::with_capacity(size);
+        while data.len() < size {
+            data.extend_from_slice(seed.as_bytes());
+            data.push(b'\n');
+        }
+        data.truncate(size);
+        w(&format!("usr/share/hostd-fixture/{comp}/data"), &data)?;
+    }
+    for (rel, content) in extra {
+        w(rel, content.as_bytes())?;
+    }
+    for d in ["etc", "var", "boot", "sysroot", "run", "tmp", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    std::fs::remove_dir(root.join("etc"))?;
+    Ok(())
+}
+
+/// Map every content object to the component directory it lives in.
+fn object_meta(repo: &ostree::Repo, rev: &str) -> Result<ObjectMeta> {
+    let (root, _) = repo.read_commit(rev, gio::Cancellable::NONE)?;
+    let mut meta = ObjectMeta::default();
+    for comp in COMPONENTS.iter().copied().chain(["other"]) {
+        let id: std::rc::Rc<str> = comp.into();
+        meta.set.insert(ObjectSourceMeta {
+            identifier: id.clone(),
+            name: id.clone(),
+            srcid: id,
+            change_time_offset: 1,
+            change_frequency: 1,
+        });
+    }
+    walk(&root, "", &mut meta)?;
+    Ok(meta)
+}
+
+fn walk(dir: &gio::File, prefix: &str, meta: &mut ObjectMeta) -> Result<()> {
+    let children = dir.enumerate_children(
+        "standard::name,standard::type",
+        gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
+        gio::Cancellable::NONE,
+    )?;
+    for info in children {
+        let info = info?;
+        let name = info.name().to_string_lossy().into_owned();
+        let path = format!("{prefix}/{name}");
+        let child = dir.child(&name);
+        if info.file_type() == gio::FileType::Directory {
+            walk(&child, &path, meta)?;
+            continue;
+        }
+        let repo_file = child.downcast::<ostree::RepoFile>().expect("repo file");
+        let checksum = repo_file.checksum().to_string();
+        let owner = COMPONENTS
+            .iter()
+            .find(|c| path.starts_with(&format!("/usr/share/hostd-fixture/{c}/")))
+            .copied()
+            .unwrap_or("other");
+        meta.map.insert(checksum, owner.into());
+    }
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! A test "machine": private system bus and real polkitd in a private mount
+//! namespace (see `tests/env/machine.sh`), with hostd D-Bus-activated
+//! against a given sysroot.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hostd_interface::proxy::Host1Proxy;
+
+use crate::{binary, repo_root};
+
+/// Test users created in the machine's /etc.
+pub const ADMIN: (&str, u32) = ("hostd-admin", 4101);
+/// A plain user.
+pub const USER: (&str, u32) = ("hostd-user", 4102);
+/// A user the tests grant only `check`.
+pub const CHECKER: (&str, u32) = ("hostd-checker", 4103);
+
+/// The running machine; stopped on drop.
+pub struct TestMachine {
+    state: tempfile::TempDir,
+    holder: Child,
+    /// `unix:path=…` of the private system bus.
+    pub address: String,
+}
+
+impl TestMachine {
+    /// Start a machine whose hostd manages `sysroot` with `config` as
+    /// `/etc/hostd/hostd.toml`.
+    pub fn start(sysroot: &Path, config: &str) -> Result<TestMachine> {
+        let state = tempfile::Builder::new().prefix("hostd-machine-").tempdir()?;
+        let s = state.path();
+        let address = format!("unix:path={}", s.join("bus.sock").display());
+        std::fs::create_dir_all(s.join("services"))?;
+        std::fs::create_dir_all(s.join("system.d"))?;
+        std::fs::copy(repo_root().join("dbus-interfaces/org.hostd.Host1.conf"), s.join("system.d/org.hostd.Host1.conf"))
+            .context("copying the bus policy")?;
+        std::fs::write(s.join("bus.conf"), bus_config(s))?;
+        let config_root = s.join("config");
+        std::fs::create_dir_all(config_root.join("etc/hostd"))?;
+        std::fs::write(config_root.join("etc/hostd/hostd.toml"), config)?;
+        std::fs::write(
+            s.join("services/org.hostd.Host1.service"),
+            format!(
+                "[D-BUS Service]\nName=org.hostd.Host1\nExec=/usr/bin/env HOSTD_LOG=hostd=debug,info {} --sysroot {} --config-root {}\nUser=root\n",
+                binary("hostd").display(),
+                sysroot.display(),
+                config_root.display()
+            ),
+        )?;
+        let log = std::fs::File::create(s.join("machine.log"))?;
+        let holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "bash"])
+            .arg(repo_root().join("tests/env/machine.sh"))
+            .arg(s)
+            .arg(repo_root().join("polkit-rules/org.hostd.host1.policy"))
+            .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("starting the machine namespace")?;
+        let machine = TestMachine { state, holder, address };
+        machine.wait_ready()?;
+        Ok(machine)
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.state.path().join("ready").exists() && self.polkit_up() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("the test machine did not come up:\n{}", self.log())
+    }
+
+    fn polkit_up(&self) -> bool {
+        Command::new("busctl")
+            .args(["--address", &self.address, "status", "org.freedesktop.PolicyKit1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Everything the machine's processes (bus, polkitd, hostd) printed.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("machine.log")).unwrap_or_default()
+    }
+
+    /// A root connection to the machine's bus.
+    pub async fn connect(&self) -> Result<zbus::Connection> {
+        Ok(zbus::connection::Builder::address(self.address.as_str()).build().await?)
+    }
+
+    /// A typed manager proxy over a root connection.
+    pub async fn manager(&self) -> Result<(zbus::Connection, Host1Proxy<'static>)> {
+        let conn = self.connect().await?;
+        let proxy = Host1Proxy::new(&conn).await?;
+        Ok((conn, proxy))
+    }
+
+    /// A command that runs with the machine's bus as its system bus, as
+    /// `user` (uid) or as root when `None`.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, user: Option<u32>) -> Command {
+        let mut cmd = match user {
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}")).arg(format!("--regid={uid}")).arg("--clear-groups").arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &self.address);
+        cmd
+    }
+
+    /// Run `hostctl ARGS` as `user` (root when `None`).
+    pub fn hostctl(&self, user: Option<u32>, args: &[&str]) -> Output {
+        self.command(binary("hostctl"), user)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("hostctl runs")
+    }
+
+    /// Install a polkit rules file in the machine's /etc (polkitd reloads it).
+    pub fn add_polkit_rule(&self, name: &str, javascript: &str) -> Result<()> {
+        let dir = self.etc().join("polkit-1/rules.d");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(name), javascript)?;
+        // polkitd notices rule changes asynchronously.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(())
+    }
+
+    /// The machine's private /etc.
+    pub fn etc(&self) -> PathBuf {
+        self.state.path().join("etc")
+    }
+
+    /// Whether hostd currently owns its name (false after an idle exit).
+    pub fn hostd_running(&self) -> bool {
+        Command::new("busctl")
+            .args(["--address", &self.address, "status", "org.hostd.Host1"])
+            .env("SYSTEMD_LOG_LEVEL", "err")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The pid of the running hostd, if any.
+    pub fn hostd_pid(&self) -> Option<u32> {
+        let out = Command::new("busctl")
+            .args(["--address", &self.address, "call", "org.freedesktop.DBus", "/org/freedesktop/DBus"])
+            .args(["org.freedesktop.DBus", "GetConnectionUnixProcessID", "s", "org.hostd.Host1"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+fn bus_config(state: &Path) -> String {
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={state}/bus.sock</listen>
+  <auth>EXTERNAL</auth>
+  <servicedir>{state}/services</servicedir>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <policy user="root">
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+  </policy>
+  <includedir>/usr/share/dbus-1/system.d</includedir>
+  <includedir>{state}/system.d</includedir>
+</busconfig>
+"#,
+        state = state.display()
+    )
+}
+
+impl Drop for TestMachine {
+    fn drop(&mut self) {
+        // hostd was activated by the bus inside the namespace: stop it first
+        // so it cannot outlive the bus, then the whole process group.
+        if let Some(pid) = self.hostd_pid() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        let pgid = nix::unistd::Pid::from_raw(self.holder.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.holder.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.holder.wait();
+        if std::env::var_os("HOSTD_TEST_SHOW_LOG").is_some() {
+            eprintln!("--- machine log ---\n{}", self.log());
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Throwaway ostree sysroots on a tmpfs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use ostree_ext::container::deploy::{deploy, DeployOpts};
+use ostree_ext::container::OstreeImageReference;
+use ostree_ext::{gio, ostree};
+
+use crate::run;
+
+/// The stateroot fixtures deploy into.
+pub const STATEROOT: &str = "default";
+
+/// A sysroot on its own tmpfs, unmounted on drop.
+pub struct TestSysroot {
+    /// Holds the mount point and everything beside it.
+    pub dir: tempfile::TempDir,
+    /// The sysroot (the tmpfs mount point).
+    pub path: PathBuf,
+}
+
+impl TestSysroot {
+    /// An initialized, empty sysroot with stateroot `default` and no bootloader.
+    pub fn new(size: &str) -> Result<TestSysroot> {
+        crate::mutable_deployments();
+        let dir = tempfile::Builder::new().prefix("hostd-sysroot-").tempdir()?;
+        let path = dir.path().join("sysroot");
+        std::fs::create_dir(&path)?;
+        run(Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"]).arg(&path))?;
+        let sysroot = TestSysroot { dir, path };
+        let p = sysroot.path.display().to_string();
+        run(Command::new("ostree").args(["admin", "init-fs", "--modern", &p]))?;
+        run(Command::new("ostree").args(["admin", "os-init", STATEROOT, &format!("--sysroot={p}")]))?;
+        run(Command::new("ostree").args(["config", &format!("--repo={p}/ostree/repo"), "set", "sysroot.bootloader", "none"]))?;
+        Ok(sysroot)
+    }
+
+    /// Open and load the sysroot with libostree.
+    pub fn open(&self) -> Result<ostree::Sysroot> {
+        let s = ostree::Sysroot::new(Some(&gio::File::for_path(&self.path)));
+        s.load(gio::Cancellable::NONE)?;
+        Ok(s)
+    }
+
+    /// Deploy `reference` (an `ostree-unverified-image:…` string) as the new
+    /// default with ostree-ext directly, as an installer would.
+    pub async fn deploy_image(&self, reference: &str) -> Result<()> {
+        let sysroot = self.open()?;
+        sysroot.lock()?;
+        let imgref = OstreeImageReference::try_from(reference)?;
+        let mut opts = DeployOpts::default();
+        opts.kargs = Some(&["rw", "console=ttyS0"]);
+        let result = deploy(&sysroot, STATEROOT, &imgref, Some(opts)).await;
+        sysroot.unlock();
+        result.with_context(|| format!("deploying {reference}"))?;
+        Ok(())
+    }
+
+    /// Pin or unpin the deployment at `index` in boot order.
+    pub fn set_pinned(&self, index: usize, pinned: bool) -> Result<()> {
+        let sysroot = self.open()?;
+        let d = sysroot.deployments().get(index).cloned().context("no such deployment")?;
+        sysroot.deployment_set_pinned(&d, pinned)?;
+        Ok(())
+    }
+
+    /// Checksums of the deployments in boot order.
+    pub fn deployment_checksums(&self) -> Result<Vec<String>> {
+        Ok(self.open()?.deployments().iter().map(|d| d.csum().to_string()).collect())
+    }
+
+    /// The sysroot path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TestSysroot {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("--lazy").arg(&self.path).status();
+    }
+}
