@@ -54,13 +54,15 @@ test-fast:
 	bash scripts/test --fast
 
 # systemd-analyze verify also checks that ExecStart= binaries exist, so the
-# units are checked in a temporary copy pointing at the freshly built ones.
+# units are checked in a temporary copy pointing at built ones (BINARIES:
+# target/debug after `cargo build`, target/release after `make build`).
 # It exits 0 on mere warnings (unknown keys, ...); any output fails here.
-verify-units: build
+BINARIES ?= target/debug
+verify-units:
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	for u in $(notdir $(UNITS)); do \
-		sed -e 's|/usr/libexec/hostd|$(CURDIR)/$(RELEASE)/hostd|g' \
-		    -e 's|/usr/bin/hostctl|$(CURDIR)/$(RELEASE)/hostctl|g' \
+		sed -e 's|/usr/libexec/hostd|$(CURDIR)/$(BINARIES)/hostd|g' \
+		    -e 's|/usr/bin/hostctl|$(CURDIR)/$(BINARIES)/hostctl|g' \
 		    systemd-units/$$u > "$$tmp/$$u"; \
 	done; \
 	out=$$(SYSTEMD_UNIT_PATH="$$tmp:" systemd-analyze verify --man=no \

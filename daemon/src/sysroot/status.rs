@@ -161,6 +161,12 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
             .map(|s| s.to_string());
         let mut entry = boot_entry(&repo, &d, origin_reference.as_deref())?;
         entry.download_only = role == Role::Staged && staged_locked;
+        // ostree-ext caches a fetched manifest on whichever commit the image
+        // pointed to before; only the deployment updates build on has an update.
+        let is_merge = role == Role::Booted || (booted.is_none() && index == 0);
+        if !is_merge {
+            entry.cached_update = None;
+        }
         deployments.push(Deployment {
             index,
             role,
