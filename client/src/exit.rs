@@ -31,18 +31,22 @@ impl From<Code> for std::process::ExitCode {
     }
 }
 
+/// The bus says nobody provides or could start org.hostd.Host1.
+fn names_missing_service(e: &zbus::Error) -> bool {
+    let text = e.to_string();
+    ["ServiceUnknown", "NameHasNoOwner", "org.freedesktop.DBus.Error.Spawn"]
+        .iter()
+        .any(|name| text.contains(name))
+}
+
 /// Print an error with a hint and pick the exit code.
 pub fn report(e: &Error) -> Code {
     let (code, hint) = match e {
+        Error::ZBus(z) if names_missing_service(z) => {
+            (Code::Unreachable, Some("hostd is not installed or could not be started"))
+        }
         Error::ZBus(zbus::Error::InputOutput(_)) | Error::ZBus(zbus::Error::Address(_)) => {
             (Code::Unreachable, Some("is the system bus running?"))
-        }
-        Error::ZBus(zbus::Error::MethodError(name, _, _))
-            if name.as_str().starts_with("org.freedesktop.DBus.Error.ServiceUnknown")
-                || name.as_str().starts_with("org.freedesktop.DBus.Error.NameHasNoOwner")
-                || name.as_str().starts_with("org.freedesktop.DBus.Error.Spawn") =>
-        {
-            (Code::Unreachable, Some("hostd is not installed or could not be started"))
         }
         Error::ZBus(_) => (Code::Unreachable, None),
         Error::NotImageBased(_) => (Code::NotImageBased, Some("this host does not boot an ostree/bootc image")),

@@ -140,6 +140,17 @@ impl TestMachine {
         Ok(())
     }
 
+    /// Make hostd not activatable, as on a host where it is not installed.
+    pub fn remove_activation(&self) -> Result<()> {
+        std::fs::remove_file(self.state.path().join("services/org.hostd.Host1.service"))?;
+        let reload = Command::new("busctl")
+            .args(["--address", &self.address, "call", "org.freedesktop.DBus", "/org/freedesktop/DBus"])
+            .args(["org.freedesktop.DBus", "ReloadConfig"])
+            .output()?;
+        anyhow::ensure!(reload.status.success(), "ReloadConfig: {}", String::from_utf8_lossy(&reload.stderr));
+        Ok(())
+    }
+
     /// The machine's private /etc.
     pub fn etc(&self) -> PathBuf {
         self.state.path().join("etc")

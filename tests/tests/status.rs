@@ -167,3 +167,46 @@ async fn hostctl_status_prints_text_and_json() {
     let out = machine.hostctl(Some(hostd_tests::machine::USER.1), &["status", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test]
+async fn status_follows_deployments_made_by_other_tools() {
+    let (sysroot, _) = sysroot_with(1).await;
+    let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
+    let (_v, host) = status(&machine).await;
+    assert_eq!(host.status.other_deployments.len(), 1);
+    // An installer (ostree-ext directly, not hostd) deploys v2 behind hostd's back.
+    let builder = ImageBuilder::new(&sysroot.dir.path().join("images-2")).unwrap();
+    let v2 = builder.build("v2", &["tools"], &BTreeMap::new()).await.unwrap();
+    sysroot.deploy_image(&v2.reference).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_v, host) = status(&machine).await;
+        let first = host.status.other_deployments[0].image.as_ref().unwrap();
+        if first.image_digest == v2.digest {
+            assert_eq!(host.status.other_deployments.len(), 2);
+            break;
+        }
+        assert!(Instant::now() < deadline, "status did not pick up the new deployment");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn hostctl_exit_codes_tell_unreachable_daemon_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    // No bus at all.
+    let out = std::process::Command::new(hostd_tests::binary("hostctl"))
+        .arg("status")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", format!("unix:path={}/none", dir.path().display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot talk to hostd"));
+    // A bus where hostd is not installed: the activation file is removed.
+    let machine = TestMachine::start(dir.path(), CONFIG).unwrap();
+    machine.remove_activation().unwrap();
+    let out = machine.hostctl(None, &["status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Hint: hostd is not installed"), "{stderr}");
+}

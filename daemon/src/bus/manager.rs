@@ -73,7 +73,7 @@ fn object_path(path: &str) -> OwnedObjectPath {
 }
 
 /// The polkit actions a request needs. Options that widen what a verb means
-/// need the stricter action too (see docs/security.md).
+/// need the stricter action too (see docs/dbus-api.md).
 fn actions_for(request: &JobRequest) -> Vec<Action> {
     let o = &request.options;
     let mut actions = vec![match request.kind {

@@ -52,7 +52,8 @@ pub async fn update(
     let repo_path = sysroot.path().join("ostree/repo");
     let fetched = pull::fetch(&repo, &imgref, progress, cancel, |prep| {
         ensure_space(&repo_path, prep)?;
-        ensure_not_downgrade(prep, current.as_deref(), options.allow_downgrade)
+        // Switching to another image is an explicit choice of what to run.
+        ensure_not_downgrade(prep, current.as_deref(), options.allow_downgrade || switch_to.is_some())
     })
     .await?;
     let state = fetched.state();
