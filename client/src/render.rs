@@ -22,25 +22,15 @@ pub fn status(out: &mut impl Write, host: &Host, booted_only: bool) -> io::Resul
     if booted_only {
         return entry_block(out, "Booted", s.booted.as_ref().expect("checked above"));
     }
-    let mut first = true;
-    let mut block = |out: &mut dyn Write, label: &str, e: &BootEntry| -> io::Result<()> {
-        if !first {
+    let labelled = [("Staged", &s.staged), ("Booted", &s.booted), ("Rollback", &s.rollback)]
+        .into_iter()
+        .filter_map(|(label, e)| e.as_ref().map(|e| (label, e)))
+        .chain(s.other_deployments.iter().map(|e| ("Other", e)));
+    for (i, (label, e)) in labelled.enumerate() {
+        if i > 0 {
             writeln!(out)?;
         }
-        first = false;
-        entry_block_dyn(out, label, e)
-    };
-    if let Some(e) = &s.staged {
-        block(out, "Staged", e)?;
-    }
-    if let Some(e) = &s.booted {
-        block(out, "Booted", e)?;
-    }
-    if let Some(e) = &s.rollback {
-        block(out, "Rollback", e)?;
-    }
-    for e in &s.other_deployments {
-        block(out, "Other", e)?;
+        entry_block(out, label, e)?;
     }
     if s.rollback_queued {
         writeln!(out, "\nRollback queued: the rollback deployment boots next.")?;
@@ -51,11 +41,7 @@ pub fn status(out: &mut impl Write, host: &Host, booted_only: bool) -> io::Resul
     Ok(())
 }
 
-fn entry_block(out: &mut impl Write, label: &str, e: &BootEntry) -> io::Result<()> {
-    entry_block_dyn(out, label, e)
-}
-
-fn entry_block_dyn(out: &mut dyn Write, label: &str, e: &BootEntry) -> io::Result<()> {
+fn entry_block(out: &mut dyn Write, label: &str, e: &BootEntry) -> io::Result<()> {
     let marker = if label == "Booted" { "●" } else { " " };
     let mut flags = Vec::new();
     if e.pinned {

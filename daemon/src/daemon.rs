@@ -38,7 +38,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     if let Err(e) = &*loaded {
         tracing::warn!("{}: {}", settings.sysroot.display(), e.message());
     }
-    if crate::sysroot::status::ensure_image_based(&settings.sysroot).is_ok() {
+    if !matches!(&*loaded, Err(hostd_interface::Error::NotImageBased(_))) {
         watch::spawn(&settings.sysroot, booted, ctx.status.clone()).context("watching the sysroot")?;
     }
     notify(&[NotifyState::Ready, NotifyState::Status("Idle")]);
