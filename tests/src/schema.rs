@@ -7,9 +7,13 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-/// Where the shared reference material lives (beside the repository).
+/// Where the shared reference material lives: `shared/reference` beside the
+/// repository, or `HOSTD_REFERENCE_DIR` for a checkout elsewhere.
 pub fn reference_dir() -> PathBuf {
-    crate::repo_root().parent().expect("repo has a parent").join("shared/reference")
+    match std::env::var_os("HOSTD_REFERENCE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => crate::repo_root().parent().expect("repo has a parent").join("shared/reference"),
+    }
 }
 
 /// Validate `instance` against the named schema file in the reference dir.
