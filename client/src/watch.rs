@@ -147,28 +147,30 @@ impl BootcProgress {
     }
 
     fn event(&mut self, seen: &Seen) {
-        if self.last.as_ref() == Some(seen) {
-            return;
-        }
-        self.last = Some(seen.clone());
-        if seen.phase == "pulling" {
+        let last = self.last.replace(seen.clone()).unwrap_or_default();
+        let bytes_moved = (seen.bytes_done, seen.bytes_total, seen.layers_done)
+            != (last.bytes_done, last.bytes_total, last.layers_done);
+        if seen.bytes_total > 0 && bytes_moved {
             self.write(json!({
-                "type": "ProgressBytes", "task": "pulling", "description": seen.message, "id": "image",
+                "type": "ProgressBytes", "task": "pulling", "description": "Fetching layers", "id": "image",
                 "bytesCached": 0, "bytes": seen.bytes_done, "bytesTotal": seen.bytes_total,
                 "stepsCached": 0, "steps": seen.layers_done, "stepsTotal": seen.layers_total,
                 "subtasks": [],
             }));
-        } else {
-            let steps = ["checking", "pulling", "importing", "staging", "cleanup", "rebooting"];
-            let step = steps.iter().position(|p| *p == seen.phase).unwrap_or(0);
+        }
+        if (&seen.phase, &seen.message, &seen.state) != (&last.phase, &last.message, &last.state) {
+            let step = PHASES.iter().position(|p| *p == seen.phase).unwrap_or(0);
             self.write(json!({
-                "type": "ProgressSteps", "task": seen.phase, "description": seen.message, "id": seen.phase,
-                "stepsCached": 0, "steps": step + usize::from(seen.finished()), "stepsTotal": steps.len(),
+                "type": "ProgressSteps", "task": seen.phase, "description": seen.message, "id": "job",
+                "stepsCached": 0, "steps": step + usize::from(seen.finished()), "stepsTotal": PHASES.len(),
                 "subtasks": [],
             }));
         }
     }
 }
+
+/// Job phases in the order a job passes through them.
+const PHASES: [&str; 6] = ["checking", "pulling", "importing", "staging", "cleanup", "rebooting"];
 
 fn nix_fd_is_open(fd: i32) -> bool {
     std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists()

@@ -21,14 +21,6 @@ useradd --no-create-home -u 4101 -G wheel hostd-admin
 useradd --no-create-home -u 4102 hostd-user
 useradd --no-create-home -u 4103 hostd-checker
 
-# The test registry listens on loopback without TLS.
-mkdir -p /etc/containers/registries.conf.d
-cat > /etc/containers/registries.conf.d/50-hostd-tests.conf <<'CONF'
-[[registry]]
-location = "127.0.0.1:5000"
-insecure = true
-CONF
-
 # Activated services inherit this and so find the private bus.
 export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$state/bus.sock"
 dbus-daemon --config-file="$state/bus.conf" --nofork --nopidfile &

@@ -11,7 +11,9 @@ use ostree_ext::chunking::ObjectMetaSized;
 use ostree_ext::container::{encapsulate, Config, ExportOpts, ImageReference, Transport};
 use ostree_ext::objectsource::{ObjectMeta, ObjectSourceMeta};
 use ostree_ext::prelude::*;
+use ostree_ext::oci_spec::image::{ImageConfiguration, Platform};
 use ostree_ext::{gio, ostree};
+use ocidir::{cap_std, OciDir};
 
 use crate::run;
 
@@ -27,6 +29,8 @@ pub struct ImageBuilder {
     pub oci_dir: PathBuf,
     /// Bytes of payload per component.
     pub component_size: usize,
+    /// Payload sizes of components that differ from `component_size`.
+    pub sizes: BTreeMap<&'static str, usize>,
 }
 
 /// One built version.
@@ -53,6 +57,7 @@ impl ImageBuilder {
             repo,
             oci_dir: work.join("oci"),
             component_size: 64 * 1024,
+            sizes: BTreeMap::new(),
         })
     }
 
@@ -66,7 +71,7 @@ impl ImageBuilder {
     pub async fn build(&self, version: &str, changed: &[&str], extra: &BTreeMap<String, String>) -> Result<BuiltImage> {
         let tree = self.work.join(format!("tree-{version}"));
         let _ = std::fs::remove_dir_all(&tree);
-        write_tree(&tree, version, changed, self.component_size, extra)?;
+        write_tree(&tree, version, changed, &|c| self.sizes.get(c).copied().unwrap_or(self.component_size), extra)?;
         let branch = format!("fixture/{version}");
         run(Command::new("ostree")
             .arg(format!("--repo={}", self.work.join("build-repo").display()))
@@ -95,13 +100,72 @@ impl ImageBuilder {
     }
 }
 
+impl ImageBuilder {
+    /// Build `version` as a derived image: the image currently tagged
+    /// `latest` plus one tar layer holding `files` (path → content), the way
+    /// a Containerfile `FROM base` + `COPY` makes one. Re-deriving from the
+    /// same base changes exactly one layer.
+    pub fn derive(&self, base: &BuiltImage, version: &str, files: &[(&str, Vec<u8>)]) -> Result<BuiltImage> {
+        let dir = cap_std::fs::Dir::open_ambient_dir(&self.oci_dir, cap_std::ambient_authority())?;
+        let oci = OciDir::open(&dir)?;
+        let base_tag = format!("base-{}", base.version);
+        let manifest = match oci.find_manifest_with_tag(&base_tag)? {
+            Some(m) => m,
+            None => {
+                let m = oci.find_manifest_with_tag("latest")?.context("no image tagged latest")?;
+                let config: ImageConfiguration = oci.read_json_blob(m.config())?;
+                oci.insert_manifest_and_config(m.clone(), config, Some(&base_tag), Platform::default())?;
+                m
+            }
+        };
+        let mut manifest = manifest;
+        let mut config: ImageConfiguration = oci.read_json_blob(manifest.config())?;
+        let mut layer = oci.create_layer(None)?;
+        for (path, content) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_entry_type(tar::EntryType::Regular);
+            layer.append_data(&mut header, path, content.as_slice())?;
+        }
+        let layer = layer.into_inner()?.complete()?;
+        oci.push_layer(&mut manifest, &mut config, layer, &format!("hostd fixture {version}"), None);
+        let mut labels = config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
+        labels.insert("version".into(), version.into());
+        labels.insert("org.opencontainers.image.version".into(), version.into());
+        let mut inner = config.config().clone().unwrap_or_default();
+        inner.set_labels(Some(labels));
+        config.set_config(Some(inner));
+        config.set_created(Some(created_for(version)));
+        let mut annotations = manifest.annotations().clone().unwrap_or_default();
+        annotations.insert("org.opencontainers.image.version".into(), version.into());
+        annotations.remove("org.opencontainers.image.created");
+        manifest.set_annotations(Some(annotations));
+        let desc = oci.insert_manifest_and_config(manifest, config, Some("latest"), Platform::default())?;
+        Ok(BuiltImage {
+            version: version.to_string(),
+            digest: desc.digest().to_string(),
+            reference: base.reference.clone(),
+        })
+    }
+}
+
 /// Later versions get later build times, so upgrades are not downgrades.
 fn created_for(version: &str) -> String {
     let n: u32 = version.trim_start_matches(|c: char| !c.is_ascii_digit()).parse().unwrap_or(0);
     format!("2026-01-{:02}T00:00:00Z", (n % 28) + 1)
 }
 
-fn write_tree(root: &Path, version: &str, changed: &[&str], size: usize, extra: &BTreeMap<String, String>) -> Result<()> {
+fn write_tree(
+    root: &Path,
+    version: &str,
+    changed: &[&str],
+    size_of: &dyn Fn(&str) -> usize,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
     let w = |rel: &str, content: &[u8]| -> Result<()> {
         let p = root.join(rel);
         std::fs::create_dir_all(p.parent().expect("has parent"))?;
@@ -113,13 +177,7 @@ fn write_tree(root: &Path, version: &str, changed: &[&str], size: usize, extra: 
     w("usr/etc/hostd-fixture.conf", b"setting=default\n")?;
     for comp in COMPONENTS {
         let tag = if changed.contains(&comp) { version } else { "v1" };
-        let seed = format!("{comp}-{tag}");
-        let mut data = Vec::with_capacity(size);
-        while data.len() < size {
-            data.extend_from_slice(seed.as_bytes());
-            data.push(b'\n');
-        }
-        data.truncate(size);
+        let data = payload(&format!("{comp}-{tag}"), size_of(comp));
         w(&format!("usr/share/hostd-fixture/{comp}/data"), &data)?;
     }
     for (rel, content) in extra {
@@ -130,6 +188,22 @@ fn write_tree(root: &Path, version: &str, changed: &[&str], size: usize, extra: 
     }
     std::fs::remove_dir(root.join("etc"))?;
     Ok(())
+}
+
+/// `size` incompressible bytes determined by `seed`, so layer sizes on the
+/// wire are what the test asked for and equal seeds give equal layers.
+pub fn payload(seed: &str, size: usize) -> Vec<u8> {
+    let mut state = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let mut data = Vec::with_capacity(size + 8);
+    while data.len() < size {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        data.extend_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    data.truncate(size);
+    data
 }
 
 /// Map every content object to the component directory it lives in.

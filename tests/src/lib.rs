@@ -4,15 +4,20 @@
 //!   filesystem holding `boot/`; a tmpfs makes that harmless).
 //! - [`fixture`]: bootable-shaped OCI images encapsulated with ostree-ext,
 //!   several layers and a version label, with v2/v3 changing chosen layers.
+//! - [`jobs`]: start a job over the bus and record every change a client sees.
 //! - [`machine`]: a private system bus with a real polkitd in a private mount
 //!   namespace (own /etc with test users and polkit rules), hostd started by
 //!   D-Bus activation against a sysroot.
+//! - [`registry`]: a real `docker-registry` on 127.0.0.1 and a rate-limited
+//!   relay in front of it, for pulls slow enough to watch and cancel.
 //! - [`schema`]: validation against bootc's published JSON schemas.
 //!
 //! Everything started is stopped on drop, also when a test panics.
 
 pub mod fixture;
+pub mod jobs;
 pub mod machine;
+pub mod registry;
 pub mod schema;
 pub mod sysroot;
 

@@ -140,6 +140,33 @@ impl TestMachine {
         Ok(())
     }
 
+    /// Let image pulls reach the plain-HTTP registry at `host` (`127.0.0.1:port`).
+    pub fn trust_registry(&self, host: &str) -> Result<()> {
+        let dir = self.etc().join("containers/registries.conf.d");
+        std::fs::create_dir_all(&dir)?;
+        let name = format!("50-hostd-test-{}.conf", host.replace([':', '.'], "-"));
+        std::fs::write(dir.join(name), format!("[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"))?;
+        Ok(())
+    }
+
+    /// Write (or with `None` remove) the drop-in `name` of hostd's
+    /// configuration; `ReloadConfig` makes hostd read it.
+    pub fn set_config_dropin(&self, name: &str, content: Option<&str>) -> Result<()> {
+        let dir = self.state.path().join("config/etc/hostd/hostd.d");
+        std::fs::create_dir_all(&dir)?;
+        match content {
+            Some(c) => std::fs::write(dir.join(name), c)?,
+            None => std::fs::remove_file(dir.join(name))?,
+        }
+        Ok(())
+    }
+
+    /// Replace the machine's /etc/containers/policy.json.
+    pub fn set_containers_policy(&self, policy: &serde_json::Value) -> Result<()> {
+        std::fs::write(self.etc().join("containers/policy.json"), serde_json::to_vec_pretty(policy)?)?;
+        Ok(())
+    }
+
     /// Make hostd not activatable, as on a host where it is not installed.
     pub fn remove_activation(&self) -> Result<()> {
         std::fs::remove_file(self.state.path().join("services/org.hostd.Host1.service"))?;

@@ -10,6 +10,9 @@ use ostree_ext::{gio, ostree};
 
 use crate::run;
 
+/// Where ostree-ext keeps a ref per imported layer.
+const LAYER_REF_PREFIX: &str = "ostree/container/blob";
+
 /// The stateroot fixtures deploy into.
 pub const STATEROOT: &str = "default";
 
@@ -69,6 +72,34 @@ impl TestSysroot {
     /// Checksums of the deployments in boot order.
     pub fn deployment_checksums(&self) -> Result<Vec<String>> {
         Ok(self.open()?.deployments().iter().map(|d| d.csum().to_string()).collect())
+    }
+
+    /// The layers the repo holds, as `sha256:…` digests (ostree-ext keeps
+    /// one ref per imported layer).
+    pub fn layer_digests(&self) -> Result<std::collections::BTreeSet<String>> {
+        let repo = self.open()?.repo();
+        let refs = repo.list_refs_ext(
+            Some(LAYER_REF_PREFIX),
+            ostree::RepoListRefsExtFlags::NONE,
+            gio::Cancellable::NONE,
+        )?;
+        Ok(refs
+            .keys()
+            .filter_map(|r| r.strip_prefix(LAYER_REF_PREFIX))
+            .map(|escaped| escaped.trim_start_matches('/').replace("_3A_", ":"))
+            .collect())
+    }
+
+    /// Run `ostree fsck` on the repo; its output when it finds damage.
+    pub fn fsck(&self) -> Result<()> {
+        run(Command::new("ostree").arg("fsck").arg(format!("--repo={}", self.path.join("ostree/repo").display())))?;
+        Ok(())
+    }
+
+    /// Free bytes on the sysroot's filesystem.
+    pub fn free_bytes(&self) -> Result<u64> {
+        let s = nix::sys::statvfs::statvfs(&self.path)?;
+        Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
     }
 
     /// The sysroot path.

@@ -137,7 +137,7 @@ impl<I: Interface> Interface for SignatureGuard<I> {
         name: MemberName<'call>,
     ) -> DispatchResult<'call> {
         if let Some(expected) = self.expected.get(name.as_str()) {
-            let got = msg.body().signature().to_string();
+            let got = msg.body().signature().to_string_no_parens();
             if &got != expected {
                 let err = Error::InvalidArgument(format!(
                     "{name} takes arguments of type '{expected}', got '{got}'"

@@ -147,7 +147,9 @@ pub async fn drive(
         tracing::warn!("emitting JobNew: {e}");
     }
     super::announce_job_change(&conn).await;
-    let publisher = tokio::spawn(publish(conn.clone(), job.clone()));
+    // Taken before the worker starts, so every later change is published.
+    let initial = job.props();
+    let publisher = tokio::spawn(publish(conn.clone(), job.clone(), initial));
 
     let result = worker::run(ctx.sysroot.clone(), job.clone(), ctx.config().job_timeout).await;
     if job.request.kind == crate::jobs::JobKind::Check {
@@ -176,35 +178,39 @@ pub async fn drive(
 }
 
 /// Publish property changes until the job's final state is out.
-async fn publish(conn: Connection, job: Arc<JobShared>) {
+async fn publish(conn: Connection, job: Arc<JobShared>, initial: JobProps) {
     let emitter = match SignalEmitter::new(&conn, job.path.clone()) {
         Ok(e) => e,
         Err(e) => return tracing::warn!("job emitter: {e}"),
     };
-    let mut published = job.props();
+    let mut published = initial;
     let mut manager_state = published.phase;
     loop {
         job.changed().await;
         let now = job.props();
-        let changed = changed_properties(&published, &now);
-        if !changed.is_empty() {
-            let iface = InterfaceName::from_static_str_unchecked(JOB_INTERFACE);
-            if let Err(e) =
-                zbus::fdo::Properties::properties_changed(&emitter, iface, changed, Cow::Borrowed(&[])).await
-            {
-                tracing::warn!("publishing job properties: {e}");
-            }
+        for snapshot in job.take_phase_ends().iter().chain([&now]) {
+            emit_changes(&emitter, &published, snapshot).await;
+            published = snapshot.clone();
         }
         if now.phase != manager_state {
             manager_state = now.phase;
             super::announce_job_change(&conn).await;
         }
-        let finished = now.state != JobState::Running;
-        published = now;
-        if finished {
+        if now.state != JobState::Running {
             return;
         }
         tokio::time::sleep(PUBLISH_INTERVAL).await;
+    }
+}
+
+async fn emit_changes(emitter: &SignalEmitter<'_>, old: &JobProps, new: &JobProps) {
+    let changed = changed_properties(old, new);
+    if changed.is_empty() {
+        return;
+    }
+    let iface = InterfaceName::from_static_str_unchecked(JOB_INTERFACE);
+    if let Err(e) = zbus::fdo::Properties::properties_changed(emitter, iface, changed, Cow::Borrowed(&[])).await {
+        tracing::warn!("publishing job properties: {e}");
     }
 }
 

@@ -88,6 +88,10 @@ pub struct JobShared {
     /// Fired by `Cancel()` or the time limit.
     pub cancel: CancellationToken,
     props: Mutex<JobProps>,
+    /// Properties as they were when each phase ended, not yet published:
+    /// readers see every phase even when a fast one lasts less than the
+    /// publishing interval.
+    phase_ends: Mutex<Vec<JobProps>>,
     changed: Notify,
 }
 
@@ -111,8 +115,14 @@ impl JobShared {
                 error_name: String::new(),
                 error_message: String::new(),
             }),
+            phase_ends: Mutex::new(Vec::new()),
             changed: Notify::new(),
         }
+    }
+
+    /// Take the properties recorded at phase ends since the last call.
+    pub fn take_phase_ends(&self) -> Vec<JobProps> {
+        std::mem::take(&mut *self.phase_ends.lock().expect("job phases poisoned"))
     }
 
     /// A copy of the current properties.
@@ -161,6 +171,9 @@ impl JobShared {
 impl Progress for JobShared {
     fn phase(&self, phase: Phase, message: &str) {
         self.update(|p| {
+            if p.phase != phase {
+                self.phase_ends.lock().expect("job phases poisoned").push(p.clone());
+            }
             p.phase = phase;
             p.message = message.to_string();
         });

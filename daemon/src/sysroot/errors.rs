@@ -13,7 +13,7 @@ const PATTERNS: &[(&[&str], fn(String) -> Error)] = &[
             "name unknown",
             "not found in",
             "no such image",
-            "no such file or directory",
+            "index.json: no such file or directory",
             "reading manifest",
             "does not exist",
         ],

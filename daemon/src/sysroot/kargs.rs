@@ -21,15 +21,19 @@ struct KargsFile {
 pub fn from_commit(repo: &ostree::Repo, commit: &str) -> Result<Vec<String>> {
     let (root, _) = repo.read_commit(commit, gio::Cancellable::NONE)?;
     let dir = root.resolve_relative_path(KARGS_DIR);
-    let entries = match dir.enumerate_children(
-        "standard::name,standard::type",
-        gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
-        gio::Cancellable::NONE,
-    ) {
-        Ok(e) => e,
-        Err(e) if e.matches(gio::IOErrorEnum::NotFound) => return Ok(Vec::new()),
-        Err(e) => return Err(e).context("listing kargs.d"),
-    };
+    // A missing parent directory is reported with varying error codes by
+    // ostree's RepoFile, so ask for the type instead of matching errors.
+    let kind = dir.query_file_type(gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS, gio::Cancellable::NONE);
+    if kind != gio::FileType::Directory {
+        return Ok(Vec::new());
+    }
+    let entries = dir
+        .enumerate_children(
+            "standard::name,standard::type",
+            gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
+            gio::Cancellable::NONE,
+        )
+        .context("listing kargs.d")?;
     let mut names: Vec<String> = Vec::new();
     for info in entries {
         let info = info?;

@@ -1,0 +1,370 @@
+//! The update pipeline end to end: Check, Upgrade, Switch, Stage, Cleanup as
+//! jobs on a real bus with real polkitd, pulling through skopeo's image proxy
+//! from `oci:` directories and a real registry on 127.0.0.1 into real ostree
+//! sysroots.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::process::{Command, Stdio};
+
+use hostd_interface::host::Host;
+use hostd_interface::Error;
+use hostd_tests::fixture::{payload, BuiltImage, ImageBuilder};
+use hostd_tests::jobs::{run_job, JobRecord, JobWatch};
+use hostd_tests::machine::TestMachine;
+use hostd_tests::registry::{oci_layer_digests, SlowLink, TestRegistry};
+use hostd_tests::schema;
+use hostd_tests::sysroot::TestSysroot;
+use hostd_tests::binary;
+use zbus::{Connection, OwnedVariant, Variant};
+
+const CONFIG: &str = "[daemon]\nidle_exit_secs = 120\n";
+
+type Opts<'a> = HashMap<&'a str, Variant<'a>>;
+
+fn no_options() -> Opts<'static> {
+    HashMap::new()
+}
+
+/// An offline sysroot with v1 deployed from an `oci:` directory.
+struct Host1 {
+    sysroot: TestSysroot,
+    builder: ImageBuilder,
+    v1: BuiltImage,
+}
+
+async fn host_with_v1(size: &str, sizes: &[(&'static str, usize)]) -> Host1 {
+    let sysroot = TestSysroot::new(size).unwrap();
+    let mut builder = ImageBuilder::new(&sysroot.dir.path().join("images")).unwrap();
+    builder.sizes.extend(sizes.iter().copied());
+    let v1 = builder.build("v1", &[], &BTreeMap::new()).await.unwrap();
+    sysroot.deploy_image(&v1.reference).await.unwrap();
+    Host1 { sysroot, builder, v1 }
+}
+
+async fn status(conn: &Connection) -> Host {
+    let json: String = conn
+        .call_method(Some("org.hostd.Host1"), "/org/hostd/Host1", Some("org.hostd.Host1"), "Status", &(no_options(),))
+        .await
+        .unwrap()
+        .body()
+        .deserialize()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    schema::validate("bootc-host-v1.schema.json", &value).unwrap();
+    serde_json::from_str(&json).unwrap()
+}
+
+/// (version, digest) of each deployment in boot order.
+async fn deployed(conn: &Connection) -> Vec<(String, String)> {
+    status(conn)
+        .await
+        .entries()
+        .map(|e| {
+            let i = e.image.as_ref().expect("image deployment");
+            (i.version.clone().unwrap_or_default(), i.image_digest.clone())
+        })
+        .collect()
+}
+
+fn vd(image: &BuiltImage) -> (String, String) {
+    (image.version.clone(), image.digest.clone())
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn expect_error(result: Result<impl std::fmt::Debug, Error>, name: &str) -> String {
+    match result {
+        Err(e) if e.short_name() == name => e.message(),
+        other => panic!("expected {name}, got {other:?}"),
+    }
+}
+
+fn expect_job_error(record: &JobRecord, name: &str) {
+    assert_eq!(
+        record.error().map(|e| e.short_name()),
+        Some(name),
+        "job should fail with {name}: {record:?}"
+    );
+}
+
+#[tokio::test]
+async fn upgrade_from_an_oci_dir_deploys_v2_keeps_v1_and_then_finds_nothing_new() {
+    let h = host_with_v1("512m", &[]).await;
+    let v2 = h.builder.build("v2", &["data"], &BTreeMap::new()).await.unwrap();
+    let machine = TestMachine::start(h.sysroot.path(), CONFIG).unwrap();
+    let conn = machine.connect().await.unwrap();
+    assert_eq!(deployed(&conn).await, [vd(&h.v1)]);
+
+    let progress = h.sysroot.dir.path().join("progress.jsonl");
+    let out = machine
+        .command(binary("hostctl"), None)
+        .args(["upgrade", "--progress-fd", "3"])
+        .stdin(Stdio::null())
+        .fd3_to(&progress)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), machine.log());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Deployed v2"), "{}", text(&out));
+    assert_eq!(deployed(&conn).await, [vd(&v2), vd(&h.v1)], "v2 is the default, v1 the rollback");
+
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&progress)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events[0]["type"], "Start");
+    for e in &events {
+        schema::validate("bootc-progress-v0.schema.json", e).unwrap();
+    }
+    let last_bytes = events.iter().filter(|e| e["type"] == "ProgressBytes").last().expect("byte events");
+    assert_eq!(last_bytes["bytes"], last_bytes["bytesTotal"]);
+
+    let out = machine.hostctl(None, &["upgrade"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No update available"), "{}", text(&out));
+    assert_eq!(deployed(&conn).await, [vd(&v2), vd(&h.v1)]);
+}
+
+/// Spawn with descriptor 3 writing to a file.
+trait Fd3 {
+    fn fd3_to(&mut self, path: &std::path::Path) -> &mut Self;
+}
+
+impl Fd3 for Command {
+    fn fd3_to(&mut self, path: &std::path::Path) -> &mut Self {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let file = std::fs::File::create(path).unwrap();
+        // SAFETY: dup2 is async-signal-safe; the file outlives the fork.
+        #[allow(unsafe_code)]
+        unsafe {
+            self.pre_exec(move || {
+                nix::unistd::dup2(file.as_raw_fd(), 3).map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        self
+    }
+}
+
+/// Layers in `new` that `old` does not have (from the OCI manifests).
+fn changed_layers(builder: &ImageBuilder, old_tag_copy: &[String]) -> BTreeSet<String> {
+    let new: BTreeSet<String> = oci_layer_digests(&builder.oci_dir, "latest").unwrap().into_iter().collect();
+    new.into_iter().filter(|d| !old_tag_copy.contains(d)).collect()
+}
+
+/// Compressed size of a layer, from the OCI directory.
+fn blob_size(builder: &ImageBuilder, digest: &str) -> u64 {
+    std::fs::metadata(builder.oci_dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:")))
+        .unwrap()
+        .len()
+}
+
+async fn cached_update(conn: &Connection) -> HashMap<String, OwnedVariant> {
+    let proxy = hostd_interface::proxy::Host1Proxy::new(conn).await.unwrap();
+    proxy.cached_update().await.unwrap()
+}
+
+/// An app layer derived from the fixture base, as a `COPY` in a Containerfile would add.
+fn app_layer(version: &str) -> Vec<(&'static str, Vec<u8>)> {
+    vec![("usr/share/hostd-app/data", payload(&format!("app-{version}"), 256 << 10))]
+}
+
+#[tokio::test]
+async fn registry_check_then_upgrade_fetches_only_the_changed_layer() {
+    let sysroot = TestSysroot::new("512m").unwrap();
+    let builder = ImageBuilder::new(&sysroot.dir.path().join("images")).unwrap();
+    let base = builder.build("base1", &[], &BTreeMap::new()).await.unwrap();
+    let v1 = builder.derive(&base, "v1", &app_layer("v1")).unwrap();
+    sysroot.deploy_image(&v1.reference).await.unwrap();
+    let registry = TestRegistry::start().unwrap();
+    registry.push(&builder.oci_name(), "hostd/os:stable").unwrap();
+    let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
+    machine.trust_registry(&registry.host()).unwrap();
+    let conn = machine.connect().await.unwrap();
+    let image = format!("{}/hostd/os:stable", registry.host());
+
+    // Start tracking the registry copy of v1: nothing to fetch but metadata.
+    let out = machine.hostctl(None, &["switch", &image]);
+    assert!(out.status.success(), "{}\n{}", text(&out), machine.log());
+    let host = status(&conn).await;
+    let tracked = host.spec.image.as_ref().unwrap();
+    assert_eq!((tracked.image.as_str(), tracked.transport.as_str()), (image.as_str(), "registry"));
+    assert_eq!(deployed(&conn).await, [vd(&v1), vd(&v1)]);
+
+    let v1_layers = oci_layer_digests(&builder.oci_dir, "latest").unwrap();
+    let v2 = builder.derive(&base, "v2", &app_layer("v2")).unwrap();
+    registry.push(&builder.oci_name(), "hostd/os:stable").unwrap();
+    let changed = changed_layers(&builder, &v1_layers);
+    assert_eq!(changed.len(), 1, "v2 differs from v1 in its app layer only");
+    assert!(v1_layers.len() > 3, "the image has several layers: {v1_layers:?}");
+    let layers_before = sysroot.layer_digests().unwrap();
+
+    // --check: metadata only, exit 100, the update shows in status.
+    let out = machine.hostctl(None, &["upgrade", "--check"]);
+    assert_eq!(out.status.code(), Some(100), "{}", text(&out));
+    assert_eq!(sysroot.layer_digests().unwrap(), layers_before, "--check fetched no layer");
+    let cached = cached_update(&conn).await;
+    assert_eq!(String::try_from(cached["version"].try_clone().unwrap()).unwrap(), "v2");
+    assert_eq!(String::try_from(cached["digest"].try_clone().unwrap()).unwrap(), v2.digest);
+    assert_eq!(u32::try_from(&cached["layers-to-fetch"]).unwrap(), 1);
+    let out = machine.hostctl(None, &["status"]);
+    let shown = text(&out);
+    assert!(shown.contains("Update available") && shown.contains(&v2.digest), "{shown}");
+    assert_eq!(status(&conn).await.status.other_deployments[0].cached_update.as_ref().unwrap().image_digest, v2.digest);
+
+    // Upgrade, watched by a subscribed client.
+    let job = run_job(&conn, "Upgrade", &(no_options(),)).await.unwrap();
+    assert_eq!(job.state, "succeeded", "{job:?}\n{}", machine.log());
+    let order = ["checking", "pulling", "importing", "staging", "cleanup"];
+    let positions: Vec<usize> = job.phases.iter().map(|p| order.iter().position(|o| o == p).unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "phases out of order: {:?}", job.phases);
+    for phase in ["checking", "pulling", "staging"] {
+        assert!(job.phases.iter().any(|p| p == phase), "phase {phase} not seen: {:?}", job.phases);
+    }
+    assert!(job.bytes.windows(2).all(|w| w[0].0 <= w[1].0), "BytesDone went back: {:?}", job.bytes);
+    let changed_layer = changed.iter().next().unwrap();
+    assert_eq!(job.bytes.last().copied(), Some((blob_size(&builder, changed_layer), blob_size(&builder, changed_layer))));
+    assert_eq!((job.layers_done, job.layers_total), (1, 1), "{job:?}");
+
+    let fetched: BTreeSet<String> =
+        sysroot.layer_digests().unwrap().difference(&layers_before).cloned().collect();
+    assert_eq!(fetched, changed, "exactly the changed layer was imported");
+    assert_eq!(deployed(&conn).await, [vd(&v2), vd(&v1)]);
+    assert!(cached_update(&conn).await.is_empty(), "no update is pending after the upgrade");
+
+    let again = run_job(&conn, "Upgrade", &(no_options(),)).await.unwrap();
+    assert_eq!((again.state.as_str(), again.message.as_str()), ("succeeded", "No update available."));
+    let out = machine.hostctl(None, &["upgrade", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// v1 deployed from an OCI dir whose `tools` and `data` layers are 2 MiB,
+/// tracked through a rate-limited link to a registry that holds v2.
+struct SlowUpdate {
+    h: Host1,
+    registry: TestRegistry,
+    link: SlowLink,
+    machine: TestMachine,
+    conn: Connection,
+    v2: BuiltImage,
+}
+
+const LINK_RATE: usize = 1 << 20;
+
+async fn slow_update(config: &str) -> SlowUpdate {
+    let h = host_with_v1("512m", &[("tools", 2 << 20), ("data", 2 << 20)]).await;
+    let registry = TestRegistry::start().unwrap();
+    registry.push(&h.builder.oci_name(), "hostd/os:stable").unwrap();
+    let link = SlowLink::start(registry.port, LINK_RATE).unwrap();
+    let machine = TestMachine::start(h.sysroot.path(), config).unwrap();
+    machine.trust_registry(&link.host()).unwrap();
+    let conn = machine.connect().await.unwrap();
+    let image = format!("{}/hostd/os:stable", link.host());
+    let switch = run_job(&conn, "Switch", &(image.as_str(), no_options())).await.unwrap();
+    assert_eq!(switch.state, "succeeded", "{switch:?}");
+    let v2 = h.builder.build("v2", &["tools", "data"], &BTreeMap::new()).await.unwrap();
+    registry.push(&h.builder.oci_name(), "hostd/os:stable").unwrap();
+    SlowUpdate { h, registry, link, machine, conn, v2 }
+}
+
+#[tokio::test]
+async fn cancel_mid_pull_changes_nothing_and_a_retry_reuses_fetched_layers() {
+    let s = slow_update(CONFIG).await;
+    let before = s.h.sysroot.deployment_checksums().unwrap();
+    let layers_before = s.h.sysroot.layer_digests().unwrap();
+
+    let mut watch = JobWatch::start(&s.conn, "Upgrade", &(no_options(),)).await.unwrap();
+    assert_eq!(watch.record.layers_total, 0);
+
+    // While it pulls: an identical call joins, a different one is Busy, and
+    // Status keeps answering.
+    let other = s.machine.connect().await.unwrap();
+    let (_, proxy) = s.machine.manager().await.unwrap();
+    assert_eq!(proxy.upgrade(HashMap::new()).await.unwrap().as_str(), watch.record.path);
+    let busy = expect_error(proxy.switch("/srv/os", HashMap::from([("transport", Variant::from("oci"))])).await, "Busy");
+    assert!(busy.contains(&watch.record.path), "{busy}");
+    for _ in 0..50 {
+        let json: String = other
+            .call_method(Some("org.hostd.Host1"), "/org/hostd/Host1", Some("org.hostd.Host1"), "Status", &(no_options(),))
+            .await
+            .unwrap()
+            .body()
+            .deserialize()
+            .unwrap();
+        assert!(json.contains("BootcHost"));
+    }
+    assert_eq!(proxy.state().await.unwrap(), "fetching");
+
+    // Cancel with one layer in and more than a second of transfer to go.
+    let record = watch
+        .until(|r| r.layers_done >= 1 && r.bytes.last().is_some_and(|(done, total)| total - done > LINK_RATE as u64))
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(record.state, "running", "the pull ended before it could be cancelled: {record:?}");
+    watch.cancel().await.unwrap();
+    let cancelled = watch.finish().await.unwrap();
+    assert_eq!(cancelled.state, "cancelled", "{cancelled:?}");
+    expect_job_error(&cancelled, "Cancelled");
+    assert_eq!(proxy.state().await.unwrap(), "idle");
+    assert_eq!(s.h.sysroot.deployment_checksums().unwrap(), before, "deployments unchanged");
+    s.h.sysroot.fsck().unwrap();
+    let kept: BTreeSet<String> = s.h.sysroot.layer_digests().unwrap().difference(&layers_before).cloned().collect();
+    assert!(!kept.is_empty(), "layers fetched before the cancel stay");
+
+    s.link.set_rate(16 << 20);
+    let retry = run_job(&s.conn, "Upgrade", &(no_options(),)).await.unwrap();
+    assert_eq!(retry.state, "succeeded", "{retry:?}");
+    assert_eq!(
+        retry.layers_total as usize,
+        record.layers_total as usize - kept.len(),
+        "the retry fetches only the layers still missing: {retry:?}"
+    );
+    assert_eq!(deployed(&s.conn).await[0], vd(&s.v2));
+    s.h.sysroot.fsck().unwrap();
+    drop(s.registry);
+}
+
+#[tokio::test]
+async fn a_job_outlives_its_caller_and_one_over_the_time_limit_is_cancelled() {
+    let s = slow_update(CONFIG).await;
+    let before = s.h.sysroot.deployment_checksums().unwrap();
+    let (_, proxy) = s.machine.manager().await.unwrap();
+
+    // A job over its time limit is cancelled and changes nothing.
+    s.machine.set_config_dropin("limit.toml", Some("[daemon]\njob_timeout_secs = 2\n")).unwrap();
+    proxy.reload_config().await.unwrap();
+    let job = run_job(&s.conn, "Upgrade", &(no_options(),)).await.unwrap();
+    assert_eq!(job.state, "cancelled", "{job:?}");
+    assert!(job.error_message.contains("time limit"), "{job:?}");
+    assert_eq!(s.h.sysroot.deployment_checksums().unwrap(), before);
+    s.machine.set_config_dropin("limit.toml", None).unwrap();
+    proxy.reload_config().await.unwrap();
+
+    // The caller disconnects while the job runs: the job still completes.
+    let mut caller = s
+        .machine
+        .command(binary("hostctl"), None)
+        .args(["upgrade"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while proxy.active_job().await.unwrap().as_str() == "/" {
+        assert!(std::time::Instant::now() < deadline, "the job did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    caller.kill().unwrap();
+    caller.wait().unwrap();
+    s.link.set_rate(16 << 20);
+    while proxy.active_job().await.unwrap().as_str() != "/" {
+        assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(60), "the job never ended");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(deployed(&s.conn).await[0], vd(&s.v2), "{}", s.machine.log());
+}
