@@ -100,9 +100,10 @@ impl TestMachine {
     }
 
     /// A typed manager proxy over a root connection.
+    /// Properties are read afresh on every access.
     pub async fn manager(&self) -> Result<(zbus::Connection, Host1Proxy<'static>)> {
         let conn = self.connect().await?;
-        let proxy = Host1Proxy::new(&conn).await?;
+        let proxy = Host1Proxy::builder(&conn).cache_properties(zbus::proxy::CacheProperties::No).build().await?;
         Ok((conn, proxy))
     }
 

@@ -164,9 +164,10 @@ pub async fn drive(
         Ok(message) => tracing::info!(job = job.id, "job succeeded: {message}"),
         Err(e) => tracing::warn!(job = job.id, "job ended: {}: {}", e.short_name(), e.message()),
     }
+    // Free the slot first: whoever sees the job end finds the manager idle.
+    ctx.jobs.release(job.id);
     job.finish(&result);
     let _ = publisher.await;
-    ctx.jobs.release(job.id);
     ctx.idle.touch();
     super::announce_job_change(&conn).await;
     let final_state = job.props().state;

@@ -135,7 +135,6 @@ pub async fn fetch(
     };
     before_import(&prep)?;
     let summary = summarize(&prep);
-    let sizes: Vec<u64> = prep.all_layers().map(|l| l.layer().size()).collect();
     progress.phase(
         Phase::Pulling,
         &format!("fetching {} of {} layers", summary.layers_to_fetch, summary.layers_total),
@@ -175,9 +174,9 @@ pub async fn fetch(
                     let current = byte_events
                         .borrow_and_update()
                         .as_ref()
-                        .map(|p: &LayerProgress| (p.layer_index, p.fetched, p.total));
-                    if let Some((index, fetched, total)) = current {
-                        let partial = fetched.min(sizes.get(index).copied().unwrap_or(total));
+                        .map(|p: &LayerProgress| (p.fetched, p.total));
+                    if let Some((fetched, total)) = current {
+                        let partial = fetched.min(total);
                         progress.bytes((bytes_completed + partial).min(totals.bytes_to_fetch), totals.bytes_to_fetch);
                     }
                 }
