@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// Exit codes: 0 success; 1 failure; 2 usage error; 3 hostd unreachable;
 /// 4 not an image-based host; 5 not authorized; 6 another job is running;
-/// 7 invalid argument; 8 cancelled; 100 `upgrade --check` found an update.
+/// 7 invalid argument; 8 cancelled; 9 interrupted, job left running;
+/// 100 `upgrade --check` found an update.
+///
+/// Ctrl-C while a job runs asks whether to cancel it (on a terminal);
+/// otherwise the job keeps running in hostd.
 #[derive(Debug, Parser)]
 #[command(version, propagate_version = true)]
 pub struct Cli {

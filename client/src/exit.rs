@@ -21,6 +21,8 @@ pub enum Code {
     InvalidArgument = 7,
     /// The job was cancelled.
     Cancelled = 8,
+    /// Interrupted; the job was left running.
+    Detached = 9,
     /// `upgrade --check`: an update is available.
     UpdateAvailable = 100,
 }

@@ -4,8 +4,9 @@ use std::io::{self, Write};
 
 use hostd_interface::host::{BootEntry, Host, ImageStatus};
 
-/// Human-readable status, in the spirit of `bootc status`.
-pub fn status(out: &mut impl Write, host: &Host, booted_only: bool) -> io::Result<()> {
+/// Human-readable status, in the spirit of `bootc status`. `downloaded`:
+/// the cached update is already fetched (offline `upgrade --download-only`).
+pub fn status(out: &mut impl Write, host: &Host, booted_only: bool, downloaded: bool) -> io::Result<()> {
     let s = &host.status;
     if s.booted.is_none() {
         if s.other_deployments.is_empty() {
@@ -15,12 +16,15 @@ pub fn status(out: &mut impl Write, host: &Host, booted_only: bool) -> io::Resul
         for (i, entry) in s.other_deployments.iter().enumerate() {
             let label = if i == 0 { "Default" } else { "Other" };
             writeln!(out)?;
-            entry_block(out, label, entry)?;
+            entry_block(out, label, entry, downloaded)?;
+        }
+        if downloaded {
+            writeln!(out, "\nThe update is downloaded; `hostctl stage` deploys it.")?;
         }
         return Ok(());
     }
     if booted_only {
-        return entry_block(out, "Booted", s.booted.as_ref().expect("checked above"));
+        return entry_block(out, "Booted", s.booted.as_ref().expect("checked above"), downloaded);
     }
     let labelled = [("Staged", &s.staged), ("Booted", &s.booted), ("Rollback", &s.rollback)]
         .into_iter()
@@ -30,7 +34,7 @@ pub fn status(out: &mut impl Write, host: &Host, booted_only: bool) -> io::Resul
         if i > 0 {
             writeln!(out)?;
         }
-        entry_block(out, label, e)?;
+        entry_block(out, label, e, downloaded)?;
     }
     if s.rollback_queued {
         writeln!(out, "\nRollback queued: the rollback deployment boots next.")?;
@@ -41,7 +45,7 @@ pub fn status(out: &mut impl Write, host: &Host, booted_only: bool) -> io::Resul
     Ok(())
 }
 
-fn entry_block(out: &mut dyn Write, label: &str, e: &BootEntry) -> io::Result<()> {
+fn entry_block(out: &mut dyn Write, label: &str, e: &BootEntry, downloaded: bool) -> io::Result<()> {
     let marker = if label == "Booted" { "●" } else { " " };
     let mut flags = Vec::new();
     if e.pinned {
@@ -68,7 +72,7 @@ fn entry_block(out: &mut dyn Write, label: &str, e: &BootEntry) -> io::Result<()
         writeln!(
             out,
             "{:>16}: {} ({})",
-            "Update available",
+            if downloaded { "Update downloaded" } else { "Update available" },
             u.version.as_deref().unwrap_or("no version"),
             u.image_digest
         )?;
@@ -117,7 +121,7 @@ mod tests {
 
     fn render(host: &Host, booted_only: bool) -> String {
         let mut out = Vec::new();
-        status(&mut out, host, booted_only).unwrap();
+        status(&mut out, host, booted_only, false).unwrap();
         String::from_utf8(out).unwrap()
     }
 

@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use futures_util::StreamExt;
+use hostd_interface::proxy::JobProxy;
 use hostd_interface::Error;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -109,6 +110,13 @@ impl Display {
         }
     }
 
+    /// Get the bar out of the way of a question.
+    fn pause(&mut self) {
+        if let Display::Bar(bar) = self {
+            bar.suspend(|| {});
+        }
+    }
+
     fn done(&mut self, seen: &Seen) {
         if let Display::Bar(bar) = self {
             bar.finish_and_clear();
@@ -176,8 +184,16 @@ fn nix_fd_is_open(fd: i32) -> bool {
     std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists()
 }
 
-/// Follow the job at `path` to its end; `Ok(message)` when it succeeded.
-pub async fn follow(conn: &Connection, path: &OwnedObjectPath, output: &JobOutput) -> Result<Result<String, Error>, Error> {
+/// How following a job ended.
+pub enum End {
+    /// The job finished: its message, or its error.
+    Finished(Result<String, Error>),
+    /// The user interrupted and chose to leave the job running.
+    Detached,
+}
+
+/// Follow the job at `path` to its end.
+pub async fn follow(conn: &Connection, path: &OwnedObjectPath, output: &JobOutput) -> Result<End, Error> {
     let mut bootc = output.progress_fd.map(BootcProgress::open).transpose()?;
     let props = PropertiesProxy::builder(conn)
         .destination(hostd_interface::names::BUS_NAME)
@@ -191,8 +207,7 @@ pub async fn follow(conn: &Connection, path: &OwnedObjectPath, output: &JobOutpu
     let all = props.get_all(iface.into()).await.map_err(|e| Error::ZBus(e.into()))?;
     seen.merge(&all);
     let mut display = Display::new(output);
-    let interrupt = tokio::signal::ctrl_c();
-    tokio::pin!(interrupt);
+    let mut cancel_sent = false;
     loop {
         display.show(&seen);
         if let Some(b) = bootc.as_mut() {
@@ -213,16 +228,43 @@ pub async fn follow(conn: &Connection, path: &OwnedObjectPath, output: &JobOutpu
                     seen.merge(&map);
                 }
             }
-            _ = &mut interrupt => {
+            _ = tokio::signal::ctrl_c() => {
+                display.pause();
+                if !cancel_sent && ask_to_cancel(path).await {
+                    JobProxy::builder(conn).path(path.clone()).build().await?.cancel().await?;
+                    eprintln!("Cancelling; waiting for the job to stop at a safe point.");
+                    cancel_sent = true;
+                    continue;
+                }
                 display.done(&seen);
-                eprintln!("Interrupted; the job keeps running ({}). `hostctl cancel` stops it.", path.as_str());
-                return Ok(Err(Error::Cancelled("interrupted; the job keeps running".into())));
+                eprintln!("The job keeps running ({}); `hostctl cancel` stops it.", path.as_str());
+                return Ok(End::Detached);
             }
         }
     }
     display.done(&seen);
-    Ok(match seen.state.as_str() {
+    Ok(End::Finished(match seen.state.as_str() {
         "succeeded" => Ok(seen.message),
         _ => Err(Error::from_name(&seen.error_name, seen.error_message)),
-    })
+    }))
+}
+
+/// Ask on the terminal whether to cancel the job; without a terminal, or on
+/// a second Ctrl-C, the answer is no: a job outlives its client.
+async fn ask_to_cancel(path: &OwnedObjectPath) -> bool {
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("\nCancel job {}? [y/N] ", path.as_str());
+    let answer = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    });
+    tokio::select! {
+        line = answer => matches!(line, Ok(Ok(l)) if l.trim().eq_ignore_ascii_case("y") || l.trim().eq_ignore_ascii_case("yes")),
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!();
+            false
+        }
+    }
 }

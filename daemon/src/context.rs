@@ -93,6 +93,9 @@ impl Context {
         };
         if let Some(update) = &cached {
             m.insert("digest".into(), Variant::from(update.image_digest.clone()));
+            let downloaded = matches!(loaded.as_deref(), Some(Ok(s))
+                if s.downloaded_update.as_deref() == Some(update.image_digest.as_str()));
+            m.insert("downloaded".into(), Variant::Bool(downloaded));
             if let Some(v) = &update.version {
                 m.insert("version".into(), Variant::from(v.clone()));
             }

@@ -7,6 +7,7 @@
 //! - [`jobs`]: the single job slot, job state and the worker thread.
 //! - [`sysroot`]: everything that touches libostree/ostree-ext (status, pull, deploy, rollback, cleanup).
 //! - [`image_ref`]: strict parsing of caller-supplied image references.
+//! - [`containers_policy`]: whether the host's containers policy verifies an image.
 //! - [`config`]: `/etc/hostd/hostd.toml` and drop-ins.
 //! - [`context`]: state shared by the bus objects and jobs.
 //! - [`idle`]: idle-exit bookkeeping.
@@ -15,6 +16,7 @@
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod containers_policy;
 pub mod context;
 pub mod daemon;
 pub mod idle;

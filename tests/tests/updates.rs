@@ -121,9 +121,14 @@ async fn upgrade_from_an_oci_dir_deploys_v2_keeps_v1_and_then_finds_nothing_new(
     let last_bytes = events.iter().filter(|e| e["type"] == "ProgressBytes").last().expect("byte events");
     assert_eq!(last_bytes["bytes"], last_bytes["bytesTotal"]);
 
-    let out = machine.hostctl(None, &["upgrade"]);
+    let out = machine.hostctl(None, &["upgrade", "--json"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("No update available"), "{}", text(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("--json prints one JSON object per line"))
+        .collect();
+    let last = events.last().expect("at least the final event");
+    assert_eq!((last["state"].as_str(), last["message"].as_str()), (Some("succeeded"), Some("No update available.")));
     assert_eq!(deployed(&conn).await, [vd(&v2), vd(&h.v1)]);
 }
 
@@ -367,4 +372,253 @@ async fn a_job_outlives_its_caller_and_one_over_the_time_limit_is_cancelled() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(deployed(&s.conn).await[0], vd(&s.v2), "{}", s.machine.log());
+}
+
+/// A method call that must be refused before any job exists.
+async fn refused<B>(conn: &Connection, method: &str, body: &B) -> Error
+where
+    B: serde::ser::Serialize + zbus::zvariant::DynamicType,
+{
+    match JobWatch::start(conn, method, body).await {
+        Err(e) => e,
+        Ok(w) => panic!("{method} should have been refused, got job {:?}", w.record),
+    }
+}
+
+#[tokio::test]
+async fn bad_inputs_get_their_named_error_and_change_nothing() {
+    let h = host_with_v1("512m", &[]).await;
+    let registry = TestRegistry::start().unwrap();
+    let machine = TestMachine::start(h.sysroot.path(), CONFIG).unwrap();
+    machine.trust_registry(&registry.host()).unwrap();
+    let conn = machine.connect().await.unwrap();
+    let (_, proxy) = machine.manager().await.unwrap();
+    let deployments = h.sysroot.deployment_checksums().unwrap();
+    let layers = h.sysroot.layer_digests().unwrap();
+    let unchanged = || async {
+        assert_eq!(h.sysroot.deployment_checksums().unwrap(), deployments);
+        assert_eq!(h.sysroot.layer_digests().unwrap(), layers);
+        assert_eq!(proxy.state().await.unwrap(), "idle");
+    };
+    let oci = |t: &'static str| HashMap::from([("transport", Variant::from(t))]);
+
+    // Refused by the call itself.
+    let cases: Vec<(&str, Error)> = vec![
+        ("malformed registry reference", refused(&conn, "Switch", &("Quay.io/UPPER/os", no_options())).await),
+        ("URL instead of a reference", refused(&conn, "Switch", &("docker://quay.io/org/os", no_options())).await),
+        ("option injection", refused(&conn, "Switch", &("--src-creds=x:y", no_options())).await),
+        ("unknown transport", refused(&conn, "Switch", &("quay.io/org/os", oci("ftp"))).await),
+        ("relative oci path", refused(&conn, "Switch", &("images/os:latest", oci("oci"))).await),
+        ("dotdot in a dir path", refused(&conn, "Switch", &("/srv/../etc", oci("dir"))).await),
+        (
+            "download-only with apply",
+            refused(
+                &conn,
+                "Upgrade",
+                &(HashMap::from([("download-only", Variant::Bool(true)), ("apply", Variant::Bool(true))]),),
+            )
+            .await,
+        ),
+        (
+            "wrong option type",
+            refused(&conn, "Upgrade", &(HashMap::from([("download-only", Variant::from("yes"))]),)).await,
+        ),
+        ("unknown option", refused(&conn, "Upgrade", &(HashMap::from([("force", Variant::Bool(true))]),)).await),
+        ("wrong argument types", refused(&conn, "Switch", &(42u32,)).await),
+    ];
+    for (what, e) in cases {
+        assert_eq!(e.short_name(), "InvalidArgument", "{what}: {e:?}");
+        assert!(!e.message().is_empty(), "{what} has a message");
+    }
+    unchanged().await;
+    assert_eq!(refused(&conn, "Stage", &(no_options(),)).await.short_name(), "NothingToStage");
+    unchanged().await;
+
+    // Found out by trying: the job fails with a named error.
+    let missing_dir = format!("{}/nothing-here:latest", h.sysroot.dir.path().display());
+    let job = run_job(&conn, "Switch", &(missing_dir.as_str(), oci("oci"))).await.unwrap();
+    expect_job_error(&job, "ImageNotFound");
+    unchanged().await;
+    let missing_image = format!("{}/hostd/absent:latest", registry.host());
+    let job = run_job(&conn, "Switch", &(missing_image.as_str(), no_options())).await.unwrap();
+    expect_job_error(&job, "ImageNotFound");
+    unchanged().await;
+    let dead = hostd_tests::registry::free_port().unwrap();
+    machine.trust_registry(&format!("127.0.0.1:{dead}")).unwrap();
+    let down = format!("127.0.0.1:{dead}/hostd/os:latest");
+    let job = run_job(&conn, "Switch", &(down.as_str(), no_options())).await.unwrap();
+    expect_job_error(&job, "Network");
+    unchanged().await;
+
+    // hostctl: usage errors exit 2, refused arguments 7, failed jobs 1.
+    let code = |args: &[&str]| machine.hostctl(None, args).status.code();
+    assert_eq!(code(&["switch", "--transport", "ftp", "quay.io/org/os"]), Some(2));
+    assert_eq!(code(&["upgrade", "--download-only", "--apply"]), Some(2));
+    assert_eq!(code(&["upgrade", "--bogus"]), Some(2));
+    assert_eq!(code(&["switch", "Quay.io/UPPER/os"]), Some(7));
+    let out = machine.hostctl(None, &["switch", &down]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("Network"), "{}", text(&out));
+    unchanged().await;
+}
+
+#[tokio::test]
+async fn an_update_larger_than_the_free_space_fails_with_no_space_before_filling_the_disk() {
+    let mut h = host_with_v1("64m", &[]).await;
+    h.builder.sizes.insert("data", 40 << 20);
+    h.builder.build("v2", &["data"], &BTreeMap::new()).await.unwrap();
+    let machine = TestMachine::start(h.sysroot.path(), CONFIG).unwrap();
+    let conn = machine.connect().await.unwrap();
+    let deployments = h.sysroot.deployment_checksums().unwrap();
+    let free = h.sysroot.free_bytes().unwrap();
+
+    let job = run_job(&conn, "Upgrade", &(no_options(),)).await.unwrap();
+    expect_job_error(&job, "NoSpace");
+    assert!(job.error_message.contains("free space"), "{job:?}");
+    assert_eq!(h.sysroot.deployment_checksums().unwrap(), deployments);
+    assert!(h.sysroot.free_bytes().unwrap() + (1 << 20) >= free, "the pull did not start filling the disk");
+    let out = machine.hostctl(None, &["upgrade"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("NoSpace") && text(&out).contains("hostctl cleanup"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn download_only_then_stage_and_cleanup_on_an_offline_sysroot() {
+    let h = host_with_v1("512m", &[]).await;
+    let v2 = h.builder.build("v2", &["data"], &BTreeMap::new()).await.unwrap();
+    let machine = TestMachine::start(h.sysroot.path(), CONFIG).unwrap();
+    let conn = machine.connect().await.unwrap();
+    let layers_v1 = h.sysroot.layer_digests().unwrap();
+
+    // download-only fetches but deploys nothing; Stage deploys it offline.
+    let out = machine.hostctl(None, &["upgrade", "--download-only"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Stage deploys it"), "{}", text(&out));
+    assert_eq!(deployed(&conn).await, [vd(&h.v1)]);
+    assert!(h.sysroot.layer_digests().unwrap().len() > layers_v1.len(), "v2's layers are in the repo");
+    let out = machine.hostctl(None, &["status"]);
+    assert!(text(&out).contains("downloaded"), "{}", text(&out));
+
+    std::fs::remove_dir_all(&h.builder.oci_dir).unwrap(); // Stage must not need the source.
+    let out = machine.hostctl(None, &["stage"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), machine.log());
+    assert_eq!(deployed(&conn).await, [vd(&v2), vd(&h.v1)]);
+    let out = machine.hostctl(None, &["stage"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("NothingToStage"), "{}", text(&out));
+
+    // Cleanup keeps what deployments use and removes the rest.
+    let h2 = ImageBuilder::new(&h.sysroot.dir.path().join("images-2")).unwrap();
+    let other = h2.build("v9", &["data", "tools"], &BTreeMap::new()).await.unwrap();
+    let other_name = h2.oci_name();
+    let out = machine.hostctl(None, &["switch", "--transport", "oci", "--download-only", &other_name]);
+    assert!(out.status.success(), "{}", text(&out));
+    let with_download = h.sysroot.layer_digests().unwrap();
+    let job = run_job(&conn, "Cleanup", &(no_options(),)).await.unwrap();
+    assert_eq!(job.state, "succeeded", "{job:?}");
+    assert!(job.message.starts_with("Removed 1 images"), "{job:?}");
+    let after = h.sysroot.layer_digests().unwrap();
+    assert!(after.len() < with_download.len(), "the downloaded image's layers are gone");
+    assert_eq!(deployed(&conn).await, [vd(&v2), vd(&h.v1)]);
+    h.sysroot.fsck().unwrap();
+    drop(other);
+}
+
+#[tokio::test]
+async fn switch_reads_oci_archive_and_dir_transports() {
+    let h = host_with_v1("512m", &[]).await;
+    let v2 = h.builder.build("v2", &["docs"], &BTreeMap::new()).await.unwrap();
+    let archive = h.sysroot.dir.path().join("os.tar");
+    let dir = h.sysroot.dir.path().join("os-dir");
+    for dest in [format!("oci-archive:{}", archive.display()), format!("dir:{}", dir.display())] {
+        hostd_tests::run(Command::new("skopeo").args(["copy", "--quiet"]).arg(format!("oci:{}", h.builder.oci_name())).arg(dest))
+            .unwrap();
+    }
+    let machine = TestMachine::start(h.sysroot.path(), CONFIG).unwrap();
+    let conn = machine.connect().await.unwrap();
+    for (transport, image) in [("oci-archive", archive.display().to_string()), ("dir", dir.display().to_string())] {
+        let out = machine.hostctl(None, &["switch", "--transport", transport, "--retain", &image]);
+        assert!(out.status.success(), "{transport}: {}\n{}", text(&out), machine.log());
+        let host = status(&conn).await;
+        let tracked = host.spec.image.as_ref().unwrap();
+        assert_eq!((tracked.transport.as_str(), tracked.image.as_str()), (transport, image.as_str()));
+        assert_eq!(deployed(&conn).await[0], vd(&v2));
+    }
+    assert_eq!(deployed(&conn).await.len(), 3, "--retain kept the earlier deployments");
+}
+
+#[tokio::test]
+async fn enforced_signature_policy_rejects_unsigned_images() {
+    let h = host_with_v1("512m", &[]).await;
+    let registry = TestRegistry::start().unwrap();
+    h.builder.build("v2", &["data"], &BTreeMap::new()).await.unwrap();
+    registry.push(&h.builder.oci_name(), "hostd/os:signed").unwrap();
+    let machine = TestMachine::start(h.sysroot.path(), CONFIG).unwrap();
+    machine.trust_registry(&registry.host()).unwrap();
+    let conn = machine.connect().await.unwrap();
+    let deployments = h.sysroot.deployment_checksums().unwrap();
+    let image = format!("{}/hostd/os:signed", registry.host());
+    let enforce = HashMap::from([("enforce-container-sigpolicy", Variant::Bool(true))]);
+
+    // A policy that accepts anything cannot be enforced: refused up front.
+    let e = refused(&conn, "Switch", &(image.as_str(), enforce.clone())).await;
+    assert_eq!(e.short_name(), "SignatureRejected", "{e:?}");
+
+    // A policy that requires a signature rejects the unsigned image.
+    let key = h.sysroot.dir.path().join("key.gpg");
+    std::fs::write(&key, b"").unwrap();
+    machine
+        .set_containers_policy(&serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {"docker": {registry.host(): [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": key}]}}
+        }))
+        .unwrap();
+    let job = run_job(&conn, "Switch", &(image.as_str(), enforce)).await.unwrap();
+    expect_job_error(&job, "SignatureRejected");
+    assert!(job.error_message.contains("signature was required"), "{job:?}");
+    assert_eq!(h.sysroot.deployment_checksums().unwrap(), deployments);
+
+    // Without enforcement the same image is accepted (the origin says so).
+    let job = run_job(&conn, "Switch", &(image.as_str(), no_options())).await.unwrap();
+    assert_eq!(job.state, "succeeded", "{job:?}");
+}
+
+/// `hostctl upgrade` on a terminal: Ctrl-C once the bar shows, then `answer`.
+fn interrupt_on_a_terminal(s: &SlowUpdate, answer: &str) -> std::process::Output {
+    s.machine
+        .command("python3", None)
+        .arg(hostd_tests::repo_root().join("tests/env/pty-interrupt.py"))
+        .args(["pulling", "Cancel job", answer, "--"])
+        .arg(binary("hostctl"))
+        .arg("upgrade")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn ctrl_c_on_a_terminal_asks_whether_to_cancel_the_job() {
+    let s = slow_update(CONFIG).await;
+    let (_, proxy) = s.machine.manager().await.unwrap();
+    let before = s.h.sysroot.deployment_checksums().unwrap();
+
+    let out = interrupt_on_a_terminal(&s, "y");
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(8), "{shown}");
+    assert!(shown.contains("layers") && shown.contains("ETA"), "a progress bar was drawn: {shown}");
+    assert!(shown.contains("Cancelled"), "{shown}");
+    assert_eq!(proxy.state().await.unwrap(), "idle");
+    assert_eq!(s.h.sysroot.deployment_checksums().unwrap(), before);
+
+    let out = interrupt_on_a_terminal(&s, "n");
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out));
+    assert!(text(&out).contains("keeps running"), "{}", text(&out));
+    assert_ne!(proxy.active_job().await.unwrap().as_str(), "/", "the job was left running");
+    s.link.set_rate(16 << 20);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while proxy.active_job().await.unwrap().as_str() != "/" {
+        assert!(std::time::Instant::now() < deadline, "the job never ended");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(deployed(&s.conn).await[0], vd(&s.v2));
 }

@@ -8,18 +8,16 @@ use zbus::{Connection, Variant};
 use super::{options, Caller};
 use crate::cli::{ApplyArgs, JobOutput, SwitchArgs, UpgradeArgs};
 use crate::exit::{self, Code};
-use crate::watch;
+use crate::watch::{self, End};
 
 /// `upgrade [--check]`.
 pub async fn upgrade(conn: &Connection, call: &Caller<'_>, args: &UpgradeArgs) -> Result<Code, Error> {
     if args.check {
         let path = call.start("Check", &(options(&[]),)).await?;
-        let end = watch::follow(conn, &path, &args.output).await?;
-        return Ok(match end {
-            Ok(message) if message.starts_with("Update available") => Code::UpdateAvailable,
-            Ok(_) => Code::Success,
-            Err(e) => exit::report(&e),
-        });
+        return match watch::follow(conn, &path, &args.output).await? {
+            End::Finished(Ok(_)) if update_pending(call.host).await? => Ok(Code::UpdateAvailable),
+            end => finish(end),
+        };
     }
     let opts = options(&[
         (opt::DOWNLOAD_ONLY, Variant::Bool(args.download_only)),
@@ -28,6 +26,13 @@ pub async fn upgrade(conn: &Connection, call: &Caller<'_>, args: &UpgradeArgs) -
     ]);
     let path = call.start("Upgrade", &(opts,)).await?;
     finish(watch::follow(conn, &path, &args.output).await?)
+}
+
+/// `CachedUpdate` names an update that is not yet downloaded.
+async fn update_pending(host: &Host1Proxy<'_>) -> Result<bool, Error> {
+    let update = host.cached_update().await?;
+    let downloaded = update.get("downloaded").and_then(|v| bool::try_from(&**v).ok()).unwrap_or(false);
+    Ok(update.contains_key("digest") && !downloaded)
 }
 
 /// `switch IMAGE`.
@@ -69,9 +74,10 @@ pub async fn cancel(conn: &Connection, host: &Host1Proxy<'_>) -> Result<Code, Er
     Ok(Code::Success)
 }
 
-fn finish(end: Result<String, Error>) -> Result<Code, Error> {
-    match end {
-        Ok(_) => Ok(Code::Success),
-        Err(e) => Ok(exit::report(&e)),
-    }
+fn finish(end: End) -> Result<Code, Error> {
+    Ok(match end {
+        End::Finished(Ok(_)) => Code::Success,
+        End::Finished(Err(e)) => exit::report(&e),
+        End::Detached => Code::Detached,
+    })
 }

@@ -23,7 +23,8 @@ pub async fn run(cli: Cli) -> Code {
 
 async fn dispatch(cli: Cli) -> Result<Code, Error> {
     let conn = zbus::Connection::system().await?;
-    let host = Host1Proxy::new(&conn).await?;
+    // One-shot reads: a property cache would only cost a GetAll up front.
+    let host = Host1Proxy::builder(&conn).cache_properties(zbus::proxy::CacheProperties::No).build().await?;
     let call = Caller { host: &host, interactive: !cli.no_ask_password };
     match cli.command {
         Command::Status(args) => status::run(&host, &args).await,

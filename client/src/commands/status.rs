@@ -27,7 +27,13 @@ pub async fn run(host: &Host1Proxy<'_>, args: &StatusArgs) -> Result<Code, Error
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out))
     } else {
-        crate::render::status(&mut out, &doc, args.booted)
+        let downloaded = host
+            .cached_update()
+            .await
+            .ok()
+            .and_then(|u| u.get("downloaded").and_then(|v| bool::try_from(&**v).ok()))
+            .unwrap_or(false);
+        crate::render::status(&mut out, &doc, args.booted, downloaded)
     };
     written.map_err(|e| Error::Failed(format!("writing to stdout: {e}")))?;
     Ok(Code::Success)

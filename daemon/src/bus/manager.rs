@@ -5,6 +5,7 @@
 //! reserve the job slot → register the job object → reply → start work.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use hostd_interface::host::Transport;
@@ -19,7 +20,7 @@ use super::job::{self, JobObject};
 use super::ManagerObject;
 use crate::auth::{Action, Authorizer};
 use crate::context::Context;
-use crate::image_ref;
+use crate::{containers_policy, image_ref};
 use crate::jobs::{JobKind, JobRequest, Reservation};
 use crate::sysroot::progress::Phase;
 
@@ -186,6 +187,9 @@ impl Manager {
         let options = Options::parse(Method::Switch, &options)?;
         let transport = options.transport.unwrap_or(Transport::Registry);
         let reference = image_ref::parse(&image, transport, options.enforce_container_sigpolicy)?;
+        if options.enforce_container_sigpolicy {
+            containers_policy::ensure_enforcing(Path::new(containers_policy::POLICY_PATH), &reference)?;
+        }
         self.ensure_image_based().await?;
         let request = JobRequest { kind: JobKind::Switch, image: Some(reference), options };
         self.start_job(request, &header, conn, server).await
@@ -286,8 +290,9 @@ impl Manager {
     }
 
     /// The update the last check found: version s, digest s, timestamp s,
-    /// and from a check since the daemon started, download-bytes t,
-    /// layers-to-fetch u, layers-total u. Empty when none.
+    /// downloaded b (already fetched, `Stage` deploys it), and from a check
+    /// since the daemon started, download-bytes t, layers-to-fetch u,
+    /// layers-total u. Empty when none.
     #[zbus(property)]
     async fn cached_update(&self) -> HashMap<String, OwnedVariant> {
         self.ctx.cached_update_dict()

@@ -10,14 +10,14 @@ use hostd_interface::options::Options;
 use hostd_interface::Error;
 use ostree_ext::container::deploy::ORIGIN_CONTAINER;
 use ostree_ext::container::store::{self, LayeredImageState, PreparedImport};
-use ostree_ext::container::OstreeImageReference;
+use ostree_ext::container::{OstreeImageReference, SignatureSource};
 use ostree_ext::{gio, glib, ostree};
 use tokio_util::sync::CancellationToken;
 
 use super::errors::classify;
 use super::progress::{Phase, Progress};
 use super::pull::{self, Fetched};
-use super::{image, kargs, merge_deployment, origin_reference, Outcome, SysrootPath};
+use super::{image, kargs, signature, merge_deployment, origin_reference, Outcome, SysrootPath};
 
 /// Marker that keeps ostree-finalize-staged from applying the staged deployment.
 pub const STAGED_LOCK_FILE: &str = "/run/ostree/staged-deployment-locked";
@@ -49,6 +49,13 @@ pub async fn update(
     let current = merge
         .as_ref()
         .and_then(|m| store::query_image_commit(&repo, m.csum().as_str()).ok());
+    if imgref.sigverify == SignatureSource::ContainerPolicy {
+        progress.phase(Phase::Checking, "checking the image against the containers signature policy");
+        tokio::select! {
+            verified = signature::verify(&imgref) => verified?,
+            _ = cancel.cancelled() => return Err(Error::Cancelled("cancelled by request".into())),
+        }
+    }
     let repo_path = sysroot.path().join("ostree/repo");
     let fetched = pull::fetch(&repo, &imgref, progress, cancel, |prep| {
         ensure_space(&repo_path, prep)?;

@@ -4,6 +4,7 @@
 //! - [`cache`]: the snapshot served to the bus, refreshed when the sysroot changes.
 //! - [`watch`]: inotify on the sysroot, telling the cache to refresh.
 //! - [`image`]: conversions between ostree-ext image types and the Host document.
+//! - [`signature`]: enforcing the containers signature policy before a pull.
 //! - [`pull`], [`deploy`], [`rollback`], [`cleanup`]: the mutating operations,
 //!   run by jobs on their own thread under the sysroot lock.
 
@@ -16,6 +17,7 @@ pub mod kargs;
 pub mod progress;
 pub mod pull;
 pub mod rollback;
+pub mod signature;
 pub mod status;
 pub mod watch;
 

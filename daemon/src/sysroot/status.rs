@@ -78,7 +78,8 @@ pub struct Snapshot {
     pub reboot_required: bool,
     /// Whether the sysroot is the running system.
     pub booted: bool,
-    /// Offline only: commit of a pulled image of the tracked reference that is not deployed.
+    /// Offline only: manifest digest of a pulled image of the tracked
+    /// reference that is not deployed.
     pub downloaded_update: Option<String>,
 }
 
@@ -181,12 +182,12 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
     Ok(snapshot)
 }
 
-/// The commit of the tracked image in the repo, when it is not the default deployment.
+/// The digest of the tracked image in the repo, when it is not the default deployment.
 fn downloaded_update(repo: &ostree::Repo, snapshot: &Snapshot) -> Option<String> {
     let merge = snapshot.merge_deployment()?;
     let reference = parse_origin_reference(merge.origin_reference.as_deref()?).ok()?;
     let state = store::query_image(repo, &reference.imgref).ok()??;
-    (state.merge_commit != merge.checksum()).then_some(state.merge_commit)
+    (state.merge_commit != merge.checksum()).then(|| state.manifest_digest.to_string())
 }
 
 fn boot_entry(

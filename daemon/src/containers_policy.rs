@@ -1,0 +1,124 @@
+//! Whether the host's containers policy (`/etc/containers/policy.json`)
+//! actually verifies signatures for an image. `enforce-container-sigpolicy`
+//! hands verification to that policy, so a policy that accepts anything
+//! would turn the option into a silent no-op: such a request is refused.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use hostd_interface::host::{ImageReference, Transport};
+use hostd_interface::Error;
+use serde::Deserialize;
+
+/// Where skopeo reads the policy.
+pub const POLICY_PATH: &str = "/etc/containers/policy.json";
+
+#[derive(Debug, Deserialize)]
+struct Policy {
+    #[serde(default)]
+    default: Vec<Requirement>,
+    #[serde(default)]
+    transports: HashMap<String, HashMap<String, Vec<Requirement>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Requirement {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// Refuse `image` unless the policy at `path` requires signatures for it
+/// (or rejects it outright).
+pub fn ensure_enforcing(path: &Path, image: &ImageReference) -> Result<(), Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::SignatureRejected(format!("cannot read the containers policy {}: {e}", path.display()))
+    })?;
+    let policy: Policy = serde_json::from_str(&text).map_err(|e| {
+        Error::SignatureRejected(format!("the containers policy {} is not valid: {e}", path.display()))
+    })?;
+    if requirements_for(&policy, image).iter().any(|r| r.kind != "insecureAcceptAnything") {
+        return Ok(());
+    }
+    Err(Error::SignatureRejected(format!(
+        "{} accepts {} without a signature, so enforce-container-sigpolicy would verify nothing; \
+         configure a signedBy or sigstoreSigned requirement for it",
+        path.display(),
+        image.image
+    )))
+}
+
+/// The requirements that apply: the most specific scope of the image's
+/// transport, else the transport's default (""), else the global default.
+fn requirements_for<'a>(policy: &'a Policy, image: &ImageReference) -> &'a [Requirement] {
+    let transport = match image.transport {
+        Transport::Registry => "docker",
+        Transport::Oci => "oci",
+        Transport::OciArchive => "oci-archive",
+        Transport::Dir => "dir",
+        Transport::ContainersStorage => "containers-storage",
+    };
+    let Some(scopes) = policy.transports.get(transport) else {
+        return &policy.default;
+    };
+    scopes
+        .iter()
+        .filter(|(scope, _)| scope.is_empty() || scope_matches(scope, &image.image))
+        .max_by_key(|(scope, _)| scope.len())
+        .map_or(&policy.default, |(_, reqs)| reqs.as_slice())
+}
+
+/// `scope` names the image itself or a namespace it lives in.
+fn scope_matches(scope: &str, image: &str) -> bool {
+    image == scope
+        || image
+            .strip_prefix(scope)
+            .is_some_and(|rest| rest.starts_with(['/', ':', '@']))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostd_interface::host::ImageSignature;
+
+    fn check(policy: &str, transport: Transport, image: &str) -> Result<(), Error> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.json");
+        std::fs::write(&path, policy).unwrap();
+        let image = ImageReference {
+            image: image.into(),
+            transport,
+            signature: Some(ImageSignature::ContainerPolicy),
+        };
+        ensure_enforcing(&path, &image)
+    }
+
+    const DEBIAN_DEFAULT: &str = r#"{"default": [{"type": "insecureAcceptAnything"}]}"#;
+    const SIGNED_QUAY: &str = r#"{
+        "default": [{"type": "insecureAcceptAnything"}],
+        "transports": {"docker": {
+            "quay.io/org": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/k"}],
+            "quay.io/org/open": [{"type": "insecureAcceptAnything"}]
+        }}
+    }"#;
+
+    #[test]
+    fn accept_anything_cannot_be_enforced() {
+        let e = check(DEBIAN_DEFAULT, Transport::Registry, "quay.io/org/os:1").unwrap_err();
+        assert_eq!(e.short_name(), "SignatureRejected");
+        assert!(e.message().contains("verify nothing"), "{e:?}");
+    }
+
+    #[test]
+    fn the_most_specific_scope_decides() {
+        check(SIGNED_QUAY, Transport::Registry, "quay.io/org/os:1").unwrap();
+        check(SIGNED_QUAY, Transport::Registry, "quay.io/org/open:1").unwrap_err();
+        check(SIGNED_QUAY, Transport::Registry, "quay.io/organisation/os").unwrap_err();
+        check(SIGNED_QUAY, Transport::Oci, "/srv/os").unwrap_err();
+    }
+
+    #[test]
+    fn reject_counts_as_enforcing_and_bad_files_are_refused() {
+        check(r#"{"default": [{"type": "reject"}]}"#, Transport::Dir, "/srv/os").unwrap();
+        assert_eq!(check("{", Transport::Dir, "/srv/os").unwrap_err().short_name(), "SignatureRejected");
+    }
+}

@@ -1,0 +1,45 @@
+//! Enforcing the containers signature policy for `ostree-image-signed`
+//! references.
+//!
+//! skopeo's image proxy in the releases Debian 12 ships (1.9) opens images
+//! without evaluating `/etc/containers/policy.json`, so a pull through it
+//! verifies nothing. `skopeo copy` does evaluate the policy, before it reads
+//! any layer: hostd lets it do exactly that and no more, by copying into
+//! `docker-archive:/dev/full`, whose first write fails. A rejection names the
+//! policy's reason; any other ending means the policy accepted the image.
+
+use hostd_interface::Error;
+use ostree_ext::container::OstreeImageReference;
+use tokio::process::Command;
+
+use super::errors::classify;
+
+/// A destination that accepts nothing: the copy stops at its first byte.
+const NOWHERE: &str = "docker-archive:/dev/full";
+
+/// What `skopeo copy` says when the policy refuses the source.
+const REJECTED: &str = "Source image rejected";
+
+/// Evaluate the host's containers policy for `imgref`.
+pub async fn verify(imgref: &OstreeImageReference) -> Result<(), Error> {
+    let source = imgref.imgref.to_string();
+    let out = Command::new("skopeo")
+        .args(["copy", "--quiet", "--retry-times=0"])
+        .arg(&source)
+        .arg(NOWHERE)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| Error::Failed(format!("running skopeo to check the signature policy: {e}")))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Some(at) = stderr.find(REJECTED) {
+        let reason = stderr[at..].lines().next().unwrap_or(REJECTED).trim_end_matches('"');
+        return Err(Error::SignatureRejected(format!("{source}: {reason}")));
+    }
+    if out.status.success() || stderr.contains("/dev/full") {
+        return Ok(());
+    }
+    // The policy was never reached: the image could not be opened at all.
+    Err(classify(anyhow::anyhow!("checking the signature of {source}: {}", stderr.trim())))
+}
