@@ -9,6 +9,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// 7 invalid argument; 8 cancelled; 9 interrupted, job left running;
 /// 100 `upgrade --check` found an update.
 ///
+/// Jobs (upgrade, switch, stage, rollback, cleanup) are followed to their
+/// end: on a terminal with a progress bar (phase, bytes, rate, ETA, layers),
+/// otherwise with one line per phase; `--json` prints one JSON object per
+/// change (state, phase, message, bytesDone, bytesTotal, layersDone,
+/// layersTotal, errorName, errorMessage); `--progress-fd N` also writes
+/// bootc-compatible progress events (Start, ProgressBytes, ProgressSteps).
+///
 /// Ctrl-C while a job runs asks whether to cancel it (on a terminal);
 /// otherwise the job keeps running in hostd.
 #[derive(Debug, Parser)]
@@ -70,7 +77,8 @@ pub struct JobOutput {
 /// `upgrade` options.
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
-    /// Only look for an update (manifest and config); exit 100 if one exists.
+    /// Only look for an update (manifest and config); exit 100 if one is
+    /// available and not yet downloaded.
     #[arg(long, conflicts_with_all = ["download_only", "apply", "allow_downgrade"])]
     pub check: bool,
     /// Fetch and keep the deployment locked: a plain reboot does not apply it.
