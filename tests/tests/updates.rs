@@ -41,14 +41,17 @@ async fn host_with_v1(size: &str, sizes: &[(&'static str, usize)]) -> Host1 {
     Host1 { sysroot, builder, v1 }
 }
 
-async fn status(conn: &Connection) -> Host {
-    let json: String = conn
-        .call_method(Some("org.hostd.Host1"), "/org/hostd/Host1", Some("org.hostd.Host1"), "Status", &(no_options(),))
+async fn status_json(conn: &Connection) -> String {
+    conn.call_method(Some("org.hostd.Host1"), "/org/hostd/Host1", Some("org.hostd.Host1"), "Status", &(no_options(),))
         .await
         .unwrap()
         .body()
         .deserialize()
-        .unwrap();
+        .unwrap()
+}
+
+async fn status(conn: &Connection) -> Host {
+    let json = status_json(conn).await;
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     schema::validate("bootc-host-v1.schema.json", &value).unwrap();
     serde_json::from_str(&json).unwrap()
@@ -130,6 +133,15 @@ async fn upgrade_from_an_oci_dir_deploys_v2_keeps_v1_and_then_finds_nothing_new(
     let last = events.last().expect("at least the final event");
     assert_eq!((last["state"].as_str(), last["message"].as_str()), (Some("succeeded"), Some("No update available.")));
     assert_eq!(deployed(&conn).await, [vd(&v2), vd(&h.v1)]);
+}
+
+/// Wait for the running job to end.
+async fn wait_until_idle(proxy: &hostd_interface::proxy::Host1Proxy<'_>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while proxy.active_job().await.unwrap().as_str() != "/" {
+        assert!(std::time::Instant::now() < deadline, "the job never ended");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Spawn with descriptor 3 writing to a file.
@@ -295,14 +307,7 @@ async fn cancel_mid_pull_changes_nothing_and_a_retry_reuses_fetched_layers() {
     let busy = expect_error(proxy.switch("/srv/os", HashMap::from([("transport", Variant::from("oci"))])).await, "Busy");
     assert!(busy.contains(&watch.record.path), "{busy}");
     for _ in 0..50 {
-        let json: String = other
-            .call_method(Some("org.hostd.Host1"), "/org/hostd/Host1", Some("org.hostd.Host1"), "Status", &(no_options(),))
-            .await
-            .unwrap()
-            .body()
-            .deserialize()
-            .unwrap();
-        assert!(json.contains("BootcHost"));
+        assert!(status_json(&other).await.contains("BootcHost"));
     }
     assert_eq!(proxy.state().await.unwrap(), "fetching");
 
@@ -370,10 +375,7 @@ async fn a_job_outlives_its_caller_and_one_over_the_time_limit_is_cancelled() {
     caller.kill().unwrap();
     caller.wait().unwrap();
     s.link.set_rate(16 << 20);
-    while proxy.active_job().await.unwrap().as_str() != "/" {
-        assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(60), "the job never ended");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_until_idle(&proxy).await;
     assert_eq!(deployed(&s.conn).await[0], vd(&s.v2), "{}", s.machine.log());
 }
 
@@ -618,10 +620,6 @@ async fn ctrl_c_on_a_terminal_asks_whether_to_cancel_the_job() {
     assert!(text(&out).contains("keeps running"), "{}", text(&out));
     assert_ne!(proxy.active_job().await.unwrap().as_str(), "/", "the job was left running");
     s.link.set_rate(16 << 20);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while proxy.active_job().await.unwrap().as_str() != "/" {
-        assert!(std::time::Instant::now() < deadline, "the job never ended");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_until_idle(&proxy).await;
     assert_eq!(deployed(&s.conn).await[0], vd(&s.v2));
 }
