@@ -45,19 +45,37 @@ impl Manager {
         conn: &Connection,
         server: &ObjectServer,
     ) -> Result<JobReply, Error> {
+        let uid = self.authorize(&request, header, conn).await?;
+        self.launch(request, uid, conn, server).await
+    }
+
+    /// Check with polkit that the caller may make `request`; its uid.
+    async fn authorize(&self, request: &JobRequest, header: &Header<'_>, conn: &Connection) -> Result<u32, Error> {
         self.ctx.idle.touch();
         let auth = Authorizer::new(conn.clone());
         let caller = auth.caller(header).await?;
-        auth.authorize(header, &caller, &actions_for(&request), &details_for(&request))
+        auth.authorize(header, &caller, &actions_for(request), &details_for(request))
             .await?;
-        let job = match self.ctx.jobs.reserve(request, caller.uid)? {
+        Ok(caller.uid)
+    }
+
+    /// Reserve the job slot for an authorized request and start the job
+    /// once the reply is out.
+    async fn launch(
+        &self,
+        request: JobRequest,
+        owner_uid: u32,
+        conn: &Connection,
+        server: &ObjectServer,
+    ) -> Result<JobReply, Error> {
+        let job = match self.ctx.jobs.reserve(request, owner_uid)? {
             Reservation::Existing(job) => {
                 let (reply, _) = ResponseDispatchNotifier::new(object_path(&job.path));
                 return Ok(reply);
             }
             Reservation::New(job) => job,
         };
-        tracing::info!(job = job.id, uid = caller.uid, kind = job.request.kind.as_str(), "job created");
+        tracing::info!(job = job.id, uid = owner_uid, kind = job.request.kind.as_str(), "job created");
         let object = super::guard::SignatureGuard::new(JobObject::new(job.clone()));
         if let Err(e) = server.at(job.path.as_str(), object).await {
             self.ctx.jobs.release(job.id);
@@ -205,12 +223,15 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<JobReply, Error> {
         let options = Options::parse(Method::Stage, &options)?;
-        let snapshot = self.ensure_image_based().await?;
+        self.ensure_image_based().await?;
+        let request = JobRequest { kind: JobKind::Stage, image: None, options };
+        // Authorized first, so the answer does not depend on who asks.
+        let uid = self.authorize(&request, &header, conn).await?;
+        let snapshot = self.ctx.status.current().await;
         if !matches!(&*snapshot, Ok(s) if s.has_downloaded_update()) {
             return Err(Error::NothingToStage("no downloaded update is waiting to be staged".into()));
         }
-        let request = JobRequest { kind: JobKind::Stage, image: None, options };
-        self.start_job(request, &header, conn, server).await
+        self.launch(request, uid, conn, server).await
     }
 
     /// Rollback: make the rollback deployment the default; again to undo.

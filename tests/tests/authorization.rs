@@ -1,0 +1,231 @@
+//! Who may do what: every verb as root, as a `wheel` member with the
+//! project's example rules, as a plain user and as a user a rule grants only
+//! `check` — real polkitd, real users, real bus policy.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use hostd_tests::fixture::ImageBuilder;
+use hostd_tests::machine::{TestMachine, ADMIN, CHECKER, USER};
+use hostd_tests::registry::{SlowLink, TestRegistry};
+use hostd_tests::sysroot::TestSysroot;
+use hostd_tests::{binary, repo_root};
+use zbus::MatchRule;
+
+const CONFIG: &str = "[daemon]\nidle_exit_secs = 120\n";
+
+const CHECK_ONLY_RULE: &str = r#"
+polkit.addRule(function(action, subject) {
+    if (action.id == "org.hostd.host1.check" && subject.user == "hostd-checker") {
+        return polkit.Result.YES;
+    }
+});
+"#;
+
+/// One `hostctl` call of the matrix.
+struct Call {
+    args: &'static [&'static str],
+    /// The polkit actions it needs (none: anyone may).
+    actions: &'static [&'static str],
+    /// Exit code when allowed (the call then ran to its own end).
+    allowed_exit: i32,
+    /// Whether an allowed call creates a job.
+    creates_job: bool,
+}
+
+const MISSING_IMAGE: &str = "/nonexistent/hostd/os:latest";
+
+const CALLS: &[Call] = &[
+    Call { args: &["status"], actions: &[], allowed_exit: 0, creates_job: false },
+    Call { args: &["upgrade", "--check"], actions: &["check"], allowed_exit: 0, creates_job: true },
+    Call { args: &["upgrade"], actions: &["upgrade"], allowed_exit: 0, creates_job: true },
+    Call { args: &["upgrade", "--allow-downgrade"], actions: &["upgrade", "switch"], allowed_exit: 0, creates_job: true },
+    Call { args: &["switch", "--transport", "oci", MISSING_IMAGE], actions: &["switch"], allowed_exit: 1, creates_job: true },
+    Call { args: &["stage"], actions: &["stage"], allowed_exit: 1, creates_job: false },
+    Call { args: &["rollback"], actions: &["rollback"], allowed_exit: 0, creates_job: true },
+    Call { args: &["cleanup"], actions: &["cleanup"], allowed_exit: 0, creates_job: true },
+    Call { args: &["reload"], actions: &["reload"], allowed_exit: 0, creates_job: false },
+];
+
+/// Who calls, and which actions polkit grants them without a password.
+struct Subject {
+    name: &'static str,
+    uid: Option<u32>,
+    granted: fn(&str) -> bool,
+}
+
+const SUBJECTS: &[Subject] = &[
+    Subject { name: "plain user", uid: Some(USER.1), granted: |_| false },
+    Subject { name: "check-only user", uid: Some(CHECKER.1), granted: |a| a == "check" },
+    Subject { name: "wheel member", uid: Some(ADMIN.1), granted: |_| true },
+    Subject { name: "root", uid: None, granted: |_| true },
+];
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Everything a denied call must leave alone.
+fn footprint(sysroot: &TestSysroot, machine: &TestMachine) -> (Vec<String>, String, String) {
+    let refs = hostd_tests::run(
+        Command::new("ostree").arg(format!("--repo={}", sysroot.path().join("ostree/repo").display())).arg("refs"),
+    )
+    .unwrap();
+    let policy = machine.command("busctl", None)
+        .args(["--system", "get-property", "org.hostd.Host1", "/org/hostd/Host1", "org.hostd.Host1", "AutomaticUpdatePolicy"])
+        .output()
+        .unwrap();
+    (sysroot.deployment_checksums().unwrap(), refs, text(&policy))
+}
+
+/// Count `JobNew` signals seen on the bus from now on.
+async fn count_new_jobs(machine: &TestMachine) -> (zbus::Connection, Arc<AtomicUsize>) {
+    let conn = machine.connect().await.unwrap();
+    let rule = MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface("org.hostd.Host1")
+        .member("JobNew")
+        .build()
+        .unwrap();
+    let mut stream = zbus::MessageStream::for_match_rule(rule, &conn, None).await.unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        while stream.next().await.is_some() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (conn, count)
+}
+
+#[tokio::test]
+async fn every_verb_is_allowed_or_denied_exactly_as_documented() {
+    let sysroot = TestSysroot::new("512m").unwrap();
+    let builder = ImageBuilder::new(&sysroot.dir.path().join("images")).unwrap();
+    for version in ["v1", "v2"] {
+        let image = builder.build(version, &["data"], &BTreeMap::new()).await.unwrap();
+        sysroot.deploy_image(&image.reference).await.unwrap();
+    }
+    let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
+    let example_rules = std::fs::read_to_string(repo_root().join("polkit-rules/50-hostd.rules")).unwrap();
+    machine.add_polkit_rule("50-hostd.rules", &example_rules).unwrap();
+    machine.add_polkit_rule("60-check-only.rules", CHECK_ONLY_RULE).unwrap();
+    // A configuration change that only an authorized ReloadConfig applies.
+    machine.set_config_dropin("policy.toml", Some("[updates]\npolicy = \"check\"\n")).unwrap();
+    let (_conn, new_jobs) = count_new_jobs(&machine).await;
+
+    for subject in SUBJECTS {
+        for call in CALLS {
+            let allowed = call.actions.iter().all(|a| (subject.granted)(a));
+            let before = footprint(&sysroot, &machine);
+            let jobs_before = new_jobs.load(Ordering::SeqCst);
+            let mut args = vec!["--no-ask-password"];
+            args.extend_from_slice(call.args);
+            let out = machine.hostctl(subject.uid, &args);
+            let what = format!("{} running `hostctl {}`: {}", subject.name, call.args.join(" "), text(&out));
+            // JobNew is a signal: give it time to arrive before counting.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let jobs = new_jobs.load(Ordering::SeqCst) - jobs_before;
+            if allowed {
+                assert_eq!(out.status.code(), Some(call.allowed_exit), "{what}");
+                assert_eq!(jobs, usize::from(call.creates_job), "{what}");
+            } else {
+                assert_eq!(out.status.code(), Some(5), "{what}");
+                let denied = call.actions.iter().find(|a| !(subject.granted)(a)).unwrap();
+                assert!(text(&out).contains(&format!("org.hostd.host1.{denied}")), "{what}");
+                assert_eq!(jobs, 0, "a denied call creates no job: {what}");
+                assert_eq!(footprint(&sysroot, &machine), before, "a denied call changes nothing: {what}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn only_the_initiator_or_an_authorized_user_cancels_a_job() {
+    let sysroot = TestSysroot::new("512m").unwrap();
+    let mut builder = ImageBuilder::new(&sysroot.dir.path().join("images")).unwrap();
+    builder.sizes.insert("data", 4 << 20);
+    let v1 = builder.build("v1", &[], &BTreeMap::new()).await.unwrap();
+    sysroot.deploy_image(&v1.reference).await.unwrap();
+    let registry = TestRegistry::start().unwrap();
+    registry.push(&builder.oci_name(), "hostd/os:stable").unwrap();
+    let link = SlowLink::start(registry.port, 512 << 10).unwrap();
+    let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
+    machine.trust_registry(&link.host()).unwrap();
+    let image = format!("{}/hostd/os:stable", link.host());
+    assert!(machine.hostctl(None, &["switch", &image]).status.success());
+    builder.build("v2", &["data"], &BTreeMap::new()).await.unwrap();
+    registry.push(&builder.oci_name(), "hostd/os:stable").unwrap();
+    machine
+        .add_polkit_rule(
+            "60-checker-upgrades.rules",
+            r#"polkit.addRule(function(action, subject) {
+                if (action.id == "org.hostd.host1.upgrade" && subject.user == "hostd-checker") {
+                    return polkit.Result.YES;
+                }
+            });"#,
+        )
+        .unwrap();
+    let before = sysroot.deployment_checksums().unwrap();
+
+    let upgrade = machine
+        .command(binary("hostctl"), Some(CHECKER.1))
+        .args(["--no-ask-password", "upgrade"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_, proxy) = machine.manager().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while proxy.state().await.unwrap() != "fetching" {
+        assert!(std::time::Instant::now() < deadline, "the upgrade did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let out = machine.hostctl(Some(USER.1), &["--no-ask-password", "cancel"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(text(&out).contains("org.hostd.host1.cancel"), "{}", text(&out));
+    assert_eq!(proxy.state().await.unwrap(), "fetching", "the job still runs");
+
+    let out = machine.hostctl(Some(CHECKER.1), &["--no-ask-password", "cancel"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ended = upgrade.wait_with_output().unwrap();
+    assert_eq!(ended.status.code(), Some(8), "the initiator's hostctl reports the cancel: {}", text(&ended));
+    assert_eq!(sysroot.deployment_checksums().unwrap(), before);
+    drop(link);
+}
+
+#[tokio::test]
+async fn only_root_may_own_the_name_and_anyone_may_call() {
+    let sysroot = TestSysroot::new("64m").unwrap();
+    let builder = ImageBuilder::new(&sysroot.dir.path().join("images")).unwrap();
+    let v1 = builder.build("v1", &[], &BTreeMap::new()).await.unwrap();
+    sysroot.deploy_image(&v1.reference).await.unwrap();
+    let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
+
+    // Anyone may call (this also starts hostd, which then holds the name).
+    let out = machine.hostctl(Some(USER.1), &["status"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let request_name = |uid: Option<u32>| {
+        machine
+            .command("dbus-send", uid)
+            .args(["--system", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
+            .args(["org.freedesktop.DBus.RequestName", "string:org.hostd.Host1", "uint32:4"])
+            .output()
+            .unwrap()
+    };
+    for (_, uid) in [USER, ADMIN] {
+        let out = request_name(Some(uid));
+        assert!(!out.status.success(), "uid {uid} must not own org.hostd.Host1");
+        assert!(text(&out).contains("AccessDenied"), "{}", text(&out));
+    }
+    // Root may ask; hostd holds the name, so the answer is "exists" (3).
+    let out = request_name(None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("uint32 3"), "{}", text(&out));
+}
