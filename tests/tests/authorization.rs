@@ -229,3 +229,49 @@ async fn only_root_may_own_the_name_and_anyone_may_call() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("uint32 3"), "{}", text(&out));
 }
+
+/// `hostctl ARGS` as the plain user on a terminal, with a polkit text agent
+/// (pkttyagent) registered for that very process; once `expect` shows,
+/// Ctrl-C ends both.
+fn with_agent(machine: &TestMachine, hostctl_args: &str, expect: &str) -> Output {
+    // pkttyagent closes its notify fd once registered; a FIFO turns that
+    // into an end-of-file to wait for. `exec` keeps the pid it registered for.
+    let script = format!(
+        "pkttyagent --process $$ --notify-fd 3 3>$READY & cat $READY; exec {} {hostctl_args}",
+        binary("hostctl").display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let ready = dir.path().join("registered");
+    nix::unistd::mkfifo(&ready, nix::sys::stat::Mode::empty()).unwrap();
+    std::fs::set_permissions(&ready, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    machine
+        .command("python3", None)
+        .arg(repo_root().join("tests/env/pty-session.py"))
+        .args(["--expect", expect, "--send", "\\x03", "--"])
+        .args(["setpriv", &format!("--reuid={}", USER.1), &format!("--regid={}", USER.1), "--clear-groups"])
+        .args(["sh", "-c", &script])
+        .env("READY", &ready)
+        .env("PTY_SESSION_TIMEOUT", "30")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn polkit_may_prompt_only_when_the_caller_allows_interaction() {
+    let sysroot = TestSysroot::new("64m").unwrap();
+    let builder = ImageBuilder::new(&sysroot.dir.path().join("images")).unwrap();
+    let v1 = builder.build("v1", &[], &BTreeMap::new()).await.unwrap();
+    sysroot.deploy_image(&v1.reference).await.unwrap();
+    let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
+
+    // Interactive (hostctl's default): polkit asks the agent for a password.
+    let out = with_agent(&machine, "upgrade --check", "Password:");
+    assert!(text(&out).contains("AUTHENTICATING FOR org.hostd.host1.check"), "{}", text(&out));
+
+    // --no-ask-password: denied at once, the agent is never asked.
+    let out = with_agent(&machine, "--no-ask-password upgrade --check", "NotAuthorized");
+    assert!(!text(&out).contains("AUTHENTICATING"), "{}", text(&out));
+    assert!(text(&out).contains("NotAuthorized: org.hostd.host1.check"), "{}", text(&out));
+}

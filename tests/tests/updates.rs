@@ -592,8 +592,8 @@ async fn enforced_signature_policy_rejects_unsigned_images() {
 fn interrupt_on_a_terminal(s: &SlowUpdate, answer: &str) -> std::process::Output {
     s.machine
         .command("python3", None)
-        .arg(hostd_tests::repo_root().join("tests/env/pty-interrupt.py"))
-        .args(["pulling", "Cancel job", answer, "--"])
+        .arg(hostd_tests::repo_root().join("tests/env/pty-session.py"))
+        .args(["--expect", "pulling", "--send", "\\x03", "--expect", "Cancel job", "--send", &format!("{answer}\\r"), "--"])
         .arg(binary("hostctl"))
         .arg("upgrade")
         .stdin(Stdio::null())

@@ -1,10 +1,12 @@
 #!/usr/bin/python3
-"""Run a command on a pseudo-terminal the way a person would: wait until its
-output shows WAIT_FOR, press Ctrl-C, and when it asks PROMPT, answer ANSWER.
-Everything the command printed goes to stdout; the exit status is the
-command's (or 124 when an expected text never came).
+"""Drive a command on a pseudo-terminal the way a person would: each
+`--expect TEXT --send KEYS` pair waits until the output (since the previous
+keypress) shows TEXT, then types KEYS (Python escapes allowed, e.g. '\\x03'
+for Ctrl-C, '\\r' for Enter). Everything the command printed goes to
+stdout; the exit status is the command's, or 124 when an expected text
+never came within the timeout.
 
-usage: pty-interrupt.py WAIT_FOR PROMPT ANSWER -- COMMAND...
+usage: pty-session.py [--expect TEXT --send KEYS]... -- COMMAND...
 """
 import os
 import pty
@@ -12,23 +14,31 @@ import select
 import sys
 import time
 
-TIMEOUT = 120
+TIMEOUT = int(os.environ.get("PTY_SESSION_TIMEOUT", "120"))
+
+
+def parse(argv):
+    split = argv.index("--")
+    steps, opts = [], argv[:split]
+    for i in range(0, len(opts), 4):
+        assert opts[i] == "--expect" and opts[i + 2] == "--send", __doc__
+        keys = opts[i + 3].encode().decode("unicode_escape").encode()
+        steps.append((opts[i + 1].encode(), keys))
+    return steps, argv[split + 1:]
 
 
 def main():
-    wait_for, prompt, answer = (s.encode() for s in sys.argv[1:4])
-    command = sys.argv[sys.argv.index("--") + 1:]
+    steps, command = parse(sys.argv[1:])
     pid, fd = pty.fork()
     if pid == 0:
         os.environ["TERM"] = "xterm"
         os.execvp(command[0], command)
     seen = b""
-    steps = [(wait_for, b"\x03"), (prompt, answer + b"\r")]
     deadline = time.monotonic() + TIMEOUT
     while True:
         if steps and steps[0][0] in seen:
             os.write(fd, steps.pop(0)[1])
-            seen = b""  # the next text must come after this keypress
+            seen = b""
         ready, _, _ = select.select([fd], [], [], 0.1)
         if ready:
             try:
