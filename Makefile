@@ -20,7 +20,7 @@ RELEASE := target/release
 ACTIVATION := systemd-units/org.hostd.Host1.service
 UNITS := $(filter-out $(ACTIVATION),$(wildcard systemd-units/*.service systemd-units/*.timer))
 
-.PHONY: all build install deps demo test test-fast verify-units
+.PHONY: all build install deps demo test test-fast fuzz verify-units
 
 all: build
 
@@ -52,6 +52,13 @@ test: deps
 
 test-fast:
 	bash scripts/test --fast
+
+# The property tests of the image-reference and options parsers, long and
+# with a fresh random seed (make test runs them seeded and short). Inputs
+# that fail are saved under */proptest-regressions/: commit them.
+FUZZ_CASES ?= 1000000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p hostd -p hostd-interface properties
 
 # systemd-analyze verify also checks that ExecStart= binaries exist, so the
 # units are checked in a temporary copy pointing at built ones (BINARIES:

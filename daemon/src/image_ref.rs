@@ -100,11 +100,19 @@ fn check_path(image: &str, transport: Transport) -> Result<(), Error> {
         return Err(invalid(format!("the {transport} path '{path}' must not contain '..'")));
     }
     if let Some((_, tag)) = image.split_once(':') {
-        if transport == Transport::Dir || tag.is_empty() || tag.contains(':') {
+        if transport == Transport::Dir || !is_tag(tag) {
             return Err(invalid(format!("'{image}' has a malformed tag")));
         }
     }
     Ok(())
+}
+
+/// An OCI tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+fn is_tag(tag: &str) -> bool {
+    let mut bytes = tag.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric() || b == b'_')
+        && tag.len() <= 128
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 #[cfg(test)]
@@ -145,6 +153,9 @@ mod tests {
         assert!(bad("/srv/../etc", Transport::Dir).contains(".."));
         bad("/srv/os:a:b", Transport::Oci);
         bad("/srv/os:tag", Transport::Dir);
+        // Found by the property test: a "tag" that is really a path.
+        bad("/://..", Transport::Oci);
+        bad("/srv/os:-tag", Transport::OciArchive);
     }
 
     #[test]
@@ -158,5 +169,70 @@ mod tests {
     fn signature_policy() {
         let r = parse("quay.io/a/b", Transport::Registry, true).unwrap();
         assert_eq!(r.signature, Some(ImageSignature::ContainerPolicy));
+    }
+
+    mod properties {
+        //! Seeded and bounded in `make test` (PROPTEST_RNG_SEED,
+        //! PROPTEST_CASES); `make fuzz` runs them long. Failing inputs are
+        //! kept in `proptest-regressions/` and replayed first.
+        use super::*;
+        use proptest::prelude::*;
+
+        fn transport() -> impl Strategy<Value = Transport> {
+            proptest::sample::select(Transport::ALL.to_vec())
+        }
+
+        /// Strings built from the characters that matter to the parser.
+        fn tricky() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    Just("/".to_string()), Just(":".to_string()), Just("@".to_string()),
+                    Just("..".to_string()), Just("-".to_string()), Just("[".to_string()),
+                    Just("://".to_string()), Just(" ".to_string()), Just("\0".to_string()),
+                    Just("sha256:".to_string()), "[a-zA-Z0-9._]{1,8}", any::<char>().prop_map(String::from),
+                ],
+                0..24,
+            )
+            .prop_map(|parts| parts.concat())
+        }
+
+        proptest! {
+            #[test]
+            fn accepted_references_keep_the_invariants(image in prop_oneof![tricky(), any::<String>()], t in transport()) {
+                if let Ok(r) = parse(&image, t, false) {
+                    prop_assert_eq!(&r.image, &image);
+                    prop_assert!(!image.is_empty() && image.len() <= MAX_IMAGE_LEN);
+                    prop_assert!(!image.starts_with('-'));
+                    prop_assert!(!image.chars().any(|c| c.is_control() || c.is_whitespace()));
+                    match t {
+                        Transport::Oci | Transport::OciArchive | Transport::Dir => {
+                            prop_assert!(image.starts_with('/'));
+                            prop_assert!(!image.split(['/', ':']).any(|c| c == ".."));
+                        }
+                        Transport::Registry => prop_assert!(!image.contains("://")),
+                        Transport::ContainersStorage => prop_assert!(!image.starts_with('[')),
+                    }
+                }
+            }
+
+            #[test]
+            fn well_formed_registry_references_are_accepted(
+                host in "[a-z0-9]{1,12}(\\.[a-z]{2,6})?(:[0-9]{2,5})?",
+                path in "[a-z0-9]{1,10}(/[a-z0-9]{1,10}){0,2}",
+                tag in "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,20}",
+            ) {
+                let image = format!("{host}/{path}:{tag}");
+                prop_assert!(parse(&image, Transport::Registry, false).is_ok(), "{}", image);
+            }
+
+            #[test]
+            fn absolute_paths_are_accepted(dirs in proptest::collection::vec("[a-zA-Z0-9_][a-zA-Z0-9._-]{0,12}", 1..5)) {
+                let path = format!("/{}", dirs.join("/"));
+                prop_assume!(!dirs.iter().any(|d| d == ".."));
+                for t in [Transport::Oci, Transport::OciArchive, Transport::Dir] {
+                    prop_assert!(parse(&path, t, false).is_ok(), "{} {}", t, path);
+                }
+            }
+        }
     }
 }

@@ -312,4 +312,54 @@ mod tests {
             .unwrap_err();
         assert!(matches!(&e, Error::InvalidArgument(m) if m.len() < 200), "{e:?}");
     }
+
+    mod properties {
+        //! Seeded and bounded in `make test`; `make fuzz` runs them long.
+        use super::*;
+        use proptest::prelude::*;
+
+        const METHODS: [Method; 7] = [
+            Method::Status, Method::Check, Method::Upgrade, Method::Switch,
+            Method::Stage, Method::Rollback, Method::Cleanup,
+        ];
+        const KEYS: [&str; 7] =
+            [DOWNLOAD_ONLY, APPLY, ALLOW_DOWNGRADE, TRANSPORT, RETAIN, ENFORCE_CONTAINER_SIGPOLICY, "force"];
+
+        fn value() -> impl Strategy<Value = OwnedVariant> {
+            prop_oneof![
+                any::<bool>().prop_map(|b| OwnedVariant::try_from(Variant::Bool(b)).unwrap()),
+                any::<String>().prop_map(|s| OwnedVariant::try_from(Variant::from(s)).unwrap()),
+                "(registry|oci|oci-archive|dir|containers-storage|docker)"
+                    .prop_map(|s| OwnedVariant::try_from(Variant::from(s)).unwrap()),
+                any::<u32>().prop_map(|n| OwnedVariant::try_from(Variant::U32(n)).unwrap()),
+                Just(OwnedVariant::try_from(Variant::from("x".repeat(MAX_STRING_LEN + 1))).unwrap()),
+            ]
+        }
+
+        fn dict() -> impl Strategy<Value = HashMap<String, OwnedVariant>> {
+            let key = prop_oneof![proptest::sample::select(KEYS.to_vec()).prop_map(String::from), any::<String>()];
+            proptest::collection::hash_map(key, value(), 0..6)
+        }
+
+        proptest! {
+            #[test]
+            fn parsing_never_panics_and_accepts_only_known_well_typed_keys(m in proptest::sample::select(METHODS.to_vec()), d in dict()) {
+                match Options::parse(m, &d) {
+                    Ok(o) => {
+                        for (k, v) in &d {
+                            let kind = m.accepted().iter().find(|(name, _)| name == k).map(|(_, kind)| *kind);
+                            prop_assert!(kind.is_some(), "accepted unknown key {:?}", k);
+                            let well_typed = match kind.unwrap() {
+                                Kind::Bool => as_bool(v).is_some(),
+                                Kind::Str => as_str(v).is_some(),
+                            };
+                            prop_assert!(well_typed, "accepted {:?} with the wrong type", k);
+                        }
+                        prop_assert!(!(o.download_only && o.apply));
+                    }
+                    Err(e) => prop_assert_eq!(e.short_name(), "InvalidArgument"),
+                }
+            }
+        }
+    }
 }
