@@ -275,3 +275,39 @@ async fn polkit_may_prompt_only_when_the_caller_allows_interaction() {
     assert!(!text(&out).contains("AUTHENTICATING"), "{}", text(&out));
     assert!(text(&out).contains("NotAuthorized: org.hostd.host1.check"), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn rules_can_decide_on_the_details_hostd_passes() {
+    let sysroot = TestSysroot::new("64m").unwrap();
+    let builder = ImageBuilder::new(&sysroot.dir.path().join("images")).unwrap();
+    let v1 = builder.build("v1", &[], &BTreeMap::new()).await.unwrap();
+    sysroot.deploy_image(&v1.reference).await.unwrap();
+    let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
+    machine
+        .add_polkit_rule(
+            "60-local-images-only.rules",
+            r#"polkit.addRule(function(action, subject) {
+                if (action.id == "org.hostd.host1.switch" && subject.user == "hostd-user" &&
+                    action.lookup("verb") == "switch" && action.lookup("transport") == "oci" &&
+                    action.lookup("image").indexOf("/nonexistent/") == 0 &&
+                    action.lookup("options") == "retain") {
+                    return polkit.Result.YES;
+                }
+            });"#,
+        )
+        .unwrap();
+    let user = |args: &[&str]| machine.hostctl(Some(USER.1), &[&["--no-ask-password"], args].concat());
+    // Allowed by the rule: the job runs and fails on the missing image.
+    let out = user(&["switch", "--transport", "oci", "--retain", MISSING_IMAGE]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("ImageNotFound"), "{}", text(&out));
+    // Any other detail and the rule does not apply.
+    for args in [
+        &["switch", "--transport", "oci", MISSING_IMAGE][..],
+        &["switch", "--retain", "quay.io/example/os:latest"][..],
+        &["switch", "--transport", "dir", "--retain", "/nonexistent/hostd/os"][..],
+    ] {
+        let out = user(args);
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {}", text(&out));
+    }
+}

@@ -14,6 +14,7 @@ const PATTERNS: &[(&[&str], fn(String) -> Error)] = &[
             "not found in",
             "no such image",
             "index.json: no such file or directory",
+            "method openimage: lstat",
             "reading manifest",
             "does not exist",
         ],
@@ -72,6 +73,11 @@ mod tests {
             "Network"
         );
         assert_eq!(c("reading manifest latest in 127.0.0.1:5000/os: manifest unknown"), "ImageNotFound");
+        assert_eq!(
+            c("failed to invoke method OpenImage: lstat /srv/absent: no such file or directory"),
+            "ImageNotFound"
+        );
+        assert_eq!(c("writing /sysroot/x: No such file or directory"), "Failed");
         assert_eq!(c("Source image rejected: A signature was required"), "SignatureRejected");
         assert_eq!(c("something odd"), "Failed");
     }
