@@ -68,6 +68,17 @@ fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
+/// A machine whose offline sysroot has v1 deployed (the sysroot lives as
+/// long as the returned guard).
+async fn machine_with_v1() -> (TestSysroot, TestMachine) {
+    let sysroot = TestSysroot::new("64m").unwrap();
+    let builder = ImageBuilder::new(&sysroot.dir.path().join("images")).unwrap();
+    let v1 = builder.build("v1", &[], &BTreeMap::new()).await.unwrap();
+    sysroot.deploy_image(&v1.reference).await.unwrap();
+    let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
+    (sysroot, machine)
+}
+
 /// Everything a denied call must leave alone.
 fn footprint(sysroot: &TestSysroot, machine: &TestMachine) -> (Vec<String>, String, String) {
     let refs = hostd_tests::run(
@@ -201,11 +212,7 @@ async fn only_the_initiator_or_an_authorized_user_cancels_a_job() {
 
 #[tokio::test]
 async fn only_root_may_own_the_name_and_anyone_may_call() {
-    let sysroot = TestSysroot::new("64m").unwrap();
-    let builder = ImageBuilder::new(&sysroot.dir.path().join("images")).unwrap();
-    let v1 = builder.build("v1", &[], &BTreeMap::new()).await.unwrap();
-    sysroot.deploy_image(&v1.reference).await.unwrap();
-    let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
+    let (_sysroot, machine) = machine_with_v1().await;
 
     // Anyone may call (this also starts hostd, which then holds the name).
     let out = machine.hostctl(Some(USER.1), &["status"]);
@@ -260,11 +267,7 @@ fn with_agent(machine: &TestMachine, hostctl_args: &str, expect: &str) -> Output
 
 #[tokio::test]
 async fn polkit_may_prompt_only_when_the_caller_allows_interaction() {
-    let sysroot = TestSysroot::new("64m").unwrap();
-    let builder = ImageBuilder::new(&sysroot.dir.path().join("images")).unwrap();
-    let v1 = builder.build("v1", &[], &BTreeMap::new()).await.unwrap();
-    sysroot.deploy_image(&v1.reference).await.unwrap();
-    let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
+    let (_sysroot, machine) = machine_with_v1().await;
 
     // Interactive (hostctl's default): polkit asks the agent for a password.
     let out = with_agent(&machine, "upgrade --check", "Password:");
@@ -278,11 +281,7 @@ async fn polkit_may_prompt_only_when_the_caller_allows_interaction() {
 
 #[tokio::test]
 async fn rules_can_decide_on_the_details_hostd_passes() {
-    let sysroot = TestSysroot::new("64m").unwrap();
-    let builder = ImageBuilder::new(&sysroot.dir.path().join("images")).unwrap();
-    let v1 = builder.build("v1", &[], &BTreeMap::new()).await.unwrap();
-    sysroot.deploy_image(&v1.reference).await.unwrap();
-    let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
+    let (_sysroot, machine) = machine_with_v1().await;
     machine
         .add_polkit_rule(
             "60-local-images-only.rules",
