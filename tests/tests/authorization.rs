@@ -280,7 +280,7 @@ async fn polkit_may_prompt_only_when_the_caller_allows_interaction() {
 }
 
 #[tokio::test]
-async fn rules_can_decide_on_the_details_hostd_passes() {
+async fn rules_can_decide_on_the_details_and_widening_options_need_switch() {
     let (_sysroot, machine) = machine_with_v1().await;
     machine
         .add_polkit_rule(
@@ -295,7 +295,23 @@ async fn rules_can_decide_on_the_details_hostd_passes() {
             });"#,
         )
         .unwrap();
+    machine
+        .add_polkit_rule(
+            "60-user-upgrades.rules",
+            r#"polkit.addRule(function(action, subject) {
+                if (action.id == "org.hostd.host1.upgrade" && subject.user == "hostd-user") {
+                    return polkit.Result.YES;
+                }
+            });"#,
+        )
+        .unwrap();
     let user = |args: &[&str]| machine.hostctl(Some(USER.1), &[&["--no-ask-password"], args].concat());
+    // allow-downgrade widens an upgrade into choosing what to run: switch too.
+    assert_eq!(user(&["upgrade"]).status.code(), Some(0));
+    let out = user(&["upgrade", "--allow-downgrade"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(text(&out).contains("org.hostd.host1.switch"), "{}", text(&out));
+
     // Allowed by the rule: the job runs and fails on the missing image.
     let out = user(&["switch", "--transport", "oci", "--retain", MISSING_IMAGE]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
