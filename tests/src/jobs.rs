@@ -31,8 +31,6 @@ pub struct JobRecord {
     pub layers_done: u32,
     /// Current `LayersTotal`.
     pub layers_total: u32,
-    /// Current `BytesTotal`.
-    pub bytes_total: u64,
     /// Current `ErrorName`.
     pub error_name: String,
     /// Current `ErrorMessage`.
@@ -64,7 +62,6 @@ impl JobRecord {
                 }
                 "BytesTotal" => {
                     bytes.1 = u64::try_from(&**v).unwrap_or_default();
-                    self.bytes_total = bytes.1;
                     bytes_changed = true;
                 }
                 _ => {}

@@ -17,13 +17,17 @@ use zbus::MatchRule;
 
 const CONFIG: &str = "[daemon]\nidle_exit_secs = 120\n";
 
-const CHECK_ONLY_RULE: &str = r#"
-polkit.addRule(function(action, subject) {
-    if (action.id == "org.hostd.host1.check" && subject.user == "hostd-checker") {
+/// A polkit rule granting `org.hostd.host1.<verb>` to `user` without a password.
+fn grant(verb: &str, user: &str) -> String {
+    format!(
+        r#"polkit.addRule(function(action, subject) {{
+    if (action.id == "org.hostd.host1.{verb}" && subject.user == "{user}") {{
         return polkit.Result.YES;
-    }
-});
-"#;
+    }}
+}});
+"#
+    )
+}
 
 /// One `hostctl` call of the matrix.
 struct Call {
@@ -123,7 +127,7 @@ async fn every_verb_is_allowed_or_denied_exactly_as_documented() {
     let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
     let example_rules = std::fs::read_to_string(repo_root().join("polkit-rules/50-hostd.rules")).unwrap();
     machine.add_polkit_rule("50-hostd.rules", &example_rules).unwrap();
-    machine.add_polkit_rule("60-check-only.rules", CHECK_ONLY_RULE).unwrap();
+    machine.add_polkit_rule("60-check-only.rules", &grant("check", CHECKER.0)).unwrap();
     // A configuration change that only an authorized ReloadConfig applies.
     machine.set_config_dropin("policy.toml", Some("[updates]\npolicy = \"check\"\n")).unwrap();
     let (_conn, new_jobs) = count_new_jobs(&machine).await;
@@ -170,16 +174,7 @@ async fn only_the_initiator_or_an_authorized_user_cancels_a_job() {
     assert!(machine.hostctl(None, &["switch", &image]).status.success());
     builder.build("v2", &["data"], &BTreeMap::new()).await.unwrap();
     registry.push(&builder.oci_name(), "hostd/os:stable").unwrap();
-    machine
-        .add_polkit_rule(
-            "60-checker-upgrades.rules",
-            r#"polkit.addRule(function(action, subject) {
-                if (action.id == "org.hostd.host1.upgrade" && subject.user == "hostd-checker") {
-                    return polkit.Result.YES;
-                }
-            });"#,
-        )
-        .unwrap();
+    machine.add_polkit_rule("60-checker-upgrades.rules", &grant("upgrade", CHECKER.0)).unwrap();
     let before = sysroot.deployment_checksums().unwrap();
 
     let upgrade = machine
@@ -295,16 +290,7 @@ async fn rules_can_decide_on_the_details_and_widening_options_need_switch() {
             });"#,
         )
         .unwrap();
-    machine
-        .add_polkit_rule(
-            "60-user-upgrades.rules",
-            r#"polkit.addRule(function(action, subject) {
-                if (action.id == "org.hostd.host1.upgrade" && subject.user == "hostd-user") {
-                    return polkit.Result.YES;
-                }
-            });"#,
-        )
-        .unwrap();
+    machine.add_polkit_rule("60-user-upgrades.rules", &grant("upgrade", USER.0)).unwrap();
     let user = |args: &[&str]| machine.hostctl(Some(USER.1), &[&["--no-ask-password"], args].concat());
     // allow-downgrade widens an upgrade into choosing what to run: switch too.
     assert_eq!(user(&["upgrade"]).status.code(), Some(0));

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::errors::classify;
 use super::progress::{Phase, Progress};
 use super::pull::{self, Fetched};
-use super::{image, kargs, signature, merge_deployment, origin_reference, Outcome, SysrootPath};
+use super::{image, kargs, signature, merge_deployment, origin_reference, Outcome, SysrootPath, UpdateSummary};
 
 /// Marker that keeps ostree-finalize-staged from applying the staged deployment.
 pub const STAGED_LOCK_FILE: &str = "/run/ostree/staged-deployment-locked";
@@ -57,8 +57,8 @@ pub async fn update(
         }
     }
     let repo_path = sysroot.path().join("ostree/repo");
-    let fetched = pull::fetch(&repo, &imgref, progress, cancel, |prep| {
-        ensure_space(&repo_path, prep)?;
+    let fetched = pull::fetch(&repo, &imgref, progress, cancel, |prep, cost| {
+        ensure_space(&repo_path, cost)?;
         // Switching to another image is an explicit choice of what to run.
         ensure_not_downgrade(prep, current.as_deref(), options.allow_downgrade || switch_to.is_some())
     })
@@ -226,8 +226,8 @@ fn kernel_args(
     Ok(Some(kargs::apply_diff(&current_args, &old_image, &new_image)))
 }
 
-fn ensure_space(repo_path: &Path, prep: &PreparedImport) -> Result<(), Error> {
-    let needed = pull::summarize(prep).bytes_to_fetch.saturating_mul(UNPACK_FACTOR) + SPACE_MARGIN;
+fn ensure_space(repo_path: &Path, cost: &UpdateSummary) -> Result<(), Error> {
+    let needed = cost.bytes_to_fetch.saturating_mul(UNPACK_FACTOR) + SPACE_MARGIN;
     let stat = nix::sys::statvfs::statvfs(repo_path)
         .map_err(|e| Error::Failed(format!("statvfs {}: {e}", repo_path.display())))?;
     let available = stat.blocks_available() as u64 * stat.fragment_size() as u64;

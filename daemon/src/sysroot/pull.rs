@@ -118,14 +118,14 @@ impl Fetched {
 }
 
 /// Fetch the layers of `imgref` missing from the repo and write the merged
-/// commit, reporting progress. `before_import` sees the prepared import first
-/// (free space, downgrade checks) and may refuse it.
+/// commit, reporting progress. `before_import` sees the prepared import and
+/// what fetching it costs first (free space, downgrade checks) and may refuse it.
 pub async fn fetch(
     repo: &ostree::Repo,
     imgref: &OstreeImageReference,
     progress: &dyn Progress,
     cancel: &CancellationToken,
-    before_import: impl FnOnce(&PreparedImport) -> Result<(), Error>,
+    before_import: impl FnOnce(&PreparedImport, &UpdateSummary) -> Result<(), Error>,
 ) -> Result<Fetched, Error> {
     progress.phase(Phase::Checking, "fetching the image manifest");
     let mut imp = open(repo, imgref).await?;
@@ -133,8 +133,8 @@ pub async fn fetch(
         PrepareResult::AlreadyPresent(state) => return Ok(Fetched::AlreadyPresent(state)),
         PrepareResult::Ready(prep) => prep,
     };
-    before_import(&prep)?;
     let summary = summarize(&prep);
+    before_import(&prep, &summary)?;
     progress.phase(
         Phase::Pulling,
         &format!("fetching {} of {} layers", summary.layers_to_fetch, summary.layers_total),
