@@ -236,14 +236,17 @@ async fn only_root_may_own_the_name_and_anyone_may_call() {
 /// (pkttyagent) registered for that very process; once `expect` shows,
 /// Ctrl-C ends both.
 fn with_agent(machine: &TestMachine, hostctl_args: &str, expect: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // The user's shell must be able to reach hostctl, wherever the checkout is.
+    let hostctl = dir.path().join("hostctl");
+    std::fs::copy(binary("hostctl"), &hostctl).unwrap();
     // pkttyagent closes its notify fd once registered; a FIFO turns that
     // into an end-of-file to wait for. `exec` keeps the pid it registered for.
     let script = format!(
         "pkttyagent --process $$ --notify-fd 3 3>$READY & cat $READY; exec {} {hostctl_args}",
-        binary("hostctl").display()
+        hostctl.display()
     );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let ready = dir.path().join("registered");
     nix::unistd::mkfifo(&ready, nix::sys::stat::Mode::empty()).unwrap();
     std::fs::set_permissions(&ready, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
