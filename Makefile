@@ -14,7 +14,10 @@ UNITDIR := $(PREFIX)/lib/systemd/system
 DBUSDIR := $(PREFIX)/share/dbus-1
 POLKITDIR := $(PREFIX)/share/polkit-1
 DOCDIR := $(PREFIX)/share/doc/hostd
+CATALOGDIR := $(PREFIX)/lib/systemd/catalog
 
+# Where `install` takes the binaries from; the booted-system tests install
+# stripped copies of the debug build with `make install RELEASE=<dir>`.
 RELEASE := target/release
 # The D-Bus activation file shares the .service suffix but is not a unit.
 ACTIVATION := systemd-units/org.hostd.Host1.service
@@ -40,6 +43,9 @@ install:
 	install -D -m 0644 dbus-interfaces/org.hostd.Host1.xml $(DESTDIR)$(DBUSDIR)/interfaces/org.hostd.Host1.xml
 	install -D -m 0644 polkit-rules/org.hostd.host1.policy $(DESTDIR)$(POLKITDIR)/actions/org.hostd.host1.policy
 	install -D -m 0644 polkit-rules/50-hostd.rules $(DESTDIR)$(DOCDIR)/examples/50-hostd.rules
+	install -D -m 0644 systemd-units/hostd.catalog $(DESTDIR)$(CATALOGDIR)/hostd.catalog
+	install -D -m 0644 systemd-units/bootc-fetch-apply-updates.service.d/50-hostd.conf \
+		$(DESTDIR)$(UNITDIR)/bootc-fetch-apply-updates.service.d/50-hostd.conf
 
 deps:
 	bash scripts/deps
@@ -75,4 +81,9 @@ verify-units:
 	out=$$(SYSTEMD_UNIT_PATH="$$tmp:" systemd-analyze verify --man=no \
 		$(addprefix "$$tmp"/,$(notdir $(UNITS))) 2>&1) || rc=$$?; \
 	if [ -n "$$out" ]; then printf '%s\n' "$$out"; exit 1; fi; \
-	exit $${rc:-0}
+	[ -z "$${rc:-}" ] || exit $$rc; \
+	mkdir -p "$$tmp/root/usr/lib/systemd/catalog"; \
+	cp systemd-units/hostd.catalog "$$tmp/root/usr/lib/systemd/catalog/"; \
+	journalctl --root="$$tmp/root" --update-catalog; \
+	n=$$(journalctl --root="$$tmp/root" --list-catalog | grep -c ' hostd: '); \
+	[ "$$n" = 6 ] || { echo "hostd.catalog: $$n of 6 entries parsed"; exit 1; }

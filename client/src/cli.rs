@@ -43,6 +43,10 @@ pub enum Command {
     Rollback(ApplyArgs),
     /// Remove images, layers and objects no deployment needs.
     Cleanup(JobOutput),
+    /// Keep a deployment through new deployments and cleanups.
+    Pin(PinArgs),
+    /// Let a pinned deployment be removed again.
+    Unpin(PinArgs),
     /// Cancel the running job.
     Cancel,
     /// Re-read /etc/hostd/hostd.toml and drop-ins.
@@ -79,8 +83,13 @@ pub struct JobOutput {
 pub struct UpgradeArgs {
     /// Only look for an update (manifest and config); exit 100 if one is
     /// available and not yet downloaded.
-    #[arg(long, conflicts_with_all = ["download_only", "apply", "allow_downgrade"])]
+    #[arg(long, conflicts_with_all = ["download_only", "apply", "allow_downgrade", "auto"])]
     pub check: bool,
+    /// Do what the configured policy allows ([updates] policy in
+    /// hostd.toml: check, download, stage, or stage and reboot when the
+    /// strategy lets it); this is what the update timer runs.
+    #[arg(long, conflicts_with_all = ["download_only", "apply", "allow_downgrade"])]
+    pub auto: bool,
     /// Fetch and keep the deployment locked: a plain reboot does not apply it.
     #[arg(long, conflicts_with = "apply")]
     pub download_only: bool,
@@ -144,6 +153,15 @@ pub struct SwitchArgs {
     pub apply: bool,
     #[command(flatten)]
     pub output: JobOutput,
+}
+
+/// `pin` and `unpin` arguments.
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The deployment: its commit as `hostctl status` shows it
+    /// (checksum.serial, or the checksum alone when unique), or its position
+    /// in the boot order (0 boots next).
+    pub deployment: String,
 }
 
 /// Options of verbs that can reboot.

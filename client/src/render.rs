@@ -39,10 +39,53 @@ pub fn status(out: &mut impl Write, host: &Host, booted_only: bool, downloaded: 
     if s.rollback_queued {
         writeln!(out, "\nRollback queued: the rollback deployment boots next.")?;
     }
+    if s.staged.as_ref().is_some_and(|e| e.download_only) {
+        writeln!(out, "\nThe staged update is download-only: a reboot keeps the booted deployment; `hostctl stage` queues it.")?;
+    }
     if s.staged.as_ref().is_some_and(|e| !e.download_only) || s.rollback_queued {
         writeln!(out, "Reboot required to apply the pending change.")?;
     }
     Ok(())
+}
+
+/// The automatic-update settings and state, as the manager's properties report them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Automation {
+    /// `AutomaticUpdatePolicy`
+    pub policy: String,
+    /// `UpdateStrategy`
+    pub strategy: String,
+    /// `NextMaintenanceWindow`, when a window is configured.
+    pub next_window_us: Option<i64>,
+    /// `LastCheckTime`, when there was one.
+    pub last_check_us: Option<i64>,
+    /// `LastCheckResult`
+    pub last_check_result: String,
+    /// `RebootPendingReason`, when a reboot is required.
+    pub reboot_pending: Option<String>,
+}
+
+/// The "Automatic updates" block after the deployments.
+pub fn automation(out: &mut impl Write, a: &Automation) -> io::Result<()> {
+    writeln!(out, "\nAutomatic updates: policy {}, strategy {}", a.policy, a.strategy)?;
+    if let Some(t) = a.next_window_us {
+        writeln!(out, "{:>16}: {}", "Next window", local_time(t))?;
+    }
+    match a.last_check_us {
+        Some(t) => writeln!(out, "{:>16}: {} — {}", "Last check", local_time(t), a.last_check_result)?,
+        None => writeln!(out, "{:>16}: never", "Last check")?,
+    }
+    if let Some(why) = &a.reboot_pending {
+        writeln!(out, "{:>16}: {why}", "Reboot pending")?;
+    }
+    Ok(())
+}
+
+fn local_time(micros: i64) -> String {
+    match chrono::DateTime::from_timestamp_micros(micros) {
+        Some(t) => t.with_timezone(&chrono::Local).format("%a %Y-%m-%d %H:%M %Z").to_string(),
+        None => format!("{micros} µs after the epoch"),
+    }
 }
 
 fn entry_block(out: &mut dyn Write, label: &str, e: &BootEntry, downloaded: bool) -> io::Result<()> {
@@ -158,10 +201,30 @@ mod tests {
          Version: 1 (2026-01-01T00:00:00Z)
           Digest: sha256:1
           Commit: c1.0 (default)
+
+The staged update is download-only: a reboot keeps the booted deployment; `hostctl stage` queues it.
 "
         );
         assert!(render(&host, true).starts_with("● Booted image"));
         assert_eq!(render(&host, true).lines().count(), 4);
+    }
+
+    #[test]
+    fn automation_block_names_settings_and_pending_reboot() {
+        let mut out = Vec::new();
+        let a = Automation {
+            policy: "apply".into(),
+            strategy: "periodic".into(),
+            next_window_us: Some(1_800_000_000_000_000),
+            last_check_us: None,
+            last_check_result: String::new(),
+            reboot_pending: Some("staged deployment c3 (3 sha256:3); reboot postponed: outside the maintenance windows".into()),
+        };
+        automation(&mut out, &a).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("\nAutomatic updates: policy apply, strategy periodic\n     Next window: "), "{text}");
+        assert!(text.contains("      Last check: never\n"), "{text}");
+        assert!(text.ends_with("  Reboot pending: staged deployment c3 (3 sha256:3); reboot postponed: outside the maintenance windows\n"), "{text}");
     }
 
     #[test]

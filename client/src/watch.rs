@@ -202,9 +202,17 @@ pub async fn follow(conn: &Connection, path: &OwnedObjectPath, output: &JobOutpu
         .await?;
     // Subscribe first, then read: no change can fall in between.
     let mut changes = props.receive_properties_changed().await?;
+    let bus = zbus::fdo::DBusProxy::new(conn).await?;
+    let mut owner_changes = bus
+        .receive_name_owner_changed_with_args(&[(0, hostd_interface::names::BUS_NAME)])
+        .await?;
+    let mut hostd_gone = !bus
+        .name_has_owner(hostd_interface::names::BUS_NAME.try_into().expect("valid bus name"))
+        .await
+        .map_err(|e| Error::ZBus(e.into()))?;
     let iface = zbus::names::InterfaceName::from_static_str_unchecked(hostd_interface::names::JOB_INTERFACE);
     let mut seen = Seen::default();
-    let all = props.get_all(iface.into()).await.map_err(|e| Error::ZBus(e.into()))?;
+    let all = props.get_all(iface).await.map_err(|e| Error::ZBus(e.into()))?;
     seen.merge(&all);
     let mut display = Display::new(output);
     let mut cancel_sent = false;
@@ -213,10 +221,13 @@ pub async fn follow(conn: &Connection, path: &OwnedObjectPath, output: &JobOutpu
         if let Some(b) = bootc.as_mut() {
             b.event(&seen);
         }
-        if seen.finished() {
+        if seen.finished() || hostd_gone {
             break;
         }
         tokio::select! {
+            owner = owner_changes.next() => {
+                hostd_gone = owner.is_none_or(|o| o.args().is_ok_and(|a| a.new_owner().is_none()));
+            }
             change = changes.next() => {
                 let Some(change) = change else { break };
                 if let Ok(args) = change.args() {
@@ -245,8 +256,20 @@ pub async fn follow(conn: &Connection, path: &OwnedObjectPath, output: &JobOutpu
     display.done(&seen);
     Ok(End::Finished(match seen.state.as_str() {
         "succeeded" => Ok(seen.message),
-        _ => Err(Error::from_name(&seen.error_name, seen.error_message)),
+        "failed" | "cancelled" => Err(Error::from_name(&seen.error_name, seen.error_message)),
+        // The reboot the job asked for took hostd (and the bus) down.
+        _ if seen.phase == "rebooting" => Ok("The update is queued; the system is rebooting into it.".to_string()),
+        _ => Err(lost(&seen)),
     }))
+}
+
+/// hostd went away before publishing the job's end (killed, crashed, or
+/// the system is going down).
+fn lost(seen: &Seen) -> Error {
+    let last = if seen.phase.is_empty() { String::new() } else { format!(" (last seen: {}: {})", seen.phase, seen.message) };
+    Error::Failed(format!(
+        "hostd stopped before the job ended{last}; its result is unknown, `hostctl status` shows the deployments"
+    ))
 }
 
 /// Ask on the terminal whether to cancel the job; without a terminal, or on

@@ -61,6 +61,8 @@ pub struct Caller {
     pub sender: String,
     /// Its uid.
     pub uid: u32,
+    /// Its pid, when the bus knows it.
+    pub pid: Option<u32>,
     /// Whether it allowed polkit to prompt (`ALLOW_INTERACTIVE_AUTHORIZATION`).
     pub interactive: bool,
 }
@@ -90,9 +92,11 @@ impl Authorizer {
             .get_connection_unix_user(sender.clone().into())
             .await
             .map_err(|e| Error::NotAuthorized(format!("cannot identify the caller: {e}")))?;
+        let pid = dbus.get_connection_unix_process_id(sender.clone().into()).await.ok();
         Ok(Caller {
             sender: sender.to_string(),
             uid,
+            pid,
             interactive: header.primary().flags().contains(Flags::ALLOW_INTERACTIVE_AUTH),
         })
     }

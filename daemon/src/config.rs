@@ -1,18 +1,28 @@
 //! Configuration: `/etc/hostd/hostd.toml` plus drop-ins, in three stages —
-//! fragments (every key optional, unknown keys rejected) → merged in order →
-//! validated [`Config`].
+//! fragments (every key optional, unknown keys rejected) → merged in order
+//! into [`Inputs`], each value checked against the file that set it →
+//! validated [`Config`], with defaults and the rules that tie keys together.
 //!
 //! Drop-ins live in `/usr/lib/hostd/hostd.d`, `/etc/hostd/hostd.d` and
 //! `/run/hostd/hostd.d`; a file name in a later directory replaces the same
 //! name in an earlier one, a symlink to `/dev/null` masks it, and the
 //! survivors apply in file name order after the main file.
+//!
+//! A later file replaces each scalar key it sets; `[[updates.window]]` is
+//! one list, replaced whole by any file that has one (and cleared by
+//! `window = []`), so what one file says about windows never mixes with
+//! another's. See docs/automation.md.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use chrono::WeekdaySet;
+use chrono_tz::Tz;
 use serde::Deserialize;
+
+use crate::updates::fleetlock::{FleetLockGroup, FleetLockUrl};
+use crate::updates::window::{self, MaintenanceWindows, Window, WindowError};
 
 /// Drop-in directories, lowest priority first, relative to the config root.
 const DROPIN_DIRS: [&str; 3] = ["usr/lib/hostd/hostd.d", "etc/hostd/hostd.d", "run/hostd/hostd.d"];
@@ -49,6 +59,39 @@ impl UpdatePolicy {
     }
 }
 
+/// When an unattended run may reboot into what it staged.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RebootStrategy {
+    /// Whenever nothing inhibits it; maintenance windows are ignored.
+    #[default]
+    Immediate,
+    /// Only inside a maintenance window (at least one is configured).
+    Periodic,
+    /// Only with a reboot slot from a FleetLock manager, and inside a
+    /// maintenance window when any is configured.
+    FleetLock(FleetLockSettings),
+}
+
+impl RebootStrategy {
+    /// The name used in files.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RebootStrategy::Immediate => "immediate",
+            RebootStrategy::Periodic => "periodic",
+            RebootStrategy::FleetLock(_) => "fleet-lock",
+        }
+    }
+}
+
+/// `[updates.fleet_lock]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetLockSettings {
+    /// The lock manager's base URL.
+    pub url: FleetLockUrl,
+    /// The reboot group.
+    pub group: FleetLockGroup,
+}
+
 /// Validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -58,6 +101,10 @@ pub struct Config {
     pub job_timeout: Duration,
     /// Unattended update policy.
     pub policy: UpdatePolicy,
+    /// When an unattended run may reboot.
+    pub strategy: RebootStrategy,
+    /// The maintenance windows, in their time zone (empty: none configured).
+    pub windows: MaintenanceWindows,
 }
 
 impl Default for Config {
@@ -66,9 +113,52 @@ impl Default for Config {
             idle_exit: Some(Duration::from_secs(60)),
             job_timeout: Duration::from_secs(3600),
             policy: UpdatePolicy::None,
+            strategy: RebootStrategy::Immediate,
+            windows: MaintenanceWindows::new(Tz::UTC, Vec::new()),
         }
     }
 }
+
+/// Why the configuration was not loaded. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("reading {}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// A drop-in directory could not be listed.
+    #[error("listing {}: {error}", dir.display())]
+    List {
+        /// The directory.
+        dir: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// Not TOML, an unknown key or a value of the wrong type.
+    #[error("in {}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with the line.
+        message: String,
+    },
+    /// A key with a value that is not allowed.
+    #[error("in {}: {key}: {problem}", path.display())]
+    Invalid {
+        /// The file that set it.
+        path: PathBuf,
+        /// Dotted key, e.g. `updates.window[0].start` (windows count from 0).
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+// Stage 1: one file as written.
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,43 +178,219 @@ struct DaemonFragment {
 #[serde(deny_unknown_fields)]
 struct UpdatesFragment {
     policy: Option<UpdatePolicy>,
+    strategy: Option<StrategyName>,
+    time_zone: Option<String>,
+    window: Option<Vec<WindowFragment>>,
+    fleet_lock: Option<FleetLockFragment>,
 }
 
-impl Config {
-    /// Read the main file and drop-ins under `root` (`/` in production).
-    pub fn load(root: &Path) -> Result<Config> {
-        let mut config = Config::default();
-        for file in config_files(root)? {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let fragment: Fragment =
-                toml::from_str(&text).with_context(|| format!("in {}", file.display()))?;
-            config.apply(fragment).with_context(|| format!("in {}", file.display()))?;
+/// `[updates] strategy` as written; its settings are checked in stage 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum StrategyName {
+    Immediate,
+    Periodic,
+    FleetLock,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowFragment {
+    days: Option<Vec<String>>,
+    start: Option<String>,
+    /// Minutes.
+    length: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetLockFragment {
+    url: Option<String>,
+    group: Option<String>,
+}
+
+// Stage 2: all files merged, each value parsed.
+
+/// What the files say, merged: the last file to set a key wins. Each value
+/// is already checked on its own, so an error names the file it is in.
+#[derive(Debug, Default)]
+struct Inputs {
+    idle_exit: Option<Option<Duration>>,
+    job_timeout: Option<Duration>,
+    policy: Option<UpdatePolicy>,
+    /// With the file that set it: the rules tying it to other keys name it.
+    strategy: Option<(StrategyName, PathBuf)>,
+    time_zone: Option<Tz>,
+    windows: Option<Vec<Window>>,
+    fleet_lock_url: Option<FleetLockUrl>,
+    fleet_lock_group: Option<FleetLockGroup>,
+}
+
+impl Inputs {
+    /// Fold in `fragment`, read from `file`: every key it sets replaces what
+    /// an earlier file said.
+    fn merge(&mut self, fragment: Fragment, file: &Path) -> Result<(), ConfigError> {
+        if let Some(d) = fragment.daemon {
+            self.merge_daemon(d, file)?;
         }
-        Ok(config)
+        if let Some(u) = fragment.updates {
+            self.merge_updates(u, file)?;
+        }
+        Ok(())
     }
 
-    fn apply(&mut self, f: Fragment) -> Result<()> {
-        if let Some(d) = f.daemon {
-            if let Some(secs) = d.idle_exit_secs {
-                self.idle_exit = (secs > 0).then(|| Duration::from_secs(secs));
-            }
-            if let Some(secs) = d.job_timeout_secs {
-                anyhow::ensure!(secs > 0, "daemon.job_timeout_secs must be greater than 0");
-                self.job_timeout = Duration::from_secs(secs);
-            }
+    fn merge_daemon(&mut self, d: DaemonFragment, file: &Path) -> Result<(), ConfigError> {
+        if let Some(secs) = d.idle_exit_secs {
+            self.idle_exit = Some((secs > 0).then(|| Duration::from_secs(secs)));
         }
-        if let Some(u) = f.updates {
-            if let Some(p) = u.policy {
-                self.policy = p;
+        if let Some(secs) = d.job_timeout_secs {
+            if secs == 0 {
+                return Err(invalid(file, "daemon.job_timeout_secs", "must be greater than 0"));
+            }
+            self.job_timeout = Some(Duration::from_secs(secs));
+        }
+        Ok(())
+    }
+
+    fn merge_updates(&mut self, u: UpdatesFragment, file: &Path) -> Result<(), ConfigError> {
+        if let Some(policy) = u.policy {
+            self.policy = Some(policy);
+        }
+        if let Some(strategy) = u.strategy {
+            self.strategy = Some((strategy, file.to_path_buf()));
+        }
+        if let Some(name) = u.time_zone {
+            let zone = window::parse_time_zone(&name).map_err(|e| invalid(file, "updates.time_zone", e))?;
+            self.time_zone = Some(zone);
+        }
+        if let Some(windows) = u.window {
+            // The whole list, never mixed with an earlier file's.
+            let windows = windows.into_iter().enumerate().map(|(i, w)| parse_window(i, w, file));
+            self.windows = Some(windows.collect::<Result<_, _>>()?);
+        }
+        if let Some(f) = u.fleet_lock {
+            if let Some(url) = f.url {
+                let url = FleetLockUrl::parse(&url).map_err(|e| invalid(file, "updates.fleet_lock.url", e))?;
+                self.fleet_lock_url = Some(url);
+            }
+            if let Some(group) = f.group {
+                let group = FleetLockGroup::parse(&group).map_err(|e| invalid(file, "updates.fleet_lock.group", e))?;
+                self.fleet_lock_group = Some(group);
             }
         }
         Ok(())
     }
+
+    // Stage 3: defaults and the rules between keys.
+
+    /// The settings, with defaults for what no file set. `host_zone` is only
+    /// asked when no file sets `time_zone`.
+    fn validate(self, host_zone: impl FnOnce() -> Tz) -> Result<Config, ConfigError> {
+        let defaults = Config::default();
+        let zone = self.time_zone.unwrap_or_else(host_zone);
+        let windows = MaintenanceWindows::new(zone, self.windows.unwrap_or_default());
+        let strategy = match self.strategy {
+            None | Some((StrategyName::Immediate, _)) => RebootStrategy::Immediate,
+            Some((StrategyName::Periodic, file)) => {
+                if windows.is_empty() {
+                    let problem = "\"periodic\" needs at least one [[updates.window]], and none is configured";
+                    return Err(invalid(&file, "updates.strategy", problem));
+                }
+                RebootStrategy::Periodic
+            }
+            Some((StrategyName::FleetLock, file)) => {
+                let Some(url) = self.fleet_lock_url else {
+                    let problem = "\"fleet-lock\" needs the lock manager's [updates.fleet_lock] url";
+                    return Err(invalid(&file, "updates.strategy", problem));
+                };
+                let group = self.fleet_lock_group.unwrap_or_default();
+                RebootStrategy::FleetLock(FleetLockSettings { url, group })
+            }
+        };
+        Ok(Config {
+            idle_exit: self.idle_exit.unwrap_or(defaults.idle_exit),
+            job_timeout: self.job_timeout.unwrap_or(defaults.job_timeout),
+            policy: self.policy.unwrap_or(defaults.policy),
+            strategy,
+            windows,
+        })
+    }
+}
+
+/// The `index`th `[[updates.window]]` of `file`; an error names the key.
+fn parse_window(index: usize, w: WindowFragment, file: &Path) -> Result<Window, ConfigError> {
+    let key = |name: &str| format!("updates.window[{index}].{name}");
+    let days = w
+        .days
+        .ok_or_else(|| invalid(file, &key("days"), "missing; name the days, e.g. [\"Sat\", \"Sun\"]"))?;
+    let start = w
+        .start
+        .ok_or_else(|| invalid(file, &key("start"), "missing; give the start as \"HH:MM\""))?;
+    let length = w
+        .length
+        .ok_or_else(|| invalid(file, &key("length"), "missing; give the length in minutes"))?;
+    let mut day_set = WeekdaySet::EMPTY;
+    for day in &days {
+        day_set.insert(window::parse_day(day).map_err(|e| invalid(file, &key("days"), e))?);
+    }
+    let start = window::parse_start(&start).map_err(|e| invalid(file, &key("start"), e))?;
+    Window::new(day_set, start, length).map_err(|e| {
+        let name = if e == WindowError::NoDays { "days" } else { "length" };
+        invalid(file, &key(name), e)
+    })
+}
+
+/// `key` in `file` has a value that is not allowed.
+fn invalid(file: &Path, key: &str, problem: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        path: file.to_path_buf(),
+        key: key.to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+impl Config {
+    /// Read the main file and drop-ins under `root` (`/` in production).
+    /// Without `[updates] time_zone`, windows are read in the zone
+    /// `<root>/etc/localtime` names.
+    pub fn load(root: &Path) -> Result<Config, ConfigError> {
+        let mut inputs = Inputs::default();
+        for file in config_files(root)? {
+            inputs.merge(read_fragment(&file)?, &file)?;
+        }
+        inputs.validate(|| window::host_time_zone(root))
+    }
+}
+
+fn read_fragment(file: &Path) -> Result<Fragment, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read {
+        path: file.to_path_buf(),
+        error,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        path: file.to_path_buf(),
+        message: syntax_message(&text, &e),
+    })
+}
+
+/// `line N: <what the parser said>`, on one line (the parser's own display
+/// is a multi-line excerpt, unfit for a log line or a D-Bus error).
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {}", one_line(e.message()))
+        }
+        None => one_line(e.message()),
+    }
+}
+
+fn one_line(message: &str) -> String {
+    message.trim().replace('\n', "; ")
 }
 
 /// The main file (if present) followed by the surviving drop-ins in name order.
-fn config_files(root: &Path) -> Result<Vec<PathBuf>> {
+fn config_files(root: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let mut files = Vec::new();
     let main = root.join(MAIN_FILE);
     if main.exists() {
@@ -135,10 +401,13 @@ fn config_files(root: &Path) -> Result<Vec<PathBuf>> {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+            Err(error) => return Err(ConfigError::List { dir, error }),
         };
         for entry in entries {
-            let entry = entry?;
+            let entry = entry.map_err(|error| ConfigError::List {
+                dir: dir.clone(),
+                error,
+            })?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.ends_with(".toml") {
                 dropins.insert(name, entry.path());
@@ -156,11 +425,50 @@ fn is_masked(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{NaiveTime, Weekday};
 
     fn write(root: &Path, rel: &str, text: &str) {
         let p = root.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
+    }
+
+    fn mask(root: &Path, rel: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/dev/null", p).unwrap();
+    }
+
+    /// The error for `text` as the main file, with the temporary root shown as `<root>`.
+    fn main_file_error(text: &str) -> String {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), MAIN_FILE, text);
+        load_error(d.path())
+    }
+
+    fn load_error(root: &Path) -> String {
+        Config::load(root)
+            .unwrap_err()
+            .to_string()
+            .replace(root.to_str().unwrap(), "<root>")
+    }
+
+    fn load_main(text: &str) -> Config {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), MAIN_FILE, text);
+        Config::load(d.path()).unwrap()
+    }
+
+    fn start(text: &str) -> NaiveTime {
+        window::parse_start(text).unwrap()
+    }
+
+    fn days(list: &[Weekday]) -> WeekdaySet {
+        let mut set = WeekdaySet::EMPTY;
+        for d in list {
+            set.insert(*d);
+        }
+        set
     }
 
     #[test]
@@ -176,9 +484,12 @@ mod tests {
         write(r, MAIN_FILE, "[daemon]\nidle_exit_secs = 5\n");
         write(r, "usr/lib/hostd/hostd.d/10-a.toml", "[daemon]\nidle_exit_secs = 7\n");
         write(r, "etc/hostd/hostd.d/10-a.toml", "[daemon]\nidle_exit_secs = 9\n");
-        write(r, "usr/lib/hostd/hostd.d/20-b.toml", "[daemon]\njob_timeout_secs = 11\n");
-        std::fs::create_dir_all(r.join("run/hostd/hostd.d")).unwrap();
-        std::os::unix::fs::symlink("/dev/null", r.join("run/hostd/hostd.d/20-b.toml")).unwrap();
+        write(
+            r,
+            "usr/lib/hostd/hostd.d/20-b.toml",
+            "[daemon]\njob_timeout_secs = 11\n",
+        );
+        mask(r, "run/hostd/hostd.d/20-b.toml");
         let c = Config::load(r).unwrap();
         assert_eq!(c.idle_exit, Some(Duration::from_secs(9)));
         assert_eq!(c.job_timeout, Duration::from_secs(3600));
@@ -195,7 +506,7 @@ mod tests {
     fn unknown_keys_name_file_and_key() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), MAIN_FILE, "[daemon]\nidle_exit = 5\n");
-        let e = format!("{:#}", Config::load(d.path()).unwrap_err());
+        let e = Config::load(d.path()).unwrap_err().to_string();
         assert!(e.contains("etc/hostd/hostd.toml"), "{e}");
         assert!(e.contains("unknown field `idle_exit`"), "{e}");
     }
@@ -204,7 +515,309 @@ mod tests {
     fn bad_policy_value_is_rejected() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), MAIN_FILE, "[updates]\npolicy = \"sometimes\"\n");
-        let e = format!("{:#}", Config::load(d.path()).unwrap_err());
+        let e = Config::load(d.path()).unwrap_err().to_string();
         assert!(e.contains("unknown variant `sometimes`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_in_each_table() {
+        assert_eq!(
+            main_file_error("[hostd]\nx = 1\n"),
+            "in <root>/etc/hostd/hostd.toml: line 1: unknown field `hostd`, expected `daemon` or `updates`"
+        );
+        assert_eq!(
+            main_file_error("[daemon]\nidle_exit = 5\n"),
+            "in <root>/etc/hostd/hostd.toml: line 2: unknown field `idle_exit`, expected `idle_exit_secs` or \
+             `job_timeout_secs`"
+        );
+        assert_eq!(
+            main_file_error("[updates]\nstrategy = \"periodic\"\ntimezone = \"UTC\"\n"),
+            "in <root>/etc/hostd/hostd.toml: line 3: unknown field `timezone`, expected one of \
+             `policy`, `strategy`, `time_zone`, `window`, `fleet_lock`"
+        );
+        assert_eq!(
+            main_file_error("[[updates.window]]\ndays = [\"Sun\"]\nstart = \"01:00\"\nlength_minutes = 60\n"),
+            "in <root>/etc/hostd/hostd.toml: line 4: unknown field `length_minutes`, expected one of \
+             `days`, `start`, `length`"
+        );
+        assert_eq!(
+            main_file_error("[updates.fleet_lock]\nbase_url = \"http://127.0.0.1:8080\"\n"),
+            "in <root>/etc/hostd/hostd.toml: line 2: unknown field `base_url`, expected `url` or `group`"
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_bad_toml() {
+        assert_eq!(
+            main_file_error("[[updates.window]]\ndays = [\"Sun\"]\nstart = \"01:00\"\nlength = \"90m\"\n"),
+            "in <root>/etc/hostd/hostd.toml: line 4: invalid type: string \"90m\", expected i64"
+        );
+        assert_eq!(
+            main_file_error("[updates]\nstrategy = \"fleet_lock\"\n"),
+            "in <root>/etc/hostd/hostd.toml: line 2: unknown variant `fleet_lock`, expected one of \
+             `immediate`, `periodic`, `fleet-lock`"
+        );
+        assert_eq!(
+            main_file_error("[updates]\nstrategy = \n"),
+            "in <root>/etc/hostd/hostd.toml: line 2: invalid string; expected `\"`, `'`"
+        );
+    }
+
+    #[test]
+    fn bad_window_values_name_the_key() {
+        let w = |body: &str| main_file_error(&format!("[[updates.window]]\n{body}"));
+        assert_eq!(
+            w("days = [\"Sat\", \"Funday\"]\nstart = \"01:00\"\nlength = 60\n"),
+            "in <root>/etc/hostd/hostd.toml: updates.window[0].days: unknown day \"Funday\"; \
+             expected Mon, Tue, Wed, Thu, Fri, Sat, Sun or the full name"
+        );
+        assert_eq!(
+            w("days = []\nstart = \"01:00\"\nlength = 60\n"),
+            "in <root>/etc/hostd/hostd.toml: updates.window[0].days: no days given; name at least one"
+        );
+        assert_eq!(
+            w("days = [\"Sun\"]\nstart = \"1:00 am\"\nlength = 60\n"),
+            "in <root>/etc/hostd/hostd.toml: updates.window[0].start: \"1:00 am\" is not a 24-hour time HH:MM"
+        );
+        assert_eq!(
+            w("days = [\"Sun\"]\nstart = \"24:00\"\nlength = 60\n"),
+            "in <root>/etc/hostd/hostd.toml: updates.window[0].start: \"24:00\" is not a 24-hour time HH:MM"
+        );
+        assert_eq!(
+            w("days = [\"Sun\"]\nstart = \"01:00\"\nlength = 0\n"),
+            "in <root>/etc/hostd/hostd.toml: updates.window[0].length: 0 is not a length in minutes greater than 0"
+        );
+        assert_eq!(
+            w("days = [\"Sun\"]\nstart = \"01:00\"\nlength = 10081\n"),
+            "in <root>/etc/hostd/hostd.toml: updates.window[0].length: 10081 minutes is longer than a week \
+             (10080 minutes)"
+        );
+        assert_eq!(
+            w("days = [\"Sun\"]\nlength = 60\n"),
+            "in <root>/etc/hostd/hostd.toml: updates.window[0].start: missing; give the start as \"HH:MM\""
+        );
+        assert_eq!(
+            main_file_error(
+                "[[updates.window]]\ndays = [\"Sun\"]\nstart = \"01:00\"\nlength = 60\n\
+                 [[updates.window]]\ndays = [\"Mon\"]\nstart = \"01:00\"\n"
+            ),
+            "in <root>/etc/hostd/hostd.toml: updates.window[1].length: missing; give the length in minutes"
+        );
+    }
+
+    #[test]
+    fn unknown_time_zone() {
+        assert_eq!(
+            main_file_error("[updates]\ntime_zone = \"Europe/Bern\"\n"),
+            "in <root>/etc/hostd/hostd.toml: updates.time_zone: unknown time zone \"Europe/Bern\"; \
+             expected an IANA name such as \"Europe/Berlin\" or \"UTC\""
+        );
+        assert_eq!(
+            main_file_error("[updates]\ntime_zone = \"europe/berlin\"\n"),
+            "in <root>/etc/hostd/hostd.toml: updates.time_zone: unknown time zone \"europe/berlin\"; \
+             expected an IANA name such as \"Europe/Berlin\" or \"UTC\""
+        );
+    }
+
+    #[test]
+    fn strategy_rules_name_the_file_that_set_the_strategy() {
+        assert_eq!(
+            main_file_error("[updates]\nstrategy = \"periodic\"\n"),
+            "in <root>/etc/hostd/hostd.toml: updates.strategy: \"periodic\" needs at least one \
+             [[updates.window]], and none is configured"
+        );
+        assert_eq!(
+            main_file_error("[updates]\nstrategy = \"fleet-lock\"\n[updates.fleet_lock]\ngroup = \"workers\"\n"),
+            "in <root>/etc/hostd/hostd.toml: updates.strategy: \"fleet-lock\" needs the lock manager's \
+             [updates.fleet_lock] url"
+        );
+        // The windows came from the main file, a drop-in chose periodic and another cleared them.
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        write(
+            r,
+            MAIN_FILE,
+            "[[updates.window]]\ndays = [\"Sun\"]\nstart = \"01:00\"\nlength = 60\n",
+        );
+        write(
+            r,
+            "etc/hostd/hostd.d/10-strategy.toml",
+            "[updates]\nstrategy = \"periodic\"\n",
+        );
+        write(r, "etc/hostd/hostd.d/20-clear.toml", "[updates]\nwindow = []\n");
+        assert_eq!(
+            load_error(r),
+            "in <root>/etc/hostd/hostd.d/10-strategy.toml: updates.strategy: \"periodic\" needs at least one \
+             [[updates.window]], and none is configured"
+        );
+    }
+
+    #[test]
+    fn bad_fleet_lock_settings() {
+        assert_eq!(
+            main_file_error("[updates.fleet_lock]\nurl = \"ftp://lock.example\"\n"),
+            "in <root>/etc/hostd/hostd.toml: updates.fleet_lock.url: \"ftp://lock.example\" is not an \
+             http:// or https:// URL"
+        );
+        assert_eq!(
+            main_file_error("[updates.fleet_lock]\nurl = \"http://lock.example/?group=a\"\n"),
+            "in <root>/etc/hostd/hostd.toml: updates.fleet_lock.url: \"http://lock.example/?group=a\" \
+             must not have a query or fragment"
+        );
+        assert_eq!(
+            main_file_error("[updates.fleet_lock]\ngroup = \"\"\n"),
+            "in <root>/etc/hostd/hostd.toml: updates.fleet_lock.group: must not be empty"
+        );
+        assert_eq!(
+            main_file_error("[updates.fleet_lock]\ngroup = \"web servers\"\n"),
+            "in <root>/etc/hostd/hostd.toml: updates.fleet_lock.group: \"web servers\" may contain only \
+             letters, digits, '.' and '-'"
+        );
+    }
+
+    #[test]
+    fn zero_job_timeout_names_the_key() {
+        assert_eq!(
+            main_file_error("[daemon]\njob_timeout_secs = 0\n"),
+            "in <root>/etc/hostd/hostd.toml: daemon.job_timeout_secs: must be greater than 0"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_is_an_error_even_when_a_later_file_overrides_it() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), MAIN_FILE, "[updates]\ntime_zone = \"Nowhere\"\n");
+        write(
+            d.path(),
+            "etc/hostd/hostd.d/10-zone.toml",
+            "[updates]\ntime_zone = \"UTC\"\n",
+        );
+        assert!(load_error(d.path()).starts_with("in <root>/etc/hostd/hostd.toml: updates.time_zone:"));
+    }
+
+    #[test]
+    fn periodic_in_a_named_zone() {
+        let c = load_main(
+            "[updates]\npolicy = \"apply\"\nstrategy = \"periodic\"\ntime_zone = \"Europe/Berlin\"\n\
+             [[updates.window]]\ndays = [\"sat\", \"Sunday\"]\nstart = \"23:30\"\nlength = 90\n",
+        );
+        assert_eq!(c.policy, UpdatePolicy::Apply);
+        assert_eq!(c.strategy, RebootStrategy::Periodic);
+        assert_eq!(c.windows.zone(), Tz::Europe__Berlin);
+        let expected = Window::new(days(&[Weekday::Sat, Weekday::Sun]), start("23:30"), 90).unwrap();
+        assert_eq!(c.windows.windows(), &[expected]);
+    }
+
+    #[test]
+    fn zone_defaults_to_the_hosts() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), MAIN_FILE, "[updates]\nstrategy = \"immediate\"\n");
+        std::os::unix::fs::symlink("../usr/share/zoneinfo/America/New_York", d.path().join("etc/localtime")).unwrap();
+        assert_eq!(Config::load(d.path()).unwrap().windows.zone(), Tz::America__New_York);
+        write(
+            d.path(),
+            "etc/hostd/hostd.d/50-utc.toml",
+            "[updates]\ntime_zone = \"UTC\"\n",
+        );
+        assert_eq!(
+            Config::load(d.path()).unwrap().windows.zone(),
+            Tz::UTC,
+            "an explicit zone wins"
+        );
+    }
+
+    #[test]
+    fn fleet_lock_defaults_group_and_merges_keys_separately() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        write(
+            r,
+            MAIN_FILE,
+            "[updates]\nstrategy = \"fleet-lock\"\n[updates.fleet_lock]\nurl = \"http://127.0.0.1:8080\"\n",
+        );
+        let c = Config::load(r).unwrap();
+        let settings = |url: &str, group: &str| {
+            RebootStrategy::FleetLock(FleetLockSettings {
+                url: FleetLockUrl::parse(url).unwrap(),
+                group: FleetLockGroup::parse(group).unwrap(),
+            })
+        };
+        assert_eq!(c.strategy, settings("http://127.0.0.1:8080", "default"));
+        assert!(c.windows.is_empty(), "fleet-lock needs no window");
+        // A drop-in sets only the group: the URL from the main file stays.
+        write(
+            r,
+            "etc/hostd/hostd.d/50-group.toml",
+            "[updates.fleet_lock]\ngroup = \"workers\"\n",
+        );
+        assert_eq!(
+            Config::load(r).unwrap().strategy,
+            settings("http://127.0.0.1:8080", "workers")
+        );
+    }
+
+    #[test]
+    fn fleet_lock_settings_without_the_strategy_are_checked_but_unused() {
+        let c = load_main("[updates.fleet_lock]\nurl = \"https://lock.example/\"\ngroup = \"workers\"\n");
+        assert_eq!(c.strategy, RebootStrategy::Immediate);
+        assert!(main_file_error("[updates.fleet_lock]\nurl = \"lock.example\"\n").contains("updates.fleet_lock.url"));
+    }
+
+    #[test]
+    fn a_file_with_windows_replaces_the_whole_list() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        write(
+            r,
+            MAIN_FILE,
+            "[updates]\nstrategy = \"periodic\"\ntime_zone = \"UTC\"\n\
+             [[updates.window]]\ndays = [\"Sat\"]\nstart = \"22:00\"\nlength = 60\n\
+             [[updates.window]]\ndays = [\"Sun\"]\nstart = \"22:00\"\nlength = 60\n",
+        );
+        assert_eq!(Config::load(r).unwrap().windows.windows().len(), 2);
+        // A drop-in without windows leaves them alone.
+        write(
+            r,
+            "usr/lib/hostd/hostd.d/10-policy.toml",
+            "[updates]\npolicy = \"stage\"\n",
+        );
+        assert_eq!(Config::load(r).unwrap().windows.windows().len(), 2);
+        // A drop-in with one window replaces both.
+        write(
+            r,
+            "etc/hostd/hostd.d/20-weekday.toml",
+            "[[updates.window]]\ndays = [\"Wed\"]\nstart = \"03:00\"\nlength = 30\n",
+        );
+        let c = Config::load(r).unwrap();
+        assert_eq!(
+            c.windows.windows(),
+            &[Window::new(days(&[Weekday::Wed]), start("03:00"), 30).unwrap()]
+        );
+        assert_eq!(c.policy, UpdatePolicy::Stage);
+        // Masking that drop-in brings the main file's two back.
+        mask(r, "run/hostd/hostd.d/20-weekday.toml");
+        assert_eq!(Config::load(r).unwrap().windows.windows().len(), 2);
+    }
+
+    #[test]
+    fn windows_with_immediate_are_kept_and_checked() {
+        let c = load_main("[[updates.window]]\ndays = [\"Sun\"]\nstart = \"04:00\"\nlength = 60\n");
+        assert_eq!(c.strategy, RebootStrategy::Immediate);
+        assert_eq!(c.windows.windows().len(), 1);
+    }
+
+    #[test]
+    fn strategy_names() {
+        for (name, expected) in [
+            ("immediate", "immediate"),
+            ("periodic", "periodic"),
+            ("fleet-lock", "fleet-lock"),
+        ] {
+            let c = load_main(&format!(
+                "[updates]\nstrategy = \"{name}\"\n[updates.fleet_lock]\nurl = \"http://127.0.0.1:1\"\n\
+                 [[updates.window]]\ndays = [\"Sun\"]\nstart = \"04:00\"\nlength = 60\n"
+            ));
+            assert_eq!(c.strategy.as_str(), expected);
+        }
     }
 }

@@ -30,6 +30,8 @@ pub struct Context {
     config: RwLock<Config>,
     last_check: Mutex<Option<UpdateSummary>>,
     last_check_time_us: AtomicU64,
+    last_check_result: Mutex<String>,
+    reboot_postponed: Mutex<Option<String>>,
 }
 
 impl Context {
@@ -44,6 +46,8 @@ impl Context {
             config: RwLock::new(config),
             last_check: Mutex::new(None),
             last_check_time_us: AtomicU64::new(0),
+            last_check_result: Mutex::new(String::new()),
+            reboot_postponed: Mutex::new(None),
         })
     }
 
@@ -73,8 +77,39 @@ impl Context {
     /// Remember what a finished `Check` found.
     pub fn record_check(&self, summary: Option<UpdateSummary>) {
         *self.last_check.lock().expect("check lock poisoned") = summary;
+    }
+
+    /// Remember when a check (a `Check`, or an unattended run) ended and how.
+    pub fn record_check_result(&self, result: &str) {
+        *self.last_check_result.lock().expect("check lock poisoned") = result.to_string();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         self.last_check_time_us.store(now.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// `LastCheckResult`.
+    pub fn last_check_result(&self) -> String {
+        self.last_check_result.lock().expect("check lock poisoned").clone()
+    }
+
+    /// Why the last reboot `apply` asked for did not happen, or `None`.
+    pub fn set_reboot_postponed(&self, reason: Option<String>) {
+        *self.reboot_postponed.lock().expect("postponement lock poisoned") = reason;
+    }
+
+    /// `RebootPendingReason`: why a reboot is needed and, if one was
+    /// postponed, why it has not happened; empty when none is needed.
+    pub fn reboot_pending_reason(&self) -> String {
+        let loaded = self.status.peek();
+        let Some(Ok(snapshot)) = loaded.as_deref() else { return String::new() };
+        if !snapshot.reboot_required {
+            return String::new();
+        }
+        let why = crate::reboot::marker::reason(snapshot)
+            .unwrap_or_else(|| "a change is queued for the next boot".to_string());
+        match &*self.reboot_postponed.lock().expect("postponement lock poisoned") {
+            Some(postponed) => format!("{}; {postponed}", why.trim_end()),
+            None => why.trim_end().to_string(),
+        }
     }
 
     /// `LastCheckTime`.

@@ -9,6 +9,7 @@ use sd_notify::NotifyState;
 
 use crate::config::Config;
 use crate::context::Context;
+use crate::reboot::marker::{self, Marker};
 use crate::sysroot::{watch, SysrootPath};
 
 /// What `hostd` was started with.
@@ -41,21 +42,28 @@ pub async fn run(settings: Settings) -> Result<()> {
     if !matches!(&*loaded, Err(hostd_interface::Error::NotImageBased(_))) {
         watch::spawn(&settings.sysroot, booted, ctx.status.clone()).context("watching the sysroot")?;
     }
+    if booted {
+        let marker = Marker::new(std::path::Path::new(marker::RUN_DIR));
+        tokio::spawn(marker::follow(marker, ctx.status.subscribe()));
+    }
     notify(&[NotifyState::Ready, NotifyState::Status("Idle")]);
     tracing::info!(sysroot = %settings.sysroot.display(), booted, "serving {BUS_NAME}");
 
     wait_for_exit(&ctx).await;
 
     notify(&[NotifyState::Stopping]);
-    // Give up the name first so an activation request queues for our successor.
-    let _ = conn.release_name(BUS_NAME).await;
     if let Some(job) = ctx.jobs.active() {
         tracing::info!(job = job.id, "cancelling the running job before exit");
         job.cancel.cancel();
-        while ctx.jobs.active().is_some() {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
     }
+    // Keep the name until the job's end is published (also the end of a job
+    // whose reboot stops us): clients match its signals by that name.
+    while ctx.jobs.busy() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Then give it up before exiting, so an activation request queues for
+    // our successor.
+    let _ = conn.release_name(BUS_NAME).await;
     Ok(())
 }
 
@@ -64,11 +72,11 @@ async fn wait_for_exit(ctx: &Arc<Context>) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("cannot watch SIGTERM: {e}");
-            return ctx.idle.wait_until_idle(|| ctx.jobs.active().is_some()).await;
+            return ctx.idle.wait_until_idle(|| ctx.jobs.busy()).await;
         }
     };
     tokio::select! {
-        _ = ctx.idle.wait_until_idle(|| ctx.jobs.active().is_some()) => {
+        _ = ctx.idle.wait_until_idle(|| ctx.jobs.busy()) => {
             tracing::info!("idle; exiting until the next call activates us");
         }
         _ = term.recv() => tracing::info!("SIGTERM; exiting"),

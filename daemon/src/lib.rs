@@ -5,10 +5,13 @@
 //! - [`bus`]: the D-Bus objects (manager, jobs) — parse, validate, authorize, dispatch.
 //! - [`auth`]: polkit checks.
 //! - [`jobs`]: the single job slot, job state and the worker thread.
-//! - [`sysroot`]: everything that touches libostree/ostree-ext (status, pull, deploy, rollback, cleanup).
+//! - [`sysroot`]: everything that touches libostree/ostree-ext (status, pull, deploy, rollback, pin, cleanup).
+//! - [`reboot`]: the logind reboot for `apply`, and `/run/reboot-required`.
+//! - [`journal`]: the journal entries with stable `MESSAGE_ID`s.
 //! - [`image_ref`]: strict parsing of caller-supplied image references.
 //! - [`containers_policy`]: whether the host's containers policy verifies an image.
 //! - [`config`]: `/etc/hostd/hostd.toml` and drop-ins.
+//! - [`updates`]: unattended updates — maintenance windows, the FleetLock client, the reboot decision.
 //! - [`context`]: state shared by the bus objects and jobs.
 //! - [`idle`]: idle-exit bookkeeping.
 //! - [`logging`]: journald or stderr.
@@ -22,5 +25,8 @@ pub mod daemon;
 pub mod idle;
 pub mod image_ref;
 pub mod jobs;
+pub mod journal;
 pub mod logging;
+pub mod reboot;
 pub mod sysroot;
+pub mod updates;

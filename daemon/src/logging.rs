@@ -13,7 +13,10 @@ pub fn init() {
         .then(tracing_journald::layer)
         .and_then(Result::ok);
     match journal {
-        Some(layer) => registry.with(layer.with_syslog_identifier("hostd".into())).init(),
+        // Unprefixed fields, so journal entries carry MESSAGE_ID, NEW_CHECKSUM, ...
+        Some(layer) => registry
+            .with(layer.with_syslog_identifier("hostd".into()).with_field_prefix(None))
+            .init(),
         None => registry
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
             .init(),

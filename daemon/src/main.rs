@@ -14,11 +14,29 @@ struct Args {
     /// Read configuration below DIR instead of / (etc/hostd, usr/lib/hostd, run/hostd).
     #[arg(long, value_name = "DIR", default_value = "/")]
     config_root: PathBuf,
+    /// Do not serve: tell the fleet lock manager this host booted fine and
+    /// give back its reboot slot (hostd-steady-state.service), then exit.
+    /// Does nothing unless [updates] strategy = "fleet-lock".
+    #[arg(long)]
+    report_steady_state: bool,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     hostd::logging::init();
+    if args.report_steady_state {
+        return match hostd::updates::report_steady_state(&args.config_root) {
+            Ok(said) => {
+                tracing::info!("{said}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("hostd: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -13,6 +13,8 @@ use zbus::{OwnedVariant, Variant};
 pub const DOWNLOAD_ONLY: &str = "download-only";
 /// Reboot when the deployment is queued.
 pub const APPLY: &str = "apply";
+/// Do what the configured unattended-update policy allows.
+pub const AUTO: &str = "auto";
 /// Accept an image older than the current one.
 pub const ALLOW_DOWNGRADE: &str = "allow-downgrade";
 /// Transport of the image given to `Switch`.
@@ -57,7 +59,7 @@ impl Method {
         use Kind::*;
         match self {
             Method::Status | Method::Check | Method::Cleanup => &[],
-            Method::Upgrade => &[(DOWNLOAD_ONLY, Bool), (APPLY, Bool), (ALLOW_DOWNGRADE, Bool)],
+            Method::Upgrade => &[(DOWNLOAD_ONLY, Bool), (APPLY, Bool), (ALLOW_DOWNGRADE, Bool), (AUTO, Bool)],
             Method::Switch => &[
                 (TRANSPORT, Str),
                 (RETAIN, Bool),
@@ -98,6 +100,8 @@ pub struct Options {
     pub retain: bool,
     /// `enforce-container-sigpolicy`
     pub enforce_container_sigpolicy: bool,
+    /// `auto` (`Upgrade` only): the policy decides what the other flags would.
+    pub auto: bool,
 }
 
 impl Options {
@@ -147,6 +151,7 @@ impl Options {
             ALLOW_DOWNGRADE => self.allow_downgrade = b,
             RETAIN => self.retain = b,
             ENFORCE_CONTAINER_SIGPOLICY => self.enforce_container_sigpolicy = b,
+            AUTO => self.auto = b,
             _ => unreachable!("boolean option table and setter disagree on {key}"),
         }
     }
@@ -173,6 +178,12 @@ impl Options {
         if self.download_only && self.apply {
             return Err(invalid(format!(
                 "{}: '{DOWNLOAD_ONLY}' and '{APPLY}' contradict each other",
+                method.name()
+            )));
+        }
+        if self.auto && (self.download_only || self.apply || self.allow_downgrade) {
+            return Err(invalid(format!(
+                "{}: '{AUTO}' takes what to do from the configured policy; it cannot be combined with '{DOWNLOAD_ONLY}', '{APPLY}' or '{ALLOW_DOWNGRADE}'",
                 method.name()
             )));
         }
@@ -256,6 +267,17 @@ mod tests {
         )
         .unwrap();
         assert!(o.download_only && o.allow_downgrade && !o.apply);
+    }
+
+    #[test]
+    fn auto_stands_alone() {
+        let o = Options::parse(Method::Upgrade, &dict(&[(AUTO, Variant::Bool(true))])).unwrap();
+        assert!(o.auto && !o.apply && !o.download_only);
+        for other in [DOWNLOAD_ONLY, APPLY, ALLOW_DOWNGRADE] {
+            let e = Options::parse(Method::Upgrade, &dict(&[(AUTO, Variant::Bool(true)), (other, Variant::Bool(true))]));
+            assert!(matches!(e, Err(Error::InvalidArgument(m)) if m.contains("cannot be combined")), "{other}");
+        }
+        assert!(Options::parse(Method::Switch, &dict(&[(AUTO, Variant::Bool(true))])).is_err());
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub trait Host1 {
     fn cleanup(&self, options: OptionsArg<'_>) -> Result<OwnedObjectPath, Error>;
     /// Re-read the configuration.
     fn reload_config(&self) -> Result<(), Error>;
+    /// Keep a deployment (index in boot order, or checksum[.serial]) through
+    /// new deployments and cleanups, or let it go.
+    fn pin(&self, deployment: &str, pinned: bool) -> Result<(), Error>;
 
     /// idle | checking | fetching | staging | rolling-back | cleaning | rebooting
     #[zbus(property)]
@@ -51,9 +54,21 @@ pub trait Host1 {
     /// The configured automatic update policy.
     #[zbus(property)]
     fn automatic_update_policy(&self) -> zbus::Result<String>;
-    /// Time of the last successful check, µs since the epoch, 0 when never.
+    /// When the last check or unattended run ended, µs since the epoch, 0 when never.
     #[zbus(property)]
     fn last_check_time(&self) -> zbus::Result<u64>;
+    /// How the last check or unattended run ended.
+    #[zbus(property)]
+    fn last_check_result(&self) -> zbus::Result<String>;
+    /// When unattended runs may reboot: immediate, periodic or fleet-lock.
+    #[zbus(property)]
+    fn update_strategy(&self) -> zbus::Result<String>;
+    /// When the next maintenance window opens, µs since the epoch, 0 when none.
+    #[zbus(property)]
+    fn next_maintenance_window(&self) -> zbus::Result<u64>;
+    /// Why a reboot is required (and why it was postponed); empty when none is.
+    #[zbus(property)]
+    fn reboot_pending_reason(&self) -> zbus::Result<String>;
 
     /// A job was created.
     #[zbus(signal)]

@@ -7,6 +7,18 @@
 set -euo pipefail
 state=$1       # per-test directory: bus.conf, services/, etc copy
 policy=$2      # hostd's polkit policy file
+journal=${3:-} # optional: a directory holding the test's journal socket
+
+if [[ -n $journal ]]; then
+    # A copy of /run/systemd with the test's socket directory as journal/, so
+    # hostd finds that socket and the host's /run stays untouched. polkitd
+    # needs the rest of /run/systemd as it was (sd-login reads it).
+    mkdir -p /run/systemd
+    cp -a /run/systemd "$state/run-systemd"
+    mkdir -p "$state/run-systemd/journal"
+    mount --bind "$state/run-systemd" /run/systemd
+    mount --bind "$journal" /run/systemd/journal
+fi
 
 cp -a /etc "$state/etc"
 mount --bind "$state/etc" /etc

@@ -11,12 +11,21 @@
 //! - [`registry`]: a real `docker-registry` on 127.0.0.1 and a rate-limited
 //!   relay in front of it, for pulls slow enough to watch and cancel.
 //! - [`schema`]: validation against bootc's published JSON schemas.
+//! - [`booted`]: the test OS booted under systemd with systemd-nspawn, for
+//!   tests of hostd on a running image-based host.
+//! - [`offline`]: v1 deployed on an offline sysroot, and readers of its status.
+//! - [`fleetlock`]: a stand-in FleetLock lock manager on 127.0.0.1.
+//! - [`journal`]: the journal entries hostd sends, caught at the socket.
 //!
 //! Everything started is stopped on drop, also when a test panics.
 
+pub mod booted;
 pub mod fixture;
+pub mod fleetlock;
 pub mod jobs;
+pub mod journal;
 pub mod machine;
+pub mod offline;
 pub mod registry;
 pub mod schema;
 pub mod sysroot;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use hostd_interface::proxy::Host1Proxy;
 
+use crate::journal::JournalSocket;
 use crate::{binary, repo_root};
 
 /// Test users created in the machine's /etc.
@@ -31,6 +32,15 @@ impl TestMachine {
     /// Start a machine whose hostd manages `sysroot` with `config` as
     /// `/etc/hostd/hostd.toml`.
     pub fn start(sysroot: &Path, config: &str) -> Result<TestMachine> {
+        TestMachine::start_with(sysroot, config, None)
+    }
+
+    /// Like [`TestMachine::start`], with hostd's journal entries going to `journal`.
+    pub fn start_with_journal(sysroot: &Path, config: &str, journal: &JournalSocket) -> Result<TestMachine> {
+        TestMachine::start_with(sysroot, config, Some(journal.dir()))
+    }
+
+    fn start_with(sysroot: &Path, config: &str, journal_dir: Option<&Path>) -> Result<TestMachine> {
         let state = tempfile::Builder::new().prefix("hostd-machine-").tempdir()?;
         let s = state.path();
         let address = format!("unix:path={}", s.join("bus.sock").display());
@@ -57,6 +67,7 @@ impl TestMachine {
             .arg(repo_root().join("tests/env/machine.sh"))
             .arg(s)
             .arg(repo_root().join("polkit-rules/org.hostd.host1.policy"))
+            .args(journal_dir)
             .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

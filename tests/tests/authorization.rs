@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use hostd_tests::fixture::ImageBuilder;
+use hostd_tests::offline::text;
 use hostd_tests::machine::{TestMachine, ADMIN, CHECKER, USER};
 use hostd_tests::registry::{SlowLink, TestRegistry};
 use hostd_tests::sysroot::TestSysroot;
@@ -67,10 +68,6 @@ const SUBJECTS: &[Subject] = &[
     Subject { name: "wheel member", uid: Some(ADMIN.1), granted: |_| true },
     Subject { name: "root", uid: None, granted: |_| true },
 ];
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
 
 /// A machine whose offline sysroot has v1 deployed (the sysroot lives as
 /// long as the returned guard).

@@ -6,11 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::{Command, Stdio};
 
-use hostd_interface::host::Host;
 use hostd_interface::Error;
 use hostd_tests::fixture::{payload, BuiltImage, ImageBuilder};
 use hostd_tests::jobs::{run_job, JobRecord, JobWatch};
 use hostd_tests::machine::TestMachine;
+use hostd_tests::offline::{deployed, host_with_v1, status, status_json, text, vd, OfflineHost};
 use hostd_tests::registry::{oci_layer_digests, SlowLink, TestRegistry};
 use hostd_tests::schema;
 use hostd_tests::sysroot::TestSysroot;
@@ -23,58 +23,6 @@ type Opts<'a> = HashMap<&'a str, Variant<'a>>;
 
 fn no_options() -> Opts<'static> {
     HashMap::new()
-}
-
-/// An offline sysroot with v1 deployed from an `oci:` directory.
-struct Host1 {
-    sysroot: TestSysroot,
-    builder: ImageBuilder,
-    v1: BuiltImage,
-}
-
-async fn host_with_v1(size: &str, sizes: &[(&'static str, usize)]) -> Host1 {
-    let sysroot = TestSysroot::new(size).unwrap();
-    let mut builder = ImageBuilder::new(&sysroot.dir.path().join("images")).unwrap();
-    builder.sizes.extend(sizes.iter().copied());
-    let v1 = builder.build("v1", &[], &BTreeMap::new()).await.unwrap();
-    sysroot.deploy_image(&v1.reference).await.unwrap();
-    Host1 { sysroot, builder, v1 }
-}
-
-async fn status_json(conn: &Connection) -> String {
-    conn.call_method(Some("org.hostd.Host1"), "/org/hostd/Host1", Some("org.hostd.Host1"), "Status", &(no_options(),))
-        .await
-        .unwrap()
-        .body()
-        .deserialize()
-        .unwrap()
-}
-
-async fn status(conn: &Connection) -> Host {
-    let json = status_json(conn).await;
-    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
-    schema::validate("bootc-host-v1.schema.json", &value).unwrap();
-    serde_json::from_str(&json).unwrap()
-}
-
-/// (version, digest) of each deployment in boot order.
-async fn deployed(conn: &Connection) -> Vec<(String, String)> {
-    status(conn)
-        .await
-        .entries()
-        .map(|e| {
-            let i = e.image.as_ref().expect("image deployment");
-            (i.version.clone().unwrap_or_default(), i.image_digest.clone())
-        })
-        .collect()
-}
-
-fn vd(image: &BuiltImage) -> (String, String) {
-    (image.version.clone(), image.digest.clone())
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 fn expect_error(result: Result<impl std::fmt::Debug, Error>, name: &str) -> String {
@@ -121,7 +69,7 @@ async fn upgrade_from_an_oci_dir_deploys_v2_keeps_v1_and_then_finds_nothing_new(
     for e in &events {
         schema::validate("bootc-progress-v0.schema.json", e).unwrap();
     }
-    let last_bytes = events.iter().filter(|e| e["type"] == "ProgressBytes").last().expect("byte events");
+    let last_bytes = events.iter().rfind(|e| e["type"] == "ProgressBytes").expect("byte events");
     assert_eq!(last_bytes["bytes"], last_bytes["bytesTotal"]);
 
     let out = machine.hostctl(None, &["upgrade", "--json"]);
@@ -264,7 +212,7 @@ async fn registry_check_then_upgrade_fetches_only_the_changed_layer() {
 /// v1 deployed from an OCI dir whose `tools` and `data` layers are 2 MiB,
 /// tracked through a rate-limited link to a registry that holds v2.
 struct SlowUpdate {
-    h: Host1,
+    h: OfflineHost,
     registry: TestRegistry,
     link: SlowLink,
     machine: TestMachine,

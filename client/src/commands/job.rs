@@ -23,8 +23,15 @@ pub async fn upgrade(conn: &Connection, call: &Caller<'_>, args: &UpgradeArgs) -
         (opt::DOWNLOAD_ONLY, Variant::Bool(args.download_only)),
         (opt::APPLY, Variant::Bool(args.apply)),
         (opt::ALLOW_DOWNGRADE, Variant::Bool(args.allow_downgrade)),
+        (opt::AUTO, Variant::Bool(args.auto)),
     ]);
     let path = call.start("Upgrade", &(opts,)).await?;
+    if path.as_str() == "/" {
+        if !args.output.quiet {
+            println!("Automatic updates are off ([updates] policy = none in hostd.toml).");
+        }
+        return Ok(Code::Success);
+    }
     finish(watch::follow(conn, &path, &args.output).await?)
 }
 

@@ -33,12 +33,19 @@ async fn dispatch(cli: Cli) -> Result<Code, Error> {
         Command::Stage(args) => job::simple(&conn, &call, "Stage", &args).await,
         Command::Rollback(args) => job::simple(&conn, &call, "Rollback", &args).await,
         Command::Cleanup(output) => job::cleanup(&conn, &call, &output).await,
+        Command::Pin(args) => pin(&call, &args.deployment, true).await,
+        Command::Unpin(args) => pin(&call, &args.deployment, false).await,
         Command::Cancel => job::cancel(&conn, &host).await,
         Command::Reload => {
             call.call::<()>("ReloadConfig", &()).await?;
             Ok(Code::Success)
         }
     }
+}
+
+async fn pin(call: &Caller<'_>, deployment: &str, pinned: bool) -> Result<Code, Error> {
+    call.call::<()>("Pin", &(deployment, pinned)).await?;
+    Ok(Code::Success)
 }
 
 /// Mutating calls carry ALLOW_INTERACTIVE_AUTHORIZATION unless --no-ask-password.

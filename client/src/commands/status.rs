@@ -8,7 +8,21 @@ use hostd_interface::proxy::Host1Proxy;
 use hostd_interface::Error;
 
 use crate::cli::StatusArgs;
+use crate::render::Automation;
 use crate::exit::Code;
+
+/// The automatic-update settings and state, if hostd reports them.
+async fn automation(host: &Host1Proxy<'_>) -> Option<Automation> {
+    let micros = |t: u64| (t > 0).then(|| i64::try_from(t).ok()).flatten();
+    Some(Automation {
+        policy: host.automatic_update_policy().await.ok()?,
+        strategy: host.update_strategy().await.ok()?,
+        next_window_us: micros(host.next_maintenance_window().await.ok()?),
+        last_check_us: micros(host.last_check_time().await.ok()?),
+        last_check_result: host.last_check_result().await.ok()?,
+        reboot_pending: Some(host.reboot_pending_reason().await.ok()?).filter(|r| !r.is_empty()),
+    })
+}
 
 /// Print the status as text or JSON.
 pub async fn run(host: &Host1Proxy<'_>, args: &StatusArgs) -> Result<Code, Error> {
@@ -33,7 +47,11 @@ pub async fn run(host: &Host1Proxy<'_>, args: &StatusArgs) -> Result<Code, Error
             .ok()
             .and_then(|u| u.get("downloaded").and_then(|v| bool::try_from(&**v).ok()))
             .unwrap_or(false);
-        crate::render::status(&mut out, &doc, args.booted, downloaded)
+        let automation = if args.booted { None } else { automation(host).await };
+        crate::render::status(&mut out, &doc, args.booted, downloaded).and_then(|()| match &automation {
+            Some(a) => crate::render::automation(&mut out, a),
+            None => Ok(()),
+        })
     };
     written.map_err(|e| Error::Failed(format!("writing to stdout: {e}")))?;
     Ok(Code::Success)

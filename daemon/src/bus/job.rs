@@ -20,6 +20,8 @@ use crate::auth::{Action, Authorizer};
 use crate::context::Context;
 use crate::jobs::state::JobProps;
 use crate::jobs::{worker, JobShared, JobState};
+use crate::journal;
+use crate::reboot::apply as reboot;
 
 /// At most this many property updates per second per job.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(200);
@@ -49,7 +51,7 @@ impl JobObject {
     ) -> Result<(), Error> {
         let auth = Authorizer::new(conn.clone());
         let caller = auth.caller(&header).await?;
-        if caller.uid != self.job.owner_uid {
+        if caller.uid != self.job.initiator.uid {
             let details = HashMap::from([("verb", "cancel".to_string())]);
             auth.authorize(&header, &caller, &[Action::Cancel], &details).await?;
         }
@@ -140,6 +142,7 @@ pub async fn drive(
     job: Arc<JobShared>,
     reply_sent: ResponseDispatchListener,
 ) {
+    let unpublished = ctx.jobs.unpublished();
     reply_sent.await;
     let path = ObjectPath::try_from(job.path.as_str()).expect("valid job path").into_owned();
     let manager_emitter = SignalEmitter::new(&conn, MANAGER_PATH).expect("valid manager path");
@@ -157,9 +160,27 @@ pub async fn drive(
             ctx.record_check(outcome.update.clone());
         }
     }
+    if job.request.kind == crate::jobs::JobKind::Check || job.request.options.auto {
+        match &result {
+            Ok(outcome) => ctx.record_check_result(&outcome.message),
+            Err(e) => ctx.record_check_result(&format!("{}: {}", e.short_name(), e.message())),
+        }
+    }
     // Readers who see the job end must also see the sysroot it left behind.
-    ctx.status.refresh().await;
-    let result = result.map(|o| o.message);
+    let loaded = ctx.status.refresh().await;
+    let result = match result {
+        Ok(outcome) => {
+            if let Some(change) = &outcome.change {
+                journal::record(change, &job.initiator, job.id, &outcome.message);
+            }
+            if job.request.options.apply {
+                reboot::apply(&ctx, &conn, &job, &loaded, outcome.message).await
+            } else {
+                Ok(outcome.message)
+            }
+        }
+        Err(e) => Err(e),
+    };
     match &result {
         Ok(message) => tracing::info!(job = job.id, "job succeeded: {message}"),
         Err(e) => tracing::warn!(job = job.id, "job ended: {}: {}", e.short_name(), e.message()),
@@ -168,6 +189,7 @@ pub async fn drive(
     ctx.jobs.release(job.id);
     job.finish(&result);
     let _ = publisher.await;
+    drop(unpublished);
     ctx.idle.touch();
     super::announce_job_change(&conn).await;
     let final_state = job.props().state;
@@ -193,6 +215,7 @@ async fn publish(conn: Connection, job: Arc<JobShared>, initial: JobProps) {
             emit_changes(&emitter, &published, snapshot).await;
             published = snapshot.clone();
         }
+        job.mark_published(published.phase);
         if now.phase != manager_state {
             manager_state = now.phase;
             super::announce_job_change(&conn).await;

@@ -21,7 +21,9 @@ use super::ManagerObject;
 use crate::auth::{Action, Authorizer};
 use crate::context::Context;
 use crate::{containers_policy, image_ref};
-use crate::jobs::{JobKind, JobRequest, Reservation};
+use crate::jobs::{Initiator, JobKind, JobRequest, Reservation};
+use crate::sysroot::pin;
+use crate::updates::policy::{self, UnattendedPlan};
 use crate::sysroot::progress::Phase;
 
 /// The manager object.
@@ -45,18 +47,23 @@ impl Manager {
         conn: &Connection,
         server: &ObjectServer,
     ) -> Result<JobReply, Error> {
-        let uid = self.authorize(&request, header, conn).await?;
-        self.launch(request, uid, conn, server).await
+        let initiator = self.authorize(&request, header, conn).await?;
+        self.launch(request, initiator, conn, server).await
     }
 
-    /// Check with polkit that the caller may make `request`; its uid.
-    async fn authorize(&self, request: &JobRequest, header: &Header<'_>, conn: &Connection) -> Result<u32, Error> {
+    /// Check with polkit that the caller may make `request`; who it is.
+    async fn authorize(
+        &self,
+        request: &JobRequest,
+        header: &Header<'_>,
+        conn: &Connection,
+    ) -> Result<Initiator, Error> {
         self.ctx.idle.touch();
         let auth = Authorizer::new(conn.clone());
         let caller = auth.caller(header).await?;
         auth.authorize(header, &caller, &actions_for(request), &details_for(request))
             .await?;
-        Ok(caller.uid)
+        Ok(Initiator::of_process(caller.uid, caller.pid))
     }
 
     /// Reserve the job slot for an authorized request and start the job
@@ -64,18 +71,19 @@ impl Manager {
     async fn launch(
         &self,
         request: JobRequest,
-        owner_uid: u32,
+        initiator: Initiator,
         conn: &Connection,
         server: &ObjectServer,
     ) -> Result<JobReply, Error> {
-        let job = match self.ctx.jobs.reserve(request, owner_uid)? {
+        let uid = initiator.uid;
+        let job = match self.ctx.jobs.reserve(request, initiator)? {
             Reservation::Existing(job) => {
                 let (reply, _) = ResponseDispatchNotifier::new(object_path(&job.path));
                 return Ok(reply);
             }
             Reservation::New(job) => job,
         };
-        tracing::info!(job = job.id, uid = owner_uid, kind = job.request.kind.as_str(), "job created");
+        tracing::info!(job = job.id, uid, kind = job.request.kind.as_str(), "job created");
         let object = super::guard::SignatureGuard::new(JobObject::new(job.clone()));
         if let Err(e) = server.at(job.path.as_str(), object).await {
             self.ctx.jobs.release(job.id);
@@ -85,6 +93,11 @@ impl Manager {
         tokio::spawn(job::drive(self.ctx.clone(), conn.clone(), job, sent));
         Ok(reply)
     }
+}
+
+/// `/`: no job (as `ActiveJob` when idle).
+fn no_job() -> OwnedObjectPath {
+    OwnedObjectPath::from(ObjectPath::from_static_str_unchecked("/"))
 }
 
 fn object_path(path: &str) -> OwnedObjectPath {
@@ -132,6 +145,7 @@ fn options_summary(o: &Options) -> String {
         (o.allow_downgrade, "allow-downgrade"),
         (o.retain, "retain"),
         (o.enforce_container_sigpolicy, "enforce-container-sigpolicy"),
+        (o.auto, "auto"),
     ] {
         if set {
             parts.push(name);
@@ -180,7 +194,8 @@ impl Manager {
     }
 
     /// Upgrade: fetch and queue the tracked image.
-    /// Options: download-only b, apply b, allow-downgrade b.
+    /// Options: download-only b, apply b, allow-downgrade b, auto b (do what
+    /// the configured policy allows; "/" when the policy is none).
     async fn upgrade(
         &self,
         options: HashMap<String, OwnedVariant>,
@@ -189,7 +204,16 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<JobReply, Error> {
         let request = self.tracked_request(JobKind::Upgrade, &options).await?;
-        self.start_job(request, &header, conn, server).await
+        if !request.options.auto {
+            return self.start_job(request, &header, conn, server).await;
+        }
+        match self.unattended_request().await {
+            Some(unattended) => self.start_job(unattended, &header, conn, server).await,
+            None => {
+                self.authorize(&request, &header, conn).await?;
+                Ok(ResponseDispatchNotifier::new(no_job()).0)
+            }
+        }
     }
 
     /// Switch: fetch and queue another image and track it from then on.
@@ -208,13 +232,14 @@ impl Manager {
         if options.enforce_container_sigpolicy {
             containers_policy::ensure_enforcing(Path::new(containers_policy::POLICY_PATH), &reference)?;
         }
-        self.ensure_image_based().await?;
+        self.ensure_can_apply(&options).await?;
         let request = JobRequest { kind: JobKind::Switch, image: Some(reference), options };
         self.start_job(request, &header, conn, server).await
     }
 
     /// Stage: queue a downloaded (download-only) update for the next boot,
-    /// without network access. Options: apply b.
+    /// without network access. Options: apply b (also "reboot into the
+    /// update already queued": there is no separate Reboot method).
     async fn stage(
         &self,
         options: HashMap<String, OwnedVariant>,
@@ -223,15 +248,18 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<JobReply, Error> {
         let options = Options::parse(Method::Stage, &options)?;
-        self.ensure_image_based().await?;
+        self.ensure_can_apply(&options).await?;
+        let apply = options.apply;
         let request = JobRequest { kind: JobKind::Stage, image: None, options };
         // Authorized first, so the answer does not depend on who asks.
-        let uid = self.authorize(&request, &header, conn).await?;
+        let initiator = self.authorize(&request, &header, conn).await?;
         let snapshot = self.ctx.status.current().await;
-        if !matches!(&*snapshot, Ok(s) if s.has_downloaded_update()) {
+        // With apply, an update queued already only needs the reboot.
+        let stageable = matches!(&*snapshot, Ok(s) if s.has_downloaded_update() || (apply && s.reboot_required));
+        if !stageable {
             return Err(Error::NothingToStage("no downloaded update is waiting to be staged".into()));
         }
-        self.launch(request, uid, conn, server).await
+        self.launch(request, initiator, conn, server).await
     }
 
     /// Rollback: make the rollback deployment the default; again to undo.
@@ -244,7 +272,7 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<JobReply, Error> {
         let options = Options::parse(Method::Rollback, &options)?;
-        self.ensure_image_based().await?;
+        self.ensure_can_apply(&options).await?;
         let request = JobRequest { kind: JobKind::Rollback, image: None, options };
         self.start_job(request, &header, conn, server).await
     }
@@ -261,6 +289,32 @@ impl Manager {
         self.ensure_image_based().await?;
         let request = JobRequest { kind: JobKind::Cleanup, image: None, options };
         self.start_job(request, &header, conn, server).await
+    }
+
+    /// Pin: keep a deployment through new deployments and cleanups (pinned
+    /// true) or let it go again (false). The deployment is its index in
+    /// Deployments or its checksum, optionally with ".serial". Needs the
+    /// cleanup authorization.
+    async fn pin(
+        &self,
+        deployment: String,
+        pinned: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        self.ctx.idle.touch();
+        let selector = pin::Selector::parse(&deployment)?;
+        self.ensure_image_based().await?;
+        let auth = Authorizer::new(conn.clone());
+        let caller = auth.caller(&header).await?;
+        let verb = if pinned { "pin" } else { "unpin" };
+        let details = HashMap::from([("verb", verb.to_string()), ("deployment", deployment.clone())]);
+        auth.authorize(&header, &caller, &[Action::Cleanup], &details).await?;
+        self.ctx.jobs.ensure_idle()?;
+        let name = pin::set_pinned(&self.ctx.sysroot, selector, pinned).await?;
+        tracing::info!(uid = caller.uid, deployment = %name, pinned, "set pinned={pinned} on {name}");
+        self.ctx.status.refresh().await;
+        Ok(())
     }
 
     /// ReloadConfig: re-read /etc/hostd/hostd.toml and drop-ins. A bad file is
@@ -294,7 +348,7 @@ impl Manager {
     async fn active_job(&self) -> OwnedObjectPath {
         match self.ctx.jobs.active() {
             Some(job) => object_path(&job.path),
-            None => OwnedObjectPath::from(ObjectPath::from_static_str_unchecked("/")),
+            None => no_job(),
         }
     }
 
@@ -331,10 +385,42 @@ impl Manager {
         self.ctx.config().policy.as_str().to_string()
     }
 
-    /// When the last successful Check finished, µs since the epoch; 0 when never.
+    /// When the last Check or unattended run ended, µs since the epoch; 0 when never.
     #[zbus(property)]
     async fn last_check_time(&self) -> u64 {
         self.ctx.last_check_time()
+    }
+
+    /// How the last Check or unattended run ended (its message, or the
+    /// error name and message); empty when never.
+    #[zbus(property)]
+    async fn last_check_result(&self) -> String {
+        self.ctx.last_check_result()
+    }
+
+    /// When unattended runs may reboot: immediate | periodic | fleet-lock.
+    #[zbus(property)]
+    async fn update_strategy(&self) -> String {
+        self.ctx.config().strategy.as_str().to_string()
+    }
+
+    /// When the next maintenance window opens (now, if one is open), µs
+    /// since the epoch; 0 when no window is configured.
+    #[zbus(property)]
+    async fn next_maintenance_window(&self) -> u64 {
+        let config = self.ctx.config();
+        config
+            .windows
+            .next_open(chrono::Utc::now())
+            .and_then(|t| u64::try_from(t.timestamp_micros()).ok())
+            .unwrap_or(0)
+    }
+
+    /// Why a reboot is required, and why a requested one was postponed;
+    /// empty when no reboot is required.
+    #[zbus(property)]
+    async fn reboot_pending_reason(&self) -> String {
+        self.ctx.reboot_pending_reason()
     }
 
     /// A job was created; emitted after the call that created it returned.
@@ -365,6 +451,41 @@ impl Manager {
         Ok(loaded)
     }
 
+    /// `apply` reboots the running system into the sysroot's next
+    /// deployment, which makes sense only when that sysroot is the running one.
+    async fn ensure_can_apply(&self, options: &Options) -> Result<crate::sysroot::cache::Loaded, Error> {
+        let loaded = self.ensure_image_based().await?;
+        if options.apply && !matches!(&*loaded, Ok(s) if s.booted) {
+            return Err(Error::InvalidArgument(format!(
+                "'apply' reboots the running system, but {} is not the booted sysroot",
+                self.ctx.sysroot.path().display()
+            )));
+        }
+        Ok(loaded)
+    }
+
+    /// What `Upgrade({auto})` does under the configured policy; `None` when
+    /// the policy is none. Nothing runs from an offline sysroot, so there
+    /// `apply` stages without rebooting.
+    async fn unattended_request(&self) -> Option<JobRequest> {
+        let booted = matches!(&*self.ctx.status.current().await, Ok(s) if s.booted);
+        let mut options = Options { auto: true, ..Options::default() };
+        let kind = match policy::plan(self.ctx.config().policy) {
+            UnattendedPlan::Nothing => return None,
+            UnattendedPlan::CheckOnly => JobKind::Check,
+            UnattendedPlan::DownloadOnly => {
+                options.download_only = true;
+                JobKind::Upgrade
+            }
+            UnattendedPlan::Stage => JobKind::Upgrade,
+            UnattendedPlan::StageAndReboot => {
+                options.apply = booted;
+                JobKind::Upgrade
+            }
+        };
+        Some(JobRequest { kind, image: None, options })
+    }
+
     /// A request about the tracked image: there must be one.
     async fn tracked_request(
         &self,
@@ -372,7 +493,7 @@ impl Manager {
         options: &HashMap<String, OwnedVariant>,
     ) -> Result<JobRequest, Error> {
         let options = Options::parse(kind.method(), options)?;
-        let loaded = self.ensure_image_based().await?;
+        let loaded = self.ensure_can_apply(&options).await?;
         let tracked = match &*loaded {
             Ok(s) => s.host.spec.image.clone(),
             Err(e) => return Err(e.clone()),

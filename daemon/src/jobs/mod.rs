@@ -9,12 +9,12 @@ pub mod request;
 pub mod state;
 pub mod worker;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hostd_interface::Error;
 
-pub use request::{JobKind, JobRequest};
+pub use request::{Initiator, JobKind, JobRequest};
 pub use state::{JobShared, JobState};
 
 /// Answer of [`Jobs::reserve`].
@@ -30,24 +30,34 @@ pub enum Reservation {
 pub struct Jobs {
     next_id: AtomicU64,
     active: Mutex<Option<Arc<JobShared>>>,
+    /// Jobs whose final state has not been published yet: shutdown waits
+    /// for them, so a caller learns how its job ended even when the job
+    /// itself made systemd stop the daemon (`apply`).
+    unpublished: AtomicUsize,
+}
+
+/// Held while a job's end is not yet published.
+#[derive(Debug)]
+pub struct Unpublished<'a>(&'a AtomicUsize);
+
+impl Drop for Unpublished<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Jobs {
     /// Claim the slot for `request`, or find it already taken.
-    pub fn reserve(&self, request: JobRequest, owner_uid: u32) -> Result<Reservation, Error> {
+    pub fn reserve(&self, request: JobRequest, initiator: Initiator) -> Result<Reservation, Error> {
         let mut active = self.active.lock().expect("jobs lock poisoned");
         if let Some(job) = active.as_ref() {
             if job.request == request {
                 return Ok(Reservation::Existing(job.clone()));
             }
-            return Err(Error::Busy(format!(
-                "another job is running: {} ({})",
-                job.path,
-                job.request.kind.as_str()
-            )));
+            return Err(busy(job));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let job = Arc::new(JobShared::new(id, request, owner_uid));
+        let job = Arc::new(JobShared::new(id, request, initiator));
         *active = Some(job.clone());
         Ok(Reservation::New(job))
     }
@@ -60,10 +70,33 @@ impl Jobs {
         }
     }
 
+    /// `Busy` naming the running job, if there is one.
+    pub fn ensure_idle(&self) -> Result<(), Error> {
+        match self.active() {
+            Some(job) => Err(busy(&job)),
+            None => Ok(()),
+        }
+    }
+
+    /// Count a job as unpublished until the guard is dropped.
+    pub fn unpublished(&self) -> Unpublished<'_> {
+        self.unpublished.fetch_add(1, Ordering::SeqCst);
+        Unpublished(&self.unpublished)
+    }
+
+    /// Whether a job runs or has an end not yet published.
+    pub fn busy(&self) -> bool {
+        self.active().is_some() || self.unpublished.load(Ordering::SeqCst) > 0
+    }
+
     /// The running job, if any.
     pub fn active(&self) -> Option<Arc<JobShared>> {
         self.active.lock().expect("jobs lock poisoned").clone()
     }
+}
+
+fn busy(job: &JobShared) -> Error {
+    Error::Busy(format!("another job is running: {} ({})", job.path, job.request.kind.as_str()))
 }
 
 #[cfg(test)]
@@ -75,21 +108,25 @@ mod tests {
         JobRequest { kind, image: None, options: Options::default() }
     }
 
+    fn uid(uid: u32) -> Initiator {
+        Initiator { uid, unit: None }
+    }
+
     #[test]
     fn identical_request_joins_and_different_one_is_busy() {
         let jobs = Jobs::default();
-        let Reservation::New(first) = jobs.reserve(req(JobKind::Upgrade), 1000).unwrap() else {
+        let Reservation::New(first) = jobs.reserve(req(JobKind::Upgrade), uid(1000)).unwrap() else {
             panic!("first reservation must be new")
         };
-        match jobs.reserve(req(JobKind::Upgrade), 1001).unwrap() {
+        match jobs.reserve(req(JobKind::Upgrade), uid(1001)).unwrap() {
             Reservation::Existing(j) => assert_eq!(j.id, first.id),
             Reservation::New(_) => panic!("identical request must join"),
         }
-        let Err(Error::Busy(msg)) = jobs.reserve(req(JobKind::Cleanup), 0) else {
+        let Err(Error::Busy(msg)) = jobs.reserve(req(JobKind::Cleanup), uid(0)) else {
             panic!("different request must be busy")
         };
         assert!(msg.contains(&first.path), "{msg}");
         jobs.release(first.id);
-        assert!(matches!(jobs.reserve(req(JobKind::Cleanup), 0), Ok(Reservation::New(j)) if j.id == 2));
+        assert!(matches!(jobs.reserve(req(JobKind::Cleanup), uid(0)), Ok(Reservation::New(j)) if j.id == 2));
     }
 }

@@ -7,7 +7,7 @@ use hostd_interface::Error;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::JobRequest;
+use super::{Initiator, JobRequest};
 use crate::sysroot::progress::{Phase, Progress};
 
 /// Where a job stands.
@@ -83,8 +83,8 @@ pub struct JobShared {
     pub path: String,
     /// What was asked.
     pub request: JobRequest,
-    /// Who asked (for `Cancel`).
-    pub owner_uid: u32,
+    /// Who asked (for `Cancel` and the journal).
+    pub initiator: Initiator,
     /// Fired by `Cancel()` or the time limit.
     pub cancel: CancellationToken,
     props: Mutex<JobProps>,
@@ -93,16 +93,18 @@ pub struct JobShared {
     /// publishing interval.
     phase_ends: Mutex<Vec<JobProps>>,
     changed: Notify,
+    /// The phase clients have last been told about.
+    published_phase: tokio::sync::watch::Sender<Phase>,
 }
 
 impl JobShared {
     /// A running job in its first phase.
-    pub fn new(id: u64, request: JobRequest, owner_uid: u32) -> JobShared {
+    pub fn new(id: u64, request: JobRequest, initiator: Initiator) -> JobShared {
         JobShared {
             id,
             path: job_path(id),
             request,
-            owner_uid,
+            initiator,
             cancel: CancellationToken::new(),
             props: Mutex::new(JobProps {
                 state: JobState::Running,
@@ -117,6 +119,7 @@ impl JobShared {
             }),
             phase_ends: Mutex::new(Vec::new()),
             changed: Notify::new(),
+            published_phase: tokio::sync::watch::channel(Phase::Checking).0,
         }
     }
 
@@ -128,6 +131,18 @@ impl JobShared {
     /// A copy of the current properties.
     pub fn props(&self) -> JobProps {
         self.props.lock().expect("job props poisoned").clone()
+    }
+
+    /// Record that clients have been told the job is in `phase`.
+    pub fn mark_published(&self, phase: Phase) {
+        self.published_phase.send_replace(phase);
+    }
+
+    /// Wait (at most `limit`) until clients have been told about `phase`:
+    /// what comes next may take the bus away (a reboot).
+    pub async fn wait_published(&self, phase: Phase, limit: std::time::Duration) {
+        let mut rx = self.published_phase.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|p| *p == phase)).await;
     }
 
     /// Resolves after the next change.
@@ -209,7 +224,7 @@ mod tests {
         JobShared::new(
             7,
             JobRequest { kind: JobKind::Upgrade, image: None, options: Options::default() },
-            0,
+            Initiator { uid: 0, unit: None },
         )
     }
 

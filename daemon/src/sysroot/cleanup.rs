@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::errors::classify;
 use super::progress::{Phase, Progress};
 use super::{Outcome, SysrootPath};
+use crate::journal::{Change, Event};
 
 /// `Cleanup`.
 pub async fn cleanup(
@@ -25,8 +26,9 @@ pub async fn cleanup(
     }
     locked.cleanup(gio::Cancellable::NONE).map_err(|e| classify(e.into()))?;
     let pruned = ostree_ext::container::deploy::prune(&locked.as_ostree_ext_lock()).map_err(classify)?;
-    Ok(Outcome::message(format!(
+    let message = format!(
         "Removed {} images, {} layers and {} objects ({} bytes).",
         pruned.n_images, pruned.n_layers, pruned.n_objects_pruned, pruned.objsize
-    )))
+    );
+    Ok(Outcome::changed(message, Change::event(Event::CleanedUp)))
 }

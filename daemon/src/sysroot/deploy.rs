@@ -18,6 +18,7 @@ use super::errors::classify;
 use super::progress::{Phase, Progress};
 use super::pull::{self, Fetched};
 use super::{image, kargs, signature, merge_deployment, origin_reference, Outcome, SysrootPath, UpdateSummary};
+use crate::journal::{Change, Event};
 
 /// Marker that keeps ostree-finalize-staged from applying the staged deployment.
 pub const STAGED_LOCK_FILE: &str = "/run/ostree/staged-deployment-locked";
@@ -99,17 +100,25 @@ pub async fn update(
         Fetched::Imported(_, s) => format!(" ({} layers, {} bytes fetched)", s.layers_to_fetch, s.bytes_to_fetch),
         Fetched::AlreadyPresent(_) => String::new(),
     };
-    Ok(Outcome::message(if booted && options.download_only {
+    let message = if booted && options.download_only {
         format!("Downloaded {version} ({digest}){fetched_note}; it is staged but locked: Stage applies it at the next boot.")
     } else if booted {
         format!("Staged {version} ({digest}){fetched_note} for the next boot.")
     } else {
         format!("Deployed {version} ({digest}){fetched_note} as the default deployment.")
-    }))
+    };
+    let change = Change {
+        event: if switch_to.is_some() { Event::Switched } else { Event::Staged },
+        old_checksum: merge_commit,
+        new_checksum: Some(state.merge_commit.clone()),
+        image: Some(imgref.to_string()),
+    };
+    Ok(Outcome::changed(message, change))
 }
 
-/// `Stage`: promote a downloaded update without touching the network.
-pub async fn stage(sysroot: &SysrootPath, progress: &dyn Progress) -> Result<Outcome, Error> {
+/// `Stage`: promote a downloaded update without touching the network. With
+/// `apply`, an update that is already queued is fine: the reboot follows.
+pub async fn stage(sysroot: &SysrootPath, options: &Options, progress: &dyn Progress) -> Result<Outcome, Error> {
     progress.phase(Phase::Staging, "queuing the downloaded update");
     let locked = sysroot
         .lock(|| progress.message("waiting for the sysroot lock"))
@@ -117,15 +126,25 @@ pub async fn stage(sysroot: &SysrootPath, progress: &dyn Progress) -> Result<Out
         .map_err(classify)?;
     if let Some(staged) = locked.staged_deployment() {
         if !Path::new(STAGED_LOCK_FILE).exists() {
+            if options.apply {
+                return Ok(Outcome::message(format!("Deployment {} is queued for the next boot.", staged.csum())));
+            }
             return Err(Error::NothingToStage("the staged deployment is already queued".into()));
         }
         std::fs::remove_file(STAGED_LOCK_FILE)
             .with_context(|| format!("removing {STAGED_LOCK_FILE}"))
             .map_err(classify)?;
-        return Ok(Outcome::message(format!(
-            "Deployment {} will be applied at the next boot.",
-            staged.csum()
-        )));
+        let booted = locked.booted_deployment();
+        let change = Change {
+            event: Event::Staged,
+            old_checksum: booted.map(|b| b.csum().to_string()),
+            new_checksum: Some(staged.csum().to_string()),
+            image: origin_reference(&staged).ok().flatten().map(|r| r.to_string()),
+        };
+        return Ok(Outcome::changed(
+            format!("Deployment {} will be applied at the next boot.", staged.csum()),
+            change,
+        ));
     }
     let (merge, imgref) = super::tracked_image(&locked)?;
     let repo = locked.repo();
@@ -138,10 +157,16 @@ pub async fn stage(sysroot: &SysrootPath, progress: &dyn Progress) -> Result<Out
     write_deployment(&locked, Some(&merge), &imgref, &state, kargs, &Options::default())
         .map_err(classify)?;
     let version = state.version().unwrap_or("no version").to_string();
-    Ok(Outcome::message(format!(
-        "Deployed the downloaded {version} ({}) as the default deployment.",
-        state.manifest_digest
-    )))
+    let change = Change {
+        event: Event::Staged,
+        old_checksum: Some(merge.csum().to_string()),
+        new_checksum: Some(state.merge_commit.clone()),
+        image: Some(imgref.to_string()),
+    };
+    Ok(Outcome::changed(
+        format!("Deployed the downloaded {version} ({}) as the default deployment.", state.manifest_digest),
+        change,
+    ))
 }
 
 fn write_deployment(

@@ -4,8 +4,11 @@
 
 use hostd_interface::Error;
 
-/// Phrases that identify a condition, lower case, checked in order.
-const PATTERNS: &[(&[&str], fn(String) -> Error)] = &[
+/// Phrases (lower case) that identify a condition, and the error it is.
+type Pattern = (&'static [&'static str], fn(String) -> Error);
+
+/// Checked in order.
+const PATTERNS: &[Pattern] = &[
     (&["no space left on device", "enospc", "not enough free space"], Error::NoSpace),
     (
         &[

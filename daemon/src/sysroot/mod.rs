@@ -7,6 +7,7 @@
 //! - [`signature`]: enforcing the containers signature policy before a pull.
 //! - [`pull`], [`deploy`], [`rollback`], [`cleanup`]: the mutating operations,
 //!   run by jobs on their own thread under the sysroot lock.
+//! - [`pin`]: pinning a deployment, done directly by the `Pin` call.
 
 pub mod cache;
 pub mod cleanup;
@@ -14,6 +15,7 @@ pub mod deploy;
 pub mod errors;
 pub mod image;
 pub mod kargs;
+pub mod pin;
 pub mod progress;
 pub mod pull;
 pub mod rollback;
@@ -30,6 +32,8 @@ use ostree_ext::container::OstreeImageReference;
 use ostree_ext::sysroot::SysrootLock;
 use ostree_ext::{gio, ostree};
 
+use crate::journal::Change;
+
 /// What a finished operation reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -37,12 +41,19 @@ pub struct Outcome {
     pub message: String,
     /// What `Check` found, if it found an update.
     pub update: Option<UpdateSummary>,
+    /// What changed in the boot order or the repo, for the journal.
+    pub change: Option<Change>,
 }
 
 impl Outcome {
     /// An outcome that is only a message.
     pub fn message(message: impl Into<String>) -> Outcome {
-        Outcome { message: message.into(), update: None }
+        Outcome { message: message.into(), ..Outcome::default() }
+    }
+
+    /// An outcome that changed something worth a journal entry.
+    pub fn changed(message: impl Into<String>, change: Change) -> Outcome {
+        Outcome { message: message.into(), update: None, change: Some(change) }
     }
 }
 

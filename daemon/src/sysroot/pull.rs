@@ -76,13 +76,10 @@ pub async fn check(
         PrepareResult::AlreadyPresent(state) if state.merge_commit == merge.csum().as_str() => {
             Outcome::message("No update available.")
         }
-        PrepareResult::AlreadyPresent(state) => Outcome {
-            message: format!(
-                "Update {} is downloaded and not yet deployed.",
-                state.manifest_digest
-            ),
-            update: None,
-        },
+        PrepareResult::AlreadyPresent(state) => Outcome::message(format!(
+            "Update {} is downloaded and not yet deployed.",
+            state.manifest_digest
+        )),
         PrepareResult::Ready(prep) => {
             let s = summarize(&prep);
             Outcome {
@@ -95,6 +92,7 @@ pub async fn check(
                     s.bytes_to_fetch
                 ),
                 update: Some(s),
+                change: None,
             }
         }
     })

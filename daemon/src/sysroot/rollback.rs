@@ -3,12 +3,16 @@
 //! queued, the booted one again); on an offline sysroot the second entry.
 //! libostree drops a staged deployment that is not first in the new list.
 
+use std::path::Path;
+
 use hostd_interface::Error;
 use ostree_ext::{gio, ostree};
 
 use super::errors::classify;
 use super::progress::{Phase, Progress};
-use super::{Outcome, SysrootPath};
+use super::deploy::STAGED_LOCK_FILE;
+use super::{origin_reference, Outcome, SysrootPath};
+use crate::journal::{Change, Event};
 
 /// `Rollback`.
 pub async fn rollback(sysroot: &SysrootPath, progress: &dyn Progress) -> Result<Outcome, Error> {
@@ -25,6 +29,9 @@ pub async fn rollback(sysroot: &SysrootPath, progress: &dyn Progress) -> Result<
         .cloned()
         .collect();
     let target = rollback_target(&locked, &finalized)?;
+    let previous_default = finalized.first().map(|d| d.csum().to_string());
+    // Read before libostree drops the staged deployment and its lock.
+    let staged_kind = if Path::new(STAGED_LOCK_FILE).exists() { "download-only " } else { "" };
     let mut order = vec![target.clone()];
     order.extend(finalized.into_iter().filter(|d| !d.equal(&target)));
     locked
@@ -32,9 +39,15 @@ pub async fn rollback(sysroot: &SysrootPath, progress: &dyn Progress) -> Result<
         .map_err(|e| classify(anyhow::Error::new(e).context("writing the new boot order")))?;
     let mut message = format!("{}.{} is now the default deployment.", target.csum(), target.deployserial());
     if let Some(s) = staged {
-        message.push_str(&format!(" The staged deployment {} was discarded.", s.csum()));
+        message.push_str(&format!(" The staged {staged_kind}deployment {} was discarded.", s.csum()));
     }
-    Ok(Outcome::message(message))
+    let change = Change {
+        event: Event::RolledBack,
+        old_checksum: previous_default,
+        new_checksum: Some(target.csum().to_string()),
+        image: origin_reference(&target).ok().flatten().map(|r| r.to_string()),
+    };
+    Ok(Outcome::changed(message, change))
 }
 
 fn rollback_target(sysroot: &ostree::Sysroot, finalized: &[ostree::Deployment]) -> Result<ostree::Deployment, Error> {

@@ -16,10 +16,9 @@ use ostree_ext::container::deploy::ORIGIN_CONTAINER;
 use ostree_ext::container::store;
 use ostree_ext::{gio, ostree};
 
+use super::deploy::STAGED_LOCK_FILE;
 use super::image::{layered_status, parse_origin_reference, reference_to_api};
 
-/// Marker libostree writes next to a staged deployment that must not be finalized.
-const STAGED_LOCK_FILE: &str = "/run/ostree/staged-deployment-locked";
 
 /// Where a deployment stands relative to the running system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +77,8 @@ pub struct Snapshot {
     pub reboot_required: bool,
     /// Whether the sysroot is the running system.
     pub booted: bool,
-    /// Offline only: manifest digest of a pulled image of the tracked
-    /// reference that is not deployed.
+    /// With nothing staged: manifest digest of a pulled image of the tracked
+    /// reference that the merge deployment does not run.
     pub downloaded_update: Option<String>,
 }
 
@@ -140,9 +139,7 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
     let repo = sysroot.repo();
     let booted = sysroot.booted_deployment();
     let staged = sysroot.staged_deployment();
-    let rollback = booted
-        .as_ref()
-        .and_then(|b| sysroot.query_deployments_for(Some(&b.osname())).1);
+    let rollback = booted.as_ref().and_then(|b| rollback_deployment(&sysroot, b, staged.as_ref()));
     let staged_locked = staged.is_some() && Path::new(STAGED_LOCK_FILE).exists();
 
     let mut deployments = Vec::new();
@@ -176,10 +173,24 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
         });
     }
     let mut snapshot = assemble(deployments, booted.is_some());
-    if !snapshot.booted {
+    // A staged deployment is the update already; with none, a fetched image
+    // may wait (offline download-only, or a locked one a reboot dropped).
+    if snapshot.staged().is_none() {
         snapshot.downloaded_update = downloaded_update(&repo, &snapshot);
     }
     Ok(snapshot)
+}
+
+/// The deployment a rollback boots. libostree calls a finalized deployment
+/// ordered before the booted one "pending": that is what `Rollback` puts
+/// there (a queued rollback). Otherwise it is the one after the booted one.
+fn rollback_deployment(
+    sysroot: &ostree::Sysroot,
+    booted: &ostree::Deployment,
+    staged: Option<&ostree::Deployment>,
+) -> Option<ostree::Deployment> {
+    let (pending, after_booted) = sysroot.query_deployments_for(Some(&booted.osname()));
+    pending.filter(|p| staged.is_none_or(|s| !s.equal(p))).or(after_booted)
 }
 
 /// The digest of the tracked image in the repo, when it is not the default deployment.
@@ -304,9 +315,26 @@ fn deployment_dict(d: &Deployment) -> HashMap<String, zbus::OwnedVariant> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hostd_interface::host::{ImageSignature, Transport};
+
+    /// A booted host with v3 staged (locked when `download_only`).
+    pub(crate) fn booted_with_staged(download_only: bool) -> Snapshot {
+        let mut staged = deployment(0, Role::Staged, "3");
+        staged.entry.download_only = download_only;
+        assemble(vec![staged, deployment(1, Role::Booted, "2"), deployment(2, Role::Rollback, "1")], true)
+    }
+
+    /// A booted host whose rollback deployment boots next.
+    pub(crate) fn booted_with_queued_rollback() -> Snapshot {
+        assemble(vec![deployment(0, Role::Rollback, "1"), deployment(1, Role::Booted, "2")], true)
+    }
+
+    /// An offline sysroot with two deployments.
+    pub(crate) fn offline() -> Snapshot {
+        assemble(vec![deployment(0, Role::Other, "2"), deployment(1, Role::Other, "1")], false)
+    }
 
     fn deployment(index: usize, role: Role, version: &str) -> Deployment {
         Deployment {

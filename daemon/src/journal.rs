@@ -1,0 +1,97 @@
+//! Journal entries that mark changes to what the host boots, each with a
+//! stable `MESSAGE_ID` so admins and tools can find them with
+//! `journalctl MESSAGE_ID=…` (the list is in docs/dbus-api.md and the
+//! catalog in systemd-units/hostd.catalog).
+//!
+//! Fields are sent without a prefix (see `logging`), so `old_checksum`
+//! arrives as `OLD_CHECKSUM`.
+
+use crate::jobs::Initiator;
+
+/// The kinds of entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// An update of the tracked image was queued for the next boot (staged,
+    /// or written as the default deployment of an offline sysroot).
+    Staged,
+    /// Another image was queued and is tracked from now on.
+    Switched,
+    /// The boot order changed to the rollback deployment, or back.
+    RolledBack,
+    /// Unused images, layers and objects were removed.
+    CleanedUp,
+    /// A reboot into the queued deployment was requested from logind.
+    RebootRequested,
+    /// A requested reboot did not happen because something blocks it.
+    RebootBlocked,
+}
+
+impl Event {
+    /// The `MESSAGE_ID`.
+    pub fn message_id(self) -> &'static str {
+        match self {
+            Event::Staged => "f9d50aaef31b4f90a550b665af736046",
+            Event::Switched => "31ae56d88a0743f5834f350e328db55b",
+            Event::RolledBack => "c17cdb11fce8408f86e7049afe2004f9",
+            Event::CleanedUp => "132306e3ef0f4bcf90db4b19e9c23866",
+            Event::RebootRequested => "7750f9b2947848bdb17bf0f817cb781c",
+            Event::RebootBlocked => "cc99a0dfb0c0420f986aa32459afc800",
+        }
+    }
+}
+
+/// What changed, as a sysroot operation reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The kind of entry to write.
+    pub event: Event,
+    /// The commit that was the default before.
+    pub old_checksum: Option<String>,
+    /// The commit that is the default (or staged) now.
+    pub new_checksum: Option<String>,
+    /// The image reference of the new deployment.
+    pub image: Option<String>,
+}
+
+impl Change {
+    /// A change with no checksums (cleanup).
+    pub fn event(event: Event) -> Change {
+        Change { event, old_checksum: None, new_checksum: None, image: None }
+    }
+}
+
+/// Write one entry; `message` is the human-readable `MESSAGE`.
+pub fn record(change: &Change, initiator: &Initiator, job: u64, message: &str) {
+    tracing::info!(
+        message_id = change.event.message_id(),
+        old_checksum = change.old_checksum.as_deref(),
+        new_checksum = change.new_checksum.as_deref(),
+        image = change.image.as_deref(),
+        initiator_uid = initiator.uid,
+        initiator_unit = initiator.unit.as_deref(),
+        job,
+        "{message}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_distinct_128_bit_hex() {
+        let all = [
+            Event::Staged,
+            Event::Switched,
+            Event::RolledBack,
+            Event::CleanedUp,
+            Event::RebootRequested,
+            Event::RebootBlocked,
+        ];
+        let ids: std::collections::BTreeSet<_> = all.iter().map(|e| e.message_id()).collect();
+        assert_eq!(ids.len(), all.len());
+        for id in ids {
+            assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{id}");
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Building blocks of unattended updates, free of the bus: when a run may
+//! reboot, and the cluster lock it may need first.
+//!
+//! - [`window`]: maintenance windows in a time zone (open now? next opening?).
+//! - [`fleetlock`]: the FleetLock client and the node id it presents.
+//! - [`policy`]: what a run does for each policy, and the reboot decision.
+
+pub mod fleetlock;
+pub mod policy;
+pub mod window;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::config::{Config, RebootStrategy};
+use fleetlock::{FleetLockClient, NodeId, MACHINE_ID_PATH};
+
+/// After a good boot: give the reboot slot back to the fleet lock manager
+/// (idempotent, so it is done on every boot). What was done, for the log.
+pub fn report_steady_state(config_root: &Path) -> anyhow::Result<String> {
+    let config = Config::load(config_root).context("reading the configuration")?;
+    let RebootStrategy::FleetLock(settings) = config.strategy else {
+        return Ok(format!("strategy {}: no fleet lock to release", config.strategy.as_str()));
+    };
+    let id = NodeId::read(Path::new(MACHINE_ID_PATH))?;
+    FleetLockClient::new(settings.url.clone(), &settings.group, id)
+        .steady_state()
+        .context("reporting steady state to the fleet lock manager")?;
+    Ok(format!("reported steady state to {} (group {})", settings.url.as_str(), settings.group.as_str()))
+}

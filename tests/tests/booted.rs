@@ -1,0 +1,612 @@
+//! hostd on a booted image-based host: the test OS (Debian with this build
+//! of hostd) installed into a tmpfs sysroot and booted under systemd with
+//! systemd-nspawn (see `hostd_tests::booted`). hostd is D-Bus activated by
+//! the guest's systemd, asks the guest's polkitd, reboots through its logind,
+//! and staged updates are finalized by ostree-finalize-staged at shutdown;
+//! a reboot boots whatever the boot entries make the default.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hostd_interface::host::{BootEntry, Host, Transport};
+use hostd_tests::booted::bls;
+use hostd_tests::booted::guest::Exit;
+use hostd_tests::booted::image::RELEASE_KARG;
+use hostd_tests::booted::BootedMachine;
+use hostd_tests::fleetlock::StandInServer;
+use hostd_tests::journal::message_id;
+use hostd_tests::offline::text;
+use hostd_tests::registry::{SlowLink, TestRegistry};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// An administrator: in `wheel`, which the image's polkit rules grant every
+/// hostd action.
+const ADMIN: &str = "alice";
+/// A user with no grants.
+const PLAIN_USER: &str = "bob";
+
+/// The banner of `/run/reboot-required`.
+const REBOOT_BANNER: &str = "*** System restart required ***";
+
+/// A machine with v1 installed and booted.
+fn booted_v1() -> BootedMachine {
+    let mut m = BootedMachine::install().expect("installing v1");
+    m.boot().expect("booting v1");
+    m
+}
+
+/// A machine with v1, then v2 installed (v2 the default), booted into v2.
+fn booted_v2_over_v1() -> BootedMachine {
+    let mut m = BootedMachine::install().expect("installing v1");
+    m.install_version("v2").expect("installing v2");
+    m.boot().expect("booting v2");
+    m
+}
+
+/// Its stdout; panics with everything it printed when it failed.
+fn success(what: &str, out: &Output) -> String {
+    assert!(out.status.success(), "{what} failed ({}):\n{}", out.status, text(out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn version(entry: &Option<BootEntry>) -> Option<&str> {
+    entry.as_ref()?.image.as_ref()?.version.as_deref()
+}
+
+fn digest(entry: &Option<BootEntry>) -> Option<&str> {
+    Some(entry.as_ref()?.image.as_ref()?.image_digest.as_str())
+}
+
+fn checksum(entry: &Option<BootEntry>) -> String {
+    entry.as_ref().and_then(|e| e.ostree.as_ref()).map(|o| o.checksum.clone()).expect("an ostree deployment")
+}
+
+/// (staged, booted, rollback) versions.
+fn slots(host: &Host) -> (Option<&str>, Option<&str>, Option<&str>) {
+    (version(&host.status.staged), version(&host.status.booted), version(&host.status.rollback))
+}
+
+fn file(m: &BootedMachine, path: &str) -> String {
+    m.must(&["cat", path]).unwrap_or_else(|e| panic!("reading {path}: {e:#}")).trim().to_string()
+}
+
+/// Whether the guest's hostd has a reboot pending by every account: the
+/// marker file with its banner, the `RebootRequired` property and the text
+/// `hostctl status` prints.
+fn reboot_required(m: &BootedMachine) -> bool {
+    let marker = m.exists("/run/reboot-required").unwrap();
+    if marker {
+        assert_eq!(file(m, "/run/reboot-required"), REBOOT_BANNER);
+    }
+    let property = m
+        .must(&["busctl", "get-property", "org.hostd.Host1", "/org/hostd/Host1", "org.hostd.Host1", "RebootRequired"])
+        .unwrap();
+    let status_text = success("hostctl status", &m.hostctl(None, &["status"]).unwrap());
+    let said = status_text.contains("Reboot required");
+    assert_eq!(
+        (marker, property.trim() == "b true"),
+        (said, said),
+        "/run/reboot-required, RebootRequired ({}) and `hostctl status` disagree:\n{status_text}",
+        property.trim()
+    );
+    said
+}
+
+/// The entry with `message_id` whose fields match, with the initiator's uid.
+fn journal_entry(m: &BootedMachine, message_id: &str, new_checksum: &str, uid: u32) -> serde_json::Value {
+    m.journal_entry(message_id, &[("NEW_CHECKSUM", new_checksum), ("INITIATOR_UID", &uid.to_string())]).unwrap()
+}
+
+/// A process started inside the guest in the background; killed on drop.
+///
+/// It runs in a process group of its own, which its part inside the guest
+/// (nsenter forks to enter the PID namespace) shares, so both can be killed.
+struct Background(Option<Child>);
+
+impl Background {
+    fn start(m: &BootedMachine, user: Option<&str>, args: &[&str]) -> Background {
+        let mut cmd = m.command_as(user, args).unwrap();
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        Background(Some(cmd.spawn().expect("starting a command in the guest")))
+    }
+
+    /// Its output once it ended, or `None` when it still ran after
+    /// `timeout` (then it is killed). It prints little, so the pipes never
+    /// fill up while it runs.
+    fn wait(mut self, timeout: Duration) -> Option<Output> {
+        let deadline = Instant::now() + timeout;
+        let child = self.0.as_mut().expect("not waited for yet");
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.0.take().map(|c| c.wait_with_output().unwrap())
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn first_status_call_activates_hostd_through_systemd_and_shows_v1_booted() {
+    let m = booted_v1();
+    let images = m.images();
+    let before = m.run(&["systemctl", "is-active", "hostd.service"]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&before.stdout).trim(), "inactive", "hostd runs before anyone asked");
+
+    let host = m.status().unwrap();
+    // hostd answers on the bus a moment before it tells systemd it is ready.
+    wait_for("hostd.service to be active", Duration::from_secs(10), || {
+        m.must(&["systemctl", "is-active", "hostd.service"]).is_ok()
+    });
+    let pid = m.must(&["systemctl", "show", "--value", "-p", "MainPID", "hostd.service"]).unwrap();
+    let exe = m.must(&["readlink", &format!("/proc/{}/exe", pid.trim())]).unwrap();
+    assert_eq!(exe.trim(), "/usr/libexec/hostd");
+
+    let booted = host.status.booted.as_ref().expect("a booted deployment");
+    let image = booted.image.as_ref().expect("booted from an image");
+    assert_eq!(image.image.image, m.tracked_image());
+    assert_eq!(image.image.transport, Transport::Oci);
+    assert_eq!(image.version.as_deref(), Some("v1"));
+    assert_eq!(image.image_digest, images.v1.digest);
+    let deployment = m.booted_entry().unwrap().deployment(m.sysroot().path()).unwrap();
+    let dir_name = deployment.file_name().unwrap().to_string_lossy().into_owned();
+    let ostree = booted.ostree.as_ref().expect("ostree details");
+    assert_eq!(dir_name, format!("{}.{}", ostree.checksum, ostree.deploy_serial), "the deployment nspawn booted");
+    assert_eq!(slots(&host), (None, Some("v1"), None));
+    assert_eq!(host.spec.image.as_ref().map(|i| i.image.as_str()), Some(m.tracked_image().as_str()));
+
+    let plain = success("hostctl status", &m.hostctl(None, &["status"]).unwrap());
+    assert!(plain.contains(&format!("● Booted image: {} (oci)", m.tracked_image())), "{plain}");
+    assert!(!reboot_required(&m));
+}
+
+#[test]
+fn wheel_member_upgrades_and_the_reboot_boots_v2_with_etc_merged() {
+    let mut m = booted_v1();
+    let uid = m.add_user(ADMIN, true).unwrap();
+    // A local edit of a default the update changes, and a file only this host has.
+    m.write_file("/etc/testos/b.conf", "b=local-edit\n").unwrap();
+    m.write_file("/etc/testos/local.conf", "c=local-only\n").unwrap();
+    m.publish("v2").unwrap();
+
+    let out = success("hostctl upgrade", &m.hostctl(Some(ADMIN), &["upgrade"]).unwrap());
+    assert!(out.contains("Staged v2"), "{out}");
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (Some("v2"), Some("v1"), None));
+    assert_eq!(digest(&host.status.staged), Some(m.images().v2.digest.as_str()));
+    assert!(reboot_required(&m));
+    let entry = journal_entry(&m, message_id::STAGED, &checksum(&host.status.staged), uid);
+    assert_eq!(entry["OLD_CHECKSUM"], checksum(&host.status.booted));
+    assert!(entry["IMAGE"].as_str().is_some_and(|i| i.contains(&m.tracked_image())), "{entry}");
+
+    m.reboot().unwrap();
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (None, Some("v2"), Some("v1")));
+    assert_eq!(digest(&host.status.booted), Some(m.images().v2.digest.as_str()));
+    assert_eq!(file(&m, "/usr/share/testos/version"), "v2", "/usr comes from v2");
+    assert_eq!(file(&m, "/etc/testos/a.conf"), "a=v2-default", "an unedited default follows the image");
+    assert_eq!(file(&m, "/etc/testos/b.conf"), "b=local-edit", "a local edit survives");
+    assert_eq!(file(&m, "/etc/testos/local.conf"), "c=local-only", "a local file survives");
+    let boot_entry = m.booted_entry().unwrap();
+    assert_eq!(boot_entry.karg(RELEASE_KARG), Some("v2"), "kargs.d of v2 applied: {}", boot_entry.options);
+    assert!(!reboot_required(&m));
+}
+
+#[test]
+fn download_only_survives_a_plain_reboot_and_stage_queues_it() {
+    let mut m = booted_v1();
+    m.publish("v2").unwrap();
+    success("hostctl upgrade --download-only", &m.hostctl(None, &["upgrade", "--download-only"]).unwrap());
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (Some("v2"), Some("v1"), None));
+    assert!(host.status.staged.as_ref().unwrap().download_only, "the staged deployment is download-only");
+    assert!(m.exists("/run/ostree/staged-deployment-locked").unwrap());
+    assert!(!reboot_required(&m), "a plain reboot does not apply a download-only update");
+
+    let entries_before = m.journal_entries(message_id::STAGED).unwrap().len();
+    let boot_entries = bls::entries(m.sysroot().path()).unwrap();
+    m.reboot().unwrap();
+    assert_eq!(bls::entries(m.sysroot().path()).unwrap(), boot_entries, "not finalized");
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (None, Some("v1"), None));
+
+    let out = success("hostctl stage", &m.hostctl(None, &["stage"]).unwrap());
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (Some("v2"), Some("v1"), None), "{out}");
+    assert!(!host.status.staged.as_ref().unwrap().download_only);
+    assert!(reboot_required(&m));
+    journal_entry(&m, message_id::STAGED, &checksum(&host.status.staged), 0);
+    assert!(m.journal_entries(message_id::STAGED).unwrap().len() > entries_before, "stage wrote its own entry");
+
+    m.reboot().unwrap();
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (None, Some("v2"), Some("v1")));
+    assert_eq!(file(&m, "/usr/share/testos/version"), "v2");
+}
+
+#[test]
+fn rollback_twice_boots_v1_then_v2_again() {
+    let mut m = booted_v2_over_v1();
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (None, Some("v2"), Some("v1")));
+    let (v2_checksum, v1_checksum) = (checksum(&host.status.booted), checksum(&host.status.rollback));
+    // A downloaded update waits, staged and locked; the rollback drops it.
+    m.publish("v3").unwrap();
+    success("hostctl upgrade --download-only", &m.hostctl(None, &["upgrade", "--download-only"]).unwrap());
+    let v3_checksum = checksum(&m.status().unwrap().status.staged);
+
+    let said = success("hostctl rollback", &m.hostctl(None, &["rollback"]).unwrap());
+    assert!(
+        said.contains(&format!("The staged download-only deployment {v3_checksum} was discarded.")),
+        "{said}"
+    );
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (None, Some("v2"), Some("v1")), "v3 is gone");
+    assert!(host.status.rollback_queued, "the rollback deployment boots next");
+    assert!(reboot_required(&m));
+    let entry = journal_entry(&m, message_id::ROLLED_BACK, &v1_checksum, 0);
+    assert_eq!(entry["OLD_CHECKSUM"], v2_checksum.as_str());
+
+    m.reboot().unwrap();
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (None, Some("v1"), Some("v2")));
+    assert_eq!(file(&m, "/usr/share/testos/version"), "v1");
+    assert!(!reboot_required(&m));
+
+    success("hostctl rollback", &m.hostctl(None, &["rollback"]).unwrap());
+    journal_entry(&m, message_id::ROLLED_BACK, &v2_checksum, 0);
+    m.reboot().unwrap();
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (None, Some("v2"), Some("v1")));
+    assert_eq!(file(&m, "/usr/share/testos/version"), "v2");
+}
+
+#[test]
+fn upgrade_apply_reboots_into_v2_through_logind() {
+    let mut m = booted_v1();
+    let uid = m.add_user(ADMIN, true).unwrap();
+    m.publish("v2").unwrap();
+
+    let hostctl = Background::start(&m, Some(ADMIN), &["hostctl", "upgrade", "--apply"]);
+    let exit = m.wait_for_shutdown(Duration::from_secs(180)).unwrap();
+    assert_eq!(exit, Exit::Rebooted, "the guest rebooted by itself");
+    let out = hostctl.wait(Duration::from_secs(10)).expect("hostctl ends with the guest");
+
+    m.boot().unwrap();
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (None, Some("v2"), Some("v1")));
+    let v2_checksum = checksum(&host.status.booted);
+    journal_entry(&m, message_id::STAGED, &v2_checksum, uid);
+    m.journal_entry(message_id::REBOOT_REQUESTED, &[("INITIATOR_UID", &uid.to_string())]).unwrap();
+    assert!(!reboot_required(&m));
+    // The job succeeded: hostctl says so, unless the shutdown ended it first.
+    assert!(
+        out.status.success() || out.status.code().is_none(),
+        "hostctl upgrade --apply failed ({}):\n{}",
+        out.status,
+        text(&out)
+    );
+}
+
+#[test]
+fn a_block_inhibitor_holds_off_the_reboots_of_upgrade_and_rollback_apply() {
+    let mut m = booted_v2_over_v1();
+    let uid = m.add_user(ADMIN, true).unwrap();
+    let v1_checksum = checksum(&m.status().unwrap().status.rollback);
+    m.must(&[
+        "systemd-run",
+        "--unit=test-burner",
+        "--property=Type=exec",
+        "--",
+        "systemd-inhibit",
+        "--what=shutdown",
+        "--mode=block",
+        "--who=test-burner",
+        "--why=burning a disc",
+        "sleep",
+        "infinity",
+    ])
+    .unwrap();
+    wait_for("the inhibitor to be listed", Duration::from_secs(10), || {
+        m.must(&["systemd-inhibit", "--list", "--no-pager"]).unwrap().contains("test-burner")
+    });
+
+    m.publish("v3").unwrap();
+    apply_is_blocked(&mut m, &["upgrade", "--apply"]);
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (Some("v3"), Some("v2"), Some("v1")));
+    journal_entry(&m, message_id::STAGED, &checksum(&host.status.staged), uid);
+
+    // Rolling back drops the staged v3 and queues v1.
+    apply_is_blocked(&mut m, &["rollback", "--apply"]);
+    let host = m.status().unwrap();
+    assert!(host.status.rollback_queued, "v1 boots next");
+    assert_eq!(host.status.staged, None);
+    journal_entry(&m, message_id::ROLLED_BACK, &v1_checksum, uid);
+    let blocked = m.journal_entries(message_id::REBOOT_BLOCKED).unwrap();
+    assert_eq!(blocked.len(), 2, "one entry per blocked reboot: {blocked:#?}");
+    assert!(blocked.iter().all(|e| e["INITIATOR_UID"] == uid.to_string().as_str()), "{blocked:#?}");
+
+    // Once the burner is done, a plain reboot applies the queued rollback.
+    m.must(&["systemctl", "stop", "test-burner"]).unwrap();
+    m.reboot().unwrap();
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v1"), Some("v2")));
+}
+
+/// `hostctl ARGS` (with `--apply`) as the admin succeeds but says the
+/// reboot is blocked; the guest keeps running and still needs a reboot.
+fn apply_is_blocked(m: &mut BootedMachine, args: &[&str]) {
+    let out = m.hostctl(Some(ADMIN), args).unwrap();
+    let said = success(&format!("hostctl {}", args.join(" ")), &out);
+    assert!(said.to_lowercase().contains("reboot blocked by test-burner"), "{}", text(&out));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(m.running().unwrap(), "the guest must not reboot while inhibited");
+    assert_eq!(m.must(&["systemctl", "is-system-running"]).unwrap().trim(), "running");
+    assert!(reboot_required(m), "the queued change still waits for a reboot");
+}
+
+#[test]
+fn the_fetch_apply_timer_stages_the_update_without_a_manual_call() {
+    let mut m = booted_v1();
+    m.publish("v2").unwrap();
+    let unit = "hostd-fetch-apply-updates";
+    // The administrator lets updates be staged automatically.
+    m.write_file("/etc/hostd/hostd.d/50-auto.toml", "[updates]\npolicy = \"stage\"\n").unwrap();
+    // Due one second after it starts instead of an hour after boot.
+    m.write_file(
+        &format!("/run/systemd/system/{unit}.timer.d/test.conf"),
+        "[Timer]\nOnBootSec=\nOnUnitInactiveSec=\nOnActiveSec=1s\nRandomizedDelaySec=0\n",
+    )
+    .unwrap();
+    m.must(&["systemctl", "daemon-reload"]).unwrap();
+    m.must(&["systemctl", "start", &format!("{unit}.timer")]).unwrap();
+    wait_for("the timer's service to run", Duration::from_secs(180), || {
+        let show = m
+            .must(&[
+                "systemctl",
+                "show",
+                "-p",
+                "ActiveState,ExecMainExitTimestampMonotonic",
+                &format!("{unit}.service"),
+            ])
+            .unwrap();
+        let ran = show.contains("ActiveState=inactive") && !show.contains("ExecMainExitTimestampMonotonic=0");
+        ran || show.contains("ActiveState=failed")
+    });
+    let result = m.must(&["systemctl", "show", "--value", "-p", "Result", &format!("{unit}.service")]).unwrap();
+    assert_eq!(
+        result.trim(),
+        "success",
+        "{}",
+        m.must(&["journalctl", "-u", &format!("{unit}.service"), "--no-pager"]).unwrap()
+    );
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (Some("v2"), Some("v1"), None));
+    journal_entry(&m, message_id::STAGED, &checksum(&host.status.staged), 0);
+
+    m.reboot().unwrap();
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v2"), Some("v1")));
+}
+
+#[test]
+fn killing_hostd_mid_pull_leaves_v1_booted_and_the_next_upgrade_works() {
+    let registry = TestRegistry::start().unwrap();
+    let mut m = booted_v1();
+    registry.push(&format!("{}:v3", m.oci_dir().display()), "testos:v3").unwrap();
+    // v3's large layer takes many seconds through this link.
+    let link = SlowLink::start(registry.port, 1 << 20).unwrap();
+    m.write_file(
+        "/etc/containers/registries.conf.d/50-test.conf",
+        &format!("[[registry]]\nlocation = \"{}\"\ninsecure = true\n", link.host()),
+    )
+    .unwrap();
+
+    let image = format!("{}/testos:v3", link.host());
+    let switch = Background::start(&m, None, &["hostctl", "switch", "--transport", "registry", &image]);
+    wait_for("the pull to bring its first bytes", Duration::from_secs(60), || {
+        let Some(job) = active_job(&m) else { return false };
+        job_property(&m, &job, "Phase") == "s \"pulling\"" && job_property(&m, &job, "BytesDone") != "t 0"
+    });
+    let pid = m.must(&["systemctl", "show", "--value", "-p", "MainPID", "hostd.service"]).unwrap();
+    m.must(&["kill", "-9", pid.trim()]).unwrap();
+    let switch_ended = switch.wait(Duration::from_secs(30));
+
+    // A new hostd (activated by this call) sees the host as it was.
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (None, Some("v1"), None));
+    assert_eq!(host.spec.image.as_ref().map(|i| i.image.as_str()), Some(m.tracked_image().as_str()));
+    let state =
+        m.must(&["busctl", "get-property", "org.hostd.Host1", "/org/hostd/Host1", "org.hostd.Host1", "State"]).unwrap();
+    assert_eq!(state.trim(), "s \"idle\"");
+    assert!(!reboot_required(&m));
+    m.sysroot().fsck().unwrap();
+
+    m.reboot().unwrap();
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v1"), None));
+    success("hostctl cleanup", &m.hostctl(None, &["cleanup"]).unwrap());
+    m.journal_entry(message_id::CLEANED_UP, &[("INITIATOR_UID", "0")]).unwrap();
+    m.publish("v2").unwrap();
+    success("hostctl upgrade", &m.hostctl(None, &["upgrade"]).unwrap());
+    assert_eq!(slots(&m.status().unwrap()), (Some("v2"), Some("v1"), None));
+    // The client following the job notices that hostd is gone.
+    match switch_ended {
+        Some(out) => assert!(!out.status.success(), "hostctl switch succeeded although hostd died:\n{}", text(&out)),
+        None => panic!("hostctl switch still waited for its job 30 s after hostd was killed"),
+    }
+}
+
+#[test]
+fn a_user_outside_wheel_may_not_upgrade_and_nothing_is_staged() {
+    let m = booted_v1();
+    m.add_user(PLAIN_USER, false).unwrap();
+    m.publish("v2").unwrap();
+
+    let out = m.hostctl(Some(PLAIN_USER), &["upgrade"]).unwrap();
+    assert_eq!(out.status.code(), Some(5), "exit code of a denied call:\n{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("NotAuthorized"), "{stderr}");
+
+    success("hostctl status as a plain user", &m.hostctl(Some(PLAIN_USER), &["status"]).unwrap());
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v1"), None));
+    assert!(!m.exists("/run/ostree/staged-deployment").unwrap());
+    assert!(m.journal_entries(message_id::STAGED).unwrap().is_empty(), "nothing was staged");
+    assert!(!reboot_required(&m));
+}
+
+/// The job the guest's hostd runs, if any.
+fn active_job(m: &BootedMachine) -> Option<String> {
+    let out = m
+        .run(&["busctl", "get-property", "org.hostd.Host1", "/org/hostd/Host1", "org.hostd.Host1", "ActiveJob"])
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().strip_prefix("o ")?.trim_matches('"').to_string();
+    (path != "/").then_some(path)
+}
+
+/// `busctl get-property` output of a job property (`s "pulling"`, `t 42`).
+fn job_property(m: &BootedMachine, job: &str, name: &str) -> String {
+    let out = m.run(&["busctl", "get-property", "org.hostd.Host1", job, "org.hostd.Host1.Job", name]).unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `/etc/hostd/hostd.d/50-auto.toml` in the guest, then `hostctl reload`.
+fn configure_updates(m: &BootedMachine, toml: &str) {
+    m.write_file("/etc/hostd/hostd.d/50-auto.toml", toml).unwrap();
+    success("hostctl reload", &m.hostctl(None, &["reload"]).unwrap());
+}
+
+/// A one-minute window every day, twelve hours from now (UTC): closed now.
+fn closed_window() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let start = (now / 60 + 12 * 60) % (24 * 60);
+    format!(
+        "time_zone = \"UTC\"\n[[updates.window]]\ndays = [\"Mon\", \"Tue\", \"Wed\", \"Thu\", \"Fri\", \"Sat\", \"Sun\"]\nstart = \"{:02}:{:02}\"\nlength = 1\n",
+        start / 60,
+        start % 60
+    )
+}
+
+#[test]
+fn each_unattended_policy_does_what_it_documents_on_a_booted_host() {
+    let mut m = booted_v1();
+    m.publish("v2").unwrap();
+    let v2_digest = m.images().v2.digest.clone();
+    let auto = |m: &BootedMachine| success("hostctl upgrade --auto", &m.hostctl(None, &["upgrade", "--auto"]).unwrap());
+
+    configure_updates(&m, "[updates]\npolicy = \"none\"\n");
+    assert!(auto(&m).contains("Automatic updates are off"));
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v1"), None));
+
+    configure_updates(&m, "[updates]\npolicy = \"check\"\n");
+    auto(&m);
+    let host = m.status().unwrap();
+    let cached = host.status.booted.as_ref().and_then(|b| b.cached_update.as_ref()).expect("a cached update");
+    assert_eq!(cached.image_digest, v2_digest);
+    assert_eq!(slots(&host), (None, Some("v1"), None), "check stages nothing");
+
+    configure_updates(&m, "[updates]\npolicy = \"download\"\n");
+    auto(&m);
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (Some("v2"), Some("v1"), None));
+    assert!(host.status.staged.as_ref().unwrap().download_only, "download stages locked");
+    assert!(!reboot_required(&m));
+
+    configure_updates(&m, "[updates]\npolicy = \"stage\"\n");
+    auto(&m);
+    assert!(!m.status().unwrap().status.staged.as_ref().unwrap().download_only);
+    assert!(reboot_required(&m));
+
+    // apply, but only inside a maintenance window: postponed, users told why.
+    configure_updates(&m, &format!("[updates]\npolicy = \"apply\"\nstrategy = \"periodic\"\n{}", closed_window()));
+    let said = auto(&m);
+    assert!(said.contains("Reboot postponed: outside the maintenance windows; the next opens"), "{said}");
+    assert!(m.running().unwrap(), "no reboot outside the window");
+    assert!(reboot_required(&m));
+    let shown = success("hostctl status", &m.hostctl(None, &["status"]).unwrap());
+    assert!(shown.contains("Automatic updates: policy apply, strategy periodic"), "{shown}");
+    assert!(shown.contains("Reboot pending: staged deployment") && shown.contains("outside the maintenance windows"), "{shown}");
+    m.journal_entry(message_id::REBOOT_BLOCKED, &[("INITIATOR_UID", "0")]).unwrap();
+
+    // apply, immediately: the run reboots into v2 by itself.
+    configure_updates(&m, "[updates]\npolicy = \"apply\"\n");
+    let run = Background::start(&m, None, &["hostctl", "upgrade", "--auto"]);
+    assert_eq!(m.wait_for_shutdown(Duration::from_secs(120)).unwrap(), Exit::Rebooted);
+    drop(run);
+    m.boot().unwrap();
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v2"), Some("v1")));
+}
+
+#[test]
+fn fleet_lock_lets_one_host_of_a_group_reboot_at_a_time() {
+    let server = StandInServer::semaphore(1);
+    let address = server.address().to_string();
+    let config = format!(
+        "[updates]\npolicy = \"apply\"\nstrategy = \"fleet-lock\"\n[updates.fleet_lock]\nurl = \"http://{address}\"\ngroup = \"workers\"\n"
+    );
+    let mut a = booted_v1();
+    let mut b = booted_v1();
+    // Every host of a fleet has its own machine id (the node id derives from it).
+    for (m, id) in [(&a, "a"), (&b, "b")] {
+        m.write_file("/etc/machine-id", &format!("{}\n", id.repeat(32))).unwrap();
+        m.publish("v2").unwrap();
+        configure_updates(m, &config);
+        m.must(&["systemctl", "enable", "hostd-steady-state.service"]).unwrap();
+    }
+    let steady_states = |s: &StandInServer| s.seen().iter().filter(|r| r.path == "/v1/steady-state").count();
+
+    // A takes the group's only slot and reboots into v2.
+    let run = Background::start(&a, None, &["hostctl", "upgrade", "--auto"]);
+    assert_eq!(a.wait_for_shutdown(Duration::from_secs(120)).unwrap(), Exit::Rebooted);
+    drop(run);
+
+    // B stages v2 too but waits for the slot.
+    let out = b.hostctl(None, &["upgrade", "--auto"]).unwrap();
+    let said = success("hostctl upgrade --auto", &out);
+    assert!(
+        said.contains("Reboot postponed: the lock manager gave no reboot slot: failed_lock_semaphore_full"),
+        "{}",
+        text(&out)
+    );
+    assert!(b.running().unwrap());
+    assert!(reboot_required(&b));
+    b.journal_entry(message_id::REBOOT_BLOCKED, &[]).unwrap();
+
+    // A is back: hostd-steady-state.service gives the slot back.
+    a.boot().unwrap();
+    assert_eq!(slots(&a.status().unwrap()), (None, Some("v2"), Some("v1")));
+    wait_for("A's steady-state report", Duration::from_secs(30), || steady_states(&server) == 1);
+
+    // The lock manager is down: B keeps waiting, hostd keeps serving.
+    drop(server);
+    let said = success("hostctl upgrade --auto", &b.hostctl(None, &["upgrade", "--auto"]).unwrap());
+    assert!(said.contains("Reboot postponed: no reboot slot:") && said.contains("unreachable"), "{said}");
+    assert!(b.running().unwrap());
+    b.must(&["systemctl", "is-active", "hostd.service"]).unwrap();
+
+    // Back again: B's next run gets the slot and reboots.
+    let server = StandInServer::semaphore_at(&address, 1);
+    let run = Background::start(&b, None, &["hostctl", "upgrade", "--auto"]);
+    assert_eq!(b.wait_for_shutdown(Duration::from_secs(120)).unwrap(), Exit::Rebooted);
+    drop(run);
+    b.boot().unwrap();
+    assert_eq!(slots(&b.status().unwrap()), (None, Some("v2"), Some("v1")));
+    wait_for("B's steady-state report", Duration::from_secs(30), || steady_states(&server) == 1);
+}
