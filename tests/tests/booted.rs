@@ -393,7 +393,8 @@ fn the_fetch_apply_timer_stages_the_update_without_a_manual_call() {
     );
     let host = m.status().unwrap();
     assert_eq!(slots(&host), (Some("v2"), Some("v1"), None));
-    journal_entry(&m, message_id::STAGED, &checksum(&host.status.staged), 0);
+    let entry = journal_entry(&m, message_id::STAGED, &checksum(&host.status.staged), 0);
+    assert_eq!(entry["INITIATOR_UNIT"], format!("{unit}.service"), "the journal names the unit that asked");
 
     m.reboot().unwrap();
     assert_eq!(slots(&m.status().unwrap()), (None, Some("v2"), Some("v1")));
