@@ -2,7 +2,7 @@
 #
 #   make build                      release build of the whole workspace
 #   make install DESTDIR=<dir>      install into <dir>$(PREFIX)
-#   make deps | test | test-fast | demo | verify-units
+#   make deps | test | test-fast | torture | demo | verify-units
 
 PREFIX ?= /usr
 DESTDIR ?=
@@ -23,7 +23,7 @@ RELEASE := target/release
 ACTIVATION := systemd-units/org.hostd.Host1.service
 UNITS := $(filter-out $(ACTIVATION),$(wildcard systemd-units/*.service systemd-units/*.timer))
 
-.PHONY: all build install deps demo test test-fast fuzz verify-units
+.PHONY: all build install deps demo test test-fast torture fuzz verify-units
 
 all: build
 
@@ -58,6 +58,13 @@ test: deps
 
 test-fast:
 	bash scripts/test --fast
+
+# tests/tests/torture.rs with 50 kill -9 trials per operation (make test runs
+# 5); HOSTD_TORTURE_SEED=<n> repeats a run.
+TORTURE_TRIALS ?= 50
+torture: deps
+	$(CARGO) build --workspace --all-targets
+	HOSTD_TORTURE_TRIALS=$(TORTURE_TRIALS) $(CARGO) test -p hostd-tests --test torture -- --test-threads=2 --nocapture
 
 # The property tests of the image-reference and options parsers, long and
 # with a fresh random seed (make test runs them seeded and short). Inputs

@@ -53,6 +53,19 @@ pub enum Command {
     Reload,
 }
 
+impl Command {
+    /// How the verb's job is shown, for verbs that start one.
+    pub fn job_output(&self) -> Option<&JobOutput> {
+        match self {
+            Command::Upgrade(a) => Some(&a.output),
+            Command::Switch(a) => Some(&a.output),
+            Command::Stage(a) | Command::Rollback(a) => Some(&a.output),
+            Command::Cleanup(o) => Some(o),
+            _ => None,
+        }
+    }
+}
+
 /// `status` options.
 #[derive(Debug, Args)]
 pub struct StatusArgs {

@@ -10,6 +10,13 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
+    // Checked before the runtime opens descriptors of its own, one of which
+    // could otherwise take a number the caller did not pass.
+    if let Some(fd) = args.command.job_output().and_then(|o| o.progress_fd) {
+        if let Err(e) = watch::check_progress_fd(fd) {
+            return exit::report(&e).into();
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

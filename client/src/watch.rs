@@ -135,19 +135,14 @@ struct BootcProgress {
 
 impl BootcProgress {
     fn open(fd: i32) -> Result<BootcProgress, Error> {
-        if fd < 3 {
-            return Err(Error::InvalidArgument(format!("--progress-fd {fd} must be 3 or higher")));
-        }
-        if nix_fd_is_open(fd) {
-            // The caller handed this descriptor to us; we own it from here on.
-            #[allow(unsafe_code)]
-            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-            let mut p = BootcProgress { out: std::fs::File::from(owned), last: None };
-            p.write(json!({"type": "Start", "version": "0.1.0"}));
-            Ok(p)
-        } else {
-            Err(Error::InvalidArgument(format!("--progress-fd {fd} is not open")))
-        }
+        check_progress_fd(fd)?;
+        // The caller handed this descriptor to us (checked in main, before
+        // anything of our own was opened); we own it from here on.
+        #[allow(unsafe_code)]
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut p = BootcProgress { out: std::fs::File::from(owned), last: None };
+        p.write(json!({"type": "Start", "version": "0.1.0"}));
+        Ok(p)
     }
 
     fn write(&mut self, v: serde_json::Value) {
@@ -180,8 +175,15 @@ impl BootcProgress {
 /// Job phases in the order a job passes through them.
 const PHASES: [&str; 6] = ["checking", "pulling", "importing", "staging", "cleanup", "rebooting"];
 
-fn nix_fd_is_open(fd: i32) -> bool {
-    std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists()
+/// `--progress-fd` must name a descriptor the caller passed: 3 or higher, open.
+pub fn check_progress_fd(fd: i32) -> Result<(), Error> {
+    if fd < 3 {
+        return Err(Error::InvalidArgument(format!("--progress-fd {fd} must be 3 or higher")));
+    }
+    if !std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists() {
+        return Err(Error::InvalidArgument(format!("--progress-fd {fd} is not open")));
+    }
+    Ok(())
 }
 
 /// How following a job ended.

@@ -153,10 +153,13 @@ impl ImageBuilder {
     }
 }
 
-/// Later versions get later build times, so upgrades are not downgrades.
-fn created_for(version: &str) -> String {
+/// Later versions get later build times, so upgrades are not downgrades:
+/// one minute apart, which leaves room for the torture's hundreds of
+/// versions (days would wrap within a month).
+pub fn created_for(version: &str) -> String {
     let n: u32 = version.trim_start_matches(|c: char| !c.is_ascii_digit()).parse().unwrap_or(0);
-    format!("2026-01-{:02}T00:00:00Z", (n % 28) + 1)
+    assert!(n < 28 * 24 * 60, "version {version} is too high for January");
+    format!("2026-01-{:02}T{:02}:{:02}:00Z", n / (24 * 60) + 1, n / 60 % 24, n % 60)
 }
 
 fn write_tree(

@@ -16,10 +16,12 @@
 //! - [`offline`]: v1 deployed on an offline sysroot, and readers of its status.
 //! - [`fleetlock`]: a stand-in FleetLock lock manager on 127.0.0.1.
 //! - [`journal`]: the journal entries hostd sends, caught at the socket.
+//! - [`consistency`]: what a host must look like after any fault.
 //!
 //! Everything started is stopped on drop, also when a test panics.
 
 pub mod booted;
+pub mod consistency;
 pub mod fixture;
 pub mod fleetlock;
 pub mod jobs;

@@ -206,6 +206,22 @@ impl TestMachine {
             .is_ok_and(|s| s.success())
     }
 
+    /// `kill -9` hostd and its children (skopeo), as a crash or the OOM
+    /// killer would, and wait until the bus has seen it go; its pid.
+    pub fn kill_hostd(&self) -> Option<u32> {
+        let pid = self.hostd_pid()?;
+        // Collected first: once hostd is gone its children are re-parented.
+        let children = children_of(pid);
+        for p in std::iter::once(pid).chain(children) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.hostd_running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(pid)
+    }
+
     /// The pid of the running hostd, if any.
     pub fn hostd_pid(&self) -> Option<u32> {
         let out = Command::new("busctl")
@@ -216,6 +232,21 @@ impl TestMachine {
         let text = String::from_utf8_lossy(&out.stdout);
         text.split_whitespace().nth(1)?.parse().ok()
     }
+}
+
+/// Pids whose parent is `parent`, from `/proc/<pid>/stat`.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(parent))
+        .collect()
+}
+
+/// The parent pid: the second field after the parenthesised command name.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn bus_config(state: &Path) -> String {

@@ -75,6 +75,12 @@ impl TestRegistry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// `kill -9` the registry, as a crash of the server would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Copy the OCI image `oci_name` (`<dir>:<tag>`) to `repository:tag` here.
     pub fn push(&self, oci_name: &str, name: &str) -> Result<()> {
         run(Command::new("skopeo")

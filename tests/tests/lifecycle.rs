@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use hostd_tests::consistency;
 use hostd_tests::journal::{message_id, JournalSocket};
 use hostd_tests::machine::{TestMachine, ADMIN, USER};
 use hostd_tests::offline::{deployed, host_with_v1, status, text, vd};
@@ -26,27 +27,8 @@ fn admin(machine: &TestMachine, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The deployment a bootloader following the BLS entries boots: the entry
-/// with the highest `version`, resolved through its `ostree=` argument.
 fn bls_default_checksum(sysroot: &Path) -> String {
-    let entries = std::fs::read_dir(sysroot.join("boot/loader/entries")).unwrap();
-    let (_, options) = entries
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .map(|conf| {
-            let field = |key: &str| {
-                conf.lines()
-                    .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            (field("version").parse::<u32>().unwrap(), field("options"))
-        })
-        .max()
-        .expect("BLS entries exist");
-    let karg = options.split_whitespace().find_map(|a| a.strip_prefix("ostree=")).expect("ostree= karg");
-    let deployment = std::fs::canonicalize(sysroot.join(karg.trim_start_matches('/'))).unwrap();
-    let name = deployment.file_name().unwrap().to_string_lossy().into_owned();
-    name.split('.').next().unwrap().to_string()
+    consistency::bls_default_checksum(sysroot).unwrap()
 }
 
 #[tokio::test]

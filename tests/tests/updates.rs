@@ -106,7 +106,14 @@ impl Fd3 for Command {
         #[allow(unsafe_code)]
         unsafe {
             self.pre_exec(move || {
-                nix::unistd::dup2(file.as_raw_fd(), 3).map_err(std::io::Error::from)?;
+                let fd = file.as_raw_fd();
+                if fd == 3 {
+                    // dup2 onto itself would keep close-on-exec set.
+                    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+                        .map_err(std::io::Error::from)?;
+                } else {
+                    nix::unistd::dup2(fd, 3).map_err(std::io::Error::from)?;
+                }
                 Ok(())
             });
         }

@@ -55,8 +55,8 @@ async fn execute(sysroot: &SysrootPath, job: &JobShared) -> Result<Outcome, Erro
         JobKind::Upgrade | JobKind::Switch => {
             sysroot::deploy::update(sysroot, request.image.as_ref(), &request.options, job, cancel).await
         }
-        JobKind::Stage => sysroot::deploy::stage(sysroot, &request.options, job).await,
-        JobKind::Rollback => sysroot::rollback::rollback(sysroot, job).await,
+        JobKind::Stage => sysroot::deploy::stage(sysroot, &request.options, job, cancel).await,
+        JobKind::Rollback => sysroot::rollback::rollback(sysroot, job, cancel).await,
         JobKind::Cleanup => sysroot::cleanup::cleanup(sysroot, job, cancel).await,
     }
 }

@@ -18,7 +18,7 @@ pub async fn cleanup(
 ) -> Result<Outcome, Error> {
     progress.phase(Phase::Cleanup, "pruning");
     let locked = sysroot
-        .lock(|| progress.message("waiting for the sysroot lock"))
+        .lock(cancel, || progress.message("waiting for the sysroot lock"))
         .await
         .map_err(classify)?;
     if cancel.is_cancelled() {

@@ -37,7 +37,7 @@ pub async fn update(
     cancel: &CancellationToken,
 ) -> Result<Outcome, Error> {
     let locked = sysroot
-        .lock(|| progress.message("waiting for the sysroot lock"))
+        .lock(cancel, || progress.message("waiting for the sysroot lock"))
         .await
         .map_err(classify)?;
     let booted = locked.booted_deployment().is_some();
@@ -118,10 +118,15 @@ pub async fn update(
 
 /// `Stage`: promote a downloaded update without touching the network. With
 /// `apply`, an update that is already queued is fine: the reboot follows.
-pub async fn stage(sysroot: &SysrootPath, options: &Options, progress: &dyn Progress) -> Result<Outcome, Error> {
+pub async fn stage(
+    sysroot: &SysrootPath,
+    options: &Options,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<Outcome, Error> {
     progress.phase(Phase::Staging, "queuing the downloaded update");
     let locked = sysroot
-        .lock(|| progress.message("waiting for the sysroot lock"))
+        .lock(cancel, || progress.message("waiting for the sysroot lock"))
         .await
         .map_err(classify)?;
     if let Some(staged) = locked.staged_deployment() {

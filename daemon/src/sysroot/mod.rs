@@ -31,6 +31,7 @@ use ostree_ext::container::deploy::ORIGIN_CONTAINER;
 use ostree_ext::container::OstreeImageReference;
 use ostree_ext::sysroot::SysrootLock;
 use ostree_ext::{gio, ostree};
+use tokio_util::sync::CancellationToken;
 
 use crate::journal::Change;
 
@@ -120,7 +121,7 @@ impl SysrootPath {
     /// Open, load and lock the sysroot for a mutating operation. Waits for the
     /// lock (another `ostree admin` or bootc may hold it) and tells `on_wait`
     /// once, so the job can say why it is not moving.
-    pub async fn lock(&self, on_wait: impl FnOnce()) -> Result<LockedSysroot> {
+    pub async fn lock(&self, cancel: &CancellationToken, on_wait: impl FnOnce()) -> Result<LockedSysroot> {
         let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(&self.path)));
         if self.path == Path::new("/") {
             enter_private_mount_namespace()?;
@@ -130,6 +131,11 @@ impl SysrootPath {
         while !sysroot.try_lock().context("locking the sysroot")? {
             if let Some(f) = on_wait.take() {
                 f();
+            }
+            // Another tool may hold the lock for good: Cancel() and the
+            // time limit must still end the job.
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled("cancelled while waiting for the sysroot lock".into()).into());
             }
             tokio::time::sleep(LOCK_POLL_INTERVAL).await;
         }

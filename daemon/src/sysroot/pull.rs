@@ -67,7 +67,7 @@ pub async fn check(
     cancel: &CancellationToken,
 ) -> Result<Outcome, Error> {
     progress.phase(Phase::Checking, "fetching the image manifest");
-    let locked = sysroot.lock(|| progress.message("waiting for the sysroot lock")).await.map_err(classify)?;
+    let locked = sysroot.lock(cancel, || progress.message("waiting for the sysroot lock")).await.map_err(classify)?;
     let (merge, imgref) = tracked_image(&locked)?;
     let repo = locked.repo();
     let mut imp = open(&repo, &imgref).await?;

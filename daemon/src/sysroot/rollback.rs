@@ -7,6 +7,7 @@ use std::path::Path;
 
 use hostd_interface::Error;
 use ostree_ext::{gio, ostree};
+use tokio_util::sync::CancellationToken;
 
 use super::errors::classify;
 use super::progress::{Phase, Progress};
@@ -15,10 +16,14 @@ use super::{origin_reference, Outcome, SysrootPath};
 use crate::journal::{Change, Event};
 
 /// `Rollback`.
-pub async fn rollback(sysroot: &SysrootPath, progress: &dyn Progress) -> Result<Outcome, Error> {
+pub async fn rollback(
+    sysroot: &SysrootPath,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<Outcome, Error> {
     progress.phase(Phase::Staging, "reordering deployments");
     let locked = sysroot
-        .lock(|| progress.message("waiting for the sysroot lock"))
+        .lock(cancel, || progress.message("waiting for the sysroot lock"))
         .await
         .map_err(classify)?;
     let deployments = locked.deployments();

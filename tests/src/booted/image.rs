@@ -36,10 +36,6 @@ pub const V3_PAYLOAD_BYTES: usize = 24 << 20;
 /// The kernel argument each version's kargs.d adds (`testos.release=<version>`).
 pub const RELEASE_KARG: &str = "testos.release";
 
-/// Build time of v1: what the fixture's `derive` gives a version 1, so the
-/// derived v2 and v3 are later builds, not downgrades.
-const V1_CREATED: &str = "2026-01-02T00:00:00Z";
-
 /// The three versions, in one read-only OCI directory (tags `v1`, `v2`, `v3`).
 #[derive(Debug)]
 pub struct TestOsImages {
@@ -261,7 +257,9 @@ fn commit_and_encapsulate(tree: &Path, repo_path: &Path, oci: &Path) -> Result<B
     let dest = ImageReference { transport: Transport::OciDir, name: name.clone() };
     let mut opts = ExportOpts::default();
     opts.copy_meta_keys = vec!["version".into()];
-    opts.created = Some(V1_CREATED.into());
+    // What the fixture's `derive` gives a version 1: the derived v2 and v3
+    // are later builds, not downgrades.
+    opts.created = Some(crate::fixture::created_for("v1"));
     // The fastest gzip level: the image never leaves this machine.
     opts.skip_compression = true;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
