@@ -10,7 +10,7 @@ use sd_notify::NotifyState;
 use crate::config::Config;
 use crate::context::Context;
 use crate::reboot::marker::{self, Marker};
-use crate::sysroot::{watch, SysrootPath};
+use crate::sysroot::{cleanup, watch, SysrootPath};
 
 /// What `hostd` was started with.
 #[derive(Debug, Clone)]
@@ -41,6 +41,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     }
     if !matches!(&*loaded, Err(hostd_interface::Error::NotImageBased(_))) {
         watch::spawn(&settings.sysroot, booted, ctx.status.clone()).context("watching the sysroot")?;
+        cleanup::finish_interrupted_work(&ctx.sysroot);
     }
     if booted {
         let marker = Marker::new(std::path::Path::new(marker::RUN_DIR));

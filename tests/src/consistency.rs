@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 use hostd_interface::proxy::Host1Proxy;
@@ -50,7 +50,7 @@ pub fn bls_checksums(sysroot: &Path) -> Result<Vec<String>> {
         let version: u32 = bls_field(&conf, "version").parse().context("BLS version")?;
         entries.push((version, deployment_of(sysroot, &bls_field(&conf, "options"))?));
     }
-    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
     Ok(entries.into_iter().map(|(_, checksum)| checksum).collect())
 }
 
@@ -79,25 +79,34 @@ pub async fn check_host(
     allowed: &dyn Fn(&[String]) -> bool,
     marker: &RebootMarker,
 ) -> Result<Vec<String>> {
-    sysroot.fsck().context("ostree fsck")?;
-    check_layout(sysroot, proxy, allowed, marker).await
-}
-
-/// [`check_host`] without `ostree fsck`: for the moments a repo may hold
-/// an unreachable, half-pruned commit (see docs/reliability.md).
-pub async fn check_layout(
-    sysroot: &TestSysroot,
-    proxy: &Host1Proxy<'_>,
-    allowed: &dyn Fn(&[String]) -> bool,
-    marker: &RebootMarker,
-) -> Result<Vec<String>> {
     let found = sysroot.deployment_checksums()?;
     ensure!(allowed(&found), "deployments {found:?} are neither the old nor the new ones");
     let boots = bls_checksums(sysroot.path())?;
     ensure!(boots == found, "BLS entries boot {boots:?}, deployments are {found:?}");
     check_daemon(proxy, found.len()).await?;
+    wait_for_clean_up_behind_a_killed_daemon(sysroot).await?;
+    sysroot.fsck().context("ostree fsck")?;
     marker.unchanged()?;
     Ok(found)
+}
+
+/// hostd's record of work under the sysroot lock; a new hostd that finds
+/// it left behind cleans up (finishing an interrupted prune) and removes it.
+const WORK_MARKER: &str = "ostree/hostd/work-in-progress";
+
+/// How long the clean-up of a tmpfs test sysroot may take.
+const CLEAN_UP_LIMIT: Duration = Duration::from_secs(30);
+
+/// Wait until no hostd work is recorded as in progress. `Status` must have
+/// started the daemon that does the clean-up.
+async fn wait_for_clean_up_behind_a_killed_daemon(sysroot: &TestSysroot) -> Result<()> {
+    let marker = sysroot.path().join(WORK_MARKER);
+    let deadline = Instant::now() + CLEAN_UP_LIMIT;
+    while marker.exists() {
+        ensure!(Instant::now() < deadline, "{} still exists after {CLEAN_UP_LIMIT:?}", marker.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// `Status` answers (this re-activates a killed daemon) with `deployments`

@@ -17,6 +17,8 @@
 //! - [`fleetlock`]: a stand-in FleetLock lock manager on 127.0.0.1.
 //! - [`journal`]: the journal entries hostd sends, caught at the socket.
 //! - [`consistency`]: what a host must look like after any fault.
+//! - [`inject`]: a `PATH` without skopeo, a skopeo that crashes on demand,
+//!   and `ostree admin` holding the sysroot lock.
 //!
 //! Everything started is stopped on drop, also when a test panics.
 
@@ -24,6 +26,7 @@ pub mod booted;
 pub mod consistency;
 pub mod fixture;
 pub mod fleetlock;
+pub mod inject;
 pub mod jobs;
 pub mod journal;
 pub mod machine;

@@ -20,6 +20,16 @@ pub const USER: (&str, u32) = ("hostd-user", 4102);
 /// A user the tests grant only `check`.
 pub const CHECKER: (&str, u32) = ("hostd-checker", 4103);
 
+/// Optional parts of a machine.
+#[derive(Default)]
+pub struct Extras<'a> {
+    /// Where hostd's journal entries go (else nowhere).
+    pub journal: Option<&'a JournalSocket>,
+    /// Environment for hostd, e.g. a `PATH` that finds a fault-injecting
+    /// `skopeo` first. Values must not contain spaces.
+    pub hostd_env: Vec<(&'static str, String)>,
+}
+
 /// The running machine; stopped on drop.
 pub struct TestMachine {
     state: tempfile::TempDir,
@@ -32,15 +42,16 @@ impl TestMachine {
     /// Start a machine whose hostd manages `sysroot` with `config` as
     /// `/etc/hostd/hostd.toml`.
     pub fn start(sysroot: &Path, config: &str) -> Result<TestMachine> {
-        TestMachine::start_with(sysroot, config, None)
+        TestMachine::start_with(sysroot, config, Extras::default())
     }
 
     /// Like [`TestMachine::start`], with hostd's journal entries going to `journal`.
     pub fn start_with_journal(sysroot: &Path, config: &str, journal: &JournalSocket) -> Result<TestMachine> {
-        TestMachine::start_with(sysroot, config, Some(journal.dir()))
+        TestMachine::start_with(sysroot, config, Extras { journal: Some(journal), ..Extras::default() })
     }
 
-    fn start_with(sysroot: &Path, config: &str, journal_dir: Option<&Path>) -> Result<TestMachine> {
+    /// Like [`TestMachine::start`], with the optional parts in `extras`.
+    pub fn start_with(sysroot: &Path, config: &str, extras: Extras<'_>) -> Result<TestMachine> {
         let state = tempfile::Builder::new().prefix("hostd-machine-").tempdir()?;
         let s = state.path();
         let address = format!("unix:path={}", s.join("bus.sock").display());
@@ -55,7 +66,8 @@ impl TestMachine {
         std::fs::write(
             s.join("services/org.hostd.Host1.service"),
             format!(
-                "[D-BUS Service]\nName=org.hostd.Host1\nExec=/usr/bin/env HOSTD_LOG=hostd=debug,info {} --sysroot {} --config-root {}\nUser=root\n",
+                "[D-BUS Service]\nName=org.hostd.Host1\nExec=/usr/bin/env HOSTD_LOG=hostd=debug,info{} {} --sysroot {} --config-root {}\nUser=root\n",
+                extras.hostd_env.iter().map(|(k, v)| format!(" {k}={v}")).collect::<String>(),
                 binary("hostd").display(),
                 sysroot.display(),
                 config_root.display()
@@ -67,7 +79,7 @@ impl TestMachine {
             .arg(repo_root().join("tests/env/machine.sh"))
             .arg(s)
             .arg(repo_root().join("polkit-rules/org.hostd.host1.policy"))
-            .args(journal_dir)
+            .args(extras.journal.map(JournalSocket::dir))
             .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

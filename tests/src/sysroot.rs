@@ -1,5 +1,6 @@
 //! Throwaway ostree sysroots on a tmpfs.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -102,9 +103,39 @@ impl TestSysroot {
         Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
     }
 
+    /// Take every free byte of the sysroot's filesystem, as another
+    /// program filling the disk would; given back when the result drops.
+    pub fn fill_up(&self) -> Result<DiskFiller> {
+        let path = self.path.join("hostd-test-filler");
+        let file = std::fs::File::create_new(&path).context("creating the filler file")?;
+        let filler = DiskFiller { path };
+        // Other writers may be running: grab in chunks, halving a chunk
+        // whenever it no longer fits, down to a page.
+        let (mut offset, mut chunk) = (0i64, 64i64 << 20);
+        while chunk >= 4096 {
+            match nix::fcntl::fallocate(file.as_raw_fd(), nix::fcntl::FallocateFlags::empty(), offset, chunk) {
+                Ok(()) => offset += chunk,
+                Err(nix::errno::Errno::ENOSPC) => chunk /= 2,
+                Err(e) => return Err(e).context("allocating the free space"),
+            }
+        }
+        Ok(filler)
+    }
+
     /// The sysroot path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// A file holding all the space that was free; removed on drop.
+pub struct DiskFiller {
+    path: PathBuf,
+}
+
+impl Drop for DiskFiller {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -4,6 +4,8 @@
 //! `hostd_tests::consistency`) with an idle daemon.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hostd_interface::names::{BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH};
@@ -13,8 +15,10 @@ use hostd_interface::Error;
 use hostd_tests::consistency::{check_daemon, check_host, RebootMarker};
 use hostd_tests::fixture::BuiltImage;
 use hostd_tests::jobs::{call_error, run_job, JobWatch};
-use hostd_tests::machine::TestMachine;
+use hostd_tests::inject::{CrashingSkopeo, OstreeAdminHoldingTheLock, PathWithoutSkopeo};
+use hostd_tests::machine::{Extras, TestMachine};
 use hostd_tests::offline::{deployed, host_with_v1, status_json, vd, OfflineHost};
+use hostd_tests::run;
 use hostd_tests::registry::{oci_layer_digests, SlowLink, TestRegistry};
 use zbus::{Connection, Variant};
 
@@ -35,9 +39,15 @@ struct Host {
 }
 
 async fn host(sizes: &[(&'static str, usize)]) -> Host {
+    host_with_env(sizes, Vec::new()).await
+}
+
+/// Like [`host`], with `hostd_env` in hostd's environment.
+async fn host_with_env(sizes: &[(&'static str, usize)], hostd_env: Vec<(&'static str, String)>) -> Host {
     let marker = RebootMarker::observe();
     let h = host_with_v1("512m", sizes).await;
-    let machine = TestMachine::start(h.sysroot.path(), CONFIG).unwrap();
+    let extras = Extras { hostd_env, ..Extras::default() };
+    let machine = TestMachine::start_with(h.sysroot.path(), CONFIG, extras).unwrap();
     let (conn, proxy) = machine.manager().await.unwrap();
     let before = h.sysroot.deployment_checksums().unwrap();
     Host { h, machine, conn, proxy, marker, before }
@@ -70,7 +80,12 @@ struct RegistryHost {
 }
 
 async fn registry_host() -> RegistryHost {
-    let mut host = host(&[("tools", 2 << 20), ("data", 2 << 20)]).await;
+    registry_host_with_env(Vec::new()).await
+}
+
+/// Like [`registry_host`], with `hostd_env` in hostd's environment.
+async fn registry_host_with_env(hostd_env: Vec<(&'static str, String)>) -> RegistryHost {
+    let mut host = host_with_env(&[("tools", 2 << 20), ("data", 2 << 20)], hostd_env).await;
     let registry = TestRegistry::start().unwrap();
     registry.push(&host.h.builder.oci_name(), "hostd/os:stable").unwrap();
     let link = SlowLink::start(registry.port, 1 << 20).unwrap();
@@ -102,13 +117,67 @@ async fn a_registry_killed_mid_layer_fails_the_job_with_network_and_changes_noth
     r.host.unchanged().await;
 }
 
+/// libostree's transaction directories (with their lock files) in the repo's tmp/.
+fn staging_dirs(h: &OfflineHost) -> Vec<String> {
+    let tmp = h.sysroot.path().join("ostree/repo/tmp");
+    let names = std::fs::read_dir(tmp).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+    names.filter(|n| n.starts_with("staging-")).collect()
+}
+
 #[tokio::test]
 async fn hostd_killed_mid_pull_comes_back_idle_and_the_retry_deploys() {
     let r = registry_host().await;
     let _watch = upgrade_in_mid_pull(&r.host.conn).await;
     let killed = r.host.machine.kill_hostd().expect("hostd ran");
+    assert!(!staging_dirs(&r.host.h).is_empty(), "the killed pull left its transaction's staging directory");
     r.host.unchanged().await;
+    assert_eq!(staging_dirs(&r.host.h), Vec::<String>::new(), "the new hostd cleaned up behind the killed one");
     assert_ne!(r.host.machine.hostd_pid(), Some(killed), "a new hostd answered");
+    let retry = run_job(&r.host.conn, "Upgrade", &(no_options(),)).await.unwrap();
+    assert_eq!(retry.state, "succeeded", "{retry:?}");
+    assert_eq!(deployed(&r.host.conn).await[0], vd(&r.v2));
+}
+
+/// `.dirtree` objects of the repo.
+fn dirtrees(h: &OfflineHost) -> BTreeSet<PathBuf> {
+    let objects = h.sysroot.path().join("ostree/repo/objects");
+    let mut found = BTreeSet::new();
+    for prefix in std::fs::read_dir(objects).unwrap() {
+        for object in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
+            let path = object.unwrap().path();
+            if path.extension().is_some_and(|e| e == "dirtree") {
+                found.insert(path);
+            }
+        }
+    }
+    found
+}
+
+/// Leave the repo as a prune cut off halfway does: a commit no ref reaches
+/// whose tree is already deleted (`ostree fsck` fails on it).
+fn leave_a_half_pruned_commit(h: &OfflineHost) {
+    let tree = h.sysroot.dir.path().join("orphan-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("unique"), format!("{:?}", Instant::now())).unwrap();
+    let trees_before = dirtrees(h);
+    let repo = format!("--repo={}", h.sysroot.path().join("ostree/repo").display());
+    run(Command::new("ostree").args(["commit", &repo, "--orphan", "--subject=orphan"]).arg(format!("--tree=dir={}", tree.display())))
+        .unwrap();
+    for dirtree in dirtrees(h).difference(&trees_before) {
+        std::fs::remove_file(dirtree).unwrap();
+    }
+    assert!(h.sysroot.fsck().is_err(), "the half-pruned commit is damage fsck sees");
+}
+
+#[tokio::test]
+async fn the_next_hostd_finishes_a_prune_its_killed_predecessor_cut_off() {
+    let r = registry_host().await;
+    let _watch = upgrade_in_mid_pull(&r.host.conn).await;
+    // What the kill would leave had it hit the prune; only a hostd killed
+    // while it held the sysroot lock knows to clean up.
+    leave_a_half_pruned_commit(&r.host.h);
+    r.host.machine.kill_hostd().expect("hostd ran");
+    r.host.unchanged().await;
     let retry = run_job(&r.host.conn, "Upgrade", &(no_options(),)).await.unwrap();
     assert_eq!(retry.state, "succeeded", "{retry:?}");
     assert_eq!(deployed(&r.host.conn).await[0], vd(&r.v2));
@@ -133,6 +202,75 @@ async fn a_truncated_layer_in_an_oci_dir_is_refused_and_nothing_is_deployed() {
     host.unchanged().await;
 }
 
+#[tokio::test]
+async fn without_skopeo_an_upgrade_fails_naming_it_and_changes_nothing() {
+    let path = PathWithoutSkopeo::new().unwrap();
+    let host = host_with_env(&[], vec![path.env()]).await;
+    host.h.builder.build("v2", &["data"], &BTreeMap::new()).await.unwrap();
+    check_daemon(&host.proxy, 1).await.unwrap();
+    let pid = host.machine.hostd_pid();
+    let job = run_job(&host.conn, "Upgrade", &(no_options(),)).await.unwrap();
+    assert_eq!((job.state.as_str(), job.error_name.as_str()), ("failed", "org.hostd.Host1.Error.Failed"), "{job:?}");
+    assert!(job.error_message.contains("skopeo") && job.error_message.contains("not found"), "{job:?}");
+    assert_eq!(host.machine.hostd_pid(), pid, "hostd kept running");
+    host.unchanged().await;
+}
+
+#[tokio::test]
+async fn skopeo_crashing_mid_pull_fails_the_job_and_the_retry_deploys() {
+    let skopeo = CrashingSkopeo::new().unwrap();
+    let r = registry_host_with_env(vec![skopeo.env()]).await;
+    let watch = upgrade_in_mid_pull(&r.host.conn).await;
+    skopeo.crash();
+    let job = watch.finish().await.unwrap();
+    assert_eq!((job.state.as_str(), job.error_name.as_str()), ("failed", "org.hostd.Host1.Error.Failed"), "{job:?}");
+    assert!(job.error_message.starts_with(SKOPEO_CRASHED), "{job:?}");
+    r.host.unchanged().await;
+
+    skopeo.heal();
+    let retry = run_job(&r.host.conn, "Upgrade", &(no_options(),)).await.unwrap();
+    assert_eq!(retry.state, "succeeded", "{retry:?}");
+    assert_eq!(deployed(&r.host.conn).await[0], vd(&r.v2));
+}
+
+#[tokio::test]
+async fn a_disk_that_fills_up_mid_pull_fails_the_job_with_no_space_and_the_retry_deploys() {
+    let r = registry_host().await;
+    let watch = upgrade_in_mid_pull(&r.host.conn).await;
+    let filler = r.host.h.sysroot.fill_up().unwrap();
+    let job = watch.finish().await.unwrap();
+    assert_eq!((job.state.as_str(), job.error_name.as_str()), ("failed", "org.hostd.Host1.Error.NoSpace"), "{job:?}");
+    r.host.unchanged().await;
+
+    drop(filler);
+    let retry = run_job(&r.host.conn, "Upgrade", &(no_options(),)).await.unwrap();
+    assert_eq!(retry.state, "succeeded", "{retry:?}");
+    assert_eq!(deployed(&r.host.conn).await[0], vd(&r.v2));
+}
+
+#[tokio::test]
+async fn a_full_disk_during_the_deployment_write_fails_with_no_space_and_changes_nothing() {
+    let host = host(&[]).await;
+    let v2 = host.h.builder.build("v2", &["data"], &BTreeMap::new()).await.unwrap();
+    let download_only = HashMap::from([("download-only", Variant::from(true))]);
+    let download = run_job(&host.conn, "Upgrade", &(download_only,)).await.unwrap();
+    assert_eq!(download.state, "succeeded", "{download:?}");
+    assert_eq!(host.h.sysroot.deployment_checksums().unwrap(), host.before, "download-only deployed nothing");
+
+    let filler = host.h.sysroot.fill_up().unwrap();
+    let stage = run_job(&host.conn, "Stage", &(no_options(),)).await.unwrap();
+    assert_eq!((stage.state.as_str(), stage.error_name.as_str()), ("failed", "org.hostd.Host1.Error.NoSpace"), "{stage:?}");
+    host.unchanged().await;
+
+    drop(filler);
+    let retry = run_job(&host.conn, "Stage", &(no_options(),)).await.unwrap();
+    assert_eq!(retry.state, "succeeded", "{retry:?}");
+    assert_eq!(deployed(&host.conn).await, [vd(&v2), vd(&host.h.v1)]);
+}
+
+/// How a job that lost its skopeo in mid-request reports it.
+const SKOPEO_CRASHED: &str = "skopeo stopped unexpectedly (it crashed or was killed)";
+
 /// What a layer shorter than its manifest says is reported as: no name of
 /// the API fits (docs/reliability.md), so the generic one with skopeo's
 /// "corrupted blob" in the message.
@@ -146,8 +284,7 @@ async fn a_job_waits_for_a_sysroot_lock_held_elsewhere_and_its_time_limit_cancel
     let host = host(&[]).await;
     host.machine.set_config_dropin("limit.toml", Some("[daemon]\njob_timeout_secs = 2\n")).unwrap();
     host.proxy.reload_config().await.unwrap();
-    let holder = host.h.sysroot.open().unwrap();
-    holder.lock().unwrap();
+    let holder = OstreeAdminHoldingTheLock::start(&host.h.sysroot).unwrap();
 
     let started = Instant::now();
     let mut watch = JobWatch::start(&host.conn, "Cleanup", &(no_options(),)).await.unwrap();
@@ -159,7 +296,7 @@ async fn a_job_waits_for_a_sysroot_lock_held_elsewhere_and_its_time_limit_cancel
     assert_eq!((job.state.as_str(), job.error_name.as_str()), ("cancelled", "org.hostd.Host1.Error.Cancelled"), "{job:?}");
     assert!(job.error_message.contains("time limit"), "{job:?}");
     assert!(started.elapsed() < Duration::from_secs(15), "the job hung: {:?}", started.elapsed());
-    holder.unlock();
+    drop(holder);
     host.unchanged().await;
 
     let retry = run_job(&host.conn, "Cleanup", &(no_options(),)).await.unwrap();

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use hostd_interface::proxy::Host1Proxy;
-use hostd_tests::consistency::{check_host, check_layout, RebootMarker};
+use hostd_tests::consistency::{check_host, RebootMarker};
 use hostd_tests::fixture::{BuiltImage, ImageBuilder};
 use hostd_tests::jobs::run_job;
 use hostd_tests::machine::TestMachine;
@@ -44,15 +44,6 @@ impl Operation {
             Operation::Rollback => Duration::from_millis(25),
             Operation::Cleanup => Duration::from_millis(10),
         }
-    }
-
-    /// Whether `ostree fsck` must pass right after a kill. A kill inside
-    /// Cleanup's prune can leave an unreachable commit whose dirtree is
-    /// already deleted; fsck reports it until the next prune, which the
-    /// retry runs (a known defect, see docs/reliability.md). The retried
-    /// Cleanup must leave fsck clean.
-    fn repo_intact_after_kill(self) -> bool {
-        self != Operation::Cleanup
     }
 
     fn name(self) -> &'static str {
@@ -252,11 +243,7 @@ async fn trial(rig: &mut Rig, op: Operation, seed: u64) -> Verdict {
 
     let after_op = completed(op, &before);
     let allowed = |found: &[String]| found == before || after_op.as_deref().map_or_else(|| is_pulled(&before, found), |a| a == found);
-    let checked = match op.repo_intact_after_kill() {
-        true => check_host(&rig.h.sysroot, &rig.proxy, &allowed, &rig.marker).await,
-        false => check_layout(&rig.h.sysroot, &rig.proxy, &allowed, &rig.marker).await,
-    };
-    let found = match checked {
+    let found = match check_host(&rig.h.sysroot, &rig.proxy, &allowed, &rig.marker).await {
         Ok(found) => found,
         Err(e) => {
             verdict.inconsistent.push(format!("after the kill: {e:#}"));

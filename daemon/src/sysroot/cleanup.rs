@@ -32,3 +32,39 @@ pub async fn cleanup(
     );
     Ok(Outcome::changed(message, Change::event(Event::CleanedUp)))
 }
+
+/// At start-up, when the last hostd stopped while it held the sysroot lock:
+/// let libostree clean up behind it on a thread of its own (Status answers
+/// meanwhile; a job started now waits for the lock). libostree's cleanup
+/// removes deployment directories and boot files no deployment uses and
+/// prunes objects no ref reaches, which finishes an interrupted prune; it
+/// also removes an interrupted pull's staging directory. Downloaded images
+/// and completed layers keep their refs and stay.
+pub fn finish_interrupted_work(sysroot: &SysrootPath) {
+    if !sysroot.work_was_interrupted() {
+        return;
+    }
+    let sysroot = sysroot.clone();
+    let spawned = std::thread::Builder::new().name("repair".into()).spawn(move || {
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(repair(&sysroot)));
+        match result {
+            Ok(()) => tracing::info!("cleaned up after work an earlier hostd left unfinished"),
+            Err(e) => tracing::warn!("cleaning up after work an earlier hostd left unfinished: {e:#}"),
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("starting the clean-up after interrupted work: {e}");
+    }
+}
+
+async fn repair(sysroot: &SysrootPath) -> anyhow::Result<()> {
+    tracing::info!("an earlier hostd stopped while it held the sysroot lock; cleaning up behind it");
+    let never = CancellationToken::new();
+    let locked = sysroot.lock(&never, || tracing::info!("waiting for the sysroot lock")).await?;
+    locked.cleanup(gio::Cancellable::NONE)?;
+    Ok(())
+}

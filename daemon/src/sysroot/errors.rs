@@ -9,7 +9,18 @@ type Pattern = (&'static [&'static str], fn(String) -> Error);
 
 /// Checked in order.
 const PATTERNS: &[Pattern] = &[
-    (&["no space left on device", "enospc", "not enough free space"], Error::NoSpace),
+    (
+        &["no space left on device", "enospc", "not enough free space", "min-free-space"],
+        Error::NoSpace,
+    ),
+    // skopeo died in the middle of a request: its process was seen to end,
+    // its reply could not be read, or its side of a layer transfer failed
+    // with no cause it could send. Before `Network`, whose "eof" such a
+    // text may contain.
+    (
+        &["skopeo proxy unexpectedly exited", "serialization error", "proxy failure: error and client error"],
+        skopeo_stopped,
+    ),
     (
         &[
             "manifest unknown",
@@ -41,6 +52,10 @@ const PATTERNS: &[Pattern] = &[
         Error::SignatureRejected,
     ),
 ];
+
+fn skopeo_stopped(text: String) -> Error {
+    Error::Failed(format!("skopeo stopped unexpectedly (it crashed or was killed): {text}"))
+}
 
 /// Name an error from an operation by what its cause chain says.
 pub fn classify(e: anyhow::Error) -> Error {
@@ -83,5 +98,21 @@ mod tests {
         assert_eq!(c("writing /sysroot/x: No such file or directory"), "Failed");
         assert_eq!(c("Source image rejected: A signature was required"), "SignatureRejected");
         assert_eq!(c("something odd"), "Failed");
+        assert_eq!(
+            c("writing commit: min-free-space-percent '3%' would be exceeded, at least 4096 bytes requested"),
+            "NoSpace"
+        );
+    }
+
+    #[test]
+    fn a_skopeo_that_died_mid_request_is_named() {
+        let crashed = "proxy failure: failed to invoke method FinishPipe: serialization error and client error: EOF";
+        let e = classify(anyhow::anyhow!("{crashed}"));
+        assert_eq!(e.short_name(), "Failed");
+        assert!(e.message().starts_with("skopeo stopped unexpectedly (it crashed or was killed): proxy failure"), "{e:?}");
+        let exited = "skopeo proxy unexpectedly exited during request method GetBlob: signal: 11 (SIGSEGV)";
+        assert!(classify(anyhow::anyhow!("{exited}")).message().contains("SIGSEGV"));
+        let mute = "Unencapsulating base: proxy failure: error and client error: incomplete deflate stream";
+        assert!(classify(anyhow::anyhow!("{mute}")).message().starts_with("skopeo stopped unexpectedly"));
     }
 }

@@ -139,9 +139,17 @@ impl SysrootPath {
             }
             tokio::time::sleep(LOCK_POLL_INTERVAL).await;
         }
-        let locked = LockedSysroot { sysroot };
+        let marker = self.path.join(WORK_MARKER);
+        let locked = LockedSysroot { sysroot, marker };
         locked.sysroot.load(gio::Cancellable::NONE).context("loading sysroot")?;
+        locked.mark_work_in_progress()?;
         Ok(locked)
+    }
+
+    /// Whether a hostd stopped (crash, `kill -9`, power loss) while it held
+    /// the lock, and [`cleanup::finish_interrupted_work`] has yet to run.
+    pub fn work_was_interrupted(&self) -> bool {
+        self.path.join(WORK_MARKER).exists()
     }
 }
 
@@ -158,13 +166,32 @@ fn enter_private_mount_namespace() -> Result<()> {
 
 const LOCK_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// Present on disk exactly while hostd holds the sysroot lock, so the next
+/// start finds out that work was cut off halfway: libostree's prune (run by
+/// Cleanup and after every deployment write) deletes unreachable objects in
+/// no particular order, and a kill in between leaves a commit whose trees
+/// are gone, which `ostree fsck` reports until the next prune. Beside the
+/// repo, where bootc keeps its own state too.
+const WORK_MARKER: &str = "ostree/hostd/work-in-progress";
+
 /// A loaded sysroot whose lock we hold; unlocked on drop.
 #[derive(Debug)]
 pub struct LockedSysroot {
     sysroot: ostree::Sysroot,
+    marker: PathBuf,
 }
 
 impl LockedSysroot {
+    /// libostree made the sysroot writable when it took the lock.
+    fn mark_work_in_progress(&self) -> Result<()> {
+        let dir = self.marker.parent().expect("the marker is inside ostree/");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Empty: it takes no data block, so a full disk still fails where
+        // the operation writes, not here.
+        std::fs::File::create(&self.marker).with_context(|| format!("creating {}", self.marker.display()))?;
+        Ok(())
+    }
+
     /// The ostree-ext view of the same lock, for its helpers that demand one.
     pub fn as_ostree_ext_lock(&self) -> SysrootLock {
         SysrootLock::from_assumed_locked(&self.sysroot)
@@ -181,6 +208,12 @@ impl std::ops::Deref for LockedSysroot {
 
 impl Drop for LockedSysroot {
     fn drop(&mut self) {
+        // Also after a failed operation: libostree and ostree-ext leave the
+        // repo consistent when they return an error; only a stop in
+        // mid-call does not.
+        if let Err(e) = std::fs::remove_file(&self.marker) {
+            tracing::warn!("removing {}: {e}", self.marker.display());
+        }
         self.sysroot.unlock();
     }
 }

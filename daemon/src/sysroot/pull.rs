@@ -29,8 +29,31 @@ pub async fn cancellable<T>(
     }
 }
 
+/// The program every image read goes through (its image proxy).
+pub const SKOPEO: &str = "skopeo";
+
+/// Fail with a message saying what to install when skopeo is not in `PATH`;
+/// spawning it would only report "No such file or directory".
+pub fn require_skopeo() -> Result<(), Error> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path).any(|dir| is_executable(&dir.join(SKOPEO)));
+    if found {
+        return Ok(());
+    }
+    Err(Error::Failed(format!(
+        "{SKOPEO} was not found in PATH ({}): hostd reads container images through it; install the {SKOPEO} package",
+        path.to_string_lossy()
+    )))
+}
+
+fn is_executable(file: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(file).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// An importer for `imgref` writing into `repo`.
 pub async fn open(repo: &ostree::Repo, imgref: &OstreeImageReference) -> Result<ImageImporter, Error> {
+    require_skopeo()?;
     let mut imp = ImageImporter::new(repo, imgref, ImageProxyConfig::default())
         .await
         .with_context(|| format!("opening {imgref}"))

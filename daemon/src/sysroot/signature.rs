@@ -23,7 +23,8 @@ const REJECTED: &str = "Source image rejected";
 /// Evaluate the host's containers policy for `imgref`.
 pub async fn verify(imgref: &OstreeImageReference) -> Result<(), Error> {
     let source = imgref.imgref.to_string();
-    let out = Command::new("skopeo")
+    super::pull::require_skopeo()?;
+    let out = Command::new(super::pull::SKOPEO)
         .args(["copy", "--quiet", "--retry-times=0"])
         .arg(&source)
         .arg(NOWHERE)
