@@ -422,6 +422,8 @@ fn killing_hostd_mid_pull_leaves_v1_booted_and_the_next_upgrade_works() {
     let pid = m.must(&["systemctl", "show", "--value", "-p", "MainPID", "hostd.service"]).unwrap();
     m.must(&["kill", "-9", pid.trim()]).unwrap();
     let switch_ended = switch.wait(Duration::from_secs(30));
+    let work_marker = m.sysroot().path().join("ostree/hostd/work-in-progress");
+    assert!(work_marker.exists(), "the killed hostd held the sysroot lock");
 
     // A new hostd (activated by this call) sees the host as it was.
     let host = m.status().unwrap();
@@ -431,6 +433,9 @@ fn killing_hostd_mid_pull_leaves_v1_booted_and_the_next_upgrade_works() {
         m.must(&["busctl", "get-property", "org.hostd.Host1", "/org/hostd/Host1", "org.hostd.Host1", "State"]).unwrap();
     assert_eq!(state.trim(), "s \"idle\"");
     assert!(!reboot_required(&m));
+    // The new hostd cleans up behind the killed one (in its own mount
+    // namespace, where /sysroot is writable).
+    wait_for("the clean-up after the killed hostd", Duration::from_secs(30), || !work_marker.exists());
     m.sysroot().fsck().unwrap();
 
     m.reboot().unwrap();
