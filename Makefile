@@ -2,7 +2,7 @@
 #
 #   make build                      release build of the whole workspace
 #   make install DESTDIR=<dir>      install into <dir>$(PREFIX)
-#   make deps | test | test-fast | torture | demo | verify-units
+#   make deps | test | test-fast | torture | bench | demo | verify-units
 
 PREFIX ?= /usr
 DESTDIR ?=
@@ -23,7 +23,7 @@ RELEASE := target/release
 ACTIVATION := systemd-units/org.hostd.Host1.service
 UNITS := $(filter-out $(ACTIVATION),$(wildcard systemd-units/*.service systemd-units/*.timer))
 
-.PHONY: all build install deps demo test test-fast torture fuzz verify-units
+.PHONY: all build install deps demo test test-fast torture bench fuzz verify-units
 
 all: build
 
@@ -65,6 +65,13 @@ TORTURE_TRIALS ?= 50
 torture: deps
 	$(CARGO) build --workspace --all-targets
 	HOSTD_TORTURE_TRIALS=$(TORTURE_TRIALS) $(CARGO) test -p hostd-tests --test torture -- --test-threads=2 --nocapture
+
+# bench/ against a release build: every figure of docs/performance.md, one
+# line each, then a summary (about 10 minutes; the images are built once
+# into the test cache, /var/cache/hostd-tests or HOSTD_TEST_CACHE).
+bench: deps
+	$(CARGO) build --release -p hostd -p hostctl -p hostd-bench
+	target/release/hostd-bench
 
 # The property tests of the image-reference and options parsers, long and
 # with a fresh random seed (make test runs them seeded and short). Inputs

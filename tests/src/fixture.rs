@@ -31,6 +31,11 @@ pub struct ImageBuilder {
     pub component_size: usize,
     /// Payload sizes of components that differ from `component_size`.
     pub sizes: BTreeMap<&'static str, usize>,
+    /// The components, each its own layer (default [`COMPONENTS`]).
+    pub components: Vec<String>,
+    /// The number of layers when not one per component plus one; 1 makes
+    /// an image without content chunking (ostree-ext packs at least 4).
+    pub layers: Option<u32>,
 }
 
 /// One built version.
@@ -58,6 +63,8 @@ impl ImageBuilder {
             oci_dir: work.join("oci"),
             component_size: 64 * 1024,
             sizes: BTreeMap::new(),
+            components: COMPONENTS.iter().map(|c| c.to_string()).collect(),
+            layers: None,
         })
     }
 
@@ -71,7 +78,8 @@ impl ImageBuilder {
     pub async fn build(&self, version: &str, changed: &[&str], extra: &BTreeMap<String, String>) -> Result<BuiltImage> {
         let tree = self.work.join(format!("tree-{version}"));
         let _ = std::fs::remove_dir_all(&tree);
-        write_tree(&tree, version, changed, &|c| self.sizes.get(c).copied().unwrap_or(self.component_size), extra)?;
+        let size_of = |c: &str| self.sizes.get(c).copied().unwrap_or(self.component_size);
+        write_tree(&tree, version, &self.components, changed, &size_of, extra)?;
         let branch = format!("fixture/{version}");
         run(Command::new("ostree")
             .arg(format!("--repo={}", self.work.join("build-repo").display()))
@@ -81,13 +89,14 @@ impl ImageBuilder {
             .arg(format!("--add-metadata-string=version={version}"))
             .arg("--add-metadata=ostree.bootable=true"))?;
         std::fs::remove_dir_all(&tree)?;
-        let meta = object_meta(&self.repo, &branch)?;
+        let meta = object_meta(&self.repo, &branch, &self.components)?;
         let sized = ObjectMetaSized::compute_sizes(&self.repo, meta)?;
         let dest = ImageReference { transport: Transport::OciDir, name: self.oci_name() };
         let mut opts = ExportOpts::default();
         opts.copy_meta_keys = vec!["version".into()];
-        opts.max_layers = std::num::NonZeroU32::new(COMPONENTS.len() as u32 + 1);
-        opts.contentmeta = Some(&sized);
+        let layers = self.layers.unwrap_or(self.components.len() as u32 + 1);
+        opts.max_layers = std::num::NonZeroU32::new(layers);
+        opts.contentmeta = (layers > 1).then_some(&sized);
         opts.created = Some(created_for(version));
         let digest = encapsulate(&self.repo, &branch, &Config::default(), Some(opts), &dest)
             .await
@@ -165,6 +174,7 @@ pub fn created_for(version: &str) -> String {
 fn write_tree(
     root: &Path,
     version: &str,
+    components: &[String],
     changed: &[&str],
     size_of: &dyn Fn(&str) -> usize,
     extra: &BTreeMap<String, String>,
@@ -178,8 +188,8 @@ fn write_tree(
     w(&format!("usr/lib/modules/{KVER}/initramfs.img"), b"fixture initramfs\n")?;
     w("usr/lib/os-release", format!("ID=hostd-fixture\nVERSION_ID={version}\n").as_bytes())?;
     w("usr/etc/hostd-fixture.conf", b"setting=default\n")?;
-    for comp in COMPONENTS {
-        let tag = if changed.contains(&comp) { version } else { "v1" };
+    for comp in components {
+        let tag = if changed.contains(&comp.as_str()) { version } else { "v1" };
         let data = payload(&format!("{comp}-{tag}"), size_of(comp));
         w(&format!("usr/share/hostd-fixture/{comp}/data"), &data)?;
     }
@@ -210,10 +220,10 @@ pub fn payload(seed: &str, size: usize) -> Vec<u8> {
 }
 
 /// Map every content object to the component directory it lives in.
-fn object_meta(repo: &ostree::Repo, rev: &str) -> Result<ObjectMeta> {
+fn object_meta(repo: &ostree::Repo, rev: &str, components: &[String]) -> Result<ObjectMeta> {
     let (root, _) = repo.read_commit(rev, gio::Cancellable::NONE)?;
     let mut meta = ObjectMeta::default();
-    for comp in COMPONENTS.iter().copied().chain(["other"]) {
+    for comp in components.iter().map(String::as_str).chain(["other"]) {
         let id: std::rc::Rc<str> = comp.into();
         meta.set.insert(ObjectSourceMeta {
             identifier: id.clone(),
@@ -223,11 +233,11 @@ fn object_meta(repo: &ostree::Repo, rev: &str) -> Result<ObjectMeta> {
             change_frequency: 1,
         });
     }
-    walk(&root, "", &mut meta)?;
+    walk(&root, "", components, &mut meta)?;
     Ok(meta)
 }
 
-fn walk(dir: &gio::File, prefix: &str, meta: &mut ObjectMeta) -> Result<()> {
+fn walk(dir: &gio::File, prefix: &str, components: &[String], meta: &mut ObjectMeta) -> Result<()> {
     let children = dir.enumerate_children(
         "standard::name,standard::type",
         gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
@@ -239,15 +249,15 @@ fn walk(dir: &gio::File, prefix: &str, meta: &mut ObjectMeta) -> Result<()> {
         let path = format!("{prefix}/{name}");
         let child = dir.child(&name);
         if info.file_type() == gio::FileType::Directory {
-            walk(&child, &path, meta)?;
+            walk(&child, &path, components, meta)?;
             continue;
         }
         let repo_file = child.downcast::<ostree::RepoFile>().expect("repo file");
         let checksum = repo_file.checksum().to_string();
-        let owner = COMPONENTS
+        let owner = components
             .iter()
+            .map(String::as_str)
             .find(|c| path.starts_with(&format!("/usr/share/hostd-fixture/{c}/")))
-            .copied()
             .unwrap_or("other");
         meta.map.insert(checksum, owner.into());
     }

@@ -166,6 +166,7 @@ pub async fn drive(
             Err(e) => ctx.record_check_result(&format!("{}: {}", e.short_name(), e.message())),
         }
     }
+    tracing::debug!(job = job.id, "the work is done; re-reading the sysroot");
     // Readers who see the job end must also see the sysroot it left behind.
     let loaded = ctx.status.refresh().await;
     let result = match result {
@@ -223,7 +224,12 @@ async fn publish(conn: Connection, job: Arc<JobShared>, initial: JobProps) {
         if now.state != JobState::Running {
             return;
         }
-        tokio::time::sleep(PUBLISH_INTERVAL).await;
+        // Progress at most once an interval; the end at once, since
+        // callers wait for it.
+        tokio::select! {
+            _ = tokio::time::sleep(PUBLISH_INTERVAL) => {}
+            _ = job.ended() => {}
+        }
     }
 }
 

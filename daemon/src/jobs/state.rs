@@ -93,6 +93,8 @@ pub struct JobShared {
     /// publishing interval.
     phase_ends: Mutex<Vec<JobProps>>,
     changed: Notify,
+    /// Fired when the job ends.
+    ended: CancellationToken,
     /// The phase clients have last been told about.
     published_phase: tokio::sync::watch::Sender<Phase>,
 }
@@ -119,6 +121,7 @@ impl JobShared {
             }),
             phase_ends: Mutex::new(Vec::new()),
             changed: Notify::new(),
+            ended: CancellationToken::new(),
             published_phase: tokio::sync::watch::channel(Phase::Checking).0,
         }
     }
@@ -148,6 +151,11 @@ impl JobShared {
     /// Resolves after the next change.
     pub async fn changed(&self) {
         self.changed.notified().await
+    }
+
+    /// Resolves once the job has ended (at once if it has).
+    pub async fn ended(&self) {
+        self.ended.cancelled().await
     }
 
     fn update(&self, f: impl FnOnce(&mut JobProps)) {
@@ -180,11 +188,14 @@ impl JobShared {
                 p.error_message = e.message();
             }
         });
+        self.ended.cancel();
     }
 }
 
 impl Progress for JobShared {
     fn phase(&self, phase: Phase, message: &str) {
+        // With timestamps, the debug log is the job's timeline.
+        tracing::debug!(job = self.id, phase = phase.as_str(), "{message}");
         self.update(|p| {
             if p.phase != phase {
                 self.phase_ends.lock().expect("job phases poisoned").push(p.clone());

@@ -121,6 +121,9 @@ pub async fn check(
     })
 }
 
+/// How often the bytes fetched of the current layer are looked at.
+const BYTE_PROGRESS_SAMPLING: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Result of [`fetch`].
 pub enum Fetched {
     /// The repo already had this image.
@@ -164,12 +167,16 @@ pub async fn fetch(
     progress.bytes(0, summary.bytes_to_fetch);
 
     let mut layer_events = imp.request_progress();
-    let mut byte_events = imp.request_layer_progress();
+    let byte_events = imp.request_layer_progress();
     let totals = summary.clone();
     let reporter = async {
         let mut layers_done = 0u32;
         let mut bytes_completed = 0u64;
-        let mut bytes_open = true;
+        // ostree-ext updates the byte count on every read of a layer; looking
+        // at it on a timer instead of waking for each update keeps the cost
+        // of progress off the pull (the bus publishes at most 5 times a second).
+        let mut sample = tokio::time::interval(BYTE_PROGRESS_SAMPLING);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 ev = layer_events.recv() => match ev {
@@ -187,15 +194,8 @@ pub async fn fetch(
                     Some(_) => {}
                     None => break,
                 },
-                changed = byte_events.changed(), if bytes_open => {
-                    if changed.is_err() {
-                        bytes_open = false;
-                        continue;
-                    }
-                    let current = byte_events
-                        .borrow_and_update()
-                        .as_ref()
-                        .map(|p: &LayerProgress| (p.fetched, p.total));
+                _ = sample.tick() => {
+                    let current = byte_events.borrow().as_ref().map(|p: &LayerProgress| (p.fetched, p.total));
                     if let Some((fetched, total)) = current {
                         let partial = fetched.min(total);
                         progress.bytes((bytes_completed + partial).min(totals.bytes_to_fetch), totals.bytes_to_fetch);
