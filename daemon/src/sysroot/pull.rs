@@ -167,7 +167,7 @@ pub async fn fetch(
     progress.bytes(0, summary.bytes_to_fetch);
 
     let mut layer_events = imp.request_progress();
-    let byte_events = imp.request_layer_progress();
+    let mut byte_events = imp.request_layer_progress();
     let totals = summary.clone();
     let reporter = async {
         let mut layers_done = 0u32;
@@ -188,6 +188,8 @@ pub async fn fetch(
                             _ => 0,
                         };
                         bytes_completed += size;
+                        // That layer's last byte count is in bytes_completed now.
+                        byte_events.mark_unchanged();
                         progress.layers(layers_done.min(totals.layers_to_fetch), totals.layers_to_fetch);
                         progress.bytes(bytes_completed.min(totals.bytes_to_fetch), totals.bytes_to_fetch);
                     }
@@ -195,7 +197,10 @@ pub async fn fetch(
                     None => break,
                 },
                 _ = sample.tick() => {
-                    let current = byte_events.borrow().as_ref().map(|p: &LayerProgress| (p.fetched, p.total));
+                    if !byte_events.has_changed().unwrap_or(false) {
+                        continue;
+                    }
+                    let current = byte_events.borrow_and_update().as_ref().map(|p: &LayerProgress| (p.fetched, p.total));
                     if let Some((fetched, total)) = current {
                         let partial = fetched.min(total);
                         progress.bytes((bytes_completed + partial).min(totals.bytes_to_fetch), totals.bytes_to_fetch);
