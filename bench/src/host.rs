@@ -54,13 +54,41 @@ pub fn memory_mib(pid: u32, field: &str) -> Result<f64> {
     Ok(kib / 1024.0)
 }
 
-/// CPU time of `pid` and its waited-for children (user and system), from
-/// `/proc/<pid>/stat`.
-pub fn cpu_seconds(pid: u32) -> Result<f64> {
+/// CPU time of a process in seconds, from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTime {
+    /// Its own threads, user and system.
+    pub own: f64,
+    /// Its children that it has waited for (skopeo).
+    pub children: f64,
+}
+
+impl CpuTime {
+    pub fn total(self) -> f64 {
+        self.own + self.children
+    }
+
+    /// What was used between `earlier` and `self`.
+    pub fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime { own: self.own - earlier.own, children: self.children - earlier.children }
+    }
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+pub fn cpu_time(pid: u32) -> Result<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which may hold spaces: state is 3rd.
+    // The command name may hold spaces: count fields after its ")".
     let after = stat.rsplit_once(") ").context("malformed stat")?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11..15].iter().map(|f| f.parse::<u64>().unwrap_or(0)).sum();
-    Ok(ticks as f64 / 100.0)
+    let ticks = |range: std::ops::Range<usize>| -> Result<f64> {
+        let mut sum = 0u64;
+        for field in &fields[range] {
+            sum += field.parse::<u64>()?;
+        }
+        Ok(sum as f64 / TICKS_PER_SECOND)
+    };
+    // utime, stime, cutime, cstime are fields 14–17 of stat(5).
+    Ok(CpuTime { own: ticks(11..13)?, children: ticks(13..15)? })
 }

@@ -12,12 +12,14 @@ use hostd_tests::sysroot::TestSysroot;
 use zbus::zvariant::Variant;
 
 use crate::figures::{Report, Target};
-use crate::host;
+use crate::host::{self, CpuTime};
 use crate::images::{ImageSet, Shape};
 
 /// One `hostctl upgrade` from v1 to v2 through hostd.
 pub struct HostdPull {
     pub wall: Duration,
+    /// hostd's and its skopeo's.
+    pub cpu: CpuTime,
     pub idle_rss_mib: f64,
     pub peak_rss_mib: f64,
 }
@@ -28,40 +30,65 @@ pub async fn with_hostd(set: &ImageSet) -> Result<HostdPull> {
     let machine = host::machine(&sysroot)?;
     let pid = machine.hostd_pid().expect("hostd answered");
     let idle_rss_mib = host::memory_mib(pid, "VmRSS")?;
+    let cpu_before = host::cpu_time(pid)?;
     let wall = host::hostctl_timed(&machine, &["upgrade", "--quiet"], &[])?;
+    let cpu = host::cpu_time(pid)?.since(cpu_before);
     let peak_rss_mib = host::memory_mib(pid, "VmHWM")?;
     ensure!(sysroot.deployment_checksums()?.len() == 2, "the upgrade deployed v2 beside v1");
-    Ok(HostdPull { wall, idle_rss_mib, peak_rss_mib })
+    Ok(HostdPull { wall, cpu, idle_rss_mib, peak_rss_mib })
 }
 
-/// One upgrade of `set` through hostd, and hostd's debug log of it.
+/// One upgrade of `set` through hostd, and hostd's debug log of it (its
+/// timestamps are the timeline of the job), then the same import with
+/// ostree-ext directly; for both, the CPU time used. Also the byte
+/// progress a client saw.
 pub async fn timeline(set: &ImageSet) -> Result<()> {
     let sysroot = host::sysroot(set, "v1", "v2").await?;
     let machine = host::machine(&sysroot)?;
     let pid = machine.hostd_pid().expect("hostd answered");
-    let cpu_before = host::cpu_seconds(pid)?;
-    let wall = host::hostctl_timed(&machine, &["upgrade", "--quiet"], &[])?;
-    let hostd_cpu = host::cpu_seconds(pid)? - cpu_before;
+    let (conn, _) = machine.manager().await?;
+    let cpu_before = host::cpu_time(pid)?;
+    let start = Instant::now();
+    let job = run_job(&conn, "Upgrade", &(HashMap::<&str, Variant<'_>>::new(),)).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let wall = start.elapsed();
+    let cpu = host::cpu_time(pid)?.since(cpu_before);
+    ensure!(job.state == "succeeded", "the upgrade: {job:?}");
     println!("{}", machine.log());
-    println!("hostctl upgrade took {:.3} s; hostd and its skopeo used {hostd_cpu:.3} s of CPU", wall.as_secs_f64());
+    let mib = |bytes: u64| format!("{:.1}", bytes as f64 / f64::from(1 << 20));
+    let seen: Vec<String> = job.bytes.iter().map(|(done, _)| mib(*done)).collect();
+    println!("BytesDone as a client saw it, MiB: {}", seen.join(" "));
+    println!(
+        "the Upgrade job took {:.3} s; CPU: hostd {:.2} s, its skopeo {:.2} s",
+        wall.as_secs_f64(),
+        cpu.own,
+        cpu.children
+    );
     let direct = host::sysroot(set, "v1", "v2").await?;
-    let cpu_before = host::cpu_seconds(std::process::id())?;
+    let cpu_before = host::cpu_time(std::process::id())?;
     let start = Instant::now();
     direct.deploy_image(&set.reference()).await?;
-    let own_cpu = host::cpu_seconds(std::process::id())? - cpu_before;
-    println!("ostree-ext directly took {:.3} s; it and its skopeo used {own_cpu:.3} s of CPU", start.elapsed().as_secs_f64());
+    let cpu = host::cpu_time(std::process::id())?.since(cpu_before);
+    println!(
+        "ostree-ext directly took {:.3} s; CPU: the benchmark process {:.2} s, its skopeo {:.2} s",
+        start.elapsed().as_secs_f64(),
+        cpu.own,
+        cpu.children
+    );
     Ok(())
 }
 
 /// The same import and deployment with ostree-ext's own deploy, in this
-/// process, into an identical fresh sysroot: no D-Bus, no daemon.
-pub async fn with_ostree_ext(set: &ImageSet) -> Result<Duration> {
+/// process, into an identical fresh sysroot: no D-Bus, no daemon. Its wall
+/// time, and the CPU time of this process and its skopeo meanwhile.
+pub async fn with_ostree_ext(set: &ImageSet) -> Result<(Duration, CpuTime)> {
     let sysroot = host::sysroot(set, "v1", "v2").await?;
+    let cpu_before = host::cpu_time(std::process::id())?;
     let start = Instant::now();
     sysroot.deploy_image(&set.reference()).await?;
     let took = start.elapsed();
+    let cpu = host::cpu_time(std::process::id())?.since(cpu_before);
     ensure!(sysroot.deployment_checksums()?.len() == 2, "ostree-ext deployed v2 beside v1");
-    Ok(took)
+    Ok((took, cpu))
 }
 
 /// `skopeo copy` of v2 from its `oci:` directory to one on a tmpfs.
@@ -77,18 +104,22 @@ pub fn with_skopeo_copy(set: &ImageSet) -> Result<Duration> {
 /// alternating, `runs` times each.
 pub async fn overhead(set: &ImageSet, runs: usize, report: &mut Report) -> Result<()> {
     let (mut hostd, mut direct, mut copy, mut idle, mut peak) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut hostd_cpu, mut direct_cpu) = (vec![], vec![]);
     for round in 0..runs {
         // Who goes first alternates, so drift within a round cancels too.
-        if round % 2 == 1 {
-            direct.push(with_ostree_ext(set).await?.as_secs_f64());
-        }
-        let pull = with_hostd(set).await?;
+        let (pull, (direct_wall, direct_used)) = if round % 2 == 0 {
+            let pull = with_hostd(set).await?;
+            (pull, with_ostree_ext(set).await?)
+        } else {
+            let direct = with_ostree_ext(set).await?;
+            (with_hostd(set).await?, direct)
+        };
         hostd.push(pull.wall.as_secs_f64());
+        hostd_cpu.push(pull.cpu.total());
         idle.push(pull.idle_rss_mib);
         peak.push(pull.peak_rss_mib);
-        if round % 2 == 0 {
-            direct.push(with_ostree_ext(set).await?.as_secs_f64());
-        }
+        direct.push(direct_wall.as_secs_f64());
+        direct_cpu.push(direct_used.total());
         copy.push(with_skopeo_copy(set)?.as_secs_f64());
     }
     let mib = set.shape.payload_mib;
@@ -97,6 +128,8 @@ pub async fn overhead(set: &ImageSet, runs: usize, report: &mut Report) -> Resul
     report.record(format!("skopeo_copy_{mib}mib_s"), "s", copy.clone(), None);
     report.record("pull_overhead_ratio", "x", ratios(&hostd, &direct), Some(Target::AtMost(1.05)));
     report.record("pull_vs_copy_ratio", "x", ratios(&hostd, &copy), None);
+    // CPU time is what other load on the machine disturbs least.
+    report.record("pull_cpu_ratio", "x", ratios(&hostd_cpu, &direct_cpu), None);
     report.record("rss_idle_mb", "MiB", idle, Some(Target::AtMost(64.0)));
     report.record(format!("rss_peak_pull_{mib}mib_mb"), "MiB", peak, Some(Target::AtMost(64.0)));
     Ok(())
