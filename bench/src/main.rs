@@ -43,7 +43,7 @@ impl Plan {
         let shape = |payload_mib, layers| Shape { payload_mib, layers };
         Plan {
             main: shape(200, 9),
-            pull_rounds: 7,
+            pull_rounds: 15,
             runs: 3,
             status_calls: 200,
             callers: 50,
