@@ -40,7 +40,7 @@ impl Figure {
     }
 
     fn median(&self) -> f64 {
-        percentile(&self.sorted(), 50.0)
+        median(&self.samples)
     }
 }
 
@@ -99,6 +99,13 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     assert!(!sorted.is_empty());
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The median of unsorted values.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    percentile(&sorted, 50.0)
 }
 
 /// Milliseconds of a duration.

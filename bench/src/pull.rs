@@ -11,7 +11,7 @@ use hostd_tests::jobs::run_job;
 use hostd_tests::sysroot::TestSysroot;
 use zbus::zvariant::Variant;
 
-use crate::figures::{Report, Target};
+use crate::figures::{median, Report, Target};
 use crate::host::{self, CpuTime};
 use crate::images::{ImageSet, Shape};
 
@@ -193,10 +193,4 @@ pub async fn scaling(shapes: &[Shape], runs: usize, report: &mut Report) -> Resu
         report.record(format!("rss_peak_pull_{}mib_mb", shape.payload_mib), "MiB", peaks, Some(Target::AtMost(64.0)));
     }
     Ok(())
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    crate::figures::percentile(&s, 50.0)
 }
