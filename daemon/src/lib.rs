@@ -15,6 +15,7 @@
 //! - [`context`]: state shared by the bus objects and jobs.
 //! - [`idle`]: idle-exit bookkeeping.
 //! - [`logging`]: journald or stderr.
+//! - [`failpoint`]: moments where the fault tests hold a job (live only in test builds).
 
 pub mod auth;
 pub mod bus;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod containers_policy;
 pub mod context;
 pub mod daemon;
+pub mod failpoint;
 pub mod idle;
 pub mod image_ref;
 pub mod jobs;
