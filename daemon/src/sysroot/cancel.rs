@@ -10,6 +10,31 @@ use ostree_ext::gio::prelude::*;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::progress::Progress;
+use crate::failpoint;
+
+/// What a blocking step of a job needs to be stopped: where to report, and
+/// the job's cancellation.
+#[derive(Clone, Copy)]
+pub struct Interruptible<'a> {
+    /// The job's progress (a held failpoint says so in `Message`).
+    pub progress: &'a dyn Progress,
+    /// The job's cancellation.
+    pub cancel: &'a CancellationToken,
+}
+
+impl Interruptible<'_> {
+    /// A `GCancellable` for the libostree calls of this step.
+    pub fn link(&self) -> LinkedCancellable {
+        LinkedCancellable::new(self.cancel)
+    }
+
+    /// Failpoint `name` (a no-op outside test builds).
+    pub fn failpoint(&self, name: &str) {
+        failpoint::hold(name, |m| self.progress.message(m), self.cancel);
+    }
+}
+
 /// A `GCancellable` cancelled when the job's token is; dropping it stops
 /// the link.
 ///
@@ -18,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 /// runtime cannot deliver it.
 pub struct LinkedCancellable {
     cancellable: gio::Cancellable,
+    token: CancellationToken,
     _stop: oneshot::Sender<()>,
 }
 
@@ -43,11 +69,15 @@ impl LinkedCancellable {
                 tracing::warn!("cancellation will not reach libostree during this step: {e}");
             }
         }
-        LinkedCancellable { cancellable, _stop: stop }
+        LinkedCancellable { cancellable, token: token.clone(), _stop: stop }
     }
 
-    /// The `GCancellable` to pass to libostree.
+    /// The `GCancellable` to pass to libostree; cancelled already if the
+    /// token is, even when the link's thread has not got to it yet.
     pub fn get(&self) -> &gio::Cancellable {
+        if self.token.is_cancelled() {
+            self.cancellable.cancel();
+        }
         &self.cancellable
     }
 }

@@ -5,9 +5,11 @@ use hostd_interface::Error;
 use ostree_ext::gio;
 use tokio_util::sync::CancellationToken;
 
+use super::cancel::Interruptible;
 use super::errors::classify;
 use super::progress::{Phase, Progress};
 use super::{Outcome, SysrootPath};
+use crate::failpoint::points;
 use crate::journal::{Change, Event};
 
 /// `Cleanup`.
@@ -21,10 +23,15 @@ pub async fn cleanup(
         .lock(cancel, || progress.message("waiting for the sysroot lock"))
         .await
         .map_err(classify)?;
+    let job = Interruptible { progress, cancel };
+    let link = job.link();
+    job.failpoint(points::PRUNE);
+    locked.cleanup(Some(link.get())).map_err(|e| classify(e.into()))?;
+    job.failpoint(points::MID_PRUNE);
+    // ostree-ext's image prune takes no GCancellable: the last point to stop.
     if cancel.is_cancelled() {
         return Err(Error::Cancelled("cancelled by request".into()));
     }
-    locked.cleanup(gio::Cancellable::NONE).map_err(|e| classify(e.into()))?;
     let pruned = ostree_ext::container::deploy::prune(&locked.as_ostree_ext_lock()).map_err(classify)?;
     let message = format!(
         "Removed {} images, {} layers and {} objects ({} bytes).",
