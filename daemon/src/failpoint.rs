@@ -60,6 +60,7 @@ pub fn setup() -> Vec<String> {
 
 /// Hold here while `name` is configured (with `return`): announce it, then
 /// block this (job) thread until `cancel` fires.
+#[expect(clippy::disallowed_methods, reason = "holds the job's own thread, as intended")]
 pub fn hold(name: &str, announce: impl FnOnce(&str), cancel: &CancellationToken) {
     if !configured(name) {
         return;

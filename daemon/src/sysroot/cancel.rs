@@ -83,6 +83,7 @@ impl LinkedCancellable {
 }
 
 #[cfg(test)]
+#[expect(clippy::disallowed_methods, reason = "plain threads, no runtime")]
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
