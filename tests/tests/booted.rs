@@ -452,6 +452,37 @@ fn killing_hostd_mid_pull_leaves_v1_booted_and_the_next_upgrade_works() {
     }
 }
 
+/// hostd.service's drop-in that makes the next hostd hold its jobs at a
+/// failpoint (`daemon/src/failpoint.rs`; the test OS has the test build).
+const FAILPOINT_DROPIN: &str = "/etc/systemd/system/hostd.service.d/50-failpoint.conf";
+
+#[test]
+fn hostd_killed_between_staging_and_the_lock_file_leaves_a_download_only_update_unapplied() {
+    let mut m = booted_v1();
+    m.publish("v2").unwrap();
+    m.write_file(FAILPOINT_DROPIN, "[Service]\nEnvironment=FAILPOINTS=after-staging=return\n").unwrap();
+    m.must(&["systemctl", "daemon-reload"]).unwrap();
+    let boot_entries = bls::entries(m.sysroot().path()).unwrap();
+
+    let upgrade = Background::start(&m, None, &["hostctl", "upgrade", "--download-only"]);
+    wait_for("the job to be held after staging", Duration::from_secs(60), || {
+        let Some(job) = active_job(&m) else { return false };
+        job_property(&m, &job, "Message") == "s \"held at failpoint after-staging\""
+    });
+    assert!(m.exists("/run/ostree/staged-deployment").unwrap(), "v2 is staged");
+    assert!(m.exists("/run/ostree/staged-deployment-locked").unwrap(), "locked before it was staged");
+    let pid = m.must(&["systemctl", "show", "--value", "-p", "MainPID", "hostd.service"]).unwrap();
+    m.must(&["kill", "-9", pid.trim()]).unwrap();
+    assert!(upgrade.wait(Duration::from_secs(30)).is_some_and(|out| !out.status.success()), "hostctl saw hostd go");
+    m.must(&["rm", FAILPOINT_DROPIN]).unwrap();
+    m.must(&["systemctl", "daemon-reload"]).unwrap();
+
+    m.reboot().unwrap();
+    assert_eq!(bls::entries(m.sysroot().path()).unwrap(), boot_entries, "the staged download-only update was not finalized");
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v1"), None));
+    assert_eq!(file(&m, "/usr/share/testos/version"), "v1");
+}
+
 #[test]
 fn a_user_outside_wheel_may_not_upgrade_and_nothing_is_staged() {
     let m = booted_v1();

@@ -168,3 +168,19 @@ async fn hostd_killed_at_each_point_of_an_upgrade_or_cleanup_leaves_the_host_con
         }
     }
 }
+
+#[tokio::test]
+async fn the_time_limit_reaches_a_job_held_at_the_deployment_write() {
+    let held = held_at(points::DEPLOY_WRITE).await;
+    held.machine.set_config_dropin("limit.toml", Some("[daemon]\njob_timeout_secs = 3\n")).unwrap();
+    held.proxy.reload_config().await.unwrap();
+    let before = held.h.sysroot.deployment_checksums().unwrap();
+    let watch = held.start_until_held("Upgrade", &[], points::DEPLOY_WRITE).await;
+    let end = tokio::time::timeout(Duration::from_secs(3) + CANCEL_LIMIT, watch.finish())
+        .await
+        .unwrap_or_else(|_| panic!("the time limit did not end the job\n{}", held.machine.log()))
+        .unwrap();
+    assert_eq!((end.state.as_str(), end.error_name.as_str()), ("cancelled", "org.hostd.Host1.Error.Cancelled"), "{end:?}");
+    assert!(end.error_message.contains("time limit of 3s"), "{end:?}");
+    held.unchanged(&before).await;
+}
