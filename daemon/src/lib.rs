@@ -8,6 +8,7 @@
 //! - [`sysroot`]: everything that touches libostree/ostree-ext (status, pull, deploy, rollback, pin, cleanup).
 //! - [`reboot`]: the logind reboot for `apply`, and `/run/reboot-required`.
 //! - [`journal`]: the journal entries with stable `MESSAGE_ID`s.
+//! - [`initiator`]: who asked for a job (uid, systemd unit).
 //! - [`image_ref`]: strict parsing of caller-supplied image references.
 //! - [`containers_policy`]: whether the host's containers policy verifies an image.
 //! - [`config`]: `/etc/hostd/hostd.toml` and drop-ins.
@@ -24,6 +25,7 @@ pub mod context;
 pub mod daemon;
 pub mod idle;
 pub mod image_ref;
+pub mod initiator;
 pub mod jobs;
 pub mod journal;
 pub mod logging;

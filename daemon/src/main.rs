@@ -25,7 +25,10 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     hostd::logging::init();
     if args.report_steady_state {
-        return match hostd::updates::report_steady_state(&args.config_root) {
+        let reported = hostd::config::Config::load(&args.config_root)
+            .map_err(|e| anyhow::Error::new(e).context("reading the configuration"))
+            .and_then(|config| hostd::updates::report_steady_state(&config.strategy));
+        return match reported {
             Ok(said) => {
                 tracing::info!("{said}");
                 std::process::ExitCode::SUCCESS

@@ -1,32 +1,20 @@
-//! `org.hostd.Host1.Job` objects and a job's life on the bus: announced after
-//! the creating call returned, properties published at a bounded rate with
-//! the final state always delivered, then kept a while for late readers.
+//! `org.hostd.Host1.Job` objects: their properties, `Cancel`, and the
+//! `PropertiesChanged` the job runner asks for.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use hostd_interface::names::{JOB_INTERFACE, MANAGER_PATH};
+use hostd_interface::names::JOB_INTERFACE;
 use hostd_interface::Error;
 use zbus::message::Header;
 use zbus::names::InterfaceName;
-use zbus::object_server::{ResponseDispatchListener, SignalEmitter};
-use zbus::{Connection, ObjectPath, Variant};
+use zbus::object_server::SignalEmitter;
+use zbus::{Connection, Variant};
 
-use super::guard::SignatureGuard;
-use super::manager::Manager;
 use crate::auth::{Action, Authorizer};
-use crate::context::Context;
 use crate::jobs::state::JobProps;
-use crate::jobs::{worker, JobShared, JobState};
-use crate::journal;
-use crate::reboot::apply as reboot;
-
-/// At most this many property updates per second per job.
-const PUBLISH_INTERVAL: Duration = Duration::from_millis(200);
-/// Finished jobs stay on the bus this long.
-const LINGER: Duration = Duration::from_secs(10);
+use crate::jobs::{JobShared, JobState};
 
 /// The bus object of one job.
 pub struct JobObject {
@@ -135,111 +123,18 @@ impl JobObject {
     }
 }
 
-/// Run a job from the moment its creating call has been answered to its removal.
-pub async fn drive(
-    ctx: Arc<Context>,
-    conn: Connection,
-    job: Arc<JobShared>,
-    reply_sent: ResponseDispatchListener,
-) {
-    let unpublished = ctx.jobs.unpublished();
-    reply_sent.await;
-    let path = ObjectPath::try_from(job.path.as_str()).expect("valid job path").into_owned();
-    let manager_emitter = SignalEmitter::new(&conn, MANAGER_PATH).expect("valid manager path");
-    if let Err(e) = Manager::job_new(&manager_emitter, job.id, path.clone(), job.request.kind.as_str()).await {
-        tracing::warn!("emitting JobNew: {e}");
-    }
-    super::announce_job_change(&conn).await;
-    // Taken before the worker starts, so every later change is published.
-    let initial = job.props();
-    let publisher = tokio::spawn(publish(conn.clone(), job.clone(), initial));
-
-    let result = worker::run(ctx.sysroot.clone(), job.clone(), ctx.config().job_timeout).await;
-    if job.request.kind == crate::jobs::JobKind::Check {
-        if let Ok(outcome) = &result {
-            ctx.record_check(outcome.update.clone());
-        }
-    }
-    if job.request.kind == crate::jobs::JobKind::Check || job.request.options.auto {
-        match &result {
-            Ok(outcome) => ctx.record_check_result(&outcome.message),
-            Err(e) => ctx.record_check_result(&format!("{}: {}", e.short_name(), e.message())),
-        }
-    }
-    tracing::debug!(job = job.id, "the work is done; re-reading the sysroot");
-    // Readers who see the job end must also see the sysroot it left behind.
-    let loaded = ctx.status.refresh().await;
-    let result = match result {
-        Ok(outcome) => {
-            if let Some(change) = &outcome.change {
-                journal::record(change, &job.initiator, job.id, &outcome.message);
-            }
-            if job.request.options.apply {
-                reboot::apply(&ctx, &conn, &job, &loaded, outcome.message).await
-            } else {
-                Ok(outcome.message)
-            }
-        }
-        Err(e) => Err(e),
-    };
-    match &result {
-        Ok(message) => tracing::info!(job = job.id, "job succeeded: {message}"),
-        Err(e) => tracing::warn!(job = job.id, "job ended: {}: {}", e.short_name(), e.message()),
-    }
-    // Free the slot first: whoever sees the job end finds the manager idle.
-    ctx.jobs.release(job.id);
-    job.finish(&result);
-    let _ = publisher.await;
-    drop(unpublished);
-    ctx.idle.touch();
-    super::announce_job_change(&conn).await;
-    let final_state = job.props().state;
-    if let Err(e) = Manager::job_removed(&manager_emitter, job.id, path, final_state.as_str()).await {
-        tracing::warn!("emitting JobRemoved: {e}");
-    }
-    tokio::time::sleep(LINGER).await;
-    let _ = conn.object_server().remove::<SignatureGuard<JobObject>, _>(job.path.as_str()).await;
-}
-
-/// Publish property changes until the job's final state is out.
-async fn publish(conn: Connection, job: Arc<JobShared>, initial: JobProps) {
-    let emitter = match SignalEmitter::new(&conn, job.path.clone()) {
+/// `PropertiesChanged` on the job object with what differs between `old` and `new`.
+pub async fn emit_changes(conn: &Connection, job: &JobShared, old: &JobProps, new: &JobProps) {
+    let emitter = match SignalEmitter::new(conn, job.path.clone()) {
         Ok(e) => e,
         Err(e) => return tracing::warn!("job emitter: {e}"),
     };
-    let mut published = initial;
-    let mut manager_state = published.phase;
-    loop {
-        job.changed().await;
-        let now = job.props();
-        for snapshot in job.take_phase_ends().iter().chain([&now]) {
-            emit_changes(&emitter, &published, snapshot).await;
-            published = snapshot.clone();
-        }
-        job.mark_published(published.phase);
-        if now.phase != manager_state {
-            manager_state = now.phase;
-            super::announce_job_change(&conn).await;
-        }
-        if now.state != JobState::Running {
-            return;
-        }
-        // Progress at most once an interval; the end at once, since
-        // callers wait for it.
-        tokio::select! {
-            _ = tokio::time::sleep(PUBLISH_INTERVAL) => {}
-            _ = job.ended() => {}
-        }
-    }
-}
-
-async fn emit_changes(emitter: &SignalEmitter<'_>, old: &JobProps, new: &JobProps) {
     let changed = changed_properties(old, new);
     if changed.is_empty() {
         return;
     }
     let iface = InterfaceName::from_static_str_unchecked(JOB_INTERFACE);
-    if let Err(e) = zbus::fdo::Properties::properties_changed(emitter, iface, changed, Cow::Borrowed(&[])).await {
+    if let Err(e) = zbus::fdo::Properties::properties_changed(&emitter, iface, changed, Cow::Borrowed(&[])).await {
         tracing::warn!("publishing job properties: {e}");
     }
 }

@@ -59,6 +59,11 @@ pub struct JobProps {
 }
 
 impl JobProps {
+    /// Whether the job has ended (nothing changes any more).
+    pub fn is_finished(&self) -> bool {
+        self.state != JobState::Running
+    }
+
     /// `Progress`: bytes when known, else layers; 1 when finished.
     pub fn progress(&self) -> f64 {
         if self.state != JobState::Running {
