@@ -14,7 +14,7 @@ use zbus::{Connection, Variant};
 
 use crate::auth::{Action, Authorizer};
 use crate::jobs::state::JobProps;
-use crate::jobs::{JobShared, JobState};
+use crate::jobs::JobShared;
 
 /// The bus object of one job.
 pub struct JobObject {
@@ -43,7 +43,7 @@ impl JobObject {
             let details = HashMap::from([("verb", "cancel".to_string())]);
             auth.authorize(&header, &caller, &[Action::Cancel], &details).await?;
         }
-        if self.job.props().state == JobState::Running {
+        if !self.job.props().is_finished() {
             tracing::info!(job = self.job.id, uid = caller.uid, "cancel requested");
             self.job.cancel.cancel();
         }
@@ -65,37 +65,37 @@ impl JobObject {
     /// running | succeeded | failed | cancelled
     #[zbus(property)]
     fn state(&self) -> &str {
-        self.job.props().state.as_str()
+        self.job.props().state().name()
     }
 
     /// checking | pulling | importing | staging | cleanup | rebooting
     #[zbus(property)]
     fn phase(&self) -> &str {
-        self.job.props().phase.as_str()
+        self.job.props().phase().as_str()
     }
 
     /// Bytes fetched so far.
     #[zbus(property)]
     fn bytes_done(&self) -> u64 {
-        self.job.props().bytes_done
+        self.job.props().bytes_done()
     }
 
     /// Bytes to fetch in all.
     #[zbus(property)]
     fn bytes_total(&self) -> u64 {
-        self.job.props().bytes_total
+        self.job.props().bytes_total()
     }
 
     /// Layers fetched so far.
     #[zbus(property)]
     fn layers_done(&self) -> u32 {
-        self.job.props().layers_done
+        self.job.props().layers_done()
     }
 
     /// Layers to fetch in all.
     #[zbus(property)]
     fn layers_total(&self) -> u32 {
-        self.job.props().layers_total
+        self.job.props().layers_total()
     }
 
     /// 0..1
@@ -107,19 +107,19 @@ impl JobObject {
     /// What the job is doing, or its result.
     #[zbus(property)]
     fn message(&self) -> String {
-        self.job.props().message
+        self.job.props().message()
     }
 
     /// org.hostd.Host1.Error.* when failed or cancelled, else empty.
     #[zbus(property)]
     fn error_name(&self) -> String {
-        self.job.props().error_name
+        error_name(&self.job.props())
     }
 
     /// The error message when failed or cancelled, else empty.
     #[zbus(property)]
     fn error_message(&self) -> String {
-        self.job.props().error_message
+        error_message(&self.job.props())
     }
 }
 
@@ -139,37 +139,47 @@ pub async fn emit_changes(conn: &Connection, job: &JobShared, old: &JobProps, ne
     }
 }
 
-fn changed_properties<'a>(old: &'a JobProps, new: &'a JobProps) -> HashMap<&'static str, Variant<'a>> {
+/// `ErrorName`: `org.hostd.Host1.Error.*` when failed or cancelled, else empty.
+fn error_name(props: &JobProps) -> String {
+    props.error().map(|e| zbus::DBusError::name(e).to_string()).unwrap_or_default()
+}
+
+/// `ErrorMessage`: the error's message when failed or cancelled, else empty.
+fn error_message(props: &JobProps) -> String {
+    props.error().map(|e| e.message()).unwrap_or_default()
+}
+
+fn changed_properties(old: &JobProps, new: &JobProps) -> HashMap<&'static str, Variant<'static>> {
     let mut m = HashMap::new();
-    if old.state != new.state {
-        m.insert("State", Variant::from(new.state.as_str()));
+    if old.state().name() != new.state().name() {
+        m.insert("State", Variant::from(new.state().name()));
     }
-    if old.phase != new.phase {
-        m.insert("Phase", Variant::from(new.phase.as_str()));
+    if old.phase() != new.phase() {
+        m.insert("Phase", Variant::from(new.phase().as_str()));
     }
-    if old.bytes_done != new.bytes_done {
-        m.insert("BytesDone", Variant::U64(new.bytes_done));
+    if old.bytes_done() != new.bytes_done() {
+        m.insert("BytesDone", Variant::U64(new.bytes_done()));
     }
-    if old.bytes_total != new.bytes_total {
-        m.insert("BytesTotal", Variant::U64(new.bytes_total));
+    if old.bytes_total() != new.bytes_total() {
+        m.insert("BytesTotal", Variant::U64(new.bytes_total()));
     }
-    if old.layers_done != new.layers_done {
-        m.insert("LayersDone", Variant::U32(new.layers_done));
+    if old.layers_done() != new.layers_done() {
+        m.insert("LayersDone", Variant::U32(new.layers_done()));
     }
-    if old.layers_total != new.layers_total {
-        m.insert("LayersTotal", Variant::U32(new.layers_total));
+    if old.layers_total() != new.layers_total() {
+        m.insert("LayersTotal", Variant::U32(new.layers_total()));
     }
     if old.progress() != new.progress() {
         m.insert("Progress", Variant::F64(new.progress()));
     }
-    if old.message != new.message {
-        m.insert("Message", Variant::from(new.message.as_str()));
+    if old.message() != new.message() {
+        m.insert("Message", Variant::from(new.message()));
     }
-    if old.error_name != new.error_name {
-        m.insert("ErrorName", Variant::from(new.error_name.as_str()));
+    if error_name(old) != error_name(new) {
+        m.insert("ErrorName", Variant::from(error_name(new)));
     }
-    if old.error_message != new.error_message {
-        m.insert("ErrorMessage", Variant::from(new.error_message.as_str()));
+    if error_message(old) != error_message(new) {
+        m.insert("ErrorMessage", Variant::from(error_message(new)));
     }
     m
 }

@@ -155,7 +155,7 @@ impl JobEvents for BusEvents {
     }
 
     async fn job_removed(&self, job: &JobShared) {
-        let result = job.props().state.as_str();
+        let result = job.props().state().name();
         if let Err(e) = Manager::job_removed(&self.manager_emitter(), job.id, object_path(&job.path).into(), result).await {
             tracing::warn!("emitting JobRemoved: {e}");
         }
@@ -347,7 +347,7 @@ impl Manager {
     #[zbus(property)]
     async fn state(&self) -> String {
         match self.ctx.jobs.active() {
-            Some(job) => state_for(job.request.kind, job.props().phase).to_string(),
+            Some(job) => state_for(job.request.kind, job.props().phase()).to_string(),
             None => "idle".to_string(),
         }
     }
