@@ -755,7 +755,7 @@ mod tests {
                 "[updates]\nstrategy = \"{name}\"\n[updates.fleet_lock]\nurl = \"http://127.0.0.1:1\"\n\
                  [[updates.window]]\ndays = [\"Sun\"]\nstart = \"04:00\"\nlength = 60\n"
             ));
-            assert_eq!(c.strategy.as_str(), expected);
+            assert_eq!(c.strategy.name(), expected);
         }
     }
 }

@@ -1,20 +1,22 @@
 //! `org.hostd.Host1.Job` objects: their properties, `Cancel`, and the
 //! `PropertiesChanged` the job runner asks for.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use hostd_interface::job::{JobKind, JobProperties, JobStatus, Phase};
 use hostd_interface::names::JOB_INTERFACE;
 use hostd_interface::Error;
 use zbus::message::Header;
-use zbus::names::InterfaceName;
 use zbus::object_server::SignalEmitter;
-use zbus::{Connection, Variant};
+use zbus::Connection;
 
 use crate::auth::{Action, Authorizer};
 use crate::jobs::state::JobProps;
 use crate::jobs::JobShared;
+
+/// The standard interface whose `PropertiesChanged` announces new values.
+const PROPERTIES_INTERFACE: &str = "org.freedesktop.DBus.Properties";
 
 /// The bus object of one job.
 pub struct JobObject {
@@ -58,20 +60,20 @@ impl JobObject {
 
     /// check | upgrade | switch | stage | rollback | cleanup
     #[zbus(property)]
-    fn kind(&self) -> &str {
-        self.job.request.kind.as_str()
+    fn kind(&self) -> JobKind {
+        self.job.request.kind
     }
 
     /// running | succeeded | failed | cancelled
     #[zbus(property)]
-    fn state(&self) -> &str {
-        self.job.props().state().name()
+    fn state(&self) -> JobStatus {
+        self.job.props().state().status()
     }
 
     /// checking | pulling | importing | staging | cleanup | rebooting
     #[zbus(property)]
-    fn phase(&self) -> &str {
-        self.job.props().phase().as_str()
+    fn phase(&self) -> Phase {
+        self.job.props().phase()
     }
 
     /// Bytes fetched so far.
@@ -125,17 +127,36 @@ impl JobObject {
 
 /// `PropertiesChanged` on the job object with what differs between `old` and `new`.
 pub async fn emit_changes(conn: &Connection, job: &JobShared, old: &JobProps, new: &JobProps) {
+    let changed = JobProperties::changes(&wire_properties(job, old), &wire_properties(job, new));
+    if changed.is_empty() {
+        return;
+    }
     let emitter = match SignalEmitter::new(conn, job.path.clone()) {
         Ok(e) => e,
         Err(e) => return tracing::warn!("job emitter: {e}"),
     };
-    let changed = changed_properties(old, new);
-    if changed.is_empty() {
-        return;
-    }
-    let iface = InterfaceName::from_static_str_unchecked(JOB_INTERFACE);
-    if let Err(e) = zbus::fdo::Properties::properties_changed(&emitter, iface, changed, Cow::Borrowed(&[])).await {
+    let invalidated: &[&str] = &[];
+    let body = (JOB_INTERFACE, changed, invalidated);
+    if let Err(e) = emitter.emit(PROPERTIES_INTERFACE, "PropertiesChanged", &body).await {
         tracing::warn!("publishing job properties: {e}");
+    }
+}
+
+/// Every property of `job` as it is in `props`.
+fn wire_properties(job: &JobShared, props: &JobProps) -> JobProperties {
+    JobProperties {
+        id: Some(job.id),
+        kind: Some(job.request.kind),
+        state: Some(props.state().status()),
+        phase: Some(props.phase()),
+        bytes_done: Some(props.bytes_done()),
+        bytes_total: Some(props.bytes_total()),
+        layers_done: Some(props.layers_done()),
+        layers_total: Some(props.layers_total()),
+        progress: Some(props.progress()),
+        message: Some(props.message()),
+        error_name: Some(error_name(props)),
+        error_message: Some(error_message(props)),
     }
 }
 
@@ -147,39 +168,4 @@ fn error_name(props: &JobProps) -> String {
 /// `ErrorMessage`: the error's message when failed or cancelled, else empty.
 fn error_message(props: &JobProps) -> String {
     props.error().map(|e| e.message()).unwrap_or_default()
-}
-
-fn changed_properties(old: &JobProps, new: &JobProps) -> HashMap<&'static str, Variant<'static>> {
-    let mut m = HashMap::new();
-    if old.state().name() != new.state().name() {
-        m.insert("State", Variant::from(new.state().name()));
-    }
-    if old.phase() != new.phase() {
-        m.insert("Phase", Variant::from(new.phase().as_str()));
-    }
-    if old.bytes_done() != new.bytes_done() {
-        m.insert("BytesDone", Variant::U64(new.bytes_done()));
-    }
-    if old.bytes_total() != new.bytes_total() {
-        m.insert("BytesTotal", Variant::U64(new.bytes_total()));
-    }
-    if old.layers_done() != new.layers_done() {
-        m.insert("LayersDone", Variant::U32(new.layers_done()));
-    }
-    if old.layers_total() != new.layers_total() {
-        m.insert("LayersTotal", Variant::U32(new.layers_total()));
-    }
-    if old.progress() != new.progress() {
-        m.insert("Progress", Variant::F64(new.progress()));
-    }
-    if old.message() != new.message() {
-        m.insert("Message", Variant::from(new.message()));
-    }
-    if error_name(old) != error_name(new) {
-        m.insert("ErrorName", Variant::from(error_name(new)));
-    }
-    if error_message(old) != error_message(new) {
-        m.insert("ErrorMessage", Variant::from(error_message(new)));
-    }
-    m
 }

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hostd_interface::host::Transport;
+use hostd_interface::job::JobStatus;
+use hostd_interface::manager::{CachedUpdate, DeploymentEntry, ManagerState, UpdatePolicy, UpdateStrategy};
 use hostd_interface::names::MANAGER_PATH;
 use hostd_interface::options::{Method, Options};
 use hostd_interface::Error;
@@ -138,7 +140,7 @@ impl BusEvents {
 
 impl JobEvents for BusEvents {
     async fn job_new(&self, job: &JobShared) {
-        let kind = job.request.kind.as_str();
+        let kind = job.request.kind;
         if let Err(e) = Manager::job_new(&self.manager_emitter(), job.id, object_path(&job.path).into(), kind).await {
             tracing::warn!("emitting JobNew: {e}");
         }
@@ -155,7 +157,7 @@ impl JobEvents for BusEvents {
     }
 
     async fn job_removed(&self, job: &JobShared) {
-        let result = job.props().state().name();
+        let result = job.props().state().status();
         if let Err(e) = Manager::job_removed(&self.manager_emitter(), job.id, object_path(&job.path).into(), result).await {
             tracing::warn!("emitting JobRemoved: {e}");
         }
@@ -345,10 +347,10 @@ impl Manager {
 
     /// idle | checking | fetching | staging | rolling-back | cleaning | rebooting
     #[zbus(property)]
-    async fn state(&self) -> String {
+    async fn state(&self) -> ManagerState {
         match self.ctx.jobs.active() {
-            Some(job) => state_for(job.request.kind, job.props().phase()).to_string(),
-            None => "idle".to_string(),
+            Some(job) => state_for(job.request.kind, job.props().phase()),
+            None => ManagerState::Idle,
         }
     }
 
@@ -366,9 +368,9 @@ impl Manager {
     /// download-only b, incompatible b, and for image deployments image s,
     /// transport s, digest s, version s, timestamp s.
     #[zbus(property)]
-    async fn deployments(&self) -> Vec<HashMap<String, OwnedVariant>> {
+    async fn deployments(&self) -> Vec<DeploymentEntry> {
         match self.ctx.status.peek().as_deref() {
-            Some(Ok(snapshot)) => snapshot.deployment_dicts(),
+            Some(Ok(snapshot)) => properties::deployments(snapshot),
             _ => Vec::new(),
         }
     }
@@ -378,7 +380,7 @@ impl Manager {
     /// since the daemon started, download-bytes t, layers-to-fetch u,
     /// layers-total u. Empty when none.
     #[zbus(property)]
-    async fn cached_update(&self) -> HashMap<String, OwnedVariant> {
+    async fn cached_update(&self) -> CachedUpdate {
         properties::cached_update(&self.ctx)
     }
 
@@ -390,8 +392,8 @@ impl Manager {
 
     /// The configured unattended update policy: none | check | download | stage | apply.
     #[zbus(property)]
-    async fn automatic_update_policy(&self) -> String {
-        self.ctx.config().policy.as_str().to_string()
+    async fn automatic_update_policy(&self) -> UpdatePolicy {
+        self.ctx.config().policy
     }
 
     /// When the last Check or unattended run ended, µs since the epoch; 0 when never.
@@ -409,8 +411,8 @@ impl Manager {
 
     /// When unattended runs may reboot: immediate | periodic | fleet-lock.
     #[zbus(property)]
-    async fn update_strategy(&self) -> String {
-        self.ctx.config().strategy.as_str().to_string()
+    async fn update_strategy(&self) -> UpdateStrategy {
+        self.ctx.config().strategy.name()
     }
 
     /// When the next maintenance window opens (now, if one is open), µs
@@ -438,7 +440,7 @@ impl Manager {
         emitter: &SignalEmitter<'_>,
         id: u64,
         job: ObjectPath<'_>,
-        kind: &str,
+        kind: JobKind,
     ) -> zbus::Result<()>;
 
     /// A job finished with result succeeded, failed or cancelled.
@@ -447,7 +449,7 @@ impl Manager {
         emitter: &SignalEmitter<'_>,
         id: u64,
         job: ObjectPath<'_>,
-        result: &str,
+        result: JobStatus,
     ) -> zbus::Result<()>;
 }
 

@@ -2,25 +2,24 @@
 //! the job slot and the job records: what the bus shows, kept out of the
 //! shared state itself.
 
-use std::collections::HashMap;
-
-use zbus::{OwnedVariant, Variant};
+use hostd_interface::manager::{CachedUpdate, DeploymentEntry, ManagerState};
 
 use crate::context::Context;
 use crate::jobs::JobKind;
 use crate::sysroot::progress::Phase;
+use crate::sysroot::status::{Deployment, Snapshot};
 
 /// The `State` value for a running job.
-pub fn state_for(kind: JobKind, phase: Phase) -> &'static str {
+pub fn state_for(kind: JobKind, phase: Phase) -> ManagerState {
     match (kind, phase) {
-        (_, Phase::Rebooting) => "rebooting",
-        (JobKind::Check, _) => "checking",
-        (JobKind::Upgrade | JobKind::Switch, Phase::Staging) => "staging",
-        (JobKind::Upgrade | JobKind::Switch, Phase::Cleanup) => "cleaning",
-        (JobKind::Upgrade | JobKind::Switch, _) => "fetching",
-        (JobKind::Stage, _) => "staging",
-        (JobKind::Rollback, _) => "rolling-back",
-        (JobKind::Cleanup, _) => "cleaning",
+        (_, Phase::Rebooting) => ManagerState::Rebooting,
+        (JobKind::Check, _) => ManagerState::Checking,
+        (JobKind::Upgrade | JobKind::Switch, Phase::Staging) => ManagerState::Staging,
+        (JobKind::Upgrade | JobKind::Switch, Phase::Cleanup) => ManagerState::Cleaning,
+        (JobKind::Upgrade | JobKind::Switch, _) => ManagerState::Fetching,
+        (JobKind::Stage, _) => ManagerState::Staging,
+        (JobKind::Rollback, _) => ManagerState::RollingBack,
+        (JobKind::Cleanup, _) => ManagerState::Cleaning,
     }
 }
 
@@ -42,33 +41,45 @@ pub fn reboot_pending_reason(ctx: &Context) -> String {
 
 /// `CachedUpdate`: the persisted cached update from the sysroot, plus the
 /// download size from this daemon's last check of the same digest.
-pub fn cached_update(ctx: &Context) -> HashMap<String, OwnedVariant> {
-    let mut m: HashMap<String, Variant<'static>> = HashMap::new();
+pub fn cached_update(ctx: &Context) -> CachedUpdate {
     let loaded = ctx.status.peek();
-    let cached = match loaded.as_deref() {
-        Some(Ok(s)) => s.cached_update().cloned(),
-        _ => None,
-    };
-    if let Some(update) = &cached {
-        m.insert("digest".into(), Variant::from(update.image_digest.clone()));
-        let downloaded = matches!(loaded.as_deref(), Some(Ok(s))
-            if s.downloaded_update.as_deref() == Some(update.image_digest.as_str()));
-        m.insert("downloaded".into(), Variant::Bool(downloaded));
-        if let Some(v) = &update.version {
-            m.insert("version".into(), Variant::from(v.clone()));
-        }
-        if let Some(t) = &update.timestamp {
-            m.insert("timestamp".into(), Variant::from(t.clone()));
-        }
-        if let Some(summary) = ctx.records.last_check().filter(|s| s.digest == update.image_digest) {
-            m.insert("download-bytes".into(), Variant::U64(summary.bytes_to_fetch));
-            m.insert("layers-to-fetch".into(), Variant::U32(summary.layers_to_fetch));
-            m.insert("layers-total".into(), Variant::U32(summary.layers_total));
-        }
+    let Some(Ok(snapshot)) = loaded.as_deref() else { return CachedUpdate::default() };
+    let Some(update) = snapshot.cached_update() else { return CachedUpdate::default() };
+    let checked = ctx.records.last_check().filter(|s| s.digest == update.image_digest);
+    CachedUpdate {
+        digest: Some(update.image_digest.clone()),
+        downloaded: Some(snapshot.downloaded_update.as_deref() == Some(update.image_digest.as_str())),
+        version: update.version.clone(),
+        timestamp: update.timestamp.clone(),
+        download_bytes: checked.as_ref().map(|s| s.bytes_to_fetch),
+        layers_to_fetch: checked.as_ref().map(|s| s.layers_to_fetch),
+        layers_total: checked.as_ref().map(|s| s.layers_total),
     }
-    m.into_iter()
-        .map(|(k, v)| (k, OwnedVariant::try_from(v).expect("no file descriptors")))
-        .collect()
+}
+
+/// `Deployments`: every deployment in boot order.
+pub fn deployments(snapshot: &Snapshot) -> Vec<DeploymentEntry> {
+    snapshot.deployments.iter().map(deployment_entry).collect()
+}
+
+fn deployment_entry(d: &Deployment) -> DeploymentEntry {
+    let ostree = d.entry.ostree.as_ref();
+    let image = d.entry.image.as_ref();
+    DeploymentEntry {
+        index: u32::try_from(d.index).unwrap_or(u32::MAX),
+        role: d.role,
+        pinned: d.entry.pinned,
+        download_only: d.entry.download_only,
+        incompatible: d.entry.incompatible,
+        checksum: ostree.map(|o| o.checksum.clone()),
+        serial: ostree.map(|o| o.deploy_serial),
+        stateroot: ostree.map(|o| o.stateroot.clone()),
+        image: image.map(|i| i.image.image.clone()),
+        transport: image.map(|i| i.image.transport),
+        digest: image.map(|i| i.image_digest.clone()),
+        version: image.and_then(|i| i.version.clone()),
+        timestamp: image.and_then(|i| i.timestamp.clone()),
+    }
 }
 
 #[cfg(test)]
@@ -77,9 +88,9 @@ mod tests {
 
     #[test]
     fn manager_state_follows_kind_and_phase() {
-        assert_eq!(state_for(JobKind::Upgrade, Phase::Pulling), "fetching");
-        assert_eq!(state_for(JobKind::Upgrade, Phase::Staging), "staging");
-        assert_eq!(state_for(JobKind::Rollback, Phase::Staging), "rolling-back");
-        assert_eq!(state_for(JobKind::Stage, Phase::Rebooting), "rebooting");
+        assert_eq!(state_for(JobKind::Upgrade, Phase::Pulling), ManagerState::Fetching);
+        assert_eq!(state_for(JobKind::Upgrade, Phase::Staging), ManagerState::Staging);
+        assert_eq!(state_for(JobKind::Rollback, Phase::Staging), ManagerState::RollingBack);
+        assert_eq!(state_for(JobKind::Stage, Phase::Rebooting), ManagerState::Rebooting);
     }
 }

@@ -192,6 +192,7 @@ async fn publish(events: &impl JobEvents, job: &JobShared, initial: JobProps) {
 mod tests {
     use std::sync::Mutex;
 
+    use hostd_interface::job::JobStatus;
     use hostd_interface::options::Options;
     use tokio::sync::oneshot;
 
@@ -205,8 +206,8 @@ mod tests {
     enum Seen {
         JobNew,
         ManagerChanged { slot_taken: bool },
-        JobChanged { state: &'static str, phase: Phase, slot_taken: bool, status_read: bool, check_recorded: bool },
-        JobRemoved { state: &'static str, slot_taken: bool },
+        JobChanged { state: JobStatus, phase: Phase, slot_taken: bool, status_read: bool, check_recorded: bool },
+        JobRemoved { state: JobStatus, slot_taken: bool },
     }
 
     struct Shared {
@@ -258,7 +259,7 @@ mod tests {
 
         async fn job_changed(&self, _job: &JobShared, _old: &JobProps, new: &JobProps) {
             self.push(Seen::JobChanged {
-                state: new.state().name(),
+                state: new.state().status(),
                 phase: new.phase(),
                 slot_taken: self.shared.slot_taken(),
                 status_read: self.shared.status.peek().is_some(),
@@ -271,7 +272,7 @@ mod tests {
         }
 
         async fn job_removed(&self, job: &JobShared) {
-            self.push(Seen::JobRemoved { state: job.props().state().name(), slot_taken: self.shared.slot_taken() });
+            self.push(Seen::JobRemoved { state: job.props().state().status(), slot_taken: self.shared.slot_taken() });
         }
     }
 
@@ -340,7 +341,7 @@ mod tests {
         (bus.seen(), asked)
     }
 
-    fn changes(seen: &[Seen]) -> Vec<(&'static str, Phase)> {
+    fn changes(seen: &[Seen]) -> Vec<(JobStatus, Phase)> {
         seen.iter()
             .filter_map(|s| match s {
                 Seen::JobChanged { state, phase, .. } => Some((*state, *phase)),
@@ -361,9 +362,9 @@ mod tests {
         assert_eq!(
             changes(&seen),
             [
-                ("running", Phase::Pulling),
-                ("running", Phase::Staging),
-                ("succeeded", Phase::Staging),
+                (JobStatus::Running, Phase::Pulling),
+                (JobStatus::Running, Phase::Staging),
+                (JobStatus::Succeeded, Phase::Staging),
             ]
         );
         let Some(Seen::JobChanged { slot_taken, status_read, .. }) =
@@ -377,7 +378,7 @@ mod tests {
             &seen[seen.len() - 2..],
             [
                 Seen::ManagerChanged { slot_taken: false },
-                Seen::JobRemoved { state: "succeeded", slot_taken: false },
+                Seen::JobRemoved { state: JobStatus::Succeeded, slot_taken: false },
             ]
         );
         assert_eq!(reboots, 0, "no apply, no reboot");
@@ -398,7 +399,7 @@ mod tests {
         assert_eq!(shared.records.last_check(), Some(update));
         assert_eq!(shared.records.last_check_result(), "found v2");
         let end = seen.iter().rfind(|s| matches!(s, Seen::JobChanged { .. })).unwrap();
-        assert!(matches!(end, Seen::JobChanged { state: "succeeded", check_recorded: true, .. }), "{end:?}");
+        assert!(matches!(end, Seen::JobChanged { state: JobStatus::Succeeded, check_recorded: true, .. }), "{end:?}");
     }
 
     #[tokio::test]
@@ -408,8 +409,8 @@ mod tests {
         let (seen, _) = run(&shared, job.clone(), Err(Error::Network("connection refused".into()))).await;
 
         assert_eq!(shared.records.last_check_result(), "Network: connection refused");
-        assert_eq!(changes(&seen).last(), Some(&("failed", Phase::Staging)));
-        assert_eq!(seen.last(), Some(&Seen::JobRemoved { state: "failed", slot_taken: false }));
+        assert_eq!(changes(&seen).last(), Some(&(JobStatus::Failed, Phase::Staging)));
+        assert_eq!(seen.last(), Some(&Seen::JobRemoved { state: JobStatus::Failed, slot_taken: false }));
         assert_eq!(job.props().error(), Some(&Error::Network("connection refused".into())));
     }
 

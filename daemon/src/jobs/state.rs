@@ -2,6 +2,7 @@
 
 use std::sync::Mutex;
 
+use hostd_interface::job::JobStatus;
 use hostd_interface::names::job_path;
 use hostd_interface::Error;
 use tokio::sync::Notify;
@@ -38,12 +39,12 @@ pub enum JobState {
 
 impl JobState {
     /// The `State` property value (also the `JobRemoved` result).
-    pub fn name(&self) -> &'static str {
+    pub fn status(&self) -> JobStatus {
         match self {
-            JobState::Running { .. } => "running",
-            JobState::Succeeded { .. } => "succeeded",
-            JobState::Failed { .. } => "failed",
-            JobState::Cancelled { .. } => "cancelled",
+            JobState::Running { .. } => JobStatus::Running,
+            JobState::Succeeded { .. } => JobStatus::Succeeded,
+            JobState::Failed { .. } => JobStatus::Failed,
+            JobState::Cancelled { .. } => JobStatus::Cancelled,
         }
     }
 
@@ -421,12 +422,12 @@ mod tests {
         let mut running = JobProps::starting();
         assert_eq!(running.error(), None);
         running.finish(&Err(Error::Network("timed out".into()))).unwrap();
-        assert_eq!(running.state().name(), "failed");
+        assert_eq!(running.state().status(), JobStatus::Failed);
         assert_eq!(running.error(), Some(&Error::Network("timed out".into())));
         assert_eq!(running.message(), "timed out");
 
         let mut cancelled = JobProps::starting();
         cancelled.finish(&Err(Error::Cancelled("time limit".into()))).unwrap();
-        assert_eq!(cancelled.state().name(), "cancelled");
+        assert_eq!(cancelled.state().status(), JobStatus::Cancelled);
     }
 }

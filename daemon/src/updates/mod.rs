@@ -21,7 +21,7 @@ use policy::RebootStrategy;
 /// What was done, for the log.
 pub fn report_steady_state(strategy: &RebootStrategy) -> anyhow::Result<String> {
     let RebootStrategy::FleetLock(settings) = strategy else {
-        return Ok(format!("strategy {}: no fleet lock to release", strategy.as_str()));
+        return Ok(format!("strategy {}: no fleet lock to release", strategy.name()));
     };
     let id = NodeId::read(Path::new(MACHINE_ID_PATH))?;
     FleetLockClient::new(settings.url.clone(), &settings.group, id)

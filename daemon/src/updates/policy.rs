@@ -5,40 +5,13 @@
 
 use chrono::{DateTime, Utc};
 
-use serde::Deserialize;
+use hostd_interface::manager::UpdateStrategy;
 
 use crate::updates::fleetlock::{FleetLockError, FleetLockGroup, FleetLockUrl};
 use crate::updates::window::MaintenanceWindows;
 
-/// What to do when an update is found unattended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpdatePolicy {
-    /// Nothing.
-    #[default]
-    None,
-    /// Only look.
-    Check,
-    /// Fetch, keep finalization-locked.
-    Download,
-    /// Fetch and stage for the next boot.
-    Stage,
-    /// Stage and reboot.
-    Apply,
-}
-
-impl UpdatePolicy {
-    /// The name used in files and on the bus.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpdatePolicy::None => "none",
-            UpdatePolicy::Check => "check",
-            UpdatePolicy::Download => "download",
-            UpdatePolicy::Stage => "stage",
-            UpdatePolicy::Apply => "apply",
-        }
-    }
-}
+/// What to do when an update is found unattended (`[updates] policy`).
+pub use hostd_interface::manager::UpdatePolicy;
 
 /// When an unattended run may reboot into what it staged.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -54,12 +27,12 @@ pub enum RebootStrategy {
 }
 
 impl RebootStrategy {
-    /// The name used in files.
-    pub fn as_str(&self) -> &'static str {
+    /// The name used in files and on the bus.
+    pub fn name(&self) -> UpdateStrategy {
         match self {
-            RebootStrategy::Immediate => "immediate",
-            RebootStrategy::Periodic => "periodic",
-            RebootStrategy::FleetLock(_) => "fleet-lock",
+            RebootStrategy::Immediate => UpdateStrategy::Immediate,
+            RebootStrategy::Periodic => UpdateStrategy::Periodic,
+            RebootStrategy::FleetLock(_) => UpdateStrategy::FleetLock,
         }
     }
 }
