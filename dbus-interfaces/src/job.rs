@@ -120,8 +120,8 @@ impl JobProperties {
         take!(id, kind, state, phase, bytes_done, bytes_total, layers_done, layers_total, progress, message, error_name, error_message);
     }
 
-    /// The properties of `new` that differ from `old`; `old` of `None`
-    /// yields every property of `new`.
+    /// The properties of `new` that differ from `old` (what a
+    /// `PropertiesChanged` carries).
     pub fn changes(old: &JobProperties, new: &JobProperties) -> JobProperties {
         macro_rules! diff {
             ($($field:ident),+) => {

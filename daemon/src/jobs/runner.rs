@@ -384,7 +384,7 @@ mod tests {
         assert_eq!(reboots, 0, "no apply, no reboot");
         assert_eq!(job.props().message(), "done");
         assert!(!shared.jobs.busy(), "nothing left unpublished");
-        // A check of no kind records no check.
+        // Only a Check or an unattended run counts as a check.
         assert_eq!(shared.records.last_check_time(), 0);
     }
 
