@@ -1,6 +1,7 @@
 //! Command line.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use hostd_interface::host::Transport;
 
 /// Inspect and update an image-based host through hostd.
 ///
@@ -131,15 +132,14 @@ pub enum TransportArg {
     Dir,
 }
 
-impl TransportArg {
-    /// The API name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TransportArg::Registry => "registry",
-            TransportArg::Oci => "oci",
-            TransportArg::OciArchive => "oci-archive",
-            TransportArg::ContainersStorage => "containers-storage",
-            TransportArg::Dir => "dir",
+impl From<TransportArg> for Transport {
+    fn from(arg: TransportArg) -> Transport {
+        match arg {
+            TransportArg::Registry => Transport::Registry,
+            TransportArg::Oci => Transport::Oci,
+            TransportArg::OciArchive => Transport::OciArchive,
+            TransportArg::ContainersStorage => Transport::ContainersStorage,
+            TransportArg::Dir => Transport::Dir,
         }
     }
 }

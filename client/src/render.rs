@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use hostd_interface::host::{BootEntry, Host, ImageStatus};
+use hostd_interface::manager::{UpdatePolicy, UpdateStrategy};
 
 /// Human-readable status, in the spirit of `bootc status`. `downloaded`:
 /// the cached update is already fetched (offline `upgrade --download-only`).
@@ -52,9 +53,9 @@ pub fn status(out: &mut impl Write, host: &Host, booted_only: bool, downloaded: 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Automation {
     /// `AutomaticUpdatePolicy`
-    pub policy: String,
+    pub policy: UpdatePolicy,
     /// `UpdateStrategy`
-    pub strategy: String,
+    pub strategy: UpdateStrategy,
     /// `NextMaintenanceWindow`, when a window is configured.
     pub next_window_us: Option<i64>,
     /// `LastCheckTime`, when there was one.
@@ -213,8 +214,8 @@ The staged update is download-only: a reboot keeps the booted deployment; `hostc
     fn automation_block_names_settings_and_pending_reboot() {
         let mut out = Vec::new();
         let a = Automation {
-            policy: "apply".into(),
-            strategy: "periodic".into(),
+            policy: UpdatePolicy::Apply,
+            strategy: UpdateStrategy::Periodic,
             next_window_us: Some(1_800_000_000_000_000),
             last_check_us: None,
             last_check_result: String::new(),

@@ -1,25 +1,26 @@
 //! Following a job: subscribe to its property changes, then read its state,
 //! and show progress as a bar (terminal), plain lines, or JSON events.
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use futures_util::StreamExt;
+use hostd_interface::job::{JobProperties, JobStatus, Phase};
+use hostd_interface::names::{BUS_NAME, JOB_INTERFACE};
 use hostd_interface::proxy::JobProxy;
 use hostd_interface::Error;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use zbus::fdo::PropertiesProxy;
-use zbus::{Connection, OwnedObjectPath, OwnedVariant};
+use zbus::{Connection, OwnedObjectPath};
 
 use crate::cli::JobOutput;
 
 /// A job's properties as last seen.
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Seen {
-    state: String,
-    phase: String,
+    state: Option<JobStatus>,
+    phase: Option<Phase>,
     message: String,
     bytes_done: u64,
     bytes_total: u64,
@@ -30,26 +31,31 @@ struct Seen {
 }
 
 impl Seen {
-    fn merge(&mut self, props: &HashMap<String, OwnedVariant>) {
-        for (k, v) in props {
-            let s = || String::try_from(v.try_clone().ok()?).ok();
-            match k.as_str() {
-                "State" => self.state = s().unwrap_or_default(),
-                "Phase" => self.phase = s().unwrap_or_default(),
-                "Message" => self.message = s().unwrap_or_default(),
-                "ErrorName" => self.error_name = s().unwrap_or_default(),
-                "ErrorMessage" => self.error_message = s().unwrap_or_default(),
-                "BytesDone" => self.bytes_done = u64::try_from(&**v).unwrap_or_default(),
-                "BytesTotal" => self.bytes_total = u64::try_from(&**v).unwrap_or_default(),
-                "LayersDone" => self.layers_done = u32::try_from(&**v).unwrap_or_default(),
-                "LayersTotal" => self.layers_total = u32::try_from(&**v).unwrap_or_default(),
-                _ => {}
-            }
+    /// Take what `props` carries (all of `GetAll`, or one `PropertiesChanged`).
+    fn merge(&mut self, props: JobProperties) {
+        let JobProperties {
+            state, phase, message, error_name, error_message, bytes_done, bytes_total, layers_done, layers_total, ..
+        } = props;
+        self.state = state.or(self.state);
+        self.phase = phase.or(self.phase);
+        macro_rules! take {
+            ($($field:ident),+) => { $( if let Some(v) = $field { self.$field = v; } )+ };
         }
+        take!(message, error_name, error_message, bytes_done, bytes_total, layers_done, layers_total);
     }
 
     fn finished(&self) -> bool {
-        matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled")
+        self.state.is_some_and(JobStatus::is_final)
+    }
+
+    /// `State` as it travels; empty before it was seen.
+    fn state_name(&self) -> &'static str {
+        self.state.map_or("", JobStatus::as_str)
+    }
+
+    /// `Phase` as it travels; empty before it was seen.
+    fn phase_name(&self) -> &'static str {
+        self.phase.map_or("", Phase::as_str)
     }
 }
 
@@ -87,7 +93,7 @@ impl Display {
             Display::Quiet => {}
             Display::Json => {
                 let line = json!({
-                    "state": seen.state, "phase": seen.phase, "message": seen.message,
+                    "state": seen.state_name(), "phase": seen.phase_name(), "message": seen.message,
                     "bytesDone": seen.bytes_done, "bytesTotal": seen.bytes_total,
                     "layersDone": seen.layers_done, "layersTotal": seen.layers_total,
                     "errorName": seen.error_name, "errorMessage": seen.error_message,
@@ -95,15 +101,15 @@ impl Display {
                 println!("{line}");
             }
             Display::Bar(bar) => {
-                bar.set_prefix(seen.phase.clone());
+                bar.set_prefix(seen.phase_name());
                 bar.set_length(seen.bytes_total);
                 bar.set_position(seen.bytes_done);
                 bar.set_message(format!("layers {}/{} {}", seen.layers_done, seen.layers_total, seen.message));
             }
             Display::Lines { last } => {
-                let now = (seen.phase.clone(), seen.message.clone());
+                let now = (seen.phase_name().to_string(), seen.message.clone());
                 if *last != now {
-                    eprintln!("{}: {}", seen.phase, seen.message);
+                    eprintln!("{}: {}", seen.phase_name(), seen.message);
                     *last = now;
                 }
             }
@@ -121,7 +127,7 @@ impl Display {
         if let Display::Bar(bar) = self {
             bar.finish_and_clear();
         }
-        if seen.state == "succeeded" && !matches!(self, Display::Quiet | Display::Json) {
+        if seen.state == Some(JobStatus::Succeeded) && !matches!(self, Display::Quiet | Display::Json) {
             println!("{}", seen.message);
         }
     }
@@ -162,18 +168,15 @@ impl BootcProgress {
             }));
         }
         if (&seen.phase, &seen.message, &seen.state) != (&last.phase, &last.message, &last.state) {
-            let step = PHASES.iter().position(|p| *p == seen.phase).unwrap_or(0);
+            let step = seen.phase.and_then(|p| Phase::ALL.iter().position(|known| *known == p)).unwrap_or(0);
             self.write(json!({
-                "type": "ProgressSteps", "task": seen.phase, "description": seen.message, "id": "job",
-                "stepsCached": 0, "steps": step + usize::from(seen.finished()), "stepsTotal": PHASES.len(),
+                "type": "ProgressSteps", "task": seen.phase_name(), "description": seen.message, "id": "job",
+                "stepsCached": 0, "steps": step + usize::from(seen.finished()), "stepsTotal": Phase::ALL.len(),
                 "subtasks": [],
             }));
         }
     }
 }
-
-/// Job phases in the order a job passes through them.
-const PHASES: [&str; 6] = ["checking", "pulling", "importing", "staging", "cleanup", "rebooting"];
 
 /// `--progress-fd` must name a descriptor the caller passed: 3 or higher, open.
 pub fn check_progress_fd(fd: i32) -> Result<(), Error> {
@@ -198,7 +201,7 @@ pub enum End {
 pub async fn follow(conn: &Connection, path: &OwnedObjectPath, output: &JobOutput) -> Result<End, Error> {
     let mut bootc = output.progress_fd.map(BootcProgress::open).transpose()?;
     let props = PropertiesProxy::builder(conn)
-        .destination(hostd_interface::names::BUS_NAME)
+        .destination(BUS_NAME)
         .path(path.clone())
         .build()
         .await?;
@@ -212,10 +215,8 @@ pub async fn follow(conn: &Connection, path: &OwnedObjectPath, output: &JobOutpu
         .name_has_owner(hostd_interface::names::BUS_NAME.try_into().expect("valid bus name"))
         .await
         .map_err(|e| Error::ZBus(e.into()))?;
-    let iface = zbus::names::InterfaceName::from_static_str_unchecked(hostd_interface::names::JOB_INTERFACE);
     let mut seen = Seen::default();
-    let all = props.get_all(iface).await.map_err(|e| Error::ZBus(e.into()))?;
-    seen.merge(&all);
+    seen.merge(all_properties(conn, path).await?);
     let mut display = Display::new(output);
     let mut cancel_sent = false;
     loop {
@@ -232,13 +233,9 @@ pub async fn follow(conn: &Connection, path: &OwnedObjectPath, output: &JobOutpu
             }
             change = changes.next() => {
                 let Some(change) = change else { break };
-                if let Ok(args) = change.args() {
-                    let map: HashMap<String, OwnedVariant> = args
-                        .changed_properties()
-                        .iter()
-                        .filter_map(|(k, v)| Some((k.to_string(), v.try_to_owned().ok()?)))
-                        .collect();
-                    seen.merge(&map);
+                let body = change.message().body();
+                if let Ok((_, changed, _)) = body.deserialize::<(String, JobProperties, Vec<String>)>() {
+                    seen.merge(changed);
                 }
             }
             _ = tokio::signal::ctrl_c() => {
@@ -256,19 +253,30 @@ pub async fn follow(conn: &Connection, path: &OwnedObjectPath, output: &JobOutpu
         }
     }
     display.done(&seen);
-    Ok(End::Finished(match seen.state.as_str() {
-        "succeeded" => Ok(seen.message),
-        "failed" | "cancelled" => Err(Error::from_name(&seen.error_name, seen.error_message)),
+    Ok(End::Finished(match seen.state {
+        Some(JobStatus::Succeeded) => Ok(seen.message),
+        Some(JobStatus::Failed | JobStatus::Cancelled) => Err(Error::from_name(&seen.error_name, seen.error_message)),
         // The reboot the job asked for took hostd (and the bus) down.
-        _ if seen.phase == "rebooting" => Ok("The update is queued; the system is rebooting into it.".to_string()),
+        _ if seen.phase == Some(Phase::Rebooting) => Ok("The update is queued; the system is rebooting into it.".to_string()),
         _ => Err(lost(&seen)),
     }))
+}
+
+/// Every property of the job at `path` (`GetAll`).
+async fn all_properties(conn: &Connection, path: &OwnedObjectPath) -> Result<JobProperties, Error> {
+    let reply = conn
+        .call_method(Some(BUS_NAME), path, Some("org.freedesktop.DBus.Properties"), "GetAll", &(JOB_INTERFACE,))
+        .await?;
+    reply.body().deserialize().map_err(Error::ZBus)
 }
 
 /// hostd went away before publishing the job's end (killed, crashed, or
 /// the system is going down).
 fn lost(seen: &Seen) -> Error {
-    let last = if seen.phase.is_empty() { String::new() } else { format!(" (last seen: {}: {})", seen.phase, seen.message) };
+    let last = match seen.phase {
+        None => String::new(),
+        Some(phase) => format!(" (last seen: {phase}: {})", seen.message),
+    };
     Error::Failed(format!(
         "hostd stopped before the job ended{last}; its result is unknown, `hostctl status` shows the deployments"
     ))

@@ -4,10 +4,13 @@
 use std::collections::HashMap;
 
 use hostd_interface::names::ACTION_PREFIX;
+use hostd_interface::options::Options;
 use hostd_interface::Error;
 use zbus::message::{Flags, Header};
 use zbus::Connection;
 use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
+
+use crate::jobs::{JobKind, JobRequest};
 
 /// The polkit actions, one per verb.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +55,56 @@ impl Action {
     pub fn id(self) -> String {
         format!("{ACTION_PREFIX}{}", self.verb())
     }
+}
+
+/// The polkit actions a request needs. Options that widen what a verb means
+/// need the stricter action too (see docs/dbus-api.md).
+pub fn actions_for(request: &JobRequest) -> Vec<Action> {
+    let o = &request.options;
+    let mut actions = vec![match request.kind {
+        JobKind::Check => Action::Check,
+        JobKind::Upgrade => Action::Upgrade,
+        JobKind::Switch => Action::Switch,
+        JobKind::Stage => Action::Stage,
+        JobKind::Rollback => Action::Rollback,
+        JobKind::Cleanup => Action::Cleanup,
+    }];
+    if o.allow_downgrade && request.kind != JobKind::Switch {
+        actions.push(Action::Switch);
+    }
+    if o.apply {
+        actions.push(Action::Reboot);
+    }
+    actions
+}
+
+/// Details polkit rules can match on.
+pub fn details_for(request: &JobRequest) -> HashMap<&'static str, String> {
+    let mut d = HashMap::new();
+    d.insert("verb", request.kind.as_str().to_string());
+    if let Some(image) = &request.image {
+        d.insert("image", image.image.clone());
+        d.insert("transport", image.transport.as_str().to_string());
+    }
+    d.insert("options", options_summary(&request.options));
+    d
+}
+
+fn options_summary(o: &Options) -> String {
+    let mut parts = Vec::new();
+    for (set, name) in [
+        (o.download_only, "download-only"),
+        (o.apply, "apply"),
+        (o.allow_downgrade, "allow-downgrade"),
+        (o.retain, "retain"),
+        (o.enforce_container_sigpolicy, "enforce-container-sigpolicy"),
+        (o.auto, "auto"),
+    ] {
+        if set {
+            parts.push(name);
+        }
+    }
+    parts.join(",")
 }
 
 /// Who is calling, as the bus daemon vouches.
@@ -146,6 +199,19 @@ impl Authorizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn req(kind: JobKind, options: Options) -> JobRequest {
+        JobRequest { kind, image: None, options }
+    }
+
+    #[test]
+    fn widening_options_need_the_stricter_action() {
+        let o = Options { allow_downgrade: true, ..Default::default() };
+        assert_eq!(actions_for(&req(JobKind::Upgrade, o)), [Action::Upgrade, Action::Switch]);
+        let o = Options { apply: true, ..Default::default() };
+        assert_eq!(actions_for(&req(JobKind::Stage, o)), [Action::Stage, Action::Reboot]);
+        assert_eq!(actions_for(&req(JobKind::Check, Options::default())), [Action::Check]);
+    }
 
     #[test]
     fn action_ids_follow_the_naming_rule() {

@@ -22,75 +22,13 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::updates::fleetlock::{FleetLockGroup, FleetLockUrl};
+use crate::updates::policy::{FleetLockSettings, RebootStrategy, UpdatePolicy};
 use crate::updates::window::{self, MaintenanceWindows, Window, WindowError};
 
 /// Drop-in directories, lowest priority first, relative to the config root.
 const DROPIN_DIRS: [&str; 3] = ["usr/lib/hostd/hostd.d", "etc/hostd/hostd.d", "run/hostd/hostd.d"];
 /// The main file, relative to the config root.
 const MAIN_FILE: &str = "etc/hostd/hostd.toml";
-
-/// What to do when an update is found unattended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpdatePolicy {
-    /// Nothing.
-    #[default]
-    None,
-    /// Only look.
-    Check,
-    /// Fetch, keep finalization-locked.
-    Download,
-    /// Fetch and stage for the next boot.
-    Stage,
-    /// Stage and reboot.
-    Apply,
-}
-
-impl UpdatePolicy {
-    /// The name used in files and on the bus.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpdatePolicy::None => "none",
-            UpdatePolicy::Check => "check",
-            UpdatePolicy::Download => "download",
-            UpdatePolicy::Stage => "stage",
-            UpdatePolicy::Apply => "apply",
-        }
-    }
-}
-
-/// When an unattended run may reboot into what it staged.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum RebootStrategy {
-    /// Whenever nothing inhibits it; maintenance windows are ignored.
-    #[default]
-    Immediate,
-    /// Only inside a maintenance window (at least one is configured).
-    Periodic,
-    /// Only with a reboot slot from a FleetLock manager, and inside a
-    /// maintenance window when any is configured.
-    FleetLock(FleetLockSettings),
-}
-
-impl RebootStrategy {
-    /// The name used in files.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RebootStrategy::Immediate => "immediate",
-            RebootStrategy::Periodic => "periodic",
-            RebootStrategy::FleetLock(_) => "fleet-lock",
-        }
-    }
-}
-
-/// `[updates.fleet_lock]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FleetLockSettings {
-    /// The lock manager's base URL.
-    pub url: FleetLockUrl,
-    /// The reboot group.
-    pub group: FleetLockGroup,
-}
 
 /// Validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -817,7 +755,7 @@ mod tests {
                 "[updates]\nstrategy = \"{name}\"\n[updates.fleet_lock]\nurl = \"http://127.0.0.1:1\"\n\
                  [[updates.window]]\ndays = [\"Sun\"]\nstart = \"04:00\"\nlength = 60\n"
             ));
-            assert_eq!(c.strategy.as_str(), expected);
+            assert_eq!(c.strategy.name(), expected);
         }
     }
 }

@@ -6,7 +6,7 @@
 //! Fields are sent without a prefix (see `logging`), so `old_checksum`
 //! arrives as `OLD_CHECKSUM`.
 
-use crate::jobs::Initiator;
+use crate::initiator::Initiator;
 
 /// The kinds of entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,15 +4,16 @@
 //! - [`daemon`]: start-up, readiness, idle exit and shutdown.
 //! - [`bus`]: the D-Bus objects (manager, jobs) — parse, validate, authorize, dispatch.
 //! - [`auth`]: polkit checks.
-//! - [`jobs`]: the single job slot, job state and the worker thread.
+//! - [`jobs`]: the single job slot, job state, the job runner (a job's life after the reply) and the worker thread.
 //! - [`sysroot`]: everything that touches libostree/ostree-ext (status, pull, deploy, rollback, pin, cleanup).
 //! - [`reboot`]: the logind reboot for `apply`, and `/run/reboot-required`.
 //! - [`journal`]: the journal entries with stable `MESSAGE_ID`s.
+//! - [`initiator`]: who asked for a job (uid, systemd unit).
 //! - [`image_ref`]: strict parsing of caller-supplied image references.
 //! - [`containers_policy`]: whether the host's containers policy verifies an image.
 //! - [`config`]: `/etc/hostd/hostd.toml` and drop-ins.
 //! - [`updates`]: unattended updates — maintenance windows, the FleetLock client, the reboot decision.
-//! - [`context`]: state shared by the bus objects and jobs.
+//! - [`context`]: state shared by the bus objects and the job runner.
 //! - [`idle`]: idle-exit bookkeeping.
 //! - [`logging`]: journald or stderr.
 //! - [`failpoint`]: moments where the fault tests hold a job (live only in test builds).
@@ -26,6 +27,7 @@ pub mod daemon;
 pub mod failpoint;
 pub mod idle;
 pub mod image_ref;
+pub mod initiator;
 pub mod jobs;
 pub mod journal;
 pub mod logging;

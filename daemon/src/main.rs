@@ -29,7 +29,10 @@ fn main() -> std::process::ExitCode {
         tracing::warn!("failpoints configured: {}", failpoints.join(", "));
     }
     if args.report_steady_state {
-        return match hostd::updates::report_steady_state(&args.config_root) {
+        let reported = hostd::config::Config::load(&args.config_root)
+            .map_err(|e| anyhow::Error::new(e).context("reading the configuration"))
+            .and_then(|config| hostd::updates::report_steady_state(&config.strategy));
+        return match reported {
             Ok(said) => {
                 tracing::info!("{said}");
                 std::process::ExitCode::SUCCESS

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::wire_enum::wire_enum;
+
 /// `apiVersion` of the document.
 pub const API_VERSION: &str = "org.containers.bootc/v1";
 /// `kind` of the document.
@@ -59,61 +61,32 @@ pub enum BootOrder {
     Rollback,
 }
 
-/// How an image is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Transport {
-    /// A container registry (`docker://`).
-    #[serde(rename = "registry")]
-    Registry,
-    /// An OCI image layout directory.
-    #[serde(rename = "oci")]
-    Oci,
-    /// A tar archive of an OCI image layout.
-    #[serde(rename = "oci-archive")]
-    OciArchive,
-    /// Local containers-storage (podman).
-    #[serde(rename = "containers-storage")]
-    ContainersStorage,
-    /// A directory written by `skopeo copy dir:`.
-    #[serde(rename = "dir")]
-    Dir,
+wire_enum! {
+    /// How an image is reached (the `transport` option, the Host document's
+    /// `transport` field).
+    pub enum Transport {
+        /// A container registry (`docker://`).
+        Registry = "registry",
+        /// An OCI image layout directory.
+        Oci = "oci",
+        /// A tar archive of an OCI image layout.
+        OciArchive = "oci-archive",
+        /// Local containers-storage (podman).
+        ContainersStorage = "containers-storage",
+        /// A directory written by `skopeo copy dir:`.
+        Dir = "dir",
+    }
 }
 
 impl Transport {
-    /// Every transport, in documentation order.
-    pub const ALL: [Transport; 5] = [
-        Transport::Registry,
-        Transport::Oci,
-        Transport::OciArchive,
-        Transport::ContainersStorage,
-        Transport::Dir,
-    ];
-
-    /// The name used in the API and the Host document.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Registry => "registry",
-            Transport::Oci => "oci",
-            Transport::OciArchive => "oci-archive",
-            Transport::ContainersStorage => "containers-storage",
-            Transport::Dir => "dir",
-        }
-    }
-
     /// Parse an API transport name.
     pub fn parse(s: &str) -> Option<Transport> {
-        Transport::ALL.into_iter().find(|t| t.as_str() == s)
+        s.parse().ok()
     }
 
     /// Whether the image name is a path on the local filesystem.
     pub fn reads_local_path(self) -> bool {
         matches!(self, Transport::Oci | Transport::OciArchive | Transport::Dir)
-    }
-}
-
-impl std::fmt::Display for Transport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -305,7 +278,7 @@ mod tests {
 
     #[test]
     fn transport_names_round_trip() {
-        for t in Transport::ALL {
+        for &t in Transport::ALL {
             assert_eq!(Transport::parse(t.as_str()), Some(t));
             assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
         }

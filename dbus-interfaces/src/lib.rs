@@ -5,15 +5,21 @@
 //! - [`host`]: the Host JSON document returned by `Status` (bootc-compatible).
 //! - [`proxy`]: typed client proxies for the manager and job objects.
 //! - [`options`]: the option keys each method accepts.
+//! - [`job`]: the job object's values (kind, state, phase) and its properties dictionary.
+//! - [`manager`]: the manager's values (state, deployment role, policy, strategy) and
+//!   the `Deployments` and `CachedUpdate` dictionaries.
 //!
 //! The normative interface text is `org.hostd.Host1.xml` next to this crate,
 //! available as [`INTERFACE_XML`].
 
 pub mod error;
 pub mod host;
+pub mod job;
+pub mod manager;
 pub mod names;
 pub mod options;
 pub mod proxy;
+mod wire_enum;
 
 pub use error::Error;
 

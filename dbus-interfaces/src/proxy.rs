@@ -2,8 +2,10 @@
 
 use std::collections::HashMap;
 
-use zbus::{OwnedObjectPath, OwnedVariant, Variant};
+use zbus::{OwnedObjectPath, Variant};
 
+use crate::job::{JobKind, JobStatus, Phase};
+use crate::manager::{CachedUpdate, DeploymentEntry, ManagerState, UpdatePolicy, UpdateStrategy};
 use crate::Error;
 
 /// Options dictionary as sent by clients.
@@ -38,22 +40,22 @@ pub trait Host1 {
 
     /// idle | checking | fetching | staging | rolling-back | cleaning | rebooting
     #[zbus(property)]
-    fn state(&self) -> zbus::Result<String>;
+    fn state(&self) -> zbus::Result<ManagerState>;
     /// The running job, `/` when idle.
     #[zbus(property)]
     fn active_job(&self) -> zbus::Result<OwnedObjectPath>;
     /// Deployments in boot order.
     #[zbus(property)]
-    fn deployments(&self) -> zbus::Result<Vec<HashMap<String, OwnedVariant>>>;
+    fn deployments(&self) -> zbus::Result<Vec<DeploymentEntry>>;
     /// The update found by the last `Check`, empty when none.
     #[zbus(property)]
-    fn cached_update(&self) -> zbus::Result<HashMap<String, OwnedVariant>>;
+    fn cached_update(&self) -> zbus::Result<CachedUpdate>;
     /// A queued deployment waits for a reboot.
     #[zbus(property)]
     fn reboot_required(&self) -> zbus::Result<bool>;
     /// The configured automatic update policy.
     #[zbus(property)]
-    fn automatic_update_policy(&self) -> zbus::Result<String>;
+    fn automatic_update_policy(&self) -> zbus::Result<UpdatePolicy>;
     /// When the last check or unattended run ended, µs since the epoch, 0 when never.
     #[zbus(property)]
     fn last_check_time(&self) -> zbus::Result<u64>;
@@ -62,7 +64,7 @@ pub trait Host1 {
     fn last_check_result(&self) -> zbus::Result<String>;
     /// When unattended runs may reboot: immediate, periodic or fleet-lock.
     #[zbus(property)]
-    fn update_strategy(&self) -> zbus::Result<String>;
+    fn update_strategy(&self) -> zbus::Result<UpdateStrategy>;
     /// When the next maintenance window opens, µs since the epoch, 0 when none.
     #[zbus(property)]
     fn next_maintenance_window(&self) -> zbus::Result<u64>;
@@ -72,10 +74,10 @@ pub trait Host1 {
 
     /// A job was created.
     #[zbus(signal)]
-    fn job_new(&self, id: u64, job: OwnedObjectPath, kind: String) -> zbus::Result<()>;
+    fn job_new(&self, id: u64, job: OwnedObjectPath, kind: JobKind) -> zbus::Result<()>;
     /// A job finished: `succeeded`, `failed` or `cancelled`.
     #[zbus(signal)]
-    fn job_removed(&self, id: u64, job: OwnedObjectPath, result: String) -> zbus::Result<()>;
+    fn job_removed(&self, id: u64, job: OwnedObjectPath, result: JobStatus) -> zbus::Result<()>;
 }
 
 /// A job object `/org/hostd/Host1/job/<id>`.
@@ -89,13 +91,13 @@ pub trait Job {
     fn id(&self) -> zbus::Result<u64>;
     /// check | upgrade | switch | stage | rollback | cleanup
     #[zbus(property)]
-    fn kind(&self) -> zbus::Result<String>;
+    fn kind(&self) -> zbus::Result<JobKind>;
     /// running | succeeded | failed | cancelled
     #[zbus(property)]
-    fn state(&self) -> zbus::Result<String>;
+    fn state(&self) -> zbus::Result<JobStatus>;
     /// checking | pulling | importing | staging | cleanup | rebooting
     #[zbus(property)]
-    fn phase(&self) -> zbus::Result<String>;
+    fn phase(&self) -> zbus::Result<Phase>;
     /// Bytes fetched so far.
     #[zbus(property)]
     fn bytes_done(&self) -> zbus::Result<u64>;

@@ -30,8 +30,7 @@ fn auto_run(machine: &TestMachine) -> String {
 
 async fn cached_digest(host: &Host1Proxy<'_>) -> Option<(String, bool)> {
     let cached = host.cached_update().await.unwrap();
-    let digest = String::try_from(cached.get("digest")?.try_clone().unwrap()).unwrap();
-    Some((digest, bool::try_from(&*cached["downloaded"]).unwrap()))
+    Some((cached.digest?, cached.downloaded.expect("downloaded comes with digest")))
 }
 
 #[tokio::test]

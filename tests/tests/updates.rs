@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::{Command, Stdio};
 
+use hostd_interface::manager::CachedUpdate;
 use hostd_interface::Error;
 use hostd_tests::fixture::{payload, BuiltImage, ImageBuilder};
 use hostd_tests::jobs::{run_job, JobRecord, JobWatch};
@@ -15,7 +16,7 @@ use hostd_tests::registry::{oci_layer_digests, SlowLink, TestRegistry};
 use hostd_tests::schema;
 use hostd_tests::sysroot::TestSysroot;
 use hostd_tests::binary;
-use zbus::{Connection, OwnedVariant, Variant};
+use zbus::{Connection, Variant};
 
 const CONFIG: &str = "[daemon]\nidle_exit_secs = 120\n";
 
@@ -134,7 +135,7 @@ fn blob_size(builder: &ImageBuilder, digest: &str) -> u64 {
         .len()
 }
 
-async fn cached_update(conn: &Connection) -> HashMap<String, OwnedVariant> {
+async fn cached_update(conn: &Connection) -> CachedUpdate {
     let proxy = hostd_interface::proxy::Host1Proxy::new(conn).await.unwrap();
     proxy.cached_update().await.unwrap()
 }
@@ -179,12 +180,12 @@ async fn registry_check_then_upgrade_fetches_only_the_changed_layer() {
     assert_eq!(out.status.code(), Some(100), "{}", text(&out));
     assert_eq!(sysroot.layer_digests().unwrap(), layers_before, "--check fetched no layer");
     let cached = cached_update(&conn).await;
-    assert_eq!(String::try_from(cached["version"].try_clone().unwrap()).unwrap(), "v2");
-    assert_eq!(String::try_from(cached["digest"].try_clone().unwrap()).unwrap(), v2.digest);
-    assert_eq!(u32::try_from(&cached["layers-to-fetch"]).unwrap(), 1);
+    assert_eq!(cached.version.as_deref(), Some("v2"));
+    assert_eq!(cached.digest.as_deref(), Some(v2.digest.as_str()));
+    assert_eq!(cached.layers_to_fetch, Some(1));
     let changed_size = blob_size(&builder, changed.iter().next().unwrap());
-    assert_eq!(u64::try_from(&cached["download-bytes"]).unwrap(), changed_size);
-    assert!(cached.contains_key("timestamp"));
+    assert_eq!(cached.download_bytes, Some(changed_size));
+    assert!(cached.timestamp.is_some());
     let out = machine.hostctl(None, &["status"]);
     let shown = text(&out);
     assert!(shown.contains("Update available") && shown.contains(&v2.digest), "{shown}");
@@ -208,7 +209,7 @@ async fn registry_check_then_upgrade_fetches_only_the_changed_layer() {
         sysroot.layer_digests().unwrap().difference(&layers_before).cloned().collect();
     assert_eq!(fetched, changed, "exactly the changed layer was imported");
     assert_eq!(deployed(&conn).await, [vd(&v2), vd(&v1)]);
-    assert!(cached_update(&conn).await.is_empty(), "no update is pending after the upgrade");
+    assert_eq!(cached_update(&conn).await, CachedUpdate::default(), "no update is pending after the upgrade");
 
     let out = machine.hostctl(None, &["upgrade"]);
     assert!(out.status.success() && text(&out).contains("No update available."), "{}", text(&out));

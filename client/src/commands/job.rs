@@ -1,5 +1,6 @@
 //! Verbs that start a job and follow it to the end.
 
+use hostd_interface::host::Transport;
 use hostd_interface::options as opt;
 use hostd_interface::proxy::{Host1Proxy, JobProxy};
 use hostd_interface::Error;
@@ -37,15 +38,13 @@ pub async fn upgrade(conn: &Connection, call: &Caller<'_>, args: &UpgradeArgs) -
 
 /// `CachedUpdate` names an update that is not yet downloaded.
 async fn update_pending(host: &Host1Proxy<'_>) -> Result<bool, Error> {
-    let update = host.cached_update().await?;
-    let downloaded = update.get("downloaded").and_then(|v| bool::try_from(&**v).ok()).unwrap_or(false);
-    Ok(update.contains_key("digest") && !downloaded)
+    Ok(host.cached_update().await?.pending())
 }
 
 /// `switch IMAGE`.
 pub async fn switch(conn: &Connection, call: &Caller<'_>, args: &SwitchArgs) -> Result<Code, Error> {
     let opts = options(&[
-        (opt::TRANSPORT, Variant::from(args.transport.as_str())),
+        (opt::TRANSPORT, Variant::from(Transport::from(args.transport).as_str())),
         (opt::RETAIN, Variant::Bool(args.retain)),
         (opt::ENFORCE_CONTAINER_SIGPOLICY, Variant::Bool(args.enforce_container_sigpolicy)),
         (opt::DOWNLOAD_ONLY, Variant::Bool(args.download_only)),

@@ -45,7 +45,7 @@ pub async fn run(host: &Host1Proxy<'_>, args: &StatusArgs) -> Result<Code, Error
             .cached_update()
             .await
             .ok()
-            .and_then(|u| u.get("downloaded").and_then(|v| bool::try_from(&**v).ok()))
+            .and_then(|u| u.downloaded)
             .unwrap_or(false);
         let automation = if args.booted { None } else { automation(host).await };
         crate::render::status(&mut out, &doc, args.booted, downloaded).and_then(|()| match &automation {

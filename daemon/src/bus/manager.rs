@@ -7,24 +7,36 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hostd_interface::host::Transport;
+use hostd_interface::job::JobStatus;
+use hostd_interface::manager::{CachedUpdate, DeploymentEntry, ManagerState, UpdatePolicy, UpdateStrategy};
 use hostd_interface::names::MANAGER_PATH;
 use hostd_interface::options::{Method, Options};
 use hostd_interface::Error;
 use zbus::message::Header;
-use zbus::object_server::{ResponseDispatchNotifier, SignalEmitter};
+use zbus::object_server::{ResponseDispatchListener, ResponseDispatchNotifier, SignalEmitter};
 use zbus::{Connection, ObjectPath, ObjectServer, OwnedObjectPath, OwnedVariant};
 
+use super::guard::SignatureGuard;
 use super::job::{self, JobObject};
-use super::ManagerObject;
-use crate::auth::{Action, Authorizer};
+use super::properties::{self, state_for};
+use crate::auth::{actions_for, details_for, Action, Authorizer};
 use crate::context::Context;
-use crate::{containers_policy, image_ref};
-use crate::jobs::{Initiator, JobKind, JobRequest, Reservation};
+use crate::jobs::runner::{JobEvents, Runner};
+use crate::jobs::state::JobProps;
+use crate::jobs::worker::Worker;
+use crate::jobs::{Initiator, JobKind, JobRequest, JobShared, Reservation};
+use crate::reboot::apply::Logind;
 use crate::sysroot::pin;
-use crate::updates::policy::{self, UnattendedPlan};
-use crate::sysroot::progress::Phase;
+use crate::{containers_policy, image_ref};
+
+/// The manager object as registered (behind its signature guard).
+pub type ManagerObject = SignatureGuard<Manager>;
+
+/// Finished jobs stay on the bus this long, for late readers.
+const LINGER: Duration = Duration::from_secs(10);
 
 /// The manager object.
 pub struct Manager {
@@ -84,14 +96,77 @@ impl Manager {
             Reservation::New(job) => job,
         };
         tracing::info!(job = job.id, uid, kind = job.request.kind.as_str(), "job created");
-        let object = super::guard::SignatureGuard::new(JobObject::new(job.clone()));
+        let object = SignatureGuard::new(JobObject::new(job.clone()));
         if let Err(e) = server.at(job.path.as_str(), object).await {
             self.ctx.jobs.release(job.id);
             return Err(Error::Failed(format!("registering {}: {e}", job.path)));
         }
         let (reply, sent) = ResponseDispatchNotifier::new(object_path(&job.path));
-        tokio::spawn(job::drive(self.ctx.clone(), conn.clone(), job, sent));
+        tokio::spawn(run_job(self.ctx.clone(), conn.clone(), job, sent));
         Ok(reply)
+    }
+}
+
+/// Run `job` through the job runner once `reply_sent` fires, with the bus
+/// as its events, the worker thread as its operation and logind for `apply`.
+async fn run_job(ctx: Arc<Context>, conn: Connection, job: Arc<JobShared>, reply_sent: ResponseDispatchListener) {
+    let config = ctx.config();
+    let events = BusEvents { conn: conn.clone() };
+    let operation = Worker { sysroot: ctx.sysroot.clone(), time_limit: config.job_timeout };
+    let reboot = Logind { conn, config };
+    let runner = Runner {
+        jobs: &ctx.jobs,
+        records: &ctx.records,
+        status: &ctx.status,
+        idle: &ctx.idle,
+        events: &events,
+        operation: &operation,
+        reboot: &reboot,
+    };
+    runner.run(job, reply_sent).await;
+}
+
+/// The job runner's events as signals: `JobNew`/`JobRemoved` and the
+/// manager's properties here, the job's own properties on its object.
+struct BusEvents {
+    conn: Connection,
+}
+
+impl BusEvents {
+    fn manager_emitter(&self) -> SignalEmitter<'static> {
+        SignalEmitter::new(&self.conn, MANAGER_PATH).expect("valid manager path")
+    }
+}
+
+impl JobEvents for BusEvents {
+    async fn job_new(&self, job: &JobShared) {
+        let kind = job.request.kind;
+        if let Err(e) = Manager::job_new(&self.manager_emitter(), job.id, object_path(&job.path).into(), kind).await {
+            tracing::warn!("emitting JobNew: {e}");
+        }
+    }
+
+    async fn job_changed(&self, job: &JobShared, old: &JobProps, new: &JobProps) {
+        job::emit_changes(&self.conn, job, old, new).await;
+    }
+
+    async fn manager_changed(&self) {
+        if let Err(e) = emit_job_properties(&self.conn).await {
+            tracing::warn!("announcing job state: {e}");
+        }
+    }
+
+    async fn job_removed(&self, job: &JobShared) {
+        let result = job.props().state().status();
+        if let Err(e) = Manager::job_removed(&self.manager_emitter(), job.id, object_path(&job.path).into(), result).await {
+            tracing::warn!("emitting JobRemoved: {e}");
+        }
+        let conn = self.conn.clone();
+        let path = job.path.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LINGER).await;
+            let _ = conn.object_server().remove::<SignatureGuard<JobObject>, _>(path.as_str()).await;
+        });
     }
 }
 
@@ -102,70 +177,6 @@ fn no_job() -> OwnedObjectPath {
 
 fn object_path(path: &str) -> OwnedObjectPath {
     OwnedObjectPath::try_from(path.to_string()).expect("job paths are valid object paths")
-}
-
-/// The polkit actions a request needs. Options that widen what a verb means
-/// need the stricter action too (see docs/dbus-api.md).
-fn actions_for(request: &JobRequest) -> Vec<Action> {
-    let o = &request.options;
-    let mut actions = vec![match request.kind {
-        JobKind::Check => Action::Check,
-        JobKind::Upgrade => Action::Upgrade,
-        JobKind::Switch => Action::Switch,
-        JobKind::Stage => Action::Stage,
-        JobKind::Rollback => Action::Rollback,
-        JobKind::Cleanup => Action::Cleanup,
-    }];
-    if o.allow_downgrade && request.kind != JobKind::Switch {
-        actions.push(Action::Switch);
-    }
-    if o.apply {
-        actions.push(Action::Reboot);
-    }
-    actions
-}
-
-/// Details polkit rules can match on.
-fn details_for(request: &JobRequest) -> HashMap<&'static str, String> {
-    let mut d = HashMap::new();
-    d.insert("verb", request.kind.as_str().to_string());
-    if let Some(image) = &request.image {
-        d.insert("image", image.image.clone());
-        d.insert("transport", image.transport.as_str().to_string());
-    }
-    d.insert("options", options_summary(&request.options));
-    d
-}
-
-fn options_summary(o: &Options) -> String {
-    let mut parts = Vec::new();
-    for (set, name) in [
-        (o.download_only, "download-only"),
-        (o.apply, "apply"),
-        (o.allow_downgrade, "allow-downgrade"),
-        (o.retain, "retain"),
-        (o.enforce_container_sigpolicy, "enforce-container-sigpolicy"),
-        (o.auto, "auto"),
-    ] {
-        if set {
-            parts.push(name);
-        }
-    }
-    parts.join(",")
-}
-
-/// The `State` value for a running job.
-pub fn state_for(kind: JobKind, phase: Phase) -> &'static str {
-    match (kind, phase) {
-        (_, Phase::Rebooting) => "rebooting",
-        (JobKind::Check, _) => "checking",
-        (JobKind::Upgrade | JobKind::Switch, Phase::Staging) => "staging",
-        (JobKind::Upgrade | JobKind::Switch, Phase::Cleanup) => "cleaning",
-        (JobKind::Upgrade | JobKind::Switch, _) => "fetching",
-        (JobKind::Stage, _) => "staging",
-        (JobKind::Rollback, _) => "rolling-back",
-        (JobKind::Cleanup, _) => "cleaning",
-    }
 }
 
 #[zbus::interface(name = "org.hostd.Host1")]
@@ -336,10 +347,10 @@ impl Manager {
 
     /// idle | checking | fetching | staging | rolling-back | cleaning | rebooting
     #[zbus(property)]
-    async fn state(&self) -> String {
+    async fn state(&self) -> ManagerState {
         match self.ctx.jobs.active() {
-            Some(job) => state_for(job.request.kind, job.props().phase).to_string(),
-            None => "idle".to_string(),
+            Some(job) => state_for(job.request.kind, job.props().phase()),
+            None => ManagerState::Idle,
         }
     }
 
@@ -357,9 +368,9 @@ impl Manager {
     /// download-only b, incompatible b, and for image deployments image s,
     /// transport s, digest s, version s, timestamp s.
     #[zbus(property)]
-    async fn deployments(&self) -> Vec<HashMap<String, OwnedVariant>> {
+    async fn deployments(&self) -> Vec<DeploymentEntry> {
         match self.ctx.status.peek().as_deref() {
-            Some(Ok(snapshot)) => snapshot.deployment_dicts(),
+            Some(Ok(snapshot)) => properties::deployments(snapshot),
             _ => Vec::new(),
         }
     }
@@ -369,8 +380,8 @@ impl Manager {
     /// since the daemon started, download-bytes t, layers-to-fetch u,
     /// layers-total u. Empty when none.
     #[zbus(property)]
-    async fn cached_update(&self) -> HashMap<String, OwnedVariant> {
-        self.ctx.cached_update_dict()
+    async fn cached_update(&self) -> CachedUpdate {
+        properties::cached_update(&self.ctx)
     }
 
     /// A queued deployment or rollback waits for a reboot.
@@ -381,27 +392,27 @@ impl Manager {
 
     /// The configured unattended update policy: none | check | download | stage | apply.
     #[zbus(property)]
-    async fn automatic_update_policy(&self) -> String {
-        self.ctx.config().policy.as_str().to_string()
+    async fn automatic_update_policy(&self) -> UpdatePolicy {
+        self.ctx.config().policy
     }
 
     /// When the last Check or unattended run ended, µs since the epoch; 0 when never.
     #[zbus(property)]
     async fn last_check_time(&self) -> u64 {
-        self.ctx.last_check_time()
+        self.ctx.records.last_check_time()
     }
 
     /// How the last Check or unattended run ended (its message, or the
     /// error name and message); empty when never.
     #[zbus(property)]
     async fn last_check_result(&self) -> String {
-        self.ctx.last_check_result()
+        self.ctx.records.last_check_result()
     }
 
     /// When unattended runs may reboot: immediate | periodic | fleet-lock.
     #[zbus(property)]
-    async fn update_strategy(&self) -> String {
-        self.ctx.config().strategy.as_str().to_string()
+    async fn update_strategy(&self) -> UpdateStrategy {
+        self.ctx.config().strategy.name()
     }
 
     /// When the next maintenance window opens (now, if one is open), µs
@@ -420,7 +431,7 @@ impl Manager {
     /// empty when no reboot is required.
     #[zbus(property)]
     async fn reboot_pending_reason(&self) -> String {
-        self.ctx.reboot_pending_reason()
+        properties::reboot_pending_reason(&self.ctx)
     }
 
     /// A job was created; emitted after the call that created it returned.
@@ -429,7 +440,7 @@ impl Manager {
         emitter: &SignalEmitter<'_>,
         id: u64,
         job: ObjectPath<'_>,
-        kind: &str,
+        kind: JobKind,
     ) -> zbus::Result<()>;
 
     /// A job finished with result succeeded, failed or cancelled.
@@ -438,7 +449,7 @@ impl Manager {
         emitter: &SignalEmitter<'_>,
         id: u64,
         job: ObjectPath<'_>,
-        result: &str,
+        result: JobStatus,
     ) -> zbus::Result<()>;
 }
 
@@ -469,21 +480,7 @@ impl Manager {
     /// `apply` stages without rebooting.
     async fn unattended_request(&self) -> Option<JobRequest> {
         let booted = matches!(&*self.ctx.status.current().await, Ok(s) if s.booted);
-        let mut options = Options { auto: true, ..Options::default() };
-        let kind = match policy::plan(self.ctx.config().policy) {
-            UnattendedPlan::Nothing => return None,
-            UnattendedPlan::CheckOnly => JobKind::Check,
-            UnattendedPlan::DownloadOnly => {
-                options.download_only = true;
-                JobKind::Upgrade
-            }
-            UnattendedPlan::Stage => JobKind::Upgrade,
-            UnattendedPlan::StageAndReboot => {
-                options.apply = booted;
-                JobKind::Upgrade
-            }
-        };
-        Some(JobRequest { kind, image: None, options })
+        JobRequest::unattended(self.ctx.config().policy, booted)
     }
 
     /// A request about the tracked image: there must be one.
@@ -494,20 +491,11 @@ impl Manager {
     ) -> Result<JobRequest, Error> {
         let options = Options::parse(kind.method(), options)?;
         let loaded = self.ensure_can_apply(&options).await?;
-        let tracked = match &*loaded {
-            Ok(s) => s.host.spec.image.clone(),
-            Err(e) => return Err(e.clone()),
-        };
-        if tracked.is_none() {
-            return Err(Error::InvalidArgument(
-                "the host does not track an image; use Switch first".into(),
-            ));
-        }
-        Ok(JobRequest { kind, image: None, options })
+        JobRequest::about_tracked_image(kind, options, &loaded)
     }
 }
 
-/// Emit `State` and `ActiveJob` changes.
+/// Emit `PropertiesChanged` for the manager's job-related properties.
 pub async fn emit_job_properties(conn: &Connection) -> zbus::Result<()> {
     let iface = conn.object_server().interface::<_, ManagerObject>(MANAGER_PATH).await?;
     let emitter = iface.signal_emitter();
@@ -539,30 +527,4 @@ pub fn follow_status_changes(ctx: Arc<Context>, conn: Connection) {
             }
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req(kind: JobKind, options: Options) -> JobRequest {
-        JobRequest { kind, image: None, options }
-    }
-
-    #[test]
-    fn widening_options_need_the_stricter_action() {
-        let o = Options { allow_downgrade: true, ..Default::default() };
-        assert_eq!(actions_for(&req(JobKind::Upgrade, o)), [Action::Upgrade, Action::Switch]);
-        let o = Options { apply: true, ..Default::default() };
-        assert_eq!(actions_for(&req(JobKind::Stage, o)), [Action::Stage, Action::Reboot]);
-        assert_eq!(actions_for(&req(JobKind::Check, Options::default())), [Action::Check]);
-    }
-
-    #[test]
-    fn manager_state_follows_kind_and_phase() {
-        assert_eq!(state_for(JobKind::Upgrade, Phase::Pulling), "fetching");
-        assert_eq!(state_for(JobKind::Upgrade, Phase::Staging), "staging");
-        assert_eq!(state_for(JobKind::Rollback, Phase::Staging), "rolling-back");
-        assert_eq!(state_for(JobKind::Stage, Phase::Rebooting), "rebooting");
-    }
 }

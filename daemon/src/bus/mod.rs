@@ -2,12 +2,15 @@
 //! work to [`crate::jobs`]; nothing here touches libostree.
 //!
 //! - [`manager`]: `org.hostd.Host1` on `/org/hostd/Host1`.
-//! - [`job`]: `org.hostd.Host1.Job` objects and the job lifecycle on the bus.
+//! - [`manager`]: `org.hostd.Host1` on `/org/hostd/Host1`, and the bus side of the job runner's events.
+//! - [`job`]: `org.hostd.Host1.Job` objects.
+//! - [`properties`]: the manager's computed properties.
 //! - [`guard`]: typed `InvalidArgument` errors for calls with wrong signatures.
 
 pub mod guard;
 pub mod job;
 pub mod manager;
+pub mod properties;
 
 use std::sync::Arc;
 
@@ -19,9 +22,7 @@ use zbus::Connection;
 use crate::context::Context;
 use guard::SignatureGuard;
 use manager::Manager;
-
-/// The manager object as registered (behind its signature guard).
-pub type ManagerObject = SignatureGuard<Manager>;
+pub use manager::ManagerObject;
 
 /// Connect to the system bus, serve the manager object and take the bus name.
 pub async fn serve(ctx: Arc<Context>) -> Result<Connection> {
@@ -40,11 +41,4 @@ pub async fn serve(ctx: Arc<Context>) -> Result<Connection> {
     );
     manager::follow_status_changes(ctx, conn.clone());
     Ok(conn)
-}
-
-/// Emit `PropertiesChanged` for the manager's job-related properties.
-pub async fn announce_job_change(conn: &Connection) {
-    if let Err(e) = manager::emit_job_properties(conn).await {
-        tracing::warn!("announcing job state: {e}");
-    }
 }

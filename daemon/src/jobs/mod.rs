@@ -3,9 +3,13 @@
 //!
 //! - [`request`]: what a caller asked for ([`JobRequest`]) and which job kind it is.
 //! - [`state`]: a job's properties and their transitions ([`JobShared`]).
+//! - [`runner`]: a job's life after the reply: work, records, status, journal, reboot, end.
+//! - [`records`]: what finished jobs leave for the manager's properties.
 //! - [`worker`]: running the sysroot operation on its own thread with a time limit.
 
+pub mod records;
 pub mod request;
+pub mod runner;
 pub mod state;
 pub mod worker;
 
@@ -14,7 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use hostd_interface::Error;
 
-pub use request::{Initiator, JobKind, JobRequest};
+pub use crate::initiator::Initiator;
+pub use request::{JobKind, JobRequest};
 pub use state::{JobShared, JobState};
 
 /// Answer of [`Jobs::reserve`].

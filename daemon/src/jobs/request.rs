@@ -1,50 +1,12 @@
 //! What a caller asked for.
 
 use hostd_interface::host::ImageReference;
-use hostd_interface::options::{Method, Options};
+pub use hostd_interface::job::JobKind;
+use hostd_interface::options::Options;
+use hostd_interface::Error;
 
-/// The kinds of job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JobKind {
-    /// Metadata-only look for an update.
-    Check,
-    /// Fetch and queue the tracked image.
-    Upgrade,
-    /// Fetch and queue another image.
-    Switch,
-    /// Queue a downloaded update.
-    Stage,
-    /// Make the rollback deployment the default.
-    Rollback,
-    /// Prune unreferenced images and objects.
-    Cleanup,
-}
-
-impl JobKind {
-    /// The `Kind` property value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Check => "check",
-            JobKind::Upgrade => "upgrade",
-            JobKind::Switch => "switch",
-            JobKind::Stage => "stage",
-            JobKind::Rollback => "rollback",
-            JobKind::Cleanup => "cleanup",
-        }
-    }
-
-    /// The method whose options this kind takes.
-    pub fn method(self) -> Method {
-        match self {
-            JobKind::Check => Method::Check,
-            JobKind::Upgrade => Method::Upgrade,
-            JobKind::Switch => Method::Switch,
-            JobKind::Stage => Method::Stage,
-            JobKind::Rollback => Method::Rollback,
-            JobKind::Cleanup => Method::Cleanup,
-        }
-    }
-}
+use crate::sysroot::cache::Loaded;
+use crate::updates::policy::{self, UnattendedPlan, UpdatePolicy};
 
 /// A validated request; two equal requests are "the same job".
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -57,34 +19,39 @@ pub struct JobRequest {
     pub options: Options,
 }
 
-/// Who asked for a job: for `Cancel` and for the journal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Initiator {
-    /// The caller's uid.
-    pub uid: u32,
-    /// The systemd unit the caller runs in (a service, or a session scope),
-    /// when it can be found.
-    pub unit: Option<String>,
-}
-
-impl Initiator {
-    /// The initiator behind process `pid` with `uid`.
-    pub fn of_process(uid: u32, pid: Option<u32>) -> Initiator {
-        let unit = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/cgroup")).ok())
-            .and_then(|cgroups| unit_from_cgroups(&cgroups));
-        Initiator { uid, unit }
+impl JobRequest {
+    /// What `Upgrade({auto})` does under `policy`; `None` when the policy is
+    /// none. Nothing runs from an offline sysroot (`booted` false), so there
+    /// `apply` stages without rebooting.
+    pub fn unattended(policy: UpdatePolicy, booted: bool) -> Option<JobRequest> {
+        let mut options = Options { auto: true, ..Options::default() };
+        let kind = match policy::plan(policy) {
+            UnattendedPlan::Nothing => return None,
+            UnattendedPlan::CheckOnly => JobKind::Check,
+            UnattendedPlan::DownloadOnly => {
+                options.download_only = true;
+                JobKind::Upgrade
+            }
+            UnattendedPlan::Stage => JobKind::Upgrade,
+            UnattendedPlan::StageAndReboot => {
+                options.apply = booted;
+                JobKind::Upgrade
+            }
+        };
+        Some(JobRequest { kind, image: None, options })
     }
-}
 
-/// The innermost unit named in a `/proc/<pid>/cgroup` file (cgroup v2 line
-/// `0::/…`, or the name=systemd hierarchy of v1).
-fn unit_from_cgroups(cgroups: &str) -> Option<String> {
-    let path = cgroups.lines().find_map(|l| {
-        l.strip_prefix("0::").or_else(|| l.split_once(":name=systemd:").map(|(_, p)| p))
-    })?;
-    path.rsplit('/')
-        .find(|c| c.ends_with(".service") || c.ends_with(".scope"))
-        .map(str::to_string)
+    /// A request of `kind` about the tracked image; `loaded` must show one.
+    pub fn about_tracked_image(kind: JobKind, options: Options, loaded: &Loaded) -> Result<JobRequest, Error> {
+        let tracked = match &**loaded {
+            Ok(s) => s.host.spec.image.is_some(),
+            Err(e) => return Err(e.clone()),
+        };
+        if !tracked {
+            return Err(Error::InvalidArgument("the host does not track an image; use Switch first".into()));
+        }
+        Ok(JobRequest { kind, image: None, options })
+    }
 }
 
 #[cfg(test)]
@@ -92,15 +59,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unit_is_the_innermost_service_or_scope() {
-        let v2 = "0::/system.slice/hostd-fetch-apply-updates.service\n";
-        assert_eq!(unit_from_cgroups(v2).as_deref(), Some("hostd-fetch-apply-updates.service"));
-        let session = "0::/user.slice/user-1000.slice/session-3.scope\n";
-        assert_eq!(unit_from_cgroups(session).as_deref(), Some("session-3.scope"));
-        let nested = "0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-x.scope\n";
-        assert_eq!(unit_from_cgroups(nested).as_deref(), Some("app-x.scope"));
-        let v1 = "12:pids:/\n1:name=systemd:/system.slice/cron.service\n";
-        assert_eq!(unit_from_cgroups(v1).as_deref(), Some("cron.service"));
-        assert_eq!(unit_from_cgroups("0::/\n"), None);
+    fn unattended_requests_follow_the_policy() {
+        assert_eq!(JobRequest::unattended(UpdatePolicy::None, true), None);
+        let check = JobRequest::unattended(UpdatePolicy::Check, true).unwrap();
+        assert_eq!((check.kind, check.options.auto), (JobKind::Check, true));
+        let download = JobRequest::unattended(UpdatePolicy::Download, true).unwrap();
+        assert!(download.options.download_only && !download.options.apply);
+        let apply = JobRequest::unattended(UpdatePolicy::Apply, true).unwrap();
+        assert!(apply.options.apply && apply.kind == JobKind::Upgrade);
+        let offline = JobRequest::unattended(UpdatePolicy::Apply, false).unwrap();
+        assert!(!offline.options.apply, "an offline sysroot is never rebooted into");
     }
 }

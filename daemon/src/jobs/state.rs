@@ -2,6 +2,7 @@
 
 use std::sync::Mutex;
 
+use hostd_interface::job::JobStatus;
 use hostd_interface::names::job_path;
 use hostd_interface::Error;
 use tokio::sync::Notify;
@@ -10,58 +11,149 @@ use tokio_util::sync::CancellationToken;
 use super::{Initiator, JobRequest};
 use crate::sysroot::progress::{Phase, Progress};
 
-/// Where a job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a job stands. The end carries the job's result, and only a job
+/// that ended badly carries an error.
+#[derive(Debug, Clone, PartialEq)]
 pub enum JobState {
-    /// Working.
-    Running,
-    /// Done, with its result in `Message`.
-    Succeeded,
-    /// Ended with an error in `ErrorName`/`ErrorMessage`.
-    Failed,
+    /// Working; `message` says on what.
+    Running {
+        /// What the job is doing.
+        message: String,
+    },
+    /// Done.
+    Succeeded {
+        /// The job's result.
+        message: String,
+    },
+    /// Ended with an error.
+    Failed {
+        /// What went wrong.
+        error: Error,
+    },
     /// Stopped by `Cancel()` or the time limit.
-    Cancelled,
+    Cancelled {
+        /// Who or what stopped it.
+        error: Error,
+    },
 }
 
 impl JobState {
     /// The `State` property value (also the `JobRemoved` result).
-    pub fn as_str(self) -> &'static str {
+    pub fn status(&self) -> JobStatus {
         match self {
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
+            JobState::Running { .. } => JobStatus::Running,
+            JobState::Succeeded { .. } => JobStatus::Succeeded,
+            JobState::Failed { .. } => JobStatus::Failed,
+            JobState::Cancelled { .. } => JobStatus::Cancelled,
+        }
+    }
+
+    /// The end a job's `result` makes.
+    fn ended(result: &Result<String, Error>) -> JobState {
+        match result {
+            Ok(message) => JobState::Succeeded { message: message.clone() },
+            Err(e @ Error::Cancelled(_)) => JobState::Cancelled { error: e.clone() },
+            Err(e) => JobState::Failed { error: e.clone() },
         }
     }
 }
 
-/// The job properties, copied out whole to publish changes.
+/// A transition the job's state does not allow from where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The job has ended: its properties are final.
+    #[error("the job has ended")]
+    Ended,
+    /// Phases only move forward.
+    #[error("phase {to:?} would come after {from:?}")]
+    PhaseBackwards {
+        /// The phase the job is in.
+        from: Phase,
+        /// The phase asked for.
+        to: Phase,
+    },
+}
+
+/// The job properties, copied out whole to publish changes. Changed only
+/// through the transitions below, each checking where it comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobProps {
-    /// `State`
-    pub state: JobState,
-    /// `Phase`
-    pub phase: Phase,
-    /// `BytesDone`
-    pub bytes_done: u64,
-    /// `BytesTotal`
-    pub bytes_total: u64,
-    /// `LayersDone`
-    pub layers_done: u32,
-    /// `LayersTotal`
-    pub layers_total: u32,
-    /// `Message`
-    pub message: String,
-    /// `ErrorName`
-    pub error_name: String,
-    /// `ErrorMessage`
-    pub error_message: String,
+    state: JobState,
+    /// The phase the job is in, or ended in.
+    phase: Phase,
+    bytes_done: u64,
+    bytes_total: u64,
+    layers_done: u32,
+    layers_total: u32,
 }
 
 impl JobProps {
-    /// `Progress`: bytes when known, else layers; 1 when finished.
+    /// A job that is starting, in the first phase.
+    pub fn starting() -> JobProps {
+        JobProps {
+            state: JobState::Running { message: "starting".into() },
+            phase: Phase::Checking,
+            bytes_done: 0,
+            bytes_total: 0,
+            layers_done: 0,
+            layers_total: 0,
+        }
+    }
+
+    /// `State`, with the result once ended.
+    pub fn state(&self) -> &JobState {
+        &self.state
+    }
+
+    /// `Phase`: the phase the job is in, or ended in.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// `BytesDone`: bytes fetched so far.
+    pub fn bytes_done(&self) -> u64 {
+        self.bytes_done
+    }
+
+    /// `BytesTotal`: bytes to fetch in all.
+    pub fn bytes_total(&self) -> u64 {
+        self.bytes_total
+    }
+
+    /// `LayersDone`: layers fetched so far.
+    pub fn layers_done(&self) -> u32 {
+        self.layers_done
+    }
+
+    /// `LayersTotal`: layers to fetch in all.
+    pub fn layers_total(&self) -> u32 {
+        self.layers_total
+    }
+
+    /// `Message`: what the job is doing, or its result.
+    pub fn message(&self) -> String {
+        match &self.state {
+            JobState::Running { message } | JobState::Succeeded { message } => message.clone(),
+            JobState::Failed { error } | JobState::Cancelled { error } => error.message(),
+        }
+    }
+
+    /// The error a job that ended badly carries.
+    pub fn error(&self) -> Option<&Error> {
+        match &self.state {
+            JobState::Failed { error } | JobState::Cancelled { error } => Some(error),
+            JobState::Running { .. } | JobState::Succeeded { .. } => None,
+        }
+    }
+
+    /// Whether the job has ended (nothing changes any more).
+    pub fn is_finished(&self) -> bool {
+        !matches!(self.state, JobState::Running { .. })
+    }
+
+    /// `Progress` (0..1): bytes when known, else layers; 1 when finished.
     pub fn progress(&self) -> f64 {
-        if self.state != JobState::Running {
+        if self.is_finished() {
             return 1.0;
         }
         if self.bytes_total > 0 {
@@ -71,6 +163,53 @@ impl JobProps {
         } else {
             0.0
         }
+    }
+
+    /// The running job's message, or `Ended`.
+    fn running_message(&mut self) -> Result<&mut String, Refused> {
+        match &mut self.state {
+            JobState::Running { message } => Ok(message),
+            _ => Err(Refused::Ended),
+        }
+    }
+
+    /// Enter `phase` (or stay in it) doing `message`.
+    pub fn enter_phase(&mut self, phase: Phase, message: &str) -> Result<(), Refused> {
+        if phase < self.phase && !self.is_finished() {
+            return Err(Refused::PhaseBackwards { from: self.phase, to: phase });
+        }
+        *self.running_message()? = message.to_string();
+        self.phase = phase;
+        Ok(())
+    }
+
+    /// Say what the running job is doing.
+    pub fn set_message(&mut self, message: &str) -> Result<(), Refused> {
+        *self.running_message()? = message.to_string();
+        Ok(())
+    }
+
+    /// Layer counts: fetched so far, to fetch in all.
+    pub fn set_layers(&mut self, done: u32, total: u32) -> Result<(), Refused> {
+        self.running_message()?;
+        self.layers_done = done;
+        self.layers_total = total;
+        Ok(())
+    }
+
+    /// Byte counts, kept monotonic for readers even if a layer restarts its count.
+    pub fn set_bytes(&mut self, done: u64, total: u64) -> Result<(), Refused> {
+        self.running_message()?;
+        self.bytes_total = total.max(self.bytes_done);
+        self.bytes_done = done.max(self.bytes_done).min(self.bytes_total);
+        Ok(())
+    }
+
+    /// End the job with `result`.
+    pub fn finish(&mut self, result: &Result<String, Error>) -> Result<(), Refused> {
+        self.running_message()?;
+        self.state = JobState::ended(result);
+        Ok(())
     }
 }
 
@@ -108,17 +247,7 @@ impl JobShared {
             request,
             initiator,
             cancel: CancellationToken::new(),
-            props: Mutex::new(JobProps {
-                state: JobState::Running,
-                phase: Phase::Checking,
-                bytes_done: 0,
-                bytes_total: 0,
-                layers_done: 0,
-                layers_total: 0,
-                message: "starting".into(),
-                error_name: String::new(),
-                error_message: String::new(),
-            }),
+            props: Mutex::new(JobProps::starting()),
             phase_ends: Mutex::new(Vec::new()),
             changed: Notify::new(),
             ended: CancellationToken::new(),
@@ -158,36 +287,34 @@ impl JobShared {
         self.ended.cancelled().await
     }
 
-    fn update(&self, f: impl FnOnce(&mut JobProps)) {
+    /// Apply a transition; a refused one changes nothing.
+    fn update(&self, transition: impl FnOnce(&mut JobProps) -> Result<(), Refused>) {
         let mut p = self.props.lock().expect("job props poisoned");
-        if p.state != JobState::Running {
-            // Finished jobs are immutable: a late progress report must not
-            // overwrite the result readers already saw.
-            return;
+        match transition(&mut p) {
+            Ok(()) => {
+                drop(p);
+                self.changed.notify_one();
+            }
+            // Progress may still trickle in from a pull being torn down:
+            // the result readers already saw stays.
+            Err(Refused::Ended) => tracing::debug!(job = self.id, "ignoring a change after the end"),
+            Err(refused @ Refused::PhaseBackwards { .. }) => {
+                debug_assert!(false, "job {}: {refused}", self.id);
+                tracing::warn!(job = self.id, "ignoring a transition: {refused}");
+            }
         }
-        f(&mut p);
-        drop(p);
-        self.changed.notify_one();
     }
 
-    /// Record the end of the job.
+    /// Record the end of the job. A job ends once.
     pub fn finish(&self, result: &Result<String, Error>) {
-        self.update(|p| match result {
-            Ok(message) => {
-                p.state = JobState::Succeeded;
-                p.message = message.clone();
-            }
-            Err(e) => {
-                p.state = if matches!(e, Error::Cancelled(_)) {
-                    JobState::Cancelled
-                } else {
-                    JobState::Failed
-                };
-                p.message = e.message();
-                p.error_name = zbus::DBusError::name(e).to_string();
-                p.error_message = e.message();
-            }
-        });
+        let mut p = self.props.lock().expect("job props poisoned");
+        let finished = p.finish(result);
+        drop(p);
+        debug_assert_eq!(finished, Ok(()), "job {} finished twice", self.id);
+        match finished {
+            Ok(()) => self.changed.notify_one(),
+            Err(refused) => tracing::warn!(job = self.id, "ignoring a second end: {refused}"),
+        }
         self.ended.cancel();
     }
 }
@@ -197,31 +324,25 @@ impl Progress for JobShared {
         // With timestamps, the debug log is the job's timeline.
         tracing::debug!(job = self.id, phase = phase.as_str(), "{message}");
         self.update(|p| {
-            if p.phase != phase {
-                self.phase_ends.lock().expect("job phases poisoned").push(p.clone());
+            let before = p.clone();
+            p.enter_phase(phase, message)?;
+            if before.phase != phase {
+                self.phase_ends.lock().expect("job phases poisoned").push(before);
             }
-            p.phase = phase;
-            p.message = message.to_string();
+            Ok(())
         });
     }
 
     fn layers(&self, done: u32, total: u32) {
-        self.update(|p| {
-            p.layers_done = done;
-            p.layers_total = total;
-        });
+        self.update(|p| p.set_layers(done, total));
     }
 
     fn bytes(&self, done: u64, total: u64) {
-        self.update(|p| {
-            // Monotonic for readers even if a layer restarts its count.
-            p.bytes_total = total.max(p.bytes_done);
-            p.bytes_done = done.max(p.bytes_done).min(p.bytes_total);
-        });
+        self.update(|p| p.set_bytes(done, total));
     }
 
     fn message(&self, message: &str) {
-        self.update(|p| p.message = message.to_string());
+        self.update(|p| p.set_message(message));
     }
 }
 
@@ -244,7 +365,7 @@ mod tests {
         let j = job();
         j.bytes(50, 100);
         j.bytes(10, 100);
-        assert_eq!(j.props().bytes_done, 50);
+        assert_eq!(j.props().bytes_done(), 50);
         j.bytes(100, 100);
         assert_eq!(j.props().progress(), 1.0);
     }
@@ -254,9 +375,59 @@ mod tests {
         let j = job();
         j.finish(&Err(Error::Cancelled("cancelled by caller".into())));
         j.phase(Phase::Staging, "late");
+        j.bytes(5, 10);
+        j.message("late");
         let p = j.props();
-        assert_eq!(p.state, JobState::Cancelled);
-        assert_eq!(p.error_name, "org.hostd.Host1.Error.Cancelled");
-        assert_eq!(p.phase, Phase::Checking);
+        assert_eq!(p.state(), &JobState::Cancelled { error: Error::Cancelled("cancelled by caller".into()) });
+        assert_eq!(p.message(), "cancelled by caller");
+        assert_eq!(p.phase(), Phase::Checking);
+        assert_eq!(p.bytes_total(), 0);
+    }
+
+    #[test]
+    fn phases_only_move_forward() {
+        let mut p = JobProps::starting();
+        assert_eq!(p.enter_phase(Phase::Pulling, "fetching"), Ok(()));
+        assert_eq!(p.enter_phase(Phase::Pulling, "still fetching"), Ok(()), "staying is fine");
+        assert_eq!(p.message(), "still fetching");
+        assert_eq!(
+            p.enter_phase(Phase::Checking, "back"),
+            Err(Refused::PhaseBackwards { from: Phase::Pulling, to: Phase::Checking })
+        );
+        assert_eq!((p.phase(), p.message().as_str()), (Phase::Pulling, "still fetching"));
+        assert_eq!(p.enter_phase(Phase::Rebooting, "rebooting"), Ok(()), "phases may be skipped");
+    }
+
+    #[test]
+    fn nothing_changes_after_the_end() {
+        let mut p = JobProps::starting();
+        p.enter_phase(Phase::Staging, "writing").unwrap();
+        p.set_bytes(10, 20).unwrap();
+        p.finish(&Ok("staged".into())).unwrap();
+        let ended = p.clone();
+        assert_eq!(p.enter_phase(Phase::Cleanup, "late"), Err(Refused::Ended));
+        assert_eq!(p.enter_phase(Phase::Checking, "late"), Err(Refused::Ended));
+        assert_eq!(p.set_message("late"), Err(Refused::Ended));
+        assert_eq!(p.set_bytes(20, 20), Err(Refused::Ended));
+        assert_eq!(p.set_layers(1, 1), Err(Refused::Ended));
+        assert_eq!(p.finish(&Err(Error::Failed("again".into()))), Err(Refused::Ended));
+        assert_eq!(p, ended);
+        assert_eq!(p.state(), &JobState::Succeeded { message: "staged".into() });
+        assert_eq!(p.progress(), 1.0);
+        assert_eq!(p.error(), None);
+    }
+
+    #[test]
+    fn only_an_end_carries_an_error() {
+        let mut running = JobProps::starting();
+        assert_eq!(running.error(), None);
+        running.finish(&Err(Error::Network("timed out".into()))).unwrap();
+        assert_eq!(running.state().status(), JobStatus::Failed);
+        assert_eq!(running.error(), Some(&Error::Network("timed out".into())));
+        assert_eq!(running.message(), "timed out");
+
+        let mut cancelled = JobProps::starting();
+        cancelled.finish(&Err(Error::Cancelled("time limit".into()))).unwrap();
+        assert_eq!(cancelled.state().status(), JobStatus::Cancelled);
     }
 }

@@ -10,8 +10,25 @@ use std::time::Duration;
 use hostd_interface::Error;
 use tokio::sync::oneshot;
 
+use super::runner::Operation;
 use super::{JobKind, JobShared};
 use crate::sysroot::{self, Outcome, SysrootPath};
+
+/// The production [`Operation`]: each job on a thread of its own, calling
+/// the sysroot, cancelled after `time_limit`.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    /// The sysroot the job works on.
+    pub sysroot: SysrootPath,
+    /// Cancel the job when it runs longer than this.
+    pub time_limit: Duration,
+}
+
+impl Operation for Worker {
+    async fn run(&self, job: Arc<JobShared>) -> Result<Outcome, Error> {
+        run(self.sysroot.clone(), job, self.time_limit).await
+    }
+}
 
 /// Run `job` to completion, cancelling it when it exceeds `time_limit`.
 pub async fn run(sysroot: SysrootPath, job: Arc<JobShared>, time_limit: Duration) -> Result<Outcome, Error> {

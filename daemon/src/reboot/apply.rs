@@ -2,6 +2,8 @@
 //! not. A caller's `apply` reboots unless an inhibitor blocks it; an
 //! unattended run (`auto`) also needs the configured strategy's consent:
 //! an open maintenance window, a reboot slot from the fleet lock manager.
+//! The decision goes back to the job runner as [`Applied`]; nothing here
+//! keeps state.
 
 use chrono::Utc;
 use hostd_interface::Error;
@@ -9,28 +11,44 @@ use zbus::Connection;
 
 use super::finalize;
 use super::logind::{self, RebootOutcome};
-use crate::config::RebootStrategy;
-use crate::context::Context;
+use crate::config::Config;
+use crate::jobs::runner::{Applied, Reboot};
 use crate::jobs::JobShared;
 use crate::journal::{self, Change, Event};
 use crate::sysroot::cache::Loaded;
 use crate::sysroot::progress::{Phase, Progress};
 use crate::sysroot::status::Role;
 use crate::updates::fleetlock::{FleetLockClient, NodeId, MACHINE_ID_PATH};
-use crate::updates::policy::{needs_lock, reboot_decision, LockOutcome, RebootDecision};
+use crate::updates::policy::{needs_lock, RebootStrategy, reboot_decision, LockOutcome, RebootDecision};
+
+/// The production [`Reboot`]: logind on the system bus `conn`, under the
+/// settings in force when the job started.
+#[derive(Debug, Clone)]
+pub struct Logind {
+    /// The system bus connection logind and systemd are reached on.
+    pub conn: Connection,
+    /// The strategy and maintenance windows for unattended runs.
+    pub config: Config,
+}
+
+impl Reboot for Logind {
+    async fn apply(&self, job: &JobShared, loaded: &Loaded, message: String) -> Result<Applied, Error> {
+        apply(&self.config, &self.conn, job, loaded, message).await
+    }
+}
 
 /// Finish the job `message` with the reboot `apply` asks for.
-pub async fn apply(ctx: &Context, conn: &Connection, job: &JobShared, loaded: &Loaded, message: String) -> Result<String, Error> {
+pub async fn apply(config: &Config, conn: &Connection, job: &JobShared, loaded: &Loaded, message: String) -> Result<Applied, Error> {
     let Some((change, staged)) = pending_boot_change(loaded) else {
-        ctx.set_reboot_postponed(None);
-        return Ok(format!("{message} Nothing is queued for the next boot, so the system does not reboot."));
+        let message = format!("{message} Nothing is queued for the next boot, so the system does not reboot.");
+        return Ok(Applied { message, postponed: None });
     };
     job.phase(Phase::Rebooting, "deciding whether to reboot");
-    let lock = if job.request.options.auto { consult_strategy(ctx).await } else { Consent::Given { slot: None } };
+    let lock = if job.request.options.auto { consult_strategy(config).await } else { Consent::Given { slot: None } };
     let slot = match lock {
         Consent::Given { slot } => slot,
         Consent::Refused(reason) => {
-            return Ok(postpone(ctx, job, change, &message, &format!("Reboot postponed: {reason}")).await)
+            return Ok(postpone(job, change, &message, &format!("Reboot postponed: {reason}")).await)
         }
     };
     let failed = |e: &dyn std::fmt::Display| Error::Failed(format!("{message} The reboot was not started: {e}"));
@@ -46,8 +64,7 @@ pub async fn apply(ctx: &Context, conn: &Connection, job: &JobShared, loaded: &L
         job.wait_published(Phase::Rebooting, std::time::Duration::from_secs(1)).await;
         match logind::request_reboot(conn).await.map_err(|e| failed(&e))? {
             RebootOutcome::Started => {
-                ctx.set_reboot_postponed(None);
-                return Ok(format!("{message} Rebooting now."));
+                return Ok(Applied { message: format!("{message} Rebooting now."), postponed: None });
             }
             RebootOutcome::Blocked(late) => blockers = late,
         }
@@ -56,7 +73,7 @@ pub async fn apply(ctx: &Context, conn: &Connection, job: &JobShared, loaded: &L
         release_slot(slot).await;
     }
     let who: Vec<String> = blockers.iter().map(ToString::to_string).collect();
-    Ok(postpone(ctx, job, change, &message, &format!("Reboot blocked by {}", who.join(", "))).await)
+    Ok(postpone(job, change, &message, &format!("Reboot blocked by {}", who.join(", "))).await)
 }
 
 /// What the strategy says, and the reboot slot taken for it.
@@ -65,8 +82,7 @@ enum Consent {
     Refused(String),
 }
 
-async fn consult_strategy(ctx: &Context) -> Consent {
-    let config = ctx.config();
+async fn consult_strategy(config: &Config) -> Consent {
     let now = Utc::now();
     let (lock, slot) = match &config.strategy {
         RebootStrategy::FleetLock(settings) if needs_lock(&config.strategy, &config.windows, now) => {
@@ -110,13 +126,12 @@ async fn release_slot(slot: FleetLockClient) {
 
 /// Log, tell logged-in users, and keep `RebootRequired` (the deployment
 /// stays queued). `why` is a sentence without its full stop.
-async fn postpone(ctx: &Context, job: &JobShared, change: Change, message: &str, why: &str) -> String {
+async fn postpone(job: &JobShared, change: Change, message: &str, why: &str) -> Applied {
     let note = format!("{why}; the update applies at the next reboot.");
     let blocked = Change { event: Event::RebootBlocked, ..change };
     journal::record(&blocked, &job.initiator, job.id, &note);
-    ctx.set_reboot_postponed(Some(why.to_string()));
     tell_logged_in_users(&format!("A system update is ready and waits for a reboot. {note}")).await;
-    format!("{message} {note}")
+    Applied { message: format!("{message} {note}"), postponed: Some(why.to_string()) }
 }
 
 /// There is no D-Bus API for a broadcast to terminals; wall(1) is the tool.

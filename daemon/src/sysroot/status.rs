@@ -3,7 +3,6 @@
 //! takes the sysroot lock, so a running job or another tool holding the lock
 //! does not delay it.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -20,29 +19,8 @@ use super::deploy::STAGED_LOCK_FILE;
 use super::image::{layered_status, parse_origin_reference, reference_to_api};
 
 
-/// Where a deployment stands relative to the running system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Queued for the next boot, finalized at shutdown.
-    Staged,
-    /// Running now.
-    Booted,
-    /// The previous deployment.
-    Rollback,
-    /// Anything else (pinned ones, or every deployment of an offline sysroot).
-    Other,
-}
-
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Role::Staged => "staged",
-            Role::Booted => "booted",
-            Role::Rollback => "rollback",
-            Role::Other => "other",
-        }
-    }
-}
+/// Where a deployment stands relative to the running system (the `role` of a `Deployments` entry).
+pub use hostd_interface::manager::DeploymentRole as Role;
 
 /// One deployment, as the jobs and the `Deployments` property see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,11 +84,6 @@ impl Snapshot {
     /// The update `Check` found for the tracked image.
     pub fn cached_update(&self) -> Option<&ImageStatus> {
         self.merge_deployment().and_then(|d| d.entry.cached_update.as_ref())
-    }
-
-    /// The `Deployments` property value.
-    pub fn deployment_dicts(&self) -> Vec<HashMap<String, zbus::OwnedVariant>> {
-        self.deployments.iter().map(deployment_dict).collect()
     }
 }
 
@@ -283,35 +256,6 @@ fn assemble(deployments: Vec<Deployment>, booted: bool) -> Snapshot {
         booted,
         downloaded_update: None,
     }
-}
-
-fn deployment_dict(d: &Deployment) -> HashMap<String, zbus::OwnedVariant> {
-    use zbus::Variant;
-    let mut m: HashMap<String, Variant<'static>> = HashMap::new();
-    m.insert("index".into(), Variant::U32(d.index as u32));
-    m.insert("role".into(), Variant::from(d.role.as_str().to_string()));
-    m.insert("pinned".into(), Variant::Bool(d.entry.pinned));
-    m.insert("download-only".into(), Variant::Bool(d.entry.download_only));
-    m.insert("incompatible".into(), Variant::Bool(d.entry.incompatible));
-    if let Some(o) = &d.entry.ostree {
-        m.insert("checksum".into(), Variant::from(o.checksum.clone()));
-        m.insert("serial".into(), Variant::U32(o.deploy_serial));
-        m.insert("stateroot".into(), Variant::from(o.stateroot.clone()));
-    }
-    if let Some(i) = &d.entry.image {
-        m.insert("image".into(), Variant::from(i.image.image.clone()));
-        m.insert("transport".into(), Variant::from(i.image.transport.as_str().to_string()));
-        m.insert("digest".into(), Variant::from(i.image_digest.clone()));
-        if let Some(v) = &i.version {
-            m.insert("version".into(), Variant::from(v.clone()));
-        }
-        if let Some(t) = &i.timestamp {
-            m.insert("timestamp".into(), Variant::from(t.clone()));
-        }
-    }
-    m.into_iter()
-        .map(|(k, v)| (k, zbus::OwnedVariant::try_from(v).expect("no file descriptors")))
-        .collect()
 }
 
 #[cfg(test)]

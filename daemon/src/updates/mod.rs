@@ -13,15 +13,15 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::config::{Config, RebootStrategy};
 use fleetlock::{FleetLockClient, NodeId, MACHINE_ID_PATH};
+use policy::RebootStrategy;
 
 /// After a good boot: give the reboot slot back to the fleet lock manager
-/// (idempotent, so it is done on every boot). What was done, for the log.
-pub fn report_steady_state(config_root: &Path) -> anyhow::Result<String> {
-    let config = Config::load(config_root).context("reading the configuration")?;
-    let RebootStrategy::FleetLock(settings) = config.strategy else {
-        return Ok(format!("strategy {}: no fleet lock to release", config.strategy.as_str()));
+/// (idempotent, so it is done on every boot) when `strategy` uses one.
+/// What was done, for the log.
+pub fn report_steady_state(strategy: &RebootStrategy) -> anyhow::Result<String> {
+    let RebootStrategy::FleetLock(settings) = strategy else {
+        return Ok(format!("strategy {}: no fleet lock to release", strategy.name()));
     };
     let id = NodeId::read(Path::new(MACHINE_ID_PATH))?;
     FleetLockClient::new(settings.url.clone(), &settings.group, id)

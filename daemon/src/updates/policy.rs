@@ -5,9 +5,46 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::config::{RebootStrategy, UpdatePolicy};
-use crate::updates::fleetlock::FleetLockError;
+use hostd_interface::manager::UpdateStrategy;
+
+use crate::updates::fleetlock::{FleetLockError, FleetLockGroup, FleetLockUrl};
 use crate::updates::window::MaintenanceWindows;
+
+/// What to do when an update is found unattended (`[updates] policy`).
+pub use hostd_interface::manager::UpdatePolicy;
+
+/// When an unattended run may reboot into what it staged.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RebootStrategy {
+    /// Whenever nothing inhibits it; maintenance windows are ignored.
+    #[default]
+    Immediate,
+    /// Only inside a maintenance window (at least one is configured).
+    Periodic,
+    /// Only with a reboot slot from a FleetLock manager, and inside a
+    /// maintenance window when any is configured.
+    FleetLock(FleetLockSettings),
+}
+
+impl RebootStrategy {
+    /// The name used in files and on the bus.
+    pub fn name(&self) -> UpdateStrategy {
+        match self {
+            RebootStrategy::Immediate => UpdateStrategy::Immediate,
+            RebootStrategy::Periodic => UpdateStrategy::Periodic,
+            RebootStrategy::FleetLock(_) => UpdateStrategy::FleetLock,
+        }
+    }
+}
+
+/// `[updates.fleet_lock]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetLockSettings {
+    /// The lock manager's base URL.
+    pub url: FleetLockUrl,
+    /// The reboot group.
+    pub group: FleetLockGroup,
+}
 
 /// What an unattended run does with an update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,8 +180,7 @@ fn lock_decision(lock: &LockOutcome) -> RebootDecision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::FleetLockSettings;
-    use crate::updates::fleetlock::{FleetLockGroup, FleetLockUrl, Operation};
+    use crate::updates::fleetlock::Operation;
     use crate::updates::window::{parse_start, Window};
     use chrono::{Weekday, WeekdaySet};
     use chrono_tz::Tz;

@@ -1,0 +1,96 @@
+//! The manager's computed properties, rendered from the status snapshot,
+//! the job slot and the job records: what the bus shows, kept out of the
+//! shared state itself.
+
+use hostd_interface::manager::{CachedUpdate, DeploymentEntry, ManagerState};
+
+use crate::context::Context;
+use crate::jobs::JobKind;
+use crate::sysroot::progress::Phase;
+use crate::sysroot::status::{Deployment, Snapshot};
+
+/// The `State` value for a running job.
+pub fn state_for(kind: JobKind, phase: Phase) -> ManagerState {
+    match (kind, phase) {
+        (_, Phase::Rebooting) => ManagerState::Rebooting,
+        (JobKind::Check, _) => ManagerState::Checking,
+        (JobKind::Upgrade | JobKind::Switch, Phase::Staging) => ManagerState::Staging,
+        (JobKind::Upgrade | JobKind::Switch, Phase::Cleanup) => ManagerState::Cleaning,
+        (JobKind::Upgrade | JobKind::Switch, _) => ManagerState::Fetching,
+        (JobKind::Stage, _) => ManagerState::Staging,
+        (JobKind::Rollback, _) => ManagerState::RollingBack,
+        (JobKind::Cleanup, _) => ManagerState::Cleaning,
+    }
+}
+
+/// `RebootPendingReason`: why a reboot is needed and, if one was
+/// postponed, why it has not happened; empty when none is needed.
+pub fn reboot_pending_reason(ctx: &Context) -> String {
+    let loaded = ctx.status.peek();
+    let Some(Ok(snapshot)) = loaded.as_deref() else { return String::new() };
+    if !snapshot.reboot_required {
+        return String::new();
+    }
+    let why = crate::reboot::marker::reason(snapshot)
+        .unwrap_or_else(|| "a change is queued for the next boot".to_string());
+    match ctx.records.reboot_postponed() {
+        Some(postponed) => format!("{}; {postponed}", why.trim_end()),
+        None => why.trim_end().to_string(),
+    }
+}
+
+/// `CachedUpdate`: the persisted cached update from the sysroot, plus the
+/// download size from this daemon's last check of the same digest.
+pub fn cached_update(ctx: &Context) -> CachedUpdate {
+    let loaded = ctx.status.peek();
+    let Some(Ok(snapshot)) = loaded.as_deref() else { return CachedUpdate::default() };
+    let Some(update) = snapshot.cached_update() else { return CachedUpdate::default() };
+    let checked = ctx.records.last_check().filter(|s| s.digest == update.image_digest);
+    CachedUpdate {
+        digest: Some(update.image_digest.clone()),
+        downloaded: Some(snapshot.downloaded_update.as_deref() == Some(update.image_digest.as_str())),
+        version: update.version.clone(),
+        timestamp: update.timestamp.clone(),
+        download_bytes: checked.as_ref().map(|s| s.bytes_to_fetch),
+        layers_to_fetch: checked.as_ref().map(|s| s.layers_to_fetch),
+        layers_total: checked.as_ref().map(|s| s.layers_total),
+    }
+}
+
+/// `Deployments`: every deployment in boot order.
+pub fn deployments(snapshot: &Snapshot) -> Vec<DeploymentEntry> {
+    snapshot.deployments.iter().map(deployment_entry).collect()
+}
+
+fn deployment_entry(d: &Deployment) -> DeploymentEntry {
+    let ostree = d.entry.ostree.as_ref();
+    let image = d.entry.image.as_ref();
+    DeploymentEntry {
+        index: u32::try_from(d.index).unwrap_or(u32::MAX),
+        role: d.role,
+        pinned: d.entry.pinned,
+        download_only: d.entry.download_only,
+        incompatible: d.entry.incompatible,
+        checksum: ostree.map(|o| o.checksum.clone()),
+        serial: ostree.map(|o| o.deploy_serial),
+        stateroot: ostree.map(|o| o.stateroot.clone()),
+        image: image.map(|i| i.image.image.clone()),
+        transport: image.map(|i| i.image.transport),
+        digest: image.map(|i| i.image_digest.clone()),
+        version: image.and_then(|i| i.version.clone()),
+        timestamp: image.and_then(|i| i.timestamp.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manager_state_follows_kind_and_phase() {
+        assert_eq!(state_for(JobKind::Upgrade, Phase::Pulling), ManagerState::Fetching);
+        assert_eq!(state_for(JobKind::Upgrade, Phase::Staging), ManagerState::Staging);
+        assert_eq!(state_for(JobKind::Rollback, Phase::Staging), ManagerState::RollingBack);
+        assert_eq!(state_for(JobKind::Stage, Phase::Rebooting), ManagerState::Rebooting);
+    }
+}

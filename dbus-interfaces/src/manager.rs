@@ -1,0 +1,220 @@
+//! The shapes of `org.hostd.Host1`'s properties: string-typed values and
+//! the `a{sv}` dictionaries of `Deployments` and `CachedUpdate`.
+
+use zbus::{DeserializeDict, SerializeDict, Type};
+
+use crate::host::Transport;
+use crate::wire_enum::wire_enum;
+
+wire_enum! {
+    /// `State`: what the daemon is doing.
+    #[derive(Default)]
+    pub enum ManagerState {
+        /// No job runs.
+        #[default]
+        Idle = "idle",
+        /// A `Check` runs.
+        Checking = "checking",
+        /// An update's layers are fetched.
+        Fetching = "fetching",
+        /// A deployment is written or queued.
+        Staging = "staging",
+        /// The boot order is changed to the rollback deployment.
+        RollingBack = "rolling-back",
+        /// Unused images and objects are pruned.
+        Cleaning = "cleaning",
+        /// A reboot is asked for.
+        Rebooting = "rebooting",
+    }
+}
+
+wire_enum! {
+    /// The `role` of a deployment: where it stands relative to the running system.
+    pub enum DeploymentRole {
+        /// Queued for the next boot, finalized at shutdown.
+        Staged = "staged",
+        /// Running now.
+        Booted = "booted",
+        /// The previous deployment.
+        Rollback = "rollback",
+        /// Anything else (pinned ones, or every deployment of an offline sysroot).
+        Other = "other",
+    }
+}
+
+wire_enum! {
+    /// `AutomaticUpdatePolicy`, and `[updates] policy` in hostd.toml: what
+    /// an unattended run does with an update.
+    #[derive(Default)]
+    pub enum UpdatePolicy {
+        /// Nothing.
+        #[default]
+        None = "none",
+        /// Only look.
+        Check = "check",
+        /// Fetch, keep finalization-locked.
+        Download = "download",
+        /// Fetch and stage for the next boot.
+        Stage = "stage",
+        /// Stage and reboot.
+        Apply = "apply",
+    }
+}
+
+wire_enum! {
+    /// `UpdateStrategy`, and `[updates] strategy` in hostd.toml: when an
+    /// unattended run may reboot.
+    pub enum UpdateStrategy {
+        /// Whenever nothing inhibits it.
+        Immediate = "immediate",
+        /// Only inside a maintenance window.
+        Periodic = "periodic",
+        /// Only with a reboot slot from a FleetLock manager.
+        FleetLock = "fleet-lock",
+    }
+}
+
+/// One entry of `Deployments` (boot order, an `a{sv}`). Optional keys are
+/// absent, not empty, when the deployment does not have them.
+#[derive(Debug, Clone, PartialEq, Eq, SerializeDict, DeserializeDict, Type)]
+#[zbus(signature = "a{sv}", rename_all = "kebab-case")]
+pub struct DeploymentEntry {
+    /// `index` u: position in the boot order.
+    pub index: u32,
+    /// `role` s
+    pub role: DeploymentRole,
+    /// `pinned` b: kept through new deployments and cleanups.
+    pub pinned: bool,
+    /// `download-only` b: fetched, finalization-locked, not for the next boot.
+    pub download_only: bool,
+    /// `incompatible` b: has local changes an image update cannot carry.
+    pub incompatible: bool,
+    /// `checksum` s: the ostree commit.
+    pub checksum: Option<String>,
+    /// `serial` u: the deployment serial of that commit.
+    pub serial: Option<u32>,
+    /// `stateroot` s
+    pub stateroot: Option<String>,
+    /// `image` s: the image reference, for image deployments.
+    pub image: Option<String>,
+    /// `transport` s: how the image is fetched (registry, oci, …).
+    pub transport: Option<Transport>,
+    /// `digest` s: the image's manifest digest.
+    pub digest: Option<String>,
+    /// `version` s: the image's version label.
+    pub version: Option<String>,
+    /// `timestamp` s: the image's build time (RFC 3339).
+    pub timestamp: Option<String>,
+}
+
+/// `CachedUpdate` (an `a{sv}`): the update the last check found; empty when none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, SerializeDict, DeserializeDict, Type)]
+#[zbus(signature = "a{sv}", rename_all = "kebab-case")]
+pub struct CachedUpdate {
+    /// `digest` s: the update's manifest digest.
+    pub digest: Option<String>,
+    /// `downloaded` b: already fetched; `Stage` deploys it.
+    pub downloaded: Option<bool>,
+    /// `version` s
+    pub version: Option<String>,
+    /// `timestamp` s
+    pub timestamp: Option<String>,
+    /// `download-bytes` t: bytes still to fetch (from a check since the daemon started).
+    pub download_bytes: Option<u64>,
+    /// `layers-to-fetch` u
+    pub layers_to_fetch: Option<u32>,
+    /// `layers-total` u
+    pub layers_total: Option<u32>,
+}
+
+impl CachedUpdate {
+    /// An update is known and not yet fetched.
+    pub fn pending(&self) -> bool {
+        self.digest.is_some() && !self.downloaded.unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use zbus::wire::{serialized::Context, to_bytes, LE};
+    use zbus::OwnedVariant;
+
+    use super::*;
+
+    fn keys<T: serde::Serialize + Type>(value: &T) -> Vec<String> {
+        let bytes = to_bytes(Context::new(LE, 0), value).unwrap();
+        let dict: HashMap<String, OwnedVariant> = bytes.deserialize().unwrap().0;
+        let mut keys: Vec<String> = dict.into_keys().collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn deployment_keys_are_the_documented_ones() {
+        let bare = DeploymentEntry {
+            index: 0,
+            role: DeploymentRole::Booted,
+            pinned: false,
+            download_only: false,
+            incompatible: false,
+            checksum: None,
+            serial: None,
+            stateroot: None,
+            image: None,
+            transport: None,
+            digest: None,
+            version: None,
+            timestamp: None,
+        };
+        assert_eq!(keys(&bare), ["download-only", "incompatible", "index", "pinned", "role"]);
+        let full = DeploymentEntry {
+            checksum: Some("c".into()),
+            serial: Some(0),
+            stateroot: Some("default".into()),
+            image: Some("quay.io/os:1".into()),
+            transport: Some(Transport::Registry),
+            digest: Some("sha256:1".into()),
+            version: Some("1".into()),
+            timestamp: Some("2026-01-01T00:00:00Z".into()),
+            ..bare
+        };
+        assert_eq!(
+            keys(&full),
+            [
+                "checksum", "digest", "download-only", "image", "incompatible", "index", "pinned", "role",
+                "serial", "stateroot", "timestamp", "transport", "version"
+            ]
+        );
+        let bytes = to_bytes(Context::new(LE, 0), &full).unwrap();
+        let back: DeploymentEntry = bytes.deserialize().unwrap().0;
+        assert_eq!(back, full);
+        assert_eq!(<Vec<DeploymentEntry> as Type>::SIGNATURE, "aa{sv}");
+    }
+
+    #[test]
+    fn cached_update_keys_are_the_documented_ones() {
+        assert!(keys(&CachedUpdate::default()).is_empty());
+        let update = CachedUpdate {
+            digest: Some("sha256:2".into()),
+            downloaded: Some(false),
+            version: Some("2".into()),
+            timestamp: None,
+            download_bytes: Some(10),
+            layers_to_fetch: Some(1),
+            layers_total: Some(3),
+        };
+        assert_eq!(keys(&update), ["digest", "download-bytes", "downloaded", "layers-to-fetch", "layers-total", "version"]);
+        assert!(update.pending());
+        assert!(!CachedUpdate { downloaded: Some(true), ..update }.pending());
+    }
+
+    #[test]
+    fn names_are_the_documented_ones() {
+        assert_eq!(ManagerState::RollingBack.as_str(), "rolling-back");
+        assert_eq!(UpdateStrategy::FleetLock.to_string(), "fleet-lock");
+        assert_eq!("download".parse::<UpdatePolicy>(), Ok(UpdatePolicy::Download));
+        assert_eq!(DeploymentRole::ALL.len(), 4);
+    }
+}
