@@ -23,6 +23,12 @@ pub enum Code {
     Cancelled = 8,
     /// Interrupted; the job was left running.
     Detached = 9,
+    /// The registry wants credentials hostd does not have.
+    AuthenticationRequired = 10,
+    /// The registry refused access to the image.
+    AccessDenied = 11,
+    /// The image is not an ostree/bootc image.
+    NotBootable = 12,
     /// `upgrade --check`: an update is available.
     UpdateAvailable = 100,
 }
@@ -58,6 +64,15 @@ pub fn report(e: &Error) -> Code {
         Error::Cancelled(_) => (Code::Cancelled, None),
         Error::NoSpace(_) => (Code::Failure, Some("free space, or run `hostctl cleanup`")),
         Error::Network(_) => (Code::Failure, Some("check the network and the registry")),
+        Error::ImageNotFound(_) => (Code::Failure, Some("check the image name, tag and transport")),
+        Error::AuthenticationRequired(_) => (
+            Code::AuthenticationRequired,
+            Some("log in to the registry into one of the auth.json files named above, e.g. with `podman login --authfile /etc/ostree/auth.json REGISTRY`"),
+        ),
+        Error::AccessDenied(_) => {
+            (Code::AccessDenied, Some("the credentials are valid but may not read this image; ask the registry's owner"))
+        }
+        Error::NotBootable(_) => (Code::NotBootable, Some("build the image FROM a bootc base image")),
         _ => (Code::Failure, None),
     };
     let message = match e {
