@@ -8,8 +8,14 @@ use std::path::{Component, Path};
 use std::str::FromStr;
 
 use hostd_interface::host::{ImageReference, ImageSignature, Transport};
-use hostd_interface::Error;
 use ostree_ext::oci_spec::distribution::Reference;
+
+/// Why a reference was refused; the message says what to give instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidReference(pub String);
+
+type Error = InvalidReference;
 
 /// Longest accepted image reference.
 pub const MAX_IMAGE_LEN: usize = 1024;
@@ -35,7 +41,7 @@ pub fn parse(image: &str, transport: Transport, enforce_sigpolicy: bool) -> Resu
 }
 
 fn invalid(msg: String) -> Error {
-    Error::InvalidArgument(msg)
+    InvalidReference(msg)
 }
 
 fn check_common(image: &str) -> Result<(), Error> {
@@ -134,7 +140,7 @@ mod tests {
     }
     fn bad(image: &str, t: Transport) -> String {
         match parse(image, t, false) {
-            Err(Error::InvalidArgument(m)) => m,
+            Err(InvalidReference(m)) => m,
             other => panic!("{image} should be invalid, got {other:?}"),
         }
     }

@@ -20,7 +20,7 @@ use super::job::{self, JobObject};
 use super::ManagerObject;
 use crate::auth::{Action, Authorizer};
 use crate::context::Context;
-use crate::{containers_policy, image_ref};
+use crate::{containers_policy, errors, image_ref};
 use crate::jobs::{Initiator, JobKind, JobRequest, Reservation};
 use crate::sysroot::pin;
 use crate::updates::policy::{self, UnattendedPlan};
@@ -177,7 +177,7 @@ impl Manager {
         Options::parse(Method::Status, &options)?;
         match &*self.ctx.status.current().await {
             Ok(snapshot) => Ok(snapshot.json.clone()),
-            Err(e) => Err(e.clone()),
+            Err(e) => Err(errors::name(e)),
         }
     }
 
@@ -303,7 +303,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
         self.ctx.idle.touch();
-        let selector = pin::Selector::parse(&deployment)?;
+        let selector = pin::Selector::parse(&deployment).map_err(errors::name_owned)?;
         self.ensure_image_based().await?;
         let auth = Authorizer::new(conn.clone());
         let caller = auth.caller(&header).await?;
@@ -311,7 +311,7 @@ impl Manager {
         let details = HashMap::from([("verb", verb.to_string()), ("deployment", deployment.clone())]);
         auth.authorize(&header, &caller, &[Action::Cleanup], &details).await?;
         self.ctx.jobs.ensure_idle()?;
-        let name = pin::set_pinned(&self.ctx.sysroot, selector, pinned).await?;
+        let name = pin::set_pinned(&self.ctx.sysroot, selector, pinned).await.map_err(errors::name_owned)?;
         tracing::info!(uid = caller.uid, deployment = %name, pinned, "set pinned={pinned} on {name}");
         self.ctx.status.refresh().await;
         Ok(())
@@ -445,8 +445,8 @@ impl Manager {
 impl Manager {
     async fn ensure_image_based(&self) -> Result<crate::sysroot::cache::Loaded, Error> {
         let loaded = self.ctx.status.current().await;
-        if let Err(e @ Error::NotImageBased(_)) = &*loaded {
-            return Err(e.clone());
+        if let Err(e @ crate::sysroot::Error::NotImageBased(_)) = &*loaded {
+            return Err(errors::name(e));
         }
         Ok(loaded)
     }
@@ -496,7 +496,7 @@ impl Manager {
         let loaded = self.ensure_can_apply(&options).await?;
         let tracked = match &*loaded {
             Ok(s) => s.host.spec.image.clone(),
-            Err(e) => return Err(e.clone()),
+            Err(e) => return Err(errors::name(e)),
         };
         if tracked.is_none() {
             return Err(Error::InvalidArgument(

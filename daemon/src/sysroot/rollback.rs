@@ -5,14 +5,12 @@
 
 use std::path::Path;
 
-use hostd_interface::Error;
 use ostree_ext::{gio, ostree};
 use tokio_util::sync::CancellationToken;
 
-use super::errors::classify;
 use super::progress::{Phase, Progress};
 use super::deploy::STAGED_LOCK_FILE;
-use super::{origin_reference, Outcome, SysrootPath};
+use super::{origin_reference, Error, Outcome, SysrootPath};
 use crate::journal::{Change, Event};
 
 /// `Rollback`.
@@ -24,8 +22,7 @@ pub async fn rollback(
     progress.phase(Phase::Staging, "reordering deployments");
     let locked = sysroot
         .lock(cancel, || progress.message("waiting for the sysroot lock"))
-        .await
-        .map_err(classify)?;
+        .await?;
     let deployments = locked.deployments();
     let staged = locked.staged_deployment();
     let finalized: Vec<ostree::Deployment> = deployments
@@ -41,7 +38,7 @@ pub async fn rollback(
     order.extend(finalized.into_iter().filter(|d| !d.equal(&target)));
     locked
         .write_deployments(&order, gio::Cancellable::NONE)
-        .map_err(|e| classify(anyhow::Error::new(e).context("writing the new boot order")))?;
+        .map_err(|e| anyhow::Error::new(e).context("writing the new boot order"))?;
     let mut message = format!("{}.{} is now the default deployment.", target.csum(), target.deployserial());
     if let Some(s) = staged {
         message.push_str(&format!(" The staged {staged_kind}deployment {} was discarded.", s.csum()));
@@ -56,7 +53,7 @@ pub async fn rollback(
 }
 
 fn rollback_target(sysroot: &ostree::Sysroot, finalized: &[ostree::Deployment]) -> Result<ostree::Deployment, Error> {
-    let none = || Error::InvalidArgument("there is no rollback deployment".into());
+    let none = || Error::Refused("there is no rollback deployment".into());
     match sysroot.booted_deployment() {
         Some(booted) => {
             let first = finalized.first().ok_or_else(none)?;

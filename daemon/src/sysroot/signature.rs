@@ -8,11 +8,11 @@
 //! `docker-archive:/dev/full`, whose first write fails. A rejection names the
 //! policy's reason; any other ending means the policy accepted the image.
 
-use hostd_interface::Error;
 use ostree_ext::container::OstreeImageReference;
 use tokio::process::Command;
 
-use super::errors::classify;
+use super::image::user_reference;
+use super::{Error, ImageFailure};
 
 /// A destination that accepts nothing: the copy stops at its first byte.
 const NOWHERE: &str = "docker-archive:/dev/full";
@@ -32,7 +32,7 @@ pub async fn verify(imgref: &OstreeImageReference) -> Result<(), Error> {
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| Error::Failed(format!("running skopeo to check the signature policy: {e}")))?;
+        .map_err(|e| anyhow::Error::new(e).context("running skopeo to check the signature policy"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if let Some(at) = stderr.find(REJECTED) {
         let reason = stderr[at..].lines().next().unwrap_or(REJECTED).trim_end_matches('"');
@@ -42,5 +42,5 @@ pub async fn verify(imgref: &OstreeImageReference) -> Result<(), Error> {
         return Ok(());
     }
     // The policy was never reached: the image could not be opened at all.
-    Err(classify(anyhow::anyhow!("checking the signature of {source}: {}", stderr.trim())))
+    Err(Error::Image { image: user_reference(imgref), failure: ImageFailure::SkopeoSaid(stderr.trim().to_string()) })
 }
