@@ -283,7 +283,7 @@ mod tests {
         let enospc = std::io::Error::from_raw_os_error(Errno::ENOSPC as i32);
         let e = name(&sysroot::Error::from(anyhow::Error::new(enospc).context("writing object")));
         assert_eq!(e.short_name(), "NoSpace");
-        let g = glib::Error::new(gio::IOErrorEnum::NoSpace, "min-free-space-percent '3%' would be exceeded");
+        let g = glib::Error::new(gio::IOErrorEnum::NoSpace, "Error writing to file");
         assert_eq!(name(&sysroot::Error::from(anyhow::Error::new(g).context("commit"))).short_name(), "NoSpace");
         let c = glib::Error::new(gio::IOErrorEnum::Cancelled, "Operation was cancelled");
         assert_eq!(name(&sysroot::Error::from(anyhow::Error::new(c))).short_name(), "Cancelled");

@@ -71,7 +71,7 @@ pub async fn update(
     }
     let repo_path = sysroot.path().join("ostree/repo");
     let fetched = pull::fetch(&repo, &imgref, progress, cancel, |prep, cost| {
-        ensure_space(&repo_path, cost)?;
+        ensure_space(&repo, &repo_path, cost)?;
         // Switching to another image is an explicit choice of what to run.
         ensure_not_downgrade(prep, current.as_deref(), options.allow_downgrade || switch_to.is_some())
     })
@@ -264,14 +264,20 @@ fn kernel_args(
     Ok(Some(kargs::apply_diff(&current_args, &old_image, &new_image)))
 }
 
-fn ensure_space(repo_path: &Path, cost: &UpdateSummary) -> Result<(), Error> {
-    let needed = cost.bytes_to_fetch.saturating_mul(UNPACK_FACTOR) + SPACE_MARGIN;
+/// Refuse an import the file system cannot hold, counting libostree's own
+/// reserve (`min-free-space-percent`/`-size` of the repo config): libostree
+/// refuses a write into it with a generic error whose only sign is its
+/// text, so hostd checks before importing, where the cause is known.
+fn ensure_space(repo: &ostree::Repo, repo_path: &Path, cost: &UpdateSummary) -> Result<(), Error> {
+    let reserve = repo.min_free_space_bytes().context("reading the repo's min-free-space")?;
+    let needed = cost.bytes_to_fetch.saturating_mul(UNPACK_FACTOR) + SPACE_MARGIN + reserve;
     let stat = nix::sys::statvfs::statvfs(repo_path)
         .with_context(|| format!("statvfs {}", repo_path.display()))?;
     let available = stat.blocks_available() as u64 * stat.fragment_size() as u64;
     if available < needed {
         return Err(Error::NotEnoughSpace(format!(
-            "not enough free space in {}: {available} bytes available, about {needed} needed",
+            "not enough free space in {}: {available} bytes available, about {needed} needed \
+             (including {reserve} bytes libostree keeps free)",
             repo_path.display()
         )));
     }
