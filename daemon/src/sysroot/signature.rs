@@ -42,5 +42,28 @@ pub async fn verify(imgref: &OstreeImageReference) -> Result<(), Error> {
         return Ok(());
     }
     // The policy was never reached: the image could not be opened at all.
-    Err(Error::Image { image: user_reference(imgref), failure: ImageFailure::SkopeoSaid(stderr.trim().to_string()) })
+    let said = fatal_message(&stderr).unwrap_or_else(|| stderr.trim().to_string());
+    Err(Error::Image { image: user_reference(imgref), failure: ImageFailure::SkopeoSaid(said) })
+}
+
+/// The message of skopeo's fatal log line (`time=… level=fatal msg="…"`),
+/// where its error is, without the log's quoting.
+fn fatal_message(stderr: &str) -> Option<String> {
+    let line = stderr.lines().find(|l| l.contains("level=fatal"))?;
+    let quoted = line.split_once("msg=\"")?.1.strip_suffix('"')?;
+    Some(quoted.replace("\\\"", "\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fatal_message_is_taken_out_of_the_log_line() {
+        let stderr = "time=\"2026-01-01T00:00:00Z\" level=fatal msg=\"initializing source docker://127.0.0.1:5000/os:nope: \
+                      reading manifest nope in 127.0.0.1:5000/os: manifest unknown: manifest unknown\"\n";
+        let said = fatal_message(stderr).unwrap();
+        assert!(said.ends_with("manifest unknown: manifest unknown"), "{said}");
+        assert_eq!(fatal_message("no log line"), None);
+    }
 }
