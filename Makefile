@@ -63,7 +63,7 @@ test-fast:
 # 5); HOSTD_TORTURE_SEED=<n> repeats a run.
 TORTURE_TRIALS ?= 50
 torture: deps
-	$(CARGO) build --workspace --all-targets
+	$(CARGO) build --workspace --all-targets --features hostd/failpoints
 	HOSTD_TORTURE_TRIALS=$(TORTURE_TRIALS) $(CARGO) test -p hostd-tests --test torture -- --test-threads=2 --nocapture
 
 # bench/ against a release build: every figure of docs/performance.md, one

@@ -16,6 +16,7 @@
 //! - [`context`]: state shared by the bus objects and jobs.
 //! - [`idle`]: idle-exit bookkeeping.
 //! - [`logging`]: journald or stderr.
+//! - [`failpoint`]: moments where the fault tests hold a job (live only in test builds).
 
 pub mod auth;
 pub mod bus;
@@ -24,6 +25,7 @@ pub mod containers_policy;
 pub mod context;
 pub mod daemon;
 pub mod errors;
+pub mod failpoint;
 pub mod idle;
 pub mod image_ref;
 pub mod jobs;

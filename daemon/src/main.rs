@@ -24,6 +24,10 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     hostd::logging::init();
+    let failpoints = hostd::failpoint::setup();
+    if !failpoints.is_empty() {
+        tracing::warn!("failpoints configured: {}", failpoints.join(", "));
+    }
     if args.report_steady_state {
         return match hostd::updates::report_steady_state(&args.config_root) {
             Ok(said) => {

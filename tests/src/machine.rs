@@ -36,6 +36,20 @@ pub struct TestMachine {
     holder: Child,
     /// `unix:path=…` of the private system bus.
     pub address: String,
+    /// hostd and its arguments, as D-Bus activation starts it.
+    hostd_command: String,
+}
+
+/// Write the D-Bus activation file that starts hostd with `env`.
+fn write_activation(state: &Path, hostd_command: &str, env: &[(&'static str, String)]) -> Result<()> {
+    let env: String = env.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+    std::fs::write(
+        state.join("services/org.hostd.Host1.service"),
+        format!(
+            "[D-BUS Service]\nName=org.hostd.Host1\nExec=/usr/bin/env HOSTD_LOG=hostd=debug,info{env} {hostd_command}\nUser=root\n"
+        ),
+    )?;
+    Ok(())
 }
 
 impl TestMachine {
@@ -63,16 +77,9 @@ impl TestMachine {
         let config_root = s.join("config");
         std::fs::create_dir_all(config_root.join("etc/hostd"))?;
         std::fs::write(config_root.join("etc/hostd/hostd.toml"), config)?;
-        std::fs::write(
-            s.join("services/org.hostd.Host1.service"),
-            format!(
-                "[D-BUS Service]\nName=org.hostd.Host1\nExec=/usr/bin/env HOSTD_LOG=hostd=debug,info{} {} --sysroot {} --config-root {}\nUser=root\n",
-                extras.hostd_env.iter().map(|(k, v)| format!(" {k}={v}")).collect::<String>(),
-                binary("hostd").display(),
-                sysroot.display(),
-                config_root.display()
-            ),
-        )?;
+        let hostd_command =
+            format!("{} --sysroot {} --config-root {}", binary("hostd").display(), sysroot.display(), config_root.display());
+        write_activation(s, &hostd_command, &extras.hostd_env)?;
         let log = std::fs::File::create(s.join("machine.log"))?;
         let holder = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "--", "bash"])
@@ -87,7 +94,7 @@ impl TestMachine {
             .process_group(0)
             .spawn()
             .context("starting the machine namespace")?;
-        let machine = TestMachine { state, holder, address };
+        let machine = TestMachine { state, holder, address, hostd_command };
         machine.wait_ready()?;
         Ok(machine)
     }
@@ -194,6 +201,17 @@ impl TestMachine {
     /// Make hostd not activatable, as on a host where it is not installed.
     pub fn remove_activation(&self) -> Result<()> {
         std::fs::remove_file(self.state.path().join("services/org.hostd.Host1.service"))?;
+        self.reload_bus()
+    }
+
+    /// Start the next hostd with `env` instead of what the machine started with.
+    pub fn set_hostd_env(&self, env: &[(&'static str, String)]) -> Result<()> {
+        write_activation(self.state.path(), &self.hostd_command, env)?;
+        self.reload_bus()
+    }
+
+    /// Make the bus re-read its configuration and activation files.
+    fn reload_bus(&self) -> Result<()> {
         let reload = Command::new("busctl")
             .args(["--address", &self.address, "call", "org.freedesktop.DBus", "/org/freedesktop/DBus"])
             .args(["org.freedesktop.DBus", "ReloadConfig"])

@@ -1,9 +1,7 @@
 //! Validation against bootc's published JSON schemas (shared/reference/),
-//! with the python3-jsonschema validator (draft 2020-12).
+//! draft 2020-12 with formats checked, by the `jsonschema` crate.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -16,26 +14,71 @@ pub fn reference_dir() -> PathBuf {
     }
 }
 
-/// Validate `instance` against the named schema file in the reference dir.
+/// Validate `instance` against the named schema file in the reference dir;
+/// the error lists every violation with its JSON pointer.
 pub fn validate(schema_file: &str, instance: &serde_json::Value) -> Result<()> {
-    let schema = reference_dir().join(schema_file);
-    anyhow::ensure!(schema.exists(), "{} is missing", schema.display());
-    let script = "import json,sys,jsonschema\n\
-        schema=json.load(open(sys.argv[1]))\n\
-        v=jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())\n\
-        errs=[f'{list(e.absolute_path)}: {e.message}' for e in v.iter_errors(json.load(sys.stdin))]\n\
-        print('\\n'.join(errs)); sys.exit(1 if errs else 0)\n";
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .arg(&schema)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting python3 jsonschema")?;
-    child.stdin.take().expect("piped").write_all(instance.to_string().as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("does not validate against {schema_file}:\n{}", String::from_utf8_lossy(&out.stdout));
+    let path = reference_dir().join(schema_file);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let schema: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .map_err(|e| anyhow::anyhow!("compiling {schema_file}: {e}"))?;
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    if !errors.is_empty() {
+        bail!("does not validate against {schema_file}:\n{}", errors.join("\n"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_that_breaks_the_host_schema_is_reported_with_its_path() {
+        let bad = serde_json::json!({
+            "apiVersion": "org.containers.bootc/v1",
+            "kind": "BootcHost",
+            "metadata": {"name": "host"},
+            "spec": {"image": {"image": 7, "transport": "registry"}},
+            "status": {}
+        });
+        let e = validate("bootc-host-v1.schema.json", &bad).unwrap_err().to_string();
+        assert!(e.contains("/spec/image"), "{e}");
+    }
+
+    fn booted_built_at(timestamp: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "org.containers.bootc/v1",
+            "kind": "BootcHost",
+            "metadata": {"name": "host"},
+            "spec": {"image": {"image": "quay.io/os:latest", "transport": "registry"}},
+            "status": {
+                "booted": {
+                    "image": {
+                        "image": {"image": "quay.io/os:latest", "transport": "registry"},
+                        "imageDigest": "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                        "timestamp": timestamp,
+                        "version": null,
+                        "architecture": "amd64"
+                    },
+                    "incompatible": false,
+                    "pinned": false
+                },
+                "type": "bootcHost"
+            }
+        })
+    }
+
+    #[test]
+    fn a_timestamp_that_is_not_rfc3339_fails_the_format_check() {
+        validate("bootc-host-v1.schema.json", &booted_built_at("2026-11-30T08:00:00Z")).unwrap();
+        let e = validate("bootc-host-v1.schema.json", &booted_built_at("yesterday")).unwrap_err().to_string();
+        assert!(e.contains("/status/booted") && e.contains("yesterday"), "{e}");
+    }
 }

@@ -22,7 +22,8 @@ pub struct SignatureGuard<I> {
 }
 
 impl<I: Interface> SignatureGuard<I> {
-    /// Wrap `inner`, learning its method signatures from its introspection.
+    /// Wrap `inner`, learning its method signatures from its introspection
+    /// (the same data the committed interface XML is checked against).
     pub fn new(inner: I) -> SignatureGuard<I> {
         let mut xml = String::new();
         inner.introspect_to_writer(&mut xml, 0);
@@ -38,38 +39,27 @@ impl<I: Interface> SignatureGuard<I> {
     }
 }
 
-/// Parse `<method name="…">` / `<arg type="…" direction="in"/>` lines as
-/// written by zbus's introspection.
-fn in_signatures(xml: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut current: Option<(String, String)> = None;
-    for line in xml.lines().map(str::trim) {
-        if line.starts_with("<method ") {
-            let name = attribute(line, "name").unwrap_or_default();
-            if line.ends_with("/>") {
-                out.insert(name, String::new());
-            } else {
-                current = Some((name, String::new()));
-            }
-        } else if line.starts_with("</method>") {
-            if let Some((name, sig)) = current.take() {
-                out.insert(name, sig);
-            }
-        } else if line.starts_with("<arg ") {
-            if let Some((_, sig)) = current.as_mut() {
-                if attribute(line, "direction").as_deref() != Some("out") {
-                    sig.push_str(&attribute(line, "type").unwrap_or_default());
-                }
-            }
-        }
-    }
-    out
-}
-
-fn attribute(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!(" {key}=\""))? + key.len() + 3;
-    let len = line[start..].find('"')?;
-    Some(line[start..start + len].to_string())
+/// Method name → the concatenated types of its in-arguments, from an
+/// `<interface>` element of introspection XML.
+///
+/// Panics on XML that does not parse: it is zbus's own output for an
+/// interface compiled into the daemon, so that is a programming error.
+fn in_signatures(interface_xml: &str) -> HashMap<String, String> {
+    let document = format!("<node>{interface_xml}</node>");
+    let node = zbus_xml::Node::try_from(document.as_str()).expect("introspection XML of a built-in interface");
+    node.interfaces()
+        .iter()
+        .flat_map(|iface| iface.methods())
+        .map(|method| {
+            let signature: String = method
+                .args()
+                .iter()
+                .filter(|arg| arg.direction() != Some(zbus_xml::ArgDirection::Out))
+                .map(|arg| arg.ty().to_string())
+                .collect();
+            (method.name().to_string(), signature)
+        })
+        .collect()
 }
 
 #[zbus::export::async_trait::async_trait]
@@ -171,7 +161,7 @@ mod tests {
 
     #[test]
     fn reads_in_arguments_only() {
-        let xml = r#"<interface name="x">
+        let xml = r#"<interface name="org.example.X">
   <method name="Switch">
     <arg name="image" type="s" direction="in"/>
     <arg name="options" type="a{sv}" direction="in"/>
@@ -180,10 +170,17 @@ mod tests {
   <method name="ReloadConfig">
   </method>
   <method name="Nothing"/>
+  <method name="Implicit">
+    <arg type="s"/>
+  </method>
+  <property name="State" type="s" access="read"/>
 </interface>"#;
         let m = in_signatures(xml);
         assert_eq!(m["Switch"], "sa{sv}");
         assert_eq!(m["ReloadConfig"], "");
         assert_eq!(m["Nothing"], "");
+        // A method argument without a direction is an in-argument.
+        assert_eq!(m["Implicit"], "s");
+        assert_eq!(m.len(), 4);
     }
 }

@@ -4,8 +4,10 @@
 use ostree_ext::gio;
 use tokio_util::sync::CancellationToken;
 
+use super::cancel::Interruptible;
 use super::progress::{Phase, Progress};
 use super::{Error, Outcome, SysrootPath};
+use crate::failpoint::points;
 use crate::journal::{Change, Event};
 
 /// `Cleanup`.
@@ -18,10 +20,15 @@ pub async fn cleanup(
     let locked = sysroot
         .lock(cancel, || progress.message("waiting for the sysroot lock"))
         .await?;
+    let job = Interruptible { progress, cancel };
+    let link = job.link();
+    job.failpoint(points::PRUNE);
+    locked.cleanup(Some(link.get())).map_err(|e| anyhow::Error::new(e).context("cleaning up the sysroot"))?;
+    job.failpoint(points::MID_PRUNE);
+    // ostree-ext's image prune takes no GCancellable: the last point to stop.
     if cancel.is_cancelled() {
         return Err(Error::cancelled());
     }
-    locked.cleanup(gio::Cancellable::NONE).map_err(|e| anyhow::Error::new(e).context("cleaning up the sysroot"))?;
     let pruned = ostree_ext::container::deploy::prune(&locked.as_ostree_ext_lock())?;
     let message = format!(
         "Removed {} images, {} layers and {} objects ({} bytes).",

@@ -9,12 +9,14 @@ use hostd_interface::host::ImageReference;
 use ostree_ext::container::deploy::ORIGIN_CONTAINER;
 use ostree_ext::container::store::{self, LayeredImageState, PreparedImport};
 use ostree_ext::container::{OstreeImageReference, SignatureSource};
-use ostree_ext::{gio, glib, ostree};
+use ostree_ext::{glib, ostree};
 use tokio_util::sync::CancellationToken;
 
+use super::cancel::Interruptible;
 use super::progress::{Phase, Progress};
 use super::pull::{self, Fetched};
 use super::{image, kargs, signature, merge_deployment, origin_reference, Error, Outcome, SysrootPath, UpdateSummary};
+use crate::failpoint::points;
 use crate::journal::{Change, Event};
 
 /// Marker that keeps ostree-finalize-staged from applying the staged deployment.
@@ -76,6 +78,7 @@ pub async fn update(
         ensure_not_downgrade(prep, current.as_deref(), options.allow_downgrade || switch_to.is_some())
     })
     .await?;
+    Interruptible { progress, cancel }.failpoint(points::AFTER_PULL);
     let state = fetched.state();
     let version = state.version().unwrap_or("no version").to_string();
     let digest = state.manifest_digest.to_string();
@@ -103,7 +106,7 @@ pub async fn update(
     }
     progress.phase(Phase::Staging, "writing the deployment");
     let kargs = kernel_args(&repo, merge.as_ref(), current.as_deref(), state)?;
-    write_deployment(&locked, merge.as_ref(), &imgref, state, kargs, options)?;
+    write_deployment(&locked, merge.as_ref(), &imgref, state, kargs, options, Interruptible { progress, cancel })?;
     if !booted {
         progress.phase(Phase::Cleanup, "pruning images no deployment uses");
         ostree_ext::container::deploy::prune(&locked.as_ostree_ext_lock())?;
@@ -168,7 +171,7 @@ pub async fn stage(
         .ok_or_else(|| Error::NothingToStage("no downloaded update is waiting to be staged".into()))?;
     let current = store::query_image_commit(&repo, merge.csum().as_str()).ok();
     let kargs = kernel_args(&repo, Some(&merge), current.as_deref(), &state)?;
-    write_deployment(&locked, Some(&merge), &imgref, &state, kargs, &DeployOptions::default())?;
+    write_deployment(&locked, Some(&merge), &imgref, &state, kargs, &DeployOptions::default(), Interruptible { progress, cancel })?;
     let version = state.version().unwrap_or("no version").to_string();
     let change = Change {
         event: Event::Staged,
@@ -189,8 +192,13 @@ fn write_deployment(
     state: &LayeredImageState,
     kargs: Option<Vec<String>>,
     options: &DeployOptions,
+    job: Interruptible<'_>,
 ) -> anyhow::Result<()> {
-    let cancellable = gio::Cancellable::NONE;
+    // libostree checks it between the steps of the write (checkout, /etc
+    // merge, bootloader): Cancel and the time limit reach into the call.
+    let link = job.link();
+    job.failpoint(points::DEPLOY_WRITE);
+    let cancellable = Some(link.get());
     let stateroot = merge
         .map(|m| m.osname().to_string())
         .unwrap_or_else(|| ostree_ext::container::deploy::STATEROOT_DEFAULT.to_string());
@@ -209,6 +217,7 @@ fn write_deployment(
         sysroot
             .stage_tree_with_options(Some(&stateroot), commit, Some(&origin), merge, &opts, cancellable)
             .context("staging the deployment")?;
+        job.failpoint(points::AFTER_STAGING);
         set_staged_lock(options.download_only)?;
     } else {
         let deployment = sysroot

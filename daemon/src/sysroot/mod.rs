@@ -10,6 +10,7 @@
 //! - [`pin`]: pinning a deployment, done directly by the `Pin` call.
 
 pub mod cache;
+pub mod cancel;
 pub mod cleanup;
 pub mod deploy;
 pub mod errors;

@@ -104,6 +104,7 @@ fn set_pinned_blocking(path: &std::path::Path, selector: &Selector, pinned: bool
     result
 }
 
+#[expect(clippy::disallowed_methods, reason = "Pin runs on a blocking-pool thread")]
 fn lock_within(sysroot: &ostree::Sysroot, wait: Duration) -> Result<(), Error> {
     let deadline = Instant::now() + wait;
     loop {

@@ -5,9 +5,10 @@
 
 use std::path::Path;
 
-use ostree_ext::{gio, ostree};
+use ostree_ext::ostree;
 use tokio_util::sync::CancellationToken;
 
+use super::cancel::LinkedCancellable;
 use super::progress::{Phase, Progress};
 use super::deploy::STAGED_LOCK_FILE;
 use super::{origin_reference, Error, Outcome, SysrootPath};
@@ -36,8 +37,9 @@ pub async fn rollback(
     let staged_kind = if Path::new(STAGED_LOCK_FILE).exists() { "download-only " } else { "" };
     let mut order = vec![target.clone()];
     order.extend(finalized.into_iter().filter(|d| !d.equal(&target)));
+    let link = LinkedCancellable::new(cancel);
     locked
-        .write_deployments(&order, gio::Cancellable::NONE)
+        .write_deployments(&order, Some(link.get()))
         .map_err(|e| anyhow::Error::new(e).context("writing the new boot order"))?;
     let mut message = format!("{}.{} is now the default deployment.", target.csum(), target.deployserial());
     if let Some(s) = staged {
