@@ -118,7 +118,7 @@ fn name_proxy_answer(image: &str, method: Option<&str>, message: &str) -> Named 
         Some(RegistryAnswer::Unreachable) => Named::Network(format!("{image}: the connection failed: {message}")),
         None => match method {
             Some(ProxyMethod::GET_BLOB | ProxyMethod::FINISH_PIPE) => {
-                Named::Failed(format!("{image}: the transfer failed mid-way: {message}"))
+                Named::Failed(format!("{image}: failed mid-transfer: {message}"))
             }
             Some(_) => Named::Failed(format!("could not open {image}: {message}")),
             None => Named::Failed(format!("{image}: {message}")),
@@ -275,7 +275,7 @@ mod tests {
         assert_eq!(e.short_name(), "Network", "{e:?}");
         let odd = "proxy failure: failed to invoke method GetBlob: something else and client error";
         let e = image_read("127.0.0.1:2/os:latest", anyhow::anyhow!("short read").context(odd));
-        assert_eq!((e.short_name(), e.message().contains("mid-way")), ("Failed", true), "{e:?}");
+        assert_eq!((e.short_name(), e.message().contains("failed mid-transfer")), ("Failed", true), "{e:?}");
     }
 
     #[test]
