@@ -61,7 +61,7 @@ pub fn name(e: &sysroot::Error) -> Named {
         E::SignatureRejected(m) => Named::SignatureRejected(m.clone()),
         E::Cancelled(m) => Named::Cancelled(m.clone()),
         E::ProgramMissing(m) => Named::Failed(m.clone()),
-        E::Image { image, failure } => name_image_failure(image, failure),
+        E::Image { image, from_registry, failure } => name_image_failure(image, *from_registry, failure),
         E::Other(e) => name_step_failure(e),
     }
 }
@@ -78,7 +78,7 @@ fn name_step_failure(e: &anyhow::Error) -> Named {
     }
 }
 
-fn name_image_failure(image: &str, failure: &ImageFailure) -> Named {
+fn name_image_failure(image: &str, from_registry: bool, failure: &ImageFailure) -> Named {
     match failure {
         ImageFailure::LocalPath { source, .. } => match source.raw_os_error().map(Errno::from_raw) {
             Some(Errno::ENOENT | Errno::ENOTDIR) => Named::ImageNotFound(format!("{image}: {failure}")),
@@ -89,22 +89,26 @@ fn name_image_failure(image: &str, failure: &ImageFailure) -> Named {
         ImageFailure::NotBootable { .. } => Named::NotBootable(format!(
             "{image}: {failure}; a host can only boot an image built from a bootc base image (FROM a bootc image)"
         )),
-        ImageFailure::SkopeoSaid(said) => name_proxy_answer(image, None, said),
+        ImageFailure::SkopeoSaid(said) => name_proxy_answer(image, from_registry, None, said),
         ImageFailure::Read(e) => match typed_cause(e) {
             Some(Cause::NoSpace) => Named::NoSpace(format!("{image}: {e:#}")),
             Some(Cause::Cancelled) => Named::Cancelled(format!("{image}: {e:#}")),
             Some(Cause::ProxyStopped) => Named::Failed(format!("{SKOPEO_STOPPED} while reading {image}: {e:#}")),
-            Some(Cause::ProxyAnswered { method, message }) => name_proxy_answer(image, Some(&method), &message),
+            Some(Cause::ProxyAnswered { method, message }) => {
+                name_proxy_answer(image, from_registry, Some(&method), &message)
+            }
             None => Named::Failed(format!("{image}: {e:#}")),
         },
     }
 }
 
 /// What skopeo answered when `method` of its image proxy (or `skopeo copy`,
-/// `None`) failed for `image`.
-fn name_proxy_answer(image: &str, method: Option<&str>, message: &str) -> Named {
+/// `None`) failed for `image`. Only a registry's answers are read: a local
+/// file cut short ("unexpected EOF") is no network failure.
+fn name_proxy_answer(image: &str, from_registry: bool, method: Option<&str>, message: &str) -> Named {
     let registry = registry_of(image);
-    match registry::classify(message) {
+    let answer = if from_registry { registry::classify(message) } else { None };
+    match answer {
         Some(RegistryAnswer::Unauthorized) => Named::AuthenticationRequired(format!(
             "{image}: the registry {registry} requires authentication ({message}); hostd reads credentials from \
              the first of {} that exists",
@@ -237,8 +241,11 @@ mod tests {
     use super::*;
     use anyhow::Context;
 
+    /// A failed read of `image`, a registry reference unless it names its
+    /// transport (`oci:/…`).
     fn image_read(image: &str, e: anyhow::Error) -> Named {
-        name(&sysroot::Error::image(image, e))
+        let from_registry = !image.contains(":/");
+        name(&sysroot::Error::Image { image: image.into(), from_registry, failure: ImageFailure::Read(e) })
     }
 
     fn open_failure(error: &str) -> anyhow::Error {
@@ -252,6 +259,16 @@ mod tests {
         let e = image_read("oci:/srv/img:nope", open_failure("some new complaint"));
         assert_eq!(e.short_name(), "Failed");
         assert_eq!(e.message(), "could not open oci:/srv/img:nope: some new complaint");
+    }
+
+    #[test]
+    fn only_a_registry_is_read_for_registry_answers() {
+        let cut_short = || {
+            let e = ProxyError::RequestInitiationFailure { method: "GetBlob".into(), error: "unexpected EOF".into() };
+            anyhow::Error::new(e)
+        };
+        assert_eq!(image_read("oci-archive:/srv/os.tar", cut_short()).short_name(), "Failed");
+        assert_eq!(image_read("127.0.0.1:5000/os:latest", cut_short()).short_name(), "Network");
     }
 
     #[test]
@@ -298,10 +315,10 @@ mod tests {
             path: "/srv/absent".into(),
             source: std::io::Error::from_raw_os_error(Errno::ENOENT as i32),
         };
-        let e = name(&sysroot::Error::Image { image: "oci:/srv/absent".into(), failure: missing });
+        let e = name(&sysroot::Error::Image { image: "oci:/srv/absent".into(), from_registry: false, failure: missing });
         assert_eq!(e.short_name(), "ImageNotFound");
         let untagged = ImageFailure::TagMissing { tag: "nope".into() };
-        let e = name(&sysroot::Error::Image { image: "oci:/srv/img:nope".into(), failure: untagged });
+        let e = name(&sysroot::Error::Image { image: "oci:/srv/img:nope".into(), from_registry: false, failure: untagged });
         assert_eq!((e.short_name(), e.message().matches("oci:/srv/img:nope").count()), ("ImageNotFound", 1), "{e:?}");
     }
 

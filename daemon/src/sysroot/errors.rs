@@ -3,6 +3,10 @@
 //! the step that failed. Naming these for the API happens once, at the edge
 //! (`crate::errors`), from the typed causes kept here.
 
+use ostree_ext::container::{OstreeImageReference, Transport};
+
+use super::image::user_reference;
+
 /// An error of a sysroot operation.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -38,6 +42,9 @@ pub enum Error {
     Image {
         /// The reference in the caller's syntax.
         image: String,
+        /// Whether the image was read from a registry, whose answers only
+        /// then can say anything about the registry.
+        from_registry: bool,
         /// What went wrong.
         failure: ImageFailure,
     },
@@ -85,11 +92,20 @@ pub enum ImageFailure {
 }
 
 impl Error {
-    /// An image read of `image` (in the caller's syntax) that failed with `e`.
-    pub fn image(image: impl Into<String>, e: anyhow::Error) -> Error {
+    /// A read of `imgref` that failed with `e`.
+    pub fn image(imgref: &OstreeImageReference, e: anyhow::Error) -> Error {
         match e.downcast::<Error>() {
             Ok(already) => already,
-            Err(e) => Error::Image { image: image.into(), failure: ImageFailure::Read(e) },
+            Err(e) => Error::image_failure(imgref, ImageFailure::Read(e)),
+        }
+    }
+
+    /// A read of `imgref` that failed for `failure`.
+    pub fn image_failure(imgref: &OstreeImageReference, failure: ImageFailure) -> Error {
+        Error::Image {
+            image: user_reference(imgref),
+            from_registry: imgref.imgref.transport == Transport::Registry,
+            failure,
         }
     }
 

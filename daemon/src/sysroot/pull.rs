@@ -14,7 +14,6 @@ use ostree_ext::oci_spec::image::ImageIndex;
 use ostree_ext::ostree;
 use tokio_util::sync::CancellationToken;
 
-use super::image::user_reference;
 use super::progress::{Phase, Progress};
 use super::{tracked_image, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
 
@@ -88,11 +87,10 @@ fn check_local_source(imgref: &OstreeImageReference) -> Result<(), ImageFailure>
 /// An importer for `imgref` writing into `repo`.
 pub async fn open(repo: &ostree::Repo, imgref: &OstreeImageReference) -> Result<ImageImporter, Error> {
     require_skopeo()?;
-    let image = user_reference(imgref);
-    check_local_source(imgref).map_err(|failure| Error::Image { image: image.clone(), failure })?;
+    check_local_source(imgref).map_err(|failure| Error::image_failure(imgref, failure))?;
     let mut imp = ImageImporter::new(repo, imgref, ImageProxyConfig::default())
         .await
-        .map_err(|e| Error::image(&image, e))?;
+        .map_err(|e| Error::image(imgref, e))?;
     imp.require_bootable();
     Ok(imp)
 }
@@ -106,7 +104,6 @@ const BOOTABLE_LABELS: [&str; 3] = ["ostree.bootable", BOOTC_LABEL, DIFFID_LABEL
 /// when it fails for a reason other than the image proxy's, hostd reads the
 /// image's config itself (one more skopeo run, on this path only).
 async fn prepare(imp: &mut ImageImporter, imgref: &OstreeImageReference) -> Result<PrepareResult, Error> {
-    let image = user_reference(imgref);
     let e = match imp.prepare().await {
         Ok(prepared) => return Ok(prepared),
         Err(e) => e,
@@ -114,9 +111,9 @@ async fn prepare(imp: &mut ImageImporter, imgref: &OstreeImageReference) -> Resu
     let proxy_failed = e.chain().any(|c| c.is::<ostree_ext::containers_image_proxy::Error>());
     if !proxy_failed && !has_bootable_labels(imgref).await.unwrap_or(true) {
         let labels = BOOTABLE_LABELS.to_vec();
-        return Err(Error::Image { image, failure: ImageFailure::NotBootable { labels } });
+        return Err(Error::image_failure(imgref, ImageFailure::NotBootable { labels }));
     }
-    Err(Error::image(&image, e))
+    Err(Error::image(imgref, e))
 }
 
 /// Whether the image's config carries the labels of an ostree/bootc image.
@@ -298,8 +295,7 @@ pub async fn fetch(
             }
         }
     };
-    let image = user_reference(imgref);
-    let import = cancellable(cancel, async { imp.import(prep).await.map_err(|e| Error::image(&image, e)) });
+    let import = cancellable(cancel, async { imp.import(prep).await.map_err(|e| Error::image(imgref, e)) });
     let (state, ()) = tokio::join!(import, reporter);
     let state = state?;
     progress.layers(summary.layers_to_fetch, summary.layers_to_fetch);

@@ -36,14 +36,14 @@ pub async fn verify(imgref: &OstreeImageReference) -> Result<(), Error> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     if let Some(at) = stderr.find(REJECTED) {
         let reason = stderr[at..].lines().next().unwrap_or(REJECTED).trim_end_matches('"');
-        return Err(Error::SignatureRejected(format!("{source}: {reason}")));
+        return Err(Error::SignatureRejected(format!("{}: {reason}", user_reference(imgref))));
     }
     if out.status.success() || stderr.contains("/dev/full") {
         return Ok(());
     }
     // The policy was never reached: the image could not be opened at all.
     let said = fatal_message(&stderr).unwrap_or_else(|| stderr.trim().to_string());
-    Err(Error::Image { image: user_reference(imgref), failure: ImageFailure::SkopeoSaid(said) })
+    Err(Error::image_failure(imgref, ImageFailure::SkopeoSaid(said)))
 }
 
 /// The message of skopeo's fatal log line (`time=… level=fatal msg="…"`),
