@@ -116,10 +116,11 @@ impl Drop for TestRegistry {
     }
 }
 
-/// A bcrypt hash of `password` for an htpasswd file (python3's `crypt`).
+/// A bcrypt hash of `password` for an htpasswd file (`crypt` of Debian 12's
+/// python3; the module is gone from Python 3.13).
 fn bcrypt(password: &str) -> Result<String> {
     let script = "import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))";
-    let hash = run(Command::new("python3").args(["-W", "ignore", "-c", script, password]))?;
+    let hash = run(Command::new("/usr/bin/python3").args(["-W", "ignore", "-c", script, password]))?;
     Ok(hash.trim().to_string())
 }
 
