@@ -8,7 +8,8 @@ use hostd_interface::host::Transport;
 /// Exit codes: 0 success; 1 failure; 2 usage error; 3 hostd unreachable;
 /// 4 not an image-based host; 5 not authorized; 6 another job is running;
 /// 7 invalid argument; 8 cancelled; 9 interrupted, job left running;
-/// 100 `upgrade --check` found an update.
+/// 10 the registry wants credentials; 11 the registry denied access;
+/// 12 the image is not bootable; 100 `upgrade --check` found an update.
 ///
 /// Jobs (upgrade, switch, stage, rollback, cleanup) are followed to their
 /// end: on a terminal with a progress bar (phase, bytes, rate, ETA, layers),

@@ -23,6 +23,12 @@ pub enum Code {
     Cancelled = 8,
     /// Interrupted; the job was left running.
     Detached = 9,
+    /// The registry wants credentials hostd does not have.
+    AuthenticationRequired = 10,
+    /// The registry refused access to the image.
+    AccessDenied = 11,
+    /// The image is not an ostree/bootc image.
+    NotBootable = 12,
     /// `upgrade --check`: an update is available.
     UpdateAvailable = 100,
 }
@@ -43,7 +49,21 @@ fn names_missing_service(e: &zbus::Error) -> bool {
 
 /// Print an error with a hint and pick the exit code.
 pub fn report(e: &Error) -> Code {
-    let (code, hint) = match e {
+    let (code, hint) = code_and_hint(e);
+    let message = match e {
+        Error::ZBus(z) => format!("cannot talk to hostd: {z}"),
+        other => format!("{}: {}", other.short_name(), other.message()),
+    };
+    eprintln!("hostctl: {message}");
+    if let Some(h) = hint {
+        eprintln!("Hint: {h}");
+    }
+    code
+}
+
+/// The exit code for `e`, and what to do about it if there is advice.
+fn code_and_hint(e: &Error) -> (Code, Option<&'static str>) {
+    match e {
         Error::ZBus(z) if names_missing_service(z) => {
             (Code::Unreachable, Some("hostd is not installed or could not be started"))
         }
@@ -58,15 +78,32 @@ pub fn report(e: &Error) -> Code {
         Error::Cancelled(_) => (Code::Cancelled, None),
         Error::NoSpace(_) => (Code::Failure, Some("free space, or run `hostctl cleanup`")),
         Error::Network(_) => (Code::Failure, Some("check the network and the registry")),
+        Error::ImageNotFound(_) => (Code::Failure, Some("check the image name, tag and transport")),
+        Error::AuthenticationRequired(_) => (
+            Code::AuthenticationRequired,
+            Some("store credentials for the registry in /etc/ostree/auth.json, e.g. `skopeo login --authfile /etc/ostree/auth.json REGISTRY`"),
+        ),
+        Error::AccessDenied(_) => {
+            (Code::AccessDenied, Some("the credentials are valid but may not read this image; ask the registry's owner"))
+        }
+        Error::NotBootable(_) => (Code::NotBootable, Some("build the image FROM a bootc base image")),
         _ => (Code::Failure, None),
-    };
-    let message = match e {
-        Error::ZBus(z) => format!("cannot talk to hostd: {z}"),
-        other => format!("{}: {}", other.short_name(), other.message()),
-    };
-    eprintln!("hostctl: {message}");
-    if let Some(h) = hint {
-        eprintln!("Hint: {h}");
     }
-    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_and_image_errors_have_their_own_exit_codes_and_hints() {
+        let code = |e: Error| code_and_hint(&e);
+        assert_eq!(code(Error::AuthenticationRequired("m".into())).0 as u8, 10);
+        assert!(code(Error::AuthenticationRequired("m".into())).1.unwrap().contains("/etc/ostree/auth.json"));
+        assert_eq!(code(Error::AccessDenied("m".into())).0 as u8, 11);
+        assert_eq!(code(Error::NotBootable("m".into())).0 as u8, 12);
+        assert!(code(Error::NotBootable("m".into())).1.unwrap().contains("bootc base image"));
+        assert_eq!(code(Error::ImageNotFound("m".into())), (Code::Failure, Some("check the image name, tag and transport")));
+        assert_eq!(code(Error::Network("m".into())).0, Code::Failure);
+    }
 }

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use hostd_interface::host::{ImageReference, Transport};
-use hostd_interface::Error;
 use serde::Deserialize;
 
 /// Where skopeo reads the policy.
@@ -27,24 +26,52 @@ struct Requirement {
     kind: String,
 }
 
+/// Why `enforce-container-sigpolicy` cannot be honoured.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The policy file could not be read.
+    #[error("cannot read the containers policy {}: {source}", path.display())]
+    Unreadable {
+        /// The policy file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The policy file is not a valid policy.
+    #[error("the containers policy {} is not valid: {source}", path.display())]
+    Invalid {
+        /// The policy file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The policy accepts the image unverified.
+    #[error(
+        "{} accepts {image} without a signature, so enforce-container-sigpolicy would verify nothing; \
+         configure a signedBy or sigstoreSigned requirement for it",
+        path.display()
+    )]
+    AcceptsAnything {
+        /// The policy file.
+        path: std::path::PathBuf,
+        /// The image as given.
+        image: String,
+    },
+}
+
+type Error = PolicyError;
+
 /// Refuse `image` unless the policy at `path` requires signatures for it
 /// (or rejects it outright).
 pub fn ensure_enforcing(path: &Path, image: &ImageReference) -> Result<(), Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::SignatureRejected(format!("cannot read the containers policy {}: {e}", path.display()))
-    })?;
-    let policy: Policy = serde_json::from_str(&text).map_err(|e| {
-        Error::SignatureRejected(format!("the containers policy {} is not valid: {e}", path.display()))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| PolicyError::Unreadable { path: path.to_path_buf(), source })?;
+    let policy: Policy = serde_json::from_str(&text)
+        .map_err(|source| PolicyError::Invalid { path: path.to_path_buf(), source })?;
     if requirements_for(&policy, image).iter().any(|r| r.kind != "insecureAcceptAnything") {
         return Ok(());
     }
-    Err(Error::SignatureRejected(format!(
-        "{} accepts {} without a signature, so enforce-container-sigpolicy would verify nothing; \
-         configure a signedBy or sigstoreSigned requirement for it",
-        path.display(),
-        image.image
-    )))
+    Err(PolicyError::AcceptsAnything { path: path.to_path_buf(), image: image.image.clone() })
 }
 
 /// The requirements that apply: the most specific scope of the image's
@@ -104,8 +131,8 @@ mod tests {
     #[test]
     fn accept_anything_cannot_be_enforced() {
         let e = check(DEBIAN_DEFAULT, Transport::Registry, "quay.io/org/os:1").unwrap_err();
-        assert_eq!(e.short_name(), "SignatureRejected");
-        assert!(e.message().contains("verify nothing"), "{e:?}");
+        assert!(matches!(e, PolicyError::AcceptsAnything { .. }), "{e:?}");
+        assert!(e.to_string().contains("verify nothing"), "{e:?}");
     }
 
     #[test]
@@ -119,6 +146,6 @@ mod tests {
     #[test]
     fn reject_counts_as_enforcing_and_bad_files_are_refused() {
         check(r#"{"default": [{"type": "reject"}]}"#, Transport::Dir, "/srv/os").unwrap();
-        assert_eq!(check("{", Transport::Dir, "/srv/os").unwrap_err().short_name(), "SignatureRejected");
+        assert!(matches!(check("{", Transport::Dir, "/srv/os").unwrap_err(), PolicyError::Invalid { .. }));
     }
 }

@@ -37,9 +37,9 @@ pub async fn run(settings: Settings) -> Result<()> {
     let loaded = first_read.await.context("first sysroot read")?;
     let booted = matches!(&*loaded, Ok(s) if s.booted);
     if let Err(e) = &*loaded {
-        tracing::warn!("{}: {}", settings.sysroot.display(), e.message());
+        tracing::warn!("{}: {e}", settings.sysroot.display());
     }
-    if !matches!(&*loaded, Err(hostd_interface::Error::NotImageBased(_))) {
+    if !matches!(&*loaded, Err(crate::sysroot::Error::NotImageBased(_))) {
         watch::spawn(&settings.sysroot, booted, ctx.status.clone()).context("watching the sysroot")?;
         cleanup::finish_interrupted_work(&ctx.sysroot);
     }

@@ -8,8 +8,14 @@ use std::path::{Component, Path};
 use std::str::FromStr;
 
 use hostd_interface::host::{ImageReference, ImageSignature, Transport};
-use hostd_interface::Error;
 use ostree_ext::oci_spec::distribution::Reference;
+
+/// Why a reference was refused; the message says what to give instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidReference(pub String);
+
+type Error = InvalidReference;
 
 /// Longest accepted image reference.
 pub const MAX_IMAGE_LEN: usize = 1024;
@@ -35,7 +41,7 @@ pub fn parse(image: &str, transport: Transport, enforce_sigpolicy: bool) -> Resu
 }
 
 fn invalid(msg: String) -> Error {
-    Error::InvalidArgument(msg)
+    InvalidReference(msg)
 }
 
 fn check_common(image: &str) -> Result<(), Error> {
@@ -70,6 +76,16 @@ fn check_registry(image: &str) -> Result<(), Error> {
     // the repository part so what is stored is what was asked.
     if !image.contains(parsed.repository()) {
         return Err(invalid(format!("'{image}' is not a canonical image reference")));
+    }
+    // skopeo 1.9 cannot open such a reference, and a tag (followed by later
+    // upgrades) and a digest (one image, for good) ask for different things.
+    if let (Some(tag), Some(digest)) = (parsed.tag(), parsed.digest()) {
+        let name = format!("{}/{}", parsed.registry(), parsed.repository());
+        let name = if image.starts_with(&name) { name } else { parsed.repository().to_string() };
+        return Err(invalid(format!(
+            "'{image}' has both a tag and a digest; give either the tag to track it ({name}:{tag}) \
+             or the digest to pin that image ({name}@{digest})"
+        )));
     }
     Ok(())
 }
@@ -124,7 +140,7 @@ mod tests {
     }
     fn bad(image: &str, t: Transport) -> String {
         match parse(image, t, false) {
-            Err(Error::InvalidArgument(m)) => m,
+            Err(InvalidReference(m)) => m,
             other => panic!("{image} should be invalid, got {other:?}"),
         }
     }
@@ -135,6 +151,11 @@ mod tests {
         ok("127.0.0.1:5000/os:latest", Transport::Registry);
         ok("quay.io/org/os@sha256:0000000000000000000000000000000000000000000000000000000000000000", Transport::Registry);
         assert!(bad("docker://quay.io/x", Transport::Registry).contains("URL scheme"));
+        let digest = format!("sha256:{}", "0".repeat(64));
+        let both = bad(&format!("127.0.0.1:5000/os:v2@{digest}"), Transport::Registry);
+        assert!(both.contains("both a tag and a digest"), "{both}");
+        assert!(both.contains("(127.0.0.1:5000/os:v2)") && both.contains(&format!("(127.0.0.1:5000/os@{digest})")), "{both}");
+        assert!(bad(&format!("localhost/os:v2@{digest}"), Transport::ContainersStorage).contains("both a tag"));
         assert!(bad("Quay.io/UPPER/Case", Transport::Registry).contains("not a valid"));
         bad("quay.io/x:tag with space", Transport::Registry);
         bad("--authfile=/etc/shadow", Transport::Registry);

@@ -5,6 +5,7 @@
 //! - [`bus`]: the D-Bus objects (manager, jobs) — parse, validate, authorize, dispatch.
 //! - [`auth`]: polkit checks.
 //! - [`jobs`]: the single job slot, job state, the job runner (a job's life after the reply) and the worker thread.
+//! - [`errors`]: naming errors for the API from their typed causes, once, at the edge.
 //! - [`sysroot`]: everything that touches libostree/ostree-ext (status, pull, deploy, rollback, pin, cleanup).
 //! - [`reboot`]: the logind reboot for `apply`, and `/run/reboot-required`.
 //! - [`journal`]: the journal entries with stable `MESSAGE_ID`s.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod containers_policy;
 pub mod context;
 pub mod daemon;
+pub mod errors;
 pub mod failpoint;
 pub mod idle;
 pub mod image_ref;

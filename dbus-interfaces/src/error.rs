@@ -18,10 +18,21 @@ pub enum Error {
     InvalidArgument(String),
     /// The sysroot is not an ostree/bootc system.
     NotImageBased(String),
-    /// The image or tag does not exist at its source.
+    /// The image's manifest, repository name, tag or local path does not
+    /// exist at its source.
     ImageNotFound(String),
-    /// The registry could not be reached or the connection failed.
+    /// The registry could not be reached, the connection failed or timed
+    /// out, or the registry answered with a server error (5xx) or asked to
+    /// slow down (429).
     Network(String),
+    /// The registry wants credentials (HTTP 401) and hostd has none, or
+    /// they were refused; the message names the registry and the files
+    /// credentials are read from.
+    AuthenticationRequired(String),
+    /// The registry refused access to the image (HTTP 403, `DENIED`).
+    AccessDenied(String),
+    /// The image is not an ostree/bootc image, so no host can boot it.
+    NotBootable(String),
     /// The signature policy rejected the image.
     SignatureRejected(String),
     /// Not enough free space for the update.
@@ -45,6 +56,9 @@ impl Error {
             Error::NotImageBased(_) => "NotImageBased",
             Error::ImageNotFound(_) => "ImageNotFound",
             Error::Network(_) => "Network",
+            Error::AuthenticationRequired(_) => "AuthenticationRequired",
+            Error::AccessDenied(_) => "AccessDenied",
+            Error::NotBootable(_) => "NotBootable",
             Error::SignatureRejected(_) => "SignatureRejected",
             Error::NoSpace(_) => "NoSpace",
             Error::NothingToStage(_) => "NothingToStage",
@@ -63,6 +77,9 @@ impl Error {
             | Error::NotImageBased(m)
             | Error::ImageNotFound(m)
             | Error::Network(m)
+            | Error::AuthenticationRequired(m)
+            | Error::AccessDenied(m)
+            | Error::NotBootable(m)
             | Error::SignatureRejected(m)
             | Error::NoSpace(m)
             | Error::NothingToStage(m)
@@ -81,6 +98,9 @@ impl Error {
             "NotImageBased" => Error::NotImageBased(message),
             "ImageNotFound" => Error::ImageNotFound(message),
             "Network" => Error::Network(message),
+            "AuthenticationRequired" => Error::AuthenticationRequired(message),
+            "AccessDenied" => Error::AccessDenied(message),
+            "NotBootable" => Error::NotBootable(message),
             "SignatureRejected" => Error::SignatureRejected(message),
             "NoSpace" => Error::NoSpace(message),
             "NothingToStage" => Error::NothingToStage(message),
@@ -117,6 +137,9 @@ mod tests {
             Error::NotImageBased("m".into()),
             Error::ImageNotFound("m".into()),
             Error::Network("m".into()),
+            Error::AuthenticationRequired("m".into()),
+            Error::AccessDenied("m".into()),
+            Error::NotBootable("m".into()),
             Error::SignatureRejected("m".into()),
             Error::NoSpace("m".into()),
             Error::NothingToStage("m".into()),

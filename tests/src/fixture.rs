@@ -263,3 +263,33 @@ fn walk(dir: &gio::File, prefix: &str, components: &[String], meta: &mut ObjectM
     }
     Ok(())
 }
+
+/// Write a plain container image (not an ostree/bootc one) into a new OCI
+/// layout at `dir`, tagged `tag`: one tar layer with a small root file
+/// system, the way `FROM scratch` + `COPY rootfs /` would make it. Returns
+/// `<dir>:<tag>`.
+pub fn plain_image(dir: &Path, tag: &str) -> Result<String> {
+    std::fs::create_dir_all(dir)?;
+    let root = cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority())?;
+    let oci = OciDir::ensure(&root)?;
+    let mut manifest = ocidir::new_empty_manifest().build()?;
+    let mut config = ImageConfiguration::default();
+    let mut layer = oci.create_layer(None)?;
+    let files: [(&str, &[u8]); 3] = [
+        ("usr/bin/hello", b"#!/bin/sh\necho hello\n"),
+        ("etc/os-release", b"ID=plain\nNAME=\"Plain image\"\n"),
+        ("usr/lib/os-release", b"ID=plain\nNAME=\"Plain image\"\n"),
+    ];
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o755);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        layer.append_data(&mut header, path, content)?;
+    }
+    let layer = layer.into_inner()?.complete()?;
+    oci.push_layer(&mut manifest, &mut config, layer, "plain root file system", None);
+    oci.insert_manifest_and_config(manifest, config, Some(tag), Platform::default())?;
+    Ok(format!("{}:{tag}", dir.display()))
+}

@@ -10,6 +10,8 @@
 //!   D-Bus activation against a sysroot.
 //! - [`registry`]: a real `docker-registry` on 127.0.0.1 and a rate-limited
 //!   relay in front of it, for pulls slow enough to watch and cancel.
+//! - [`standin_registry`]: a stand-in registry on 127.0.0.1 that fails
+//!   manifest requests (500, 403, 429, reset) as a real one cannot be told to.
 //! - [`schema`]: validation against bootc's published JSON schemas.
 //! - [`booted`]: the test OS booted under systemd with systemd-nspawn, for
 //!   tests of hostd on a running image-based host.
@@ -33,6 +35,7 @@ pub mod machine;
 pub mod offline;
 pub mod registry;
 pub mod schema;
+pub mod standin_registry;
 pub mod sysroot;
 
 use std::path::PathBuf;

@@ -20,21 +20,36 @@ pub struct TestRegistry {
     child: Child,
     /// The loopback port it listens on.
     pub port: u16,
+    /// `user:password` it demands, if it was started with htpasswd auth.
+    creds: Option<String>,
 }
 
 impl TestRegistry {
     /// Start a registry on a free loopback port and wait until it answers.
     pub fn start() -> Result<TestRegistry> {
+        TestRegistry::start_with_auth(None)
+    }
+
+    /// Start a registry that answers 401 to every request without the
+    /// credentials `user`/`password` (htpasswd auth with a bcrypt hash).
+    pub fn start_with_htpasswd(user: &str, password: &str) -> Result<TestRegistry> {
+        TestRegistry::start_with_auth(Some((user, password)))
+    }
+
+    fn start_with_auth(auth: Option<(&str, &str)>) -> Result<TestRegistry> {
         let dir = tempfile::Builder::new().prefix("hostd-registry-").tempdir()?;
         let port = free_port()?;
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("storage").display()
-            ),
-        )?;
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("storage").display()
+        );
+        if let Some((user, password)) = auth {
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{}\n", bcrypt(password)?))?;
+            yaml.push_str(&format!("auth:\n  htpasswd:\n    realm: hostd-test\n    path: {}\n", htpasswd.display()));
+        }
+        std::fs::write(&config, yaml)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -44,7 +59,8 @@ impl TestRegistry {
             .stderr(log)
             .spawn()
             .context("starting docker-registry")?;
-        let registry = TestRegistry { dir, child, port };
+        let creds = auth.map(|(user, password)| format!("{user}:{password}"));
+        let registry = TestRegistry { dir, child, port, creds };
         registry.wait_ready()?;
         Ok(registry)
     }
@@ -56,7 +72,8 @@ impl TestRegistry {
                 let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
                 let mut reply = String::new();
                 let _ = s.read_to_string(&mut reply);
-                if reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200") {
+                let answered = |status: &str| reply.starts_with(&format!("HTTP/1.0 {status}")) || reply.starts_with(&format!("HTTP/1.1 {status}"));
+                if answered("200") || (self.creds.is_some() && answered("401")) {
                     return Ok(());
                 }
             }
@@ -85,6 +102,7 @@ impl TestRegistry {
     pub fn push(&self, oci_name: &str, name: &str) -> Result<()> {
         run(Command::new("skopeo")
             .args(["copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests"])
+            .args(self.creds.as_ref().map(|c| format!("--dest-creds={c}")))
             .arg(format!("oci:{oci_name}"))
             .arg(format!("docker://{}/{name}", self.host())))?;
         Ok(())
@@ -96,6 +114,14 @@ impl Drop for TestRegistry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A bcrypt hash of `password` for an htpasswd file (`crypt` of Debian 12's
+/// python3; the module is gone from Python 3.13).
+fn bcrypt(password: &str) -> Result<String> {
+    let script = "import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))";
+    let hash = run(Command::new("/usr/bin/python3").args(["-W", "ignore", "-c", script, password]))?;
+    Ok(hash.trim().to_string())
 }
 
 /// A free loopback port (released again for the caller to bind).

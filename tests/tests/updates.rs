@@ -399,10 +399,14 @@ async fn bad_inputs_get_their_named_error_and_change_nothing() {
     let missing_dir = format!("{}/nothing-here:latest", h.sysroot.dir.path().display());
     let job = run_job(&conn, "Switch", &(missing_dir.as_str(), oci("oci"))).await.unwrap();
     expect_job_error(&job, "ImageNotFound");
+    assert!(job.error_message.starts_with(&format!("oci:{missing_dir}: ")), "{job:?}");
+    assert_eq!(job.error_message.matches(&missing_dir).count(), 1, "{job:?}");
     unchanged().await;
     let missing_image = format!("{}/hostd/absent:latest", registry.host());
     let job = run_job(&conn, "Switch", &(missing_image.as_str(), no_options())).await.unwrap();
     expect_job_error(&job, "ImageNotFound");
+    assert_eq!(job.error_message.matches(&missing_image).count(), 1, "{job:?}");
+    assert!(job.error_message.contains("manifest unknown"), "{job:?}");
     unchanged().await;
     let dead = hostd_tests::registry::free_port().unwrap();
     machine.trust_registry(&format!("127.0.0.1:{dead}")).unwrap();

@@ -30,7 +30,7 @@ use crate::jobs::worker::Worker;
 use crate::jobs::{Initiator, JobKind, JobRequest, JobShared, Reservation};
 use crate::reboot::apply::Logind;
 use crate::sysroot::pin;
-use crate::{containers_policy, image_ref};
+use crate::{containers_policy, errors, image_ref};
 
 /// The manager object as registered (behind its signature guard).
 pub type ManagerObject = SignatureGuard<Manager>;
@@ -188,7 +188,7 @@ impl Manager {
         Options::parse(Method::Status, &options)?;
         match &*self.ctx.status.current().await {
             Ok(snapshot) => Ok(snapshot.json.clone()),
-            Err(e) => Err(e.clone()),
+            Err(e) => Err(errors::name(e)),
         }
     }
 
@@ -314,7 +314,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
         self.ctx.idle.touch();
-        let selector = pin::Selector::parse(&deployment)?;
+        let selector = pin::Selector::parse(&deployment).map_err(errors::name_owned)?;
         self.ensure_image_based().await?;
         let auth = Authorizer::new(conn.clone());
         let caller = auth.caller(&header).await?;
@@ -322,7 +322,7 @@ impl Manager {
         let details = HashMap::from([("verb", verb.to_string()), ("deployment", deployment.clone())]);
         auth.authorize(&header, &caller, &[Action::Cleanup], &details).await?;
         self.ctx.jobs.ensure_idle()?;
-        let name = pin::set_pinned(&self.ctx.sysroot, selector, pinned).await?;
+        let name = pin::set_pinned(&self.ctx.sysroot, selector, pinned).await.map_err(errors::name_owned)?;
         tracing::info!(uid = caller.uid, deployment = %name, pinned, "set pinned={pinned} on {name}");
         self.ctx.status.refresh().await;
         Ok(())
@@ -456,8 +456,8 @@ impl Manager {
 impl Manager {
     async fn ensure_image_based(&self) -> Result<crate::sysroot::cache::Loaded, Error> {
         let loaded = self.ctx.status.current().await;
-        if let Err(e @ Error::NotImageBased(_)) = &*loaded {
-            return Err(e.clone());
+        if let Err(e @ crate::sysroot::Error::NotImageBased(_)) = &*loaded {
+            return Err(errors::name(e));
         }
         Ok(loaded)
     }

@@ -45,7 +45,7 @@ impl JobRequest {
     pub fn about_tracked_image(kind: JobKind, options: Options, loaded: &Loaded) -> Result<JobRequest, Error> {
         let tracked = match &**loaded {
             Ok(s) => s.host.spec.image.is_some(),
-            Err(e) => return Err(e.clone()),
+            Err(e) => return Err(crate::errors::name(e)),
         };
         if !tracked {
             return Err(Error::InvalidArgument("the host does not track an image; use Switch first".into()));

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::runner::Operation;
 use super::{JobKind, JobShared};
+use crate::sysroot::deploy::DeployOptions;
 use crate::sysroot::{self, Outcome, SysrootPath};
 
 /// The production [`Operation`]: each job on a thread of its own, calling
@@ -67,13 +68,20 @@ pub async fn run(sysroot: SysrootPath, job: Arc<JobShared>, time_limit: Duration
 async fn execute(sysroot: &SysrootPath, job: &JobShared) -> Result<Outcome, Error> {
     let request = &job.request;
     let cancel = &job.cancel;
-    match request.kind {
+    let options = DeployOptions {
+        download_only: request.options.download_only,
+        retain: request.options.retain,
+        allow_downgrade: request.options.allow_downgrade,
+        queued_is_enough: request.options.apply,
+    };
+    let result = match request.kind {
         JobKind::Check => sysroot::pull::check(sysroot, job, cancel).await,
         JobKind::Upgrade | JobKind::Switch => {
-            sysroot::deploy::update(sysroot, request.image.as_ref(), &request.options, job, cancel).await
+            sysroot::deploy::update(sysroot, request.image.as_ref(), &options, job, cancel).await
         }
-        JobKind::Stage => sysroot::deploy::stage(sysroot, &request.options, job, cancel).await,
+        JobKind::Stage => sysroot::deploy::stage(sysroot, &options, job, cancel).await,
         JobKind::Rollback => sysroot::rollback::rollback(sysroot, job, cancel).await,
         JobKind::Cleanup => sysroot::cleanup::cleanup(sysroot, job, cancel).await,
-    }
+    };
+    result.map_err(crate::errors::name_owned)
 }

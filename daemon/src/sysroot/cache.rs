@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use hostd_interface::Error;
 use tokio::sync::{watch, Mutex};
 
 use super::status::{self, Snapshot};
-use super::SysrootPath;
+use super::{Error, SysrootPath};
 
 /// The result of the last sysroot read.
 pub type Loaded = Arc<Result<Snapshot, Error>>;
@@ -49,7 +48,7 @@ impl StatusCache {
         let path = self.sysroot.path().to_path_buf();
         let loaded = tokio::task::spawn_blocking(move || status::load(&path))
             .await
-            .unwrap_or_else(|e| Err(Error::Failed(format!("status reader panicked: {e}"))));
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("status reader panicked: {e}").into()));
         let loaded = Arc::new(loaded);
         self.latest.send_replace(Some(loaded.clone()));
         loaded

@@ -1,14 +1,12 @@
 //! Cleanup: remove images no deployment uses, their layers, and unreachable
 //! objects. Pinned and rollback deployments keep their images.
 
-use hostd_interface::Error;
 use ostree_ext::gio;
 use tokio_util::sync::CancellationToken;
 
 use super::cancel::Interruptible;
-use super::errors::classify;
 use super::progress::{Phase, Progress};
-use super::{Outcome, SysrootPath};
+use super::{Error, Outcome, SysrootPath};
 use crate::failpoint::points;
 use crate::journal::{Change, Event};
 
@@ -21,18 +19,17 @@ pub async fn cleanup(
     progress.phase(Phase::Cleanup, "pruning");
     let locked = sysroot
         .lock(cancel, || progress.message("waiting for the sysroot lock"))
-        .await
-        .map_err(classify)?;
+        .await?;
     let job = Interruptible { progress, cancel };
     let link = job.link();
     job.failpoint(points::PRUNE);
-    locked.cleanup(Some(link.get())).map_err(|e| classify(e.into()))?;
+    locked.cleanup(Some(link.get())).map_err(|e| anyhow::Error::new(e).context("cleaning up the sysroot"))?;
     job.failpoint(points::MID_PRUNE);
     // ostree-ext's image prune takes no GCancellable: the last point to stop.
     if cancel.is_cancelled() {
-        return Err(Error::Cancelled("cancelled by request".into()));
+        return Err(Error::cancelled());
     }
-    let pruned = ostree_ext::container::deploy::prune(&locked.as_ostree_ext_lock()).map_err(classify)?;
+    let pruned = ostree_ext::container::deploy::prune(&locked.as_ostree_ext_lock())?;
     let message = format!(
         "Removed {} images, {} layers and {} objects ({} bytes).",
         pruned.n_images, pruned.n_layers, pruned.n_objects_pruned, pruned.objsize

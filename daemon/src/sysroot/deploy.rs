@@ -6,8 +6,6 @@ use std::path::Path;
 
 use anyhow::Context;
 use hostd_interface::host::ImageReference;
-use hostd_interface::options::Options;
-use hostd_interface::Error;
 use ostree_ext::container::deploy::ORIGIN_CONTAINER;
 use ostree_ext::container::store::{self, LayeredImageState, PreparedImport};
 use ostree_ext::container::{OstreeImageReference, SignatureSource};
@@ -15,10 +13,9 @@ use ostree_ext::{glib, ostree};
 use tokio_util::sync::CancellationToken;
 
 use super::cancel::Interruptible;
-use super::errors::classify;
 use super::progress::{Phase, Progress};
 use super::pull::{self, Fetched};
-use super::{image, kargs, signature, merge_deployment, origin_reference, Outcome, SysrootPath, UpdateSummary};
+use super::{image, kargs, signature, merge_deployment, origin_reference, Error, Outcome, SysrootPath, UpdateSummary};
 use crate::failpoint::points;
 use crate::journal::{Change, Event};
 
@@ -30,18 +27,33 @@ const SPACE_MARGIN: u64 = 16 << 20;
 /// Unpacked layers take more room than their compressed size.
 const UNPACK_FACTOR: u64 = 2;
 
+/// How an update or `Stage` writes its deployment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeployOptions {
+    /// Fetch, and on a booted host stage the deployment finalization-locked
+    /// (applied only by a later `Stage`); on an offline sysroot, fetch only.
+    pub download_only: bool,
+    /// Keep the other deployments of an offline sysroot instead of
+    /// replacing the previous default.
+    pub retain: bool,
+    /// Accept an image built before the deployed one.
+    pub allow_downgrade: bool,
+    /// `Stage`: an update already queued for the next boot is not an error
+    /// (the caller reboots into it next).
+    pub queued_is_enough: bool,
+}
+
 /// `Upgrade` (no image) or `Switch` (to `switch_to`).
 pub async fn update(
     sysroot: &SysrootPath,
     switch_to: Option<&ImageReference>,
-    options: &Options,
+    options: &DeployOptions,
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<Outcome, Error> {
     let locked = sysroot
         .lock(cancel, || progress.message("waiting for the sysroot lock"))
-        .await
-        .map_err(classify)?;
+        .await?;
     let booted = locked.booted_deployment().is_some();
     let merge = merge_deployment(&locked);
     let imgref = match switch_to {
@@ -56,12 +68,12 @@ pub async fn update(
         progress.phase(Phase::Checking, "checking the image against the containers signature policy");
         tokio::select! {
             verified = signature::verify(&imgref) => verified?,
-            _ = cancel.cancelled() => return Err(Error::Cancelled("cancelled by request".into())),
+            _ = cancel.cancelled() => return Err(Error::cancelled()),
         }
     }
     let repo_path = sysroot.path().join("ostree/repo");
     let fetched = pull::fetch(&repo, &imgref, progress, cancel, |prep, cost| {
-        ensure_space(&repo_path, cost)?;
+        ensure_space(&repo, &repo_path, cost)?;
         // Switching to another image is an explicit choice of what to run.
         ensure_not_downgrade(prep, current.as_deref(), options.allow_downgrade || switch_to.is_some())
     })
@@ -90,14 +102,14 @@ pub async fn update(
         )));
     }
     if cancel.is_cancelled() {
-        return Err(Error::Cancelled("cancelled by request".into()));
+        return Err(Error::cancelled());
     }
     progress.phase(Phase::Staging, "writing the deployment");
-    let kargs = kernel_args(&repo, merge.as_ref(), current.as_deref(), state).map_err(classify)?;
-    write_deployment(&locked, merge.as_ref(), &imgref, state, kargs, options, Interruptible { progress, cancel }).map_err(classify)?;
+    let kargs = kernel_args(&repo, merge.as_ref(), current.as_deref(), state)?;
+    write_deployment(&locked, merge.as_ref(), &imgref, state, kargs, options, Interruptible { progress, cancel })?;
     if !booted {
         progress.phase(Phase::Cleanup, "pruning images no deployment uses");
-        ostree_ext::container::deploy::prune(&locked.as_ostree_ext_lock()).map_err(classify)?;
+        ostree_ext::container::deploy::prune(&locked.as_ostree_ext_lock())?;
     }
     let fetched_note = match &fetched {
         Fetched::Imported(_, s) => format!(" ({} layers, {} bytes fetched)", s.layers_to_fetch, s.bytes_to_fetch),
@@ -123,25 +135,23 @@ pub async fn update(
 /// `apply`, an update that is already queued is fine: the reboot follows.
 pub async fn stage(
     sysroot: &SysrootPath,
-    options: &Options,
+    options: &DeployOptions,
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<Outcome, Error> {
     progress.phase(Phase::Staging, "queuing the downloaded update");
     let locked = sysroot
         .lock(cancel, || progress.message("waiting for the sysroot lock"))
-        .await
-        .map_err(classify)?;
+        .await?;
     if let Some(staged) = locked.staged_deployment() {
         if !Path::new(STAGED_LOCK_FILE).exists() {
-            if options.apply {
+            if options.queued_is_enough {
                 return Ok(Outcome::message(format!("Deployment {} is queued for the next boot.", staged.csum())));
             }
             return Err(Error::NothingToStage("the staged deployment is already queued".into()));
         }
         std::fs::remove_file(STAGED_LOCK_FILE)
-            .with_context(|| format!("removing {STAGED_LOCK_FILE}"))
-            .map_err(classify)?;
+            .with_context(|| format!("removing {STAGED_LOCK_FILE}"))?;
         let booted = locked.booted_deployment();
         let change = Change {
             event: Event::Staged,
@@ -156,14 +166,12 @@ pub async fn stage(
     }
     let (merge, imgref) = super::tracked_image(&locked)?;
     let repo = locked.repo();
-    let state = store::query_image(&repo, &imgref.imgref)
-        .map_err(classify)?
+    let state = store::query_image(&repo, &imgref.imgref)?
         .filter(|s| s.merge_commit != merge.csum().as_str())
         .ok_or_else(|| Error::NothingToStage("no downloaded update is waiting to be staged".into()))?;
     let current = store::query_image_commit(&repo, merge.csum().as_str()).ok();
-    let kargs = kernel_args(&repo, Some(&merge), current.as_deref(), &state).map_err(classify)?;
-    write_deployment(&locked, Some(&merge), &imgref, &state, kargs, &Options::default(), Interruptible { progress, cancel })
-        .map_err(classify)?;
+    let kargs = kernel_args(&repo, Some(&merge), current.as_deref(), &state)?;
+    write_deployment(&locked, Some(&merge), &imgref, &state, kargs, &DeployOptions::default(), Interruptible { progress, cancel })?;
     let version = state.version().unwrap_or("no version").to_string();
     let change = Change {
         event: Event::Staged,
@@ -183,7 +191,7 @@ fn write_deployment(
     imgref: &OstreeImageReference,
     state: &LayeredImageState,
     kargs: Option<Vec<String>>,
-    options: &Options,
+    options: &DeployOptions,
     job: Interruptible<'_>,
 ) -> anyhow::Result<()> {
     // libostree checks it between the steps of the write (checkout, /etc
@@ -265,14 +273,20 @@ fn kernel_args(
     Ok(Some(kargs::apply_diff(&current_args, &old_image, &new_image)))
 }
 
-fn ensure_space(repo_path: &Path, cost: &UpdateSummary) -> Result<(), Error> {
-    let needed = cost.bytes_to_fetch.saturating_mul(UNPACK_FACTOR) + SPACE_MARGIN;
+/// Refuse an import the file system cannot hold, counting libostree's own
+/// reserve (`min-free-space-percent`/`-size` of the repo config): libostree
+/// refuses a write into it with a generic error whose only sign is its
+/// text, so hostd checks before importing, where the cause is known.
+fn ensure_space(repo: &ostree::Repo, repo_path: &Path, cost: &UpdateSummary) -> Result<(), Error> {
+    let reserve = repo.min_free_space_bytes().context("reading the repo's min-free-space")?;
+    let needed = cost.bytes_to_fetch.saturating_mul(UNPACK_FACTOR) + SPACE_MARGIN + reserve;
     let stat = nix::sys::statvfs::statvfs(repo_path)
-        .map_err(|e| Error::Failed(format!("statvfs {}: {e}", repo_path.display())))?;
+        .with_context(|| format!("statvfs {}", repo_path.display()))?;
     let available = stat.blocks_available() as u64 * stat.fragment_size() as u64;
     if available < needed {
-        return Err(Error::NoSpace(format!(
-            "not enough free space in {}: {available} bytes available, about {needed} needed",
+        return Err(Error::NotEnoughSpace(format!(
+            "not enough free space in {}: {available} bytes available, about {needed} needed \
+             (including {reserve} bytes libostree keeps free)",
             repo_path.display()
         )));
     }
@@ -292,7 +306,7 @@ fn ensure_not_downgrade(
         return Ok(());
     };
     if new < old && !allowed {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::Refused(format!(
             "the image was built at {new}, before the deployed one ({old}); pass allow-downgrade to accept it"
         )));
     }

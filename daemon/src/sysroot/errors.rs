@@ -1,118 +1,116 @@
-//! Turning failures of libostree, ostree-ext and skopeo into the API's error
-//! names. Those libraries report most conditions only as text, so this is the
-//! one place that reads it.
+//! What the sysroot operations return when they fail: conditions they decide
+//! themselves, and failures of the libraries below them with the context of
+//! the step that failed. Naming these for the API happens once, at the edge
+//! (`crate::errors`), from the typed causes kept here.
 
-use hostd_interface::Error;
+use ostree_ext::container::{OstreeImageReference, Transport};
 
-/// Phrases (lower case) that identify a condition, and the error it is.
-type Pattern = (&'static [&'static str], fn(String) -> Error);
+use super::image::user_reference;
 
-/// Checked in order.
-const PATTERNS: &[Pattern] = &[
-    (
-        &["no space left on device", "enospc", "not enough free space", "min-free-space"],
-        Error::NoSpace,
-    ),
-    // skopeo died in the middle of a request: its process was seen to end,
-    // its reply could not be read, or its side of a layer transfer failed
-    // with no cause it could send. Before `Network`, whose "eof" such a
-    // text may contain.
-    (
-        &["skopeo proxy unexpectedly exited", "serialization error", "proxy failure: error and client error"],
-        skopeo_stopped,
-    ),
-    (
-        &[
-            "manifest unknown",
-            "name unknown",
-            "not found in",
-            "no such image",
-            "index.json: no such file or directory",
-            "method openimage: lstat",
-            "reading manifest",
-            "does not exist",
-        ],
-        Error::ImageNotFound,
-    ),
-    (
-        &[
-            "connection refused",
-            "no such host",
-            "i/o timeout",
-            "network is unreachable",
-            "connection reset",
-            "tls handshake",
-            "dial tcp",
-            "eof",
-        ],
-        Error::Network,
-    ),
-    (
-        &["signature", "source image rejected", "insecureacceptanything"],
-        Error::SignatureRejected,
-    ),
-];
-
-fn skopeo_stopped(text: String) -> Error {
-    Error::Failed(format!("skopeo stopped unexpectedly (it crashed or was killed): {text}"))
+/// An error of a sysroot operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request does not fit the sysroot: nothing to update, no rollback
+    /// deployment, an older image without leave to downgrade, a selector
+    /// that names no deployment.
+    #[error("{0}")]
+    Refused(String),
+    /// The path is not an ostree sysroot.
+    #[error("{0}")]
+    NotImageBased(String),
+    /// `Stage` found nothing to queue.
+    #[error("{0}")]
+    NothingToStage(String),
+    /// Another process holds the sysroot lock for longer than hostd waits.
+    #[error("{0}")]
+    LockHeld(String),
+    /// The free-space estimate before an import failed.
+    #[error("{0}")]
+    NotEnoughSpace(String),
+    /// The containers signature policy rejected the image.
+    #[error("{0}")]
+    SignatureRejected(String),
+    /// The job was cancelled.
+    #[error("{0}")]
+    Cancelled(String),
+    /// A program hostd needs is not installed.
+    #[error("{0}")]
+    ProgramMissing(String),
+    /// Reading the image failed; `image` is the reference as the caller
+    /// wrote it (`oci:/srv/os:v2`, `127.0.0.1:5000/os:latest`).
+    #[error("{image}: {failure}")]
+    Image {
+        /// The reference in the caller's syntax.
+        image: String,
+        /// Whether the image was read from a registry, whose answers only
+        /// then can say anything about the registry.
+        from_registry: bool,
+        /// What went wrong.
+        failure: ImageFailure,
+    },
+    /// Any other failed step, with the context of each step it was in.
+    #[error("{0:#}")]
+    Other(anyhow::Error),
 }
 
-/// Name an error from an operation by what its cause chain says.
-pub fn classify(e: anyhow::Error) -> Error {
-    if let Some(named) = e.downcast_ref::<Error>() {
-        return named.clone();
+impl From<anyhow::Error> for Error {
+    /// Keeps an [`Error`] that travelled inside an `anyhow::Error` as it was.
+    fn from(e: anyhow::Error) -> Error {
+        e.downcast::<Error>().unwrap_or_else(Error::Other)
     }
-    let text = format!("{e:#}");
-    let lower = text.to_lowercase();
-    for (phrases, make) in PATTERNS {
-        if phrases.iter().any(|p| lower.contains(p)) {
-            return make(text);
+}
+
+/// Why an image could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageFailure {
+    /// The local path (`oci:`, `oci-archive:`, `dir:`) could not be opened.
+    #[error("{}: {source}", path.display())]
+    LocalPath {
+        /// The path as given.
+        path: std::path::PathBuf,
+        /// The error of `stat(2)`.
+        source: std::io::Error,
+    },
+    /// The OCI layout has no manifest with this tag.
+    #[error("the OCI layout has no image tagged {tag:?}")]
+    TagMissing {
+        /// The requested tag.
+        tag: String,
+    },
+    /// The image has none of the labels of an ostree/bootc image.
+    #[error("it is not an ostree/bootc image (it has none of the labels {})", labels.join(", "))]
+    NotBootable {
+        /// The labels looked for.
+        labels: Vec<&'static str>,
+    },
+    /// `skopeo copy` could not open the image; its own words.
+    #[error("{0}")]
+    SkopeoSaid(String),
+    /// The image proxy or ostree-ext failed; the chain holds the typed cause.
+    #[error("{0:#}")]
+    Read(anyhow::Error),
+}
+
+impl Error {
+    /// A read of `imgref` that failed with `e`.
+    pub fn image(imgref: &OstreeImageReference, e: anyhow::Error) -> Error {
+        match e.downcast::<Error>() {
+            Ok(already) => already,
+            Err(e) => Error::image_failure(imgref, ImageFailure::Read(e)),
         }
     }
-    Error::Failed(text)
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn named_errors_pass_through() {
-        let e = anyhow::Error::new(Error::Cancelled("stop".into())).context("pulling");
-        assert_eq!(classify(e), Error::Cancelled("stop".into()));
+    /// A read of `imgref` that failed for `failure`.
+    pub fn image_failure(imgref: &OstreeImageReference, failure: ImageFailure) -> Error {
+        Error::Image {
+            image: user_reference(imgref),
+            from_registry: imgref.imgref.transport == Transport::Registry,
+            failure,
+        }
     }
 
-    #[test]
-    fn conditions_are_recognised() {
-        let c = |s: &str| classify(anyhow::anyhow!("{s}")).short_name();
-        assert_eq!(c("writing object: No space left on device"), "NoSpace");
-        assert_eq!(
-            c("pinging container registry 127.0.0.1:5000: dial tcp 127.0.0.1:5000: connect: connection refused"),
-            "Network"
-        );
-        assert_eq!(c("reading manifest latest in 127.0.0.1:5000/os: manifest unknown"), "ImageNotFound");
-        assert_eq!(
-            c("failed to invoke method OpenImage: lstat /srv/absent: no such file or directory"),
-            "ImageNotFound"
-        );
-        assert_eq!(c("writing /sysroot/x: No such file or directory"), "Failed");
-        assert_eq!(c("Source image rejected: A signature was required"), "SignatureRejected");
-        assert_eq!(c("something odd"), "Failed");
-        assert_eq!(
-            c("writing commit: min-free-space-percent '3%' would be exceeded, at least 4096 bytes requested"),
-            "NoSpace"
-        );
-    }
-
-    #[test]
-    fn a_skopeo_that_died_mid_request_is_named() {
-        let crashed = "proxy failure: failed to invoke method FinishPipe: serialization error and client error: EOF";
-        let e = classify(anyhow::anyhow!("{crashed}"));
-        assert_eq!(e.short_name(), "Failed");
-        assert!(e.message().starts_with("skopeo stopped unexpectedly (it crashed or was killed): proxy failure"), "{e:?}");
-        let exited = "skopeo proxy unexpectedly exited during request method GetBlob: signal: 11 (SIGSEGV)";
-        assert!(classify(anyhow::anyhow!("{exited}")).message().contains("SIGSEGV"));
-        let mute = "Unencapsulating base: proxy failure: error and client error: incomplete deflate stream";
-        assert!(classify(anyhow::anyhow!("{mute}")).message().starts_with("skopeo stopped unexpectedly"));
+    /// The job was cancelled at the caller's request.
+    pub fn cancelled() -> Error {
+        Error::Cancelled("cancelled by request".into())
     }
 }

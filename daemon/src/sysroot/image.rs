@@ -96,6 +96,16 @@ pub fn layered_status(
     (current, cached)
 }
 
+/// `imgref` as a caller writes it to `Switch` or `skopeo`: the registry
+/// reference alone, a local one with its transport (`oci:/srv/os:v2`),
+/// without ostree-ext's signature-verification prefix.
+pub fn user_reference(imgref: &OstreeImageReference) -> String {
+    match imgref.imgref.transport {
+        ostree_container::Transport::Registry => imgref.imgref.name.clone(),
+        _ => imgref.imgref.to_string(),
+    }
+}
+
 /// Parse the origin's container reference string.
 pub fn parse_origin_reference(s: &str) -> Result<OstreeImageReference> {
     OstreeImageReference::try_from(s).with_context(|| format!("parsing origin reference {s:?}"))

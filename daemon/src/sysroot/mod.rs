@@ -27,7 +27,6 @@ pub mod watch;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use hostd_interface::Error;
 use ostree_ext::container::deploy::ORIGIN_CONTAINER;
 use ostree_ext::container::OstreeImageReference;
 use ostree_ext::sysroot::SysrootLock;
@@ -35,6 +34,8 @@ use ostree_ext::{gio, ostree};
 use tokio_util::sync::CancellationToken;
 
 use crate::journal::Change;
+
+pub use errors::{Error, ImageFailure};
 
 /// What a finished operation reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,9 +81,9 @@ pub struct UpdateSummary {
 /// sysroot) and the image it tracks.
 pub fn tracked_image(sysroot: &ostree::Sysroot) -> Result<(ostree::Deployment, OstreeImageReference), Error> {
     let merge = merge_deployment(sysroot)
-        .ok_or_else(|| Error::InvalidArgument("the sysroot has no deployment to update".into()))?;
+        .ok_or_else(|| Error::Refused("the sysroot has no deployment to update".into()))?;
     let reference = origin_reference(&merge)?.ok_or_else(|| {
-        Error::InvalidArgument("the deployment was not made from an image; use Switch first".into())
+        Error::Refused("the deployment was not made from an image; use Switch first".into())
     })?;
     Ok((merge, reference))
 }
@@ -97,9 +98,7 @@ pub fn origin_reference(d: &ostree::Deployment) -> Result<Option<OstreeImageRefe
     let Some(text) = d.origin().and_then(|o| o.string("origin", ORIGIN_CONTAINER).ok()) else {
         return Ok(None);
     };
-    image::parse_origin_reference(text.as_str())
-        .map(Some)
-        .map_err(|e| Error::Failed(format!("{e:#}")))
+    Ok(Some(image::parse_origin_reference(text.as_str())?))
 }
 
 /// Where the sysroot lives and how to open it.

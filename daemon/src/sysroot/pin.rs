@@ -4,11 +4,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hostd_interface::Error;
 use ostree_ext::{gio, ostree};
 
-use super::errors::classify;
-use super::SysrootPath;
+use super::{Error, SysrootPath};
 
 /// How long `Pin` waits for another process to release the sysroot lock.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -28,7 +26,7 @@ impl Selector {
     /// `3`, `<sha256 hex>` or `<sha256 hex>.<serial>`.
     pub fn parse(text: &str) -> Result<Selector, Error> {
         let invalid = || {
-            Error::InvalidArgument(format!(
+            Error::Refused(format!(
                 "'{}' is neither a deployment index nor a checksum[.serial]",
                 text.escape_debug()
             ))
@@ -58,8 +56,8 @@ impl Selector {
         };
         match found.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => Err(Error::InvalidArgument(format!("no deployment {}", self.describe()))),
-            _ => Err(Error::InvalidArgument(format!(
+            [] => Err(Error::Refused(format!("no deployment {}", self.describe()))),
+            _ => Err(Error::Refused(format!(
                 "several deployments match {}; add the deploy serial (checksum.serial)",
                 self.describe()
             ))),
@@ -80,17 +78,17 @@ pub async fn set_pinned(sysroot: &SysrootPath, selector: Selector, pinned: bool)
     let path = sysroot.path().to_path_buf();
     tokio::task::spawn_blocking(move || set_pinned_blocking(&path, &selector, pinned))
         .await
-        .unwrap_or_else(|e| Err(Error::Failed(format!("pinning panicked: {e}"))))
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("pinning panicked: {e}").into()))
 }
 
 fn set_pinned_blocking(path: &std::path::Path, selector: &Selector, pinned: bool) -> Result<String, Error> {
     let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(path)));
     lock_within(&sysroot, LOCK_WAIT)?;
     let result = (|| {
-        sysroot.load(gio::Cancellable::NONE).context("loading sysroot").map_err(classify)?;
+        sysroot.load(gio::Cancellable::NONE).context("loading sysroot")?;
         let deployment = selector.find(&sysroot.deployments())?;
         if deployment.is_staged() {
-            return Err(Error::InvalidArgument(
+            return Err(Error::Refused(
                 "the staged deployment cannot be pinned before it is finalized at the next boot".into(),
             ));
         }
@@ -98,8 +96,7 @@ fn set_pinned_blocking(path: &std::path::Path, selector: &Selector, pinned: bool
         if deployment.is_pinned() != pinned {
             sysroot
                 .deployment_set_pinned(&deployment, pinned)
-                .with_context(|| format!("setting pinned={pinned} on {name}"))
-                .map_err(classify)?;
+                .with_context(|| format!("setting pinned={pinned} on {name}"))?;
         }
         Ok(name)
     })();
@@ -115,12 +112,12 @@ fn lock_within(sysroot: &ostree::Sysroot, wait: Duration) -> Result<(), Error> {
             Ok(true) => return Ok(()),
             Ok(false) if Instant::now() < deadline => std::thread::sleep(LOCK_POLL),
             Ok(false) => {
-                return Err(Error::Busy(format!(
+                return Err(Error::LockHeld(format!(
                     "another process has held the sysroot lock for over {}s",
                     wait.as_secs()
                 )))
             }
-            Err(e) => return Err(classify(anyhow::Error::new(e).context("locking the sysroot"))),
+            Err(e) => return Err(anyhow::Error::new(e).context("locking the sysroot").into()),
         }
     }
 }
@@ -148,7 +145,7 @@ mod tests {
     #[test]
     fn anything_else_is_invalid() {
         for bad in ["", "-1", "99999", "abc", &SUM[1..], &SUM.to_uppercase(), &format!("{SUM}.x"), &format!("{SUM}.")] {
-            assert!(matches!(Selector::parse(bad), Err(Error::InvalidArgument(_))), "{bad:?}");
+            assert!(matches!(Selector::parse(bad), Err(Error::Refused(_))), "{bad:?}");
         }
     }
 }

@@ -2,30 +2,27 @@
 //! proxy: metadata only for `Check`, layers not yet in the repo for updates.
 
 use std::future::Future;
+use std::path::PathBuf;
 
-use anyhow::Context;
-use hostd_interface::Error;
 use ostree_ext::container::store::{
     ImageImporter, ImageProxyConfig, ImportProgress, LayeredImageState, PrepareResult,
     PreparedImport,
 };
-use ostree_ext::container::OstreeImageReference;
+use ostree_ext::container::{OstreeImageReference, Transport, BOOTC_LABEL, DIFFID_LABEL};
+use ostree_ext::containers_image_proxy::ImageProxy;
+use ostree_ext::oci_spec::image::ImageIndex;
 use ostree_ext::ostree;
 use tokio_util::sync::CancellationToken;
 
-use super::errors::classify;
 use super::progress::{Phase, Progress};
-use super::{tracked_image, Outcome, SysrootPath, UpdateSummary};
+use super::{tracked_image, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
 
 /// Run `f` unless `cancel` fires first; dropping the future is the safe point
 /// (ostree-ext commits each layer as it completes, so finished layers stay).
-pub async fn cancellable<T>(
-    cancel: &CancellationToken,
-    f: impl Future<Output = anyhow::Result<T>>,
-) -> Result<T, Error> {
+pub async fn cancellable<T>(cancel: &CancellationToken, f: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
     tokio::select! {
-        r = f => r.map_err(classify),
-        _ = cancel.cancelled() => Err(Error::Cancelled("cancelled by request".into())),
+        r = f => r,
+        _ = cancel.cancelled() => Err(Error::cancelled()),
     }
 }
 
@@ -40,7 +37,7 @@ pub fn require_skopeo() -> Result<(), Error> {
     if found {
         return Ok(());
     }
-    Err(Error::Failed(format!(
+    Err(Error::ProgramMissing(format!(
         "{SKOPEO} was not found in PATH ({}): hostd reads container images through it; install the {SKOPEO} package",
         path.to_string_lossy()
     )))
@@ -51,15 +48,85 @@ fn is_executable(file: &std::path::Path) -> bool {
     std::fs::metadata(file).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// The OCI annotation that names a manifest's tag in a layout's index.
+const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+
+/// The path and optional tag of a local image reference (`oci:`,
+/// `oci-archive:`, `dir:`); `None` for the registry and containers-storage.
+fn local_source(imgref: &OstreeImageReference) -> Option<(PathBuf, Option<&str>)> {
+    let name = imgref.imgref.name.as_str();
+    match imgref.imgref.transport {
+        Transport::OciDir | Transport::OciArchive => {
+            let (path, tag) = name.split_once(':').map_or((name, None), |(p, t)| (p, Some(t)));
+            Some((PathBuf::from(path), tag))
+        }
+        Transport::Dir => Some((PathBuf::from(name), None)),
+        _ => None,
+    }
+}
+
+/// Check a local image's path, and the tag of an `oci:` layout, before
+/// skopeo is asked: both are facts hostd can read itself (the errno of
+/// `stat(2)`, the layout's index), where skopeo would only say so in prose.
+fn check_local_source(imgref: &OstreeImageReference) -> Result<(), ImageFailure> {
+    let Some((path, tag)) = local_source(imgref) else { return Ok(()) };
+    std::fs::metadata(&path).map_err(|source| ImageFailure::LocalPath { path: path.clone(), source })?;
+    let (Transport::OciDir, Some(tag)) = (&imgref.imgref.transport, tag) else { return Ok(()) };
+    // A layout hostd cannot parse is left for skopeo to judge.
+    let Ok(index) = ImageIndex::from_file(path.join("index.json")) else { return Ok(()) };
+    let tagged = index.manifests().iter().any(|m| {
+        m.annotations().as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION)).is_some_and(|t| t == tag)
+    });
+    if tagged {
+        Ok(())
+    } else {
+        Err(ImageFailure::TagMissing { tag: tag.to_string() })
+    }
+}
+
 /// An importer for `imgref` writing into `repo`.
 pub async fn open(repo: &ostree::Repo, imgref: &OstreeImageReference) -> Result<ImageImporter, Error> {
     require_skopeo()?;
+    check_local_source(imgref).map_err(|failure| Error::image_failure(imgref, failure))?;
     let mut imp = ImageImporter::new(repo, imgref, ImageProxyConfig::default())
         .await
-        .with_context(|| format!("opening {imgref}"))
-        .map_err(classify)?;
+        .map_err(|e| Error::image(imgref, e))?;
     imp.require_bootable();
     Ok(imp)
+}
+
+/// The labels an image needs for ostree-ext to import and boot it: one of
+/// the first two, and the third.
+const BOOTABLE_LABELS: [&str; 3] = ["ostree.bootable", BOOTC_LABEL, DIFFID_LABEL];
+
+/// `prepare`, with a failure explained by the image's labels where they
+/// show it is no ostree/bootc image. ostree-ext says so only in prose, so
+/// when it fails for a reason other than the image proxy's, hostd reads the
+/// image's config itself (one more skopeo run, on this path only).
+async fn prepare(imp: &mut ImageImporter, imgref: &OstreeImageReference) -> Result<PrepareResult, Error> {
+    let e = match imp.prepare().await {
+        Ok(prepared) => return Ok(prepared),
+        Err(e) => e,
+    };
+    let proxy_failed = e.chain().any(|c| c.is::<ostree_ext::containers_image_proxy::Error>());
+    if !proxy_failed && !has_bootable_labels(imgref).await.unwrap_or(true) {
+        let labels = BOOTABLE_LABELS.to_vec();
+        return Err(Error::image_failure(imgref, ImageFailure::NotBootable { labels }));
+    }
+    Err(Error::image(imgref, e))
+}
+
+/// Whether the image's config carries the labels of an ostree/bootc image.
+async fn has_bootable_labels(imgref: &OstreeImageReference) -> anyhow::Result<bool> {
+    let mut config = ImageProxyConfig::default();
+    ostree_ext::container::merge_default_container_proxy_opts(&mut config)?;
+    let proxy = ImageProxy::new_with_config(config).await?;
+    let opened = proxy.open_image(&imgref.imgref.to_string()).await?;
+    let config = proxy.fetch_config(&opened).await?;
+    proxy.close_image(&opened).await?;
+    let labels = config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
+    let has = |l: &str| labels.contains_key(l);
+    Ok((has(BOOTABLE_LABELS[0]) || has(BOOTABLE_LABELS[1])) && has(BOOTABLE_LABELS[2]))
 }
 
 /// What fetching a prepared import will cost.
@@ -90,11 +157,11 @@ pub async fn check(
     cancel: &CancellationToken,
 ) -> Result<Outcome, Error> {
     progress.phase(Phase::Checking, "fetching the image manifest");
-    let locked = sysroot.lock(cancel, || progress.message("waiting for the sysroot lock")).await.map_err(classify)?;
+    let locked = sysroot.lock(cancel, || progress.message("waiting for the sysroot lock")).await?;
     let (merge, imgref) = tracked_image(&locked)?;
     let repo = locked.repo();
     let mut imp = open(&repo, &imgref).await?;
-    let prepared = cancellable(cancel, imp.prepare()).await?;
+    let prepared = cancellable(cancel, prepare(&mut imp, &imgref)).await?;
     Ok(match prepared {
         PrepareResult::AlreadyPresent(state) if state.merge_commit == merge.csum().as_str() => {
             Outcome::message("No update available.")
@@ -184,7 +251,7 @@ pub async fn fetch(
 ) -> Result<Fetched, Error> {
     progress.phase(Phase::Checking, "fetching the image manifest");
     let mut imp = open(repo, imgref).await?;
-    let prep = match cancellable(cancel, imp.prepare()).await? {
+    let prep = match cancellable(cancel, prepare(&mut imp, imgref)).await? {
         PrepareResult::AlreadyPresent(state) => return Ok(Fetched::AlreadyPresent(state)),
         PrepareResult::Ready(prep) => prep,
     };
@@ -228,7 +295,7 @@ pub async fn fetch(
             }
         }
     };
-    let import = cancellable(cancel, imp.import(prep));
+    let import = cancellable(cancel, async { imp.import(prep).await.map_err(|e| Error::image(imgref, e)) });
     let (state, ()) = tokio::join!(import, reporter);
     let state = state?;
     progress.layers(summary.layers_to_fetch, summary.layers_to_fetch);

@@ -5,15 +5,13 @@
 
 use std::path::Path;
 
-use hostd_interface::Error;
 use ostree_ext::ostree;
 use tokio_util::sync::CancellationToken;
 
 use super::cancel::LinkedCancellable;
-use super::errors::classify;
 use super::progress::{Phase, Progress};
 use super::deploy::STAGED_LOCK_FILE;
-use super::{origin_reference, Outcome, SysrootPath};
+use super::{origin_reference, Error, Outcome, SysrootPath};
 use crate::journal::{Change, Event};
 
 /// `Rollback`.
@@ -25,8 +23,7 @@ pub async fn rollback(
     progress.phase(Phase::Staging, "reordering deployments");
     let locked = sysroot
         .lock(cancel, || progress.message("waiting for the sysroot lock"))
-        .await
-        .map_err(classify)?;
+        .await?;
     let deployments = locked.deployments();
     let staged = locked.staged_deployment();
     let finalized: Vec<ostree::Deployment> = deployments
@@ -43,7 +40,7 @@ pub async fn rollback(
     let link = LinkedCancellable::new(cancel);
     locked
         .write_deployments(&order, Some(link.get()))
-        .map_err(|e| classify(anyhow::Error::new(e).context("writing the new boot order")))?;
+        .map_err(|e| anyhow::Error::new(e).context("writing the new boot order"))?;
     let mut message = format!("{}.{} is now the default deployment.", target.csum(), target.deployserial());
     if let Some(s) = staged {
         message.push_str(&format!(" The staged {staged_kind}deployment {} was discarded.", s.csum()));
@@ -58,7 +55,7 @@ pub async fn rollback(
 }
 
 fn rollback_target(sysroot: &ostree::Sysroot, finalized: &[ostree::Deployment]) -> Result<ostree::Deployment, Error> {
-    let none = || Error::InvalidArgument("there is no rollback deployment".into());
+    let none = || Error::Refused("there is no rollback deployment".into());
     match sysroot.booted_deployment() {
         Some(booted) => {
             let first = finalized.first().ok_or_else(none)?;

@@ -8,11 +8,11 @@
 //! `docker-archive:/dev/full`, whose first write fails. A rejection names the
 //! policy's reason; any other ending means the policy accepted the image.
 
-use hostd_interface::Error;
 use ostree_ext::container::OstreeImageReference;
 use tokio::process::Command;
 
-use super::errors::classify;
+use super::image::user_reference;
+use super::{Error, ImageFailure};
 
 /// A destination that accepts nothing: the copy stops at its first byte.
 const NOWHERE: &str = "docker-archive:/dev/full";
@@ -32,15 +32,38 @@ pub async fn verify(imgref: &OstreeImageReference) -> Result<(), Error> {
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| Error::Failed(format!("running skopeo to check the signature policy: {e}")))?;
+        .map_err(|e| anyhow::Error::new(e).context("running skopeo to check the signature policy"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if let Some(at) = stderr.find(REJECTED) {
         let reason = stderr[at..].lines().next().unwrap_or(REJECTED).trim_end_matches('"');
-        return Err(Error::SignatureRejected(format!("{source}: {reason}")));
+        return Err(Error::SignatureRejected(format!("{}: {reason}", user_reference(imgref))));
     }
     if out.status.success() || stderr.contains("/dev/full") {
         return Ok(());
     }
     // The policy was never reached: the image could not be opened at all.
-    Err(classify(anyhow::anyhow!("checking the signature of {source}: {}", stderr.trim())))
+    let said = fatal_message(&stderr).unwrap_or_else(|| stderr.trim().to_string());
+    Err(Error::image_failure(imgref, ImageFailure::SkopeoSaid(said)))
+}
+
+/// The message of skopeo's fatal log line (`time=… level=fatal msg="…"`),
+/// where its error is, without the log's quoting.
+fn fatal_message(stderr: &str) -> Option<String> {
+    let line = stderr.lines().find(|l| l.contains("level=fatal"))?;
+    let quoted = line.split_once("msg=\"")?.1.strip_suffix('"')?;
+    Some(quoted.replace("\\\"", "\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fatal_message_is_taken_out_of_the_log_line() {
+        let stderr = "time=\"2026-01-01T00:00:00Z\" level=fatal msg=\"initializing source docker://127.0.0.1:5000/os:nope: \
+                      reading manifest nope in 127.0.0.1:5000/os: manifest unknown: manifest unknown\"\n";
+        let said = fatal_message(stderr).unwrap();
+        assert!(said.ends_with("manifest unknown: manifest unknown"), "{said}");
+        assert_eq!(fatal_message("no log line"), None);
+    }
 }

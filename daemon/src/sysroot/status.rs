@@ -10,13 +10,13 @@ use hostd_interface::host::{
     BootEntry, BootEntryOstree, BootOrder, Host, HostSpec, HostStatus, HostType, ImageReference,
     ImageStatus,
 };
-use hostd_interface::Error;
 use ostree_ext::container::deploy::ORIGIN_CONTAINER;
 use ostree_ext::container::store;
 use ostree_ext::{gio, ostree};
 
 use super::deploy::STAGED_LOCK_FILE;
 use super::image::{layered_status, parse_origin_reference, reference_to_api};
+use super::Error;
 
 
 /// Where a deployment stands relative to the running system (the `role` of a `Deployments` entry).
@@ -103,7 +103,7 @@ pub fn ensure_image_based(path: &Path) -> Result<(), Error> {
 /// Read the sysroot at `path` without locking it.
 pub fn load(path: &Path) -> Result<Snapshot, Error> {
     ensure_image_based(path)?;
-    read_snapshot(path).map_err(|e| Error::Failed(format!("reading the sysroot: {e:#}")))
+    Ok(read_snapshot(path).context("reading the sysroot")?)
 }
 
 fn read_snapshot(path: &Path) -> Result<Snapshot> {

@@ -1,0 +1,120 @@
+//! A stand-in for a container registry, named as such: it answers the
+//! registry API's ping (`GET /v2/` → 200) and then fails every manifest
+//! request in one chosen way, which a real registry cannot be told to do.
+//! It listens on 127.0.0.1 and is stopped on drop.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Result;
+
+/// How the stand-in answers a manifest request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestFailure {
+    /// HTTP 500 with an empty body.
+    ServerError,
+    /// HTTP 403 with the OCI error code `DENIED`.
+    Denied,
+    /// HTTP 429 with the OCI error code `TOOMANYREQUESTS`.
+    TooManyRequests,
+    /// The connection is reset (RST) instead of an answer.
+    Reset,
+}
+
+/// A stand-in registry on 127.0.0.1 failing manifest requests with `failure`.
+pub struct StandInRegistry {
+    /// The loopback port it listens on.
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StandInRegistry {
+    /// Listen on a free loopback port.
+    pub fn start(failure: ManifestFailure) -> Result<StandInRegistry> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Ok(stream) = stream {
+                        let _ = answer(stream, failure);
+                    }
+                }
+            }
+        });
+        Ok(StandInRegistry { port, stop, thread: Some(thread) })
+    }
+
+    /// `127.0.0.1:<port>`
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for StandInRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn answer(stream: TcpStream, failure: ManifestFailure) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header == "\r\n" {
+            break;
+        }
+    }
+    let path = request_line.split(' ').nth(1).unwrap_or("");
+    if path == "/v2/" {
+        return reply(stream, "200 OK", "");
+    }
+    match failure {
+        ManifestFailure::ServerError => reply(stream, "500 Internal Server Error", ""),
+        ManifestFailure::Denied => reply(stream, "403 Forbidden", &oci_error("DENIED", "requested access to the resource is denied")),
+        ManifestFailure::TooManyRequests => {
+            reply(stream, "429 Too Many Requests", &oci_error("TOOMANYREQUESTS", "pull rate limit exceeded"))
+        }
+        ManifestFailure::Reset => {
+            // Linger 0: close() sends RST instead of FIN.
+            let linger = nix::libc::linger { l_onoff: 1, l_linger: 0 };
+            nix::sys::socket::setsockopt(&stream.as_fd(), nix::sys::socket::sockopt::Linger, &linger)?;
+            drop(stream);
+            Ok(())
+        }
+    }
+}
+
+/// An error body as the OCI distribution spec defines it.
+fn oci_error(code: &str, message: &str) -> String {
+    serde_json::json!({ "errors": [{ "code": code, "message": message }] }).to_string()
+}
+
+fn reply(mut stream: TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    let content_type = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\n{content_type}Docker-Distribution-API-Version: registry/2.0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
