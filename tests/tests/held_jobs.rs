@@ -7,7 +7,7 @@
 //! did not reach that call, the deployment would be written or the prune run,
 //! and these tests would see it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use hostd::failpoint::{held_message, points};
@@ -16,7 +16,7 @@ use hostd_tests::consistency::{check_host, RebootMarker};
 use hostd_tests::jobs::{run_job, JobWatch};
 use hostd_tests::machine::{Extras, TestMachine};
 use hostd_tests::offline::{deployed, host_with_v1, vd, OfflineHost};
-use hostd_tests::registry::oci_layer_digests;
+use hostd_tests::fixture::ImageBuilder;
 use zbus::{Connection, Variant};
 
 const CONFIG: &str = "[daemon]\nidle_exit_secs = 120\n";
@@ -33,19 +33,16 @@ struct Held {
     proxy: Host1Proxy<'static>,
     marker: RebootMarker,
     v2: hostd_tests::fixture::BuiltImage,
-    /// The layers of v1's manifest.
-    v1_layers: Vec<String>,
 }
 
 async fn held_at(point: &str) -> Held {
     let marker = RebootMarker::observe();
     let h = host_with_v1("512m", &[("data", 1 << 20)]).await;
-    let v1_layers = oci_layer_digests(&h.builder.oci_dir, "latest").unwrap();
     let v2 = h.builder.build("v2", &["data"], &BTreeMap::new()).await.unwrap();
     let extras = Extras { hostd_env: vec![("FAILPOINTS", format!("{point}=return"))], ..Extras::default() };
     let machine = TestMachine::start_with(h.sysroot.path(), CONFIG, extras).unwrap();
     let (conn, proxy) = machine.manager().await.unwrap();
-    Held { h, machine, conn, proxy, marker, v2, v1_layers }
+    Held { h, machine, conn, proxy, marker, v2 }
 }
 
 fn options(pairs: &[(&'static str, bool)]) -> HashMap<&'static str, Variant<'static>> {
@@ -109,39 +106,50 @@ async fn cancel_during_the_deployment_write_ends_the_job_cancelled_and_writes_no
     assert_eq!(deployed(&held.conn).await[0], vd(&held.v2));
 }
 
-/// Cleanup has something to remove: v2, fetched with `download-only` and
-/// never deployed. Returns the layers only v2 has.
-async fn fetch_v2_without_deploying(held: &Held) -> Vec<String> {
-    let fetched = run_job(&held.conn, "Upgrade", &(options(&[("download-only", true)]),)).await.unwrap();
+/// Cleanup has something to remove: another image, fetched by a
+/// `download-only` Switch (offline: into the repo only) and never deployed.
+/// Returns the layers only that image brought.
+async fn fetch_an_image_no_deployment_uses(held: &Held) -> BTreeSet<String> {
+    let before = held.h.sysroot.layer_digests().unwrap();
+    let other = ImageBuilder::new(&held.h.sysroot.dir.path().join("other-images")).unwrap();
+    other.build("o1", &[], &BTreeMap::new()).await.unwrap();
+    let mut opts: HashMap<&'static str, Variant<'static>> = HashMap::from([("transport", Variant::from("oci"))]);
+    opts.insert("download-only", Variant::from(true));
+    let fetched = run_job(&held.conn, "Switch", &(other.oci_name().as_str(), opts)).await.unwrap();
     assert_eq!(fetched.state, "succeeded", "{fetched:?}");
-    let v2_layers = oci_layer_digests(&held.h.builder.oci_dir, "latest").unwrap();
-    v2_layers.into_iter().filter(|l| !held.v1_layers.contains(l)).collect()
+    let brought: BTreeSet<String> = held.h.sysroot.layer_digests().unwrap().difference(&before).cloned().collect();
+    assert!(!brought.is_empty(), "the download-only switch fetched layers");
+    brought
 }
 
-/// Whether the repo still holds ostree-ext's ref for a layer blob.
-fn layer_ref_exists(h: &OfflineHost, digest: &str) -> bool {
-    let escaped = digest.replace(':', "_3A_");
-    h.sysroot.path().join("ostree/repo/refs/heads/ostree/container/blob").join(escaped).exists()
+/// Whether every layer of `layers` is (`true`) or none is (`false`) in the repo.
+fn layers_present(h: &OfflineHost, layers: &BTreeSet<String>) -> Option<bool> {
+    let present = h.sysroot.layer_digests().unwrap();
+    if layers.is_subset(&present) {
+        Some(true)
+    } else if layers.is_disjoint(&present) {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 #[tokio::test]
 async fn cancel_before_and_in_the_middle_of_a_prune_ends_the_job_cancelled_and_prunes_nothing() {
     for point in [points::PRUNE, points::MID_PRUNE] {
         let held = held_at(point).await;
-        let only_v2 = fetch_v2_without_deploying(&held).await;
-        assert!(!only_v2.is_empty());
-        assert!(only_v2.iter().all(|l| layer_ref_exists(&held.h, l)), "v2's layers were fetched");
+        let unused = fetch_an_image_no_deployment_uses(&held).await;
         let before = held.h.sysroot.deployment_checksums().unwrap();
 
         let watch = held.start_until_held("Cleanup", &[], point).await;
         held.cancel_within_limit(watch).await;
         held.unchanged(&before).await;
-        assert!(only_v2.iter().all(|l| layer_ref_exists(&held.h, l)), "{point}: the cancelled cleanup removed v2's layers");
+        assert_eq!(layers_present(&held.h, &unused), Some(true), "{point}: the cancelled cleanup removed layers");
 
         held.release();
         let retry = run_job(&held.conn, "Cleanup", &(options(&[]),)).await.unwrap();
         assert_eq!(retry.state, "succeeded", "{retry:?}");
-        assert!(only_v2.iter().all(|l| !layer_ref_exists(&held.h, l)), "{point}: the cleanup after it removes them");
+        assert_eq!(layers_present(&held.h, &unused), Some(false), "{point}: the cleanup after it removes them");
     }
 }
 
@@ -155,7 +163,7 @@ async fn hostd_killed_at_each_point_of_an_upgrade_or_cleanup_leaves_the_host_con
     ] {
         let held = held_at(point).await;
         if method == "Cleanup" {
-            fetch_v2_without_deploying(&held).await;
+            fetch_an_image_no_deployment_uses(&held).await;
         }
         let before = held.h.sysroot.deployment_checksums().unwrap();
         let _watch = held.start_until_held(method, &[], point).await;
