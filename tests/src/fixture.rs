@@ -22,6 +22,7 @@ pub const COMPONENTS: [&str; 5] = ["base", "kernel", "tools", "data", "docs"];
 const KVER: &str = "6.1.0-fixture";
 
 /// Builds versions of one image into one OCI directory (tag `latest`).
+#[derive(Debug)]
 pub struct ImageBuilder {
     work: PathBuf,
     repo: ostree::Repo,

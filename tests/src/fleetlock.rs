@@ -24,10 +24,12 @@ pub struct SeenRequest {
     pub body: String,
 }
 
+/// How the stand-in answers a request: HTTP status and body.
 pub type Handler = dyn Fn(&SeenRequest) -> (u16, String) + Send + Sync;
 
 /// A stand-in for a lock manager: one thread on 127.0.0.1 answering
 /// HTTP/1.1 requests, one per connection, with `handler`.
+#[derive(Debug)]
 pub struct StandInServer {
     url: String,
     seen: Arc<Mutex<Vec<SeenRequest>>>,

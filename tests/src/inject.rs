@@ -14,6 +14,7 @@ use crate::sysroot::{TestSysroot, STATEROOT};
 
 /// A `PATH` for hostd under which there is no `skopeo`, as on a host where
 /// the package is missing; the directory lives as long as this value.
+#[derive(Debug)]
 pub struct PathWithoutSkopeo {
     dir: tempfile::TempDir,
 }
@@ -40,6 +41,7 @@ impl PathWithoutSkopeo {
 /// A fault-injecting stand-in for skopeo: a script named `skopeo` that runs
 /// the real one and, once [`CrashingSkopeo::crash`] was called, kills it
 /// with SIGSEGV and dies of the same signal, as a crashing skopeo would.
+#[derive(Debug)]
 pub struct CrashingSkopeo {
     dir: tempfile::TempDir,
 }
@@ -101,6 +103,7 @@ wait "$child"
 /// update tool would: it takes the lock, then blocks reading its
 /// `--origin-file`, a FIFO nobody writes. Killed on drop, before it has
 /// changed anything.
+#[derive(Debug)]
 pub struct OstreeAdminHoldingTheLock {
     admin: std::process::Child,
     _fifo_dir: tempfile::TempDir,

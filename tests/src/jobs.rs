@@ -84,6 +84,7 @@ impl JobRecord {
 }
 
 /// A job being followed.
+#[derive(Debug)]
 pub struct JobWatch {
     conn: Connection,
     changes: MessageStream,

@@ -37,6 +37,7 @@ pub type Entry = BTreeMap<String, String>;
 
 /// The socket, drained all the time by a thread as journald would: a
 /// sender blocks once a datagram socket's queue is full.
+#[derive(Debug)]
 pub struct JournalSocket {
     dir: tempfile::TempDir,
     received: Arc<Mutex<Vec<Entry>>>,

@@ -21,7 +21,7 @@ pub const USER: (&str, u32) = ("hostd-user", 4102);
 pub const CHECKER: (&str, u32) = ("hostd-checker", 4103);
 
 /// Optional parts of a machine.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Extras<'a> {
     /// Where hostd's journal entries go (else nowhere).
     pub journal: Option<&'a JournalSocket>,
@@ -31,6 +31,7 @@ pub struct Extras<'a> {
 }
 
 /// The running machine; stopped on drop.
+#[derive(Debug)]
 pub struct TestMachine {
     state: tempfile::TempDir,
     holder: Child,

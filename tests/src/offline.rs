@@ -13,6 +13,7 @@ use crate::schema;
 use crate::sysroot::TestSysroot;
 
 /// An offline sysroot with v1 deployed, and the builder of later versions.
+#[derive(Debug)]
 pub struct OfflineHost {
     /// The sysroot hostd manages.
     pub sysroot: TestSysroot,

@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use crate::run;
 
 /// A registry serving from a temporary directory; stopped on drop.
+#[derive(Debug)]
 pub struct TestRegistry {
     dir: tempfile::TempDir,
     child: Child,
@@ -131,6 +132,7 @@ pub fn free_port() -> Result<u16> {
 
 /// Forwards 127.0.0.1:`port` to a target port at a bounded rate per
 /// connection; stops accepting and closes its connections on drop.
+#[derive(Debug)]
 pub struct SlowLink {
     /// The port clients connect to.
     pub port: u16,

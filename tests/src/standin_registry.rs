@@ -27,6 +27,7 @@ pub enum ManifestFailure {
 }
 
 /// A stand-in registry on 127.0.0.1 failing manifest requests with `failure`.
+#[derive(Debug)]
 pub struct StandInRegistry {
     /// The loopback port it listens on.
     pub port: u16,

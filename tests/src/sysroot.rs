@@ -18,6 +18,7 @@ const LAYER_REF_PREFIX: &str = "ostree/container/blob";
 pub const STATEROOT: &str = "default";
 
 /// A sysroot on its own tmpfs, unmounted on drop.
+#[derive(Debug)]
 pub struct TestSysroot {
     /// Holds the mount point and everything beside it.
     pub dir: tempfile::TempDir,
@@ -129,6 +130,7 @@ impl TestSysroot {
 }
 
 /// A file holding all the space that was free; removed on drop.
+#[derive(Debug)]
 pub struct DiskFiller {
     path: PathBuf,
 }

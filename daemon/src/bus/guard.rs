@@ -15,6 +15,7 @@ use zbus::object_server::{DispatchResult, Interface, SignalEmitter};
 use zbus::{fdo, BoxDBusError, Connection, ObjectServer, OwnedVariant, Variant};
 
 /// An interface whose method calls are signature-checked before dispatch.
+#[derive(Debug)]
 pub struct SignatureGuard<I> {
     inner: I,
     /// Method name → concatenated signature of its in-arguments.

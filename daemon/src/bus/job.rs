@@ -19,6 +19,7 @@ use crate::jobs::JobShared;
 const PROPERTIES_INTERFACE: &str = "org.freedesktop.DBus.Properties";
 
 /// The bus object of one job.
+#[derive(Debug)]
 pub struct JobObject {
     job: Arc<JobShared>,
 }

@@ -39,6 +39,7 @@ pub type ManagerObject = SignatureGuard<Manager>;
 const LINGER: Duration = Duration::from_secs(10);
 
 /// The manager object.
+#[derive(Debug)]
 pub struct Manager {
     ctx: Arc<Context>,
 }

@@ -23,6 +23,7 @@ pub use request::{JobKind, JobRequest};
 pub use state::{JobShared, JobState};
 
 /// Answer of [`Jobs::reserve`].
+#[derive(Debug)]
 pub enum Reservation {
     /// A new job was created and is now the active one.
     New(Arc<JobShared>),

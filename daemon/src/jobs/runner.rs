@@ -73,6 +73,7 @@ pub trait Reboot: Send + Sync {
 }
 
 /// One job's sequence, over the shared state it touches.
+#[derive(Debug)]
 pub struct Runner<'a, E, O, R> {
     /// The job slot, released when the work is done.
     pub jobs: &'a Jobs,

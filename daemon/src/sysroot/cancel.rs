@@ -23,6 +23,12 @@ pub struct Interruptible<'a> {
     pub cancel: &'a CancellationToken,
 }
 
+impl std::fmt::Debug for Interruptible<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interruptible").field("cancelled", &self.cancel.is_cancelled()).finish_non_exhaustive()
+    }
+}
+
 impl Interruptible<'_> {
     /// A `GCancellable` for the libostree calls of this step.
     pub fn link(&self) -> LinkedCancellable {
@@ -41,6 +47,7 @@ impl Interruptible<'_> {
 /// The link runs on a small thread of its own: the job's thread is blocked
 /// inside libostree exactly when the cancellation must get through, so its
 /// runtime cannot deliver it.
+#[derive(Debug)]
 pub struct LinkedCancellable {
     cancellable: gio::Cancellable,
     token: CancellationToken,

@@ -19,7 +19,12 @@ pub enum Selector {
     Index(usize),
     /// The commit checksum, and the deploy serial when several deployments
     /// share the commit.
-    Checksum { checksum: String, serial: Option<i32> },
+    Checksum {
+        /// The deployment's commit checksum.
+        checksum: String,
+        /// Its deploy serial (`<checksum>.<serial>`), if given.
+        serial: Option<i32>,
+    },
 }
 
 impl Selector {

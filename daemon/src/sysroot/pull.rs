@@ -223,6 +223,7 @@ fn bytes_read_by_this_process() -> Option<u64> {
 }
 
 /// Result of [`fetch`].
+#[derive(Debug)]
 pub enum Fetched {
     /// The repo already had this image.
     AlreadyPresent(Box<LayeredImageState>),

@@ -55,6 +55,7 @@ pub enum Exit {
 }
 
 /// A running (or ended) guest.
+#[derive(Debug)]
 pub struct Guest {
     nspawn: Child,
     pid1: u32,

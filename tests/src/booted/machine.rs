@@ -32,6 +32,7 @@ const SYSROOT_SIZE: &str = "3g";
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The machine; everything it started is stopped on drop.
+#[derive(Debug)]
 pub struct BootedMachine {
     // Dropped first: the guest holds the sysroot's file system.
     guest: Option<Guest>,
