@@ -81,10 +81,10 @@ fn code_and_hint(e: &Error) -> (Code, Option<&'static str>) {
         Error::ImageNotFound(_) => (Code::Failure, Some("check the image name, tag and transport")),
         Error::AuthenticationRequired(_) => (
             Code::AuthenticationRequired,
-            Some("store credentials for the registry in /etc/ostree/auth.json, e.g. `skopeo login --authfile /etc/ostree/auth.json REGISTRY`"),
+            Some("store credentials for the registry in /etc/ostree/auth.json, e.g. `skopeo login --authfile /etc/ostree/auth.json <registry>`"),
         ),
         Error::AccessDenied(_) => {
-            (Code::AccessDenied, Some("the credentials are valid but may not read this image; ask the registry's owner"))
+            (Code::AccessDenied, Some("the registry does not let the credentials in /etc/ostree/auth.json (or anonymous access, without them) read this image; check them, or ask the registry's owner"))
         }
         Error::NotBootable(_) => (Code::NotBootable, Some("build the image FROM a bootc base image")),
         _ => (Code::Failure, None),

@@ -69,6 +69,12 @@ fn check_registry(image: &str) -> Result<(), Error> {
             "'{image}' has a URL scheme; give the registry reference alone (e.g. quay.io/org/os:tag)"
         )));
     }
+    if let Some(transport) = transport_prefix(image) {
+        return Err(invalid(format!(
+            "'{image}' names its transport ({transport}:) in the reference; give the transport separately \
+             (hostctl switch --transport {transport}, the Switch option 'transport') and the rest as the image"
+        )));
+    }
     let parsed = Reference::from_str(image).map_err(|e| {
         invalid(format!("'{image}' is not a valid registry image reference: {e}"))
     })?;
@@ -88,6 +94,19 @@ fn check_registry(image: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// The transport a registry reference starts with as in bootc's or skopeo's
+/// `transport:rest` syntax (`oci:/srv/os`), which `Switch` takes apart.
+/// What follows a registry reference's first colon is a tag (no `/`:
+/// `registry:latest` is Docker Hub's image) or a port (digits:
+/// `registry:5000/os`), never a path.
+fn transport_prefix(image: &str) -> Option<&'static str> {
+    let (head, rest) = image.split_once(':')?;
+    if !rest.contains('/') || rest.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    Transport::ALL.iter().map(|t| t.as_str()).chain(["docker-archive", "docker"]).find(|t| *t == head)
 }
 
 fn check_containers_storage(image: &str) -> Result<(), Error> {
@@ -142,6 +161,23 @@ mod tests {
         match parse(image, t, false) {
             Err(InvalidReference(m)) => m,
             other => panic!("{image} should be invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_transport_written_into_a_registry_reference_is_explained() {
+        for image in ["oci:/srv/os:latest", "containers-storage:localhost/os", "docker-archive:/media/os.tar"] {
+            let e = parse(image, Transport::Registry, false).unwrap_err();
+            assert!(e.0.contains("--transport"), "{image}: {e:?}");
+        }
+        // Hosts that happen to share a transport's name, with their port.
+        assert!(parse("registry:5000/os:1", Transport::Registry, false).is_ok());
+        assert!(parse("oci:5000/os", Transport::Registry, false).is_ok());
+        // A short name with a tag is no transport either (it is refused as
+        // not canonical, for its own reason).
+        for short in ["registry:latest", "dir:v1"] {
+            let e = parse(short, Transport::Registry, false).unwrap_err();
+            assert!(!e.0.contains("--transport"), "{short}: {e:?}");
         }
     }
 

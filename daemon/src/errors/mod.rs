@@ -87,7 +87,7 @@ fn name_image_failure(image: &str, from_registry: bool, failure: &ImageFailure) 
         },
         ImageFailure::TagMissing { .. } => Named::ImageNotFound(format!("{image}: {failure}")),
         ImageFailure::NotBootable { .. } => Named::NotBootable(format!(
-            "{image}: {failure}; a host can only boot an image built from a bootc base image (FROM a bootc image)"
+            "{image}: {failure}; a host can only boot an image built from a bootc base image"
         )),
         ImageFailure::SkopeoSaid(said) => name_proxy_answer(image, from_registry, None, said),
         ImageFailure::Read(e) => match typed_cause(e) {
