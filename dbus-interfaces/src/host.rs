@@ -121,9 +121,12 @@ pub struct ImageReference {
 pub struct ImageStatus {
     /// The image reference.
     pub image: ImageReference,
-    /// The `org.opencontainers.image.version` label, if any.
+    /// The version (labels `org.opencontainers.image.version`, `version`,
+    /// then the manifest annotation; trimmed), `None` when unknown, never
+    /// empty. Rules: docs/dbus-api.md, "Image metadata".
     pub version: Option<String>,
-    /// The build time from the image config, RFC 3339.
+    /// The build time (annotation `org.opencontainers.image.created`, then
+    /// the config's `created`), RFC 3339 in UTC; `None` when unknown or malformed.
     pub timestamp: Option<String>,
     /// The manifest digest, `sha256:…`.
     pub image_digest: String,
