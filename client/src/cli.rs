@@ -74,7 +74,8 @@ pub struct StatusArgs {
     /// Print the Host document as JSON (bootc org.containers.bootc/v1 compatible).
     #[arg(long)]
     pub json: bool,
-    /// Only the booted deployment.
+    /// Only the booted deployment (with --json: the Host document filtered
+    /// to it); an offline sysroot has none.
     #[arg(long)]
     pub booted: bool,
 }

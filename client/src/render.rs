@@ -7,8 +7,18 @@ use hostd_interface::manager::{UpdatePolicy, UpdateStrategy};
 
 /// Human-readable status, in the spirit of `bootc status`. `downloaded`:
 /// the cached update is already fetched (offline `upgrade --download-only`).
+///
+/// `booted_only` renders the document [filtered to the booted
+/// deployment](Host::filtered_to_booted), as `--booted --json` prints it: on
+/// an offline sysroot that is no deployment, and a note says so.
 pub fn status(out: &mut impl Write, host: &Host, booted_only: bool, downloaded: bool) -> io::Result<()> {
     let s = &host.status;
+    if booted_only && s.booted.is_none() {
+        return writeln!(
+            out,
+            "No booted deployment: the sysroot is offline (not booted). `hostctl status` lists its deployments in boot order."
+        );
+    }
     if s.booted.is_none() {
         if s.other_deployments.is_empty() {
             return writeln!(out, "No deployments.");
@@ -237,6 +247,13 @@ The staged update is download-only: a reboot keeps the booted deployment; `hostc
         let text = render(&host, false);
         assert!(text.starts_with("Offline sysroot (not booted); deployments in boot order:\n\n  Default image"));
         assert!(text.contains("\n  Other image"));
+        // `--booted`: the filtered document has no deployment, and says why.
+        for doc in [&host, &host.filtered_to_booted()] {
+            assert_eq!(
+                render(doc, true),
+                "No booted deployment: the sysroot is offline (not booted). `hostctl status` lists its deployments in boot order.\n"
+            );
+        }
         let host = Host::new(
             HostSpec::default(),
             HostStatus {

@@ -121,9 +121,12 @@ pub struct ImageReference {
 pub struct ImageStatus {
     /// The image reference.
     pub image: ImageReference,
-    /// The `org.opencontainers.image.version` label, if any.
+    /// The version (labels `org.opencontainers.image.version`, `version`,
+    /// then the manifest annotation; trimmed), `None` when unknown, never
+    /// empty. Rules: docs/dbus-api.md, "Image metadata".
     pub version: Option<String>,
-    /// The build time from the image config, RFC 3339.
+    /// The build time (annotation `org.opencontainers.image.created`, then
+    /// the config's `created`), RFC 3339 in UTC; `None` when unknown or malformed.
     pub timestamp: Option<String>,
     /// The manifest digest, `sha256:…`.
     pub image_digest: String,
@@ -205,6 +208,19 @@ impl Host {
         }
     }
 
+    /// The document filtered to the booted deployment, as `bootc status
+    /// --booted` filters it: `staged`, `rollback` and `otherDeployments`
+    /// emptied, the rest kept. On an offline sysroot nothing is booted, so
+    /// no deployment is left: no other deployment stands in for the booted
+    /// one (readers tell a booted image-based host by `status.booted`).
+    pub fn filtered_to_booted(&self) -> Host {
+        let mut host = self.clone();
+        host.status.staged = None;
+        host.status.rollback = None;
+        host.status.other_deployments.clear();
+        host
+    }
+
     /// Deployments in boot order: staged (if any), then what boots by default, then the rest.
     pub fn entries(&self) -> impl Iterator<Item = &BootEntry> {
         let s = &self.status;
@@ -268,6 +284,44 @@ mod tests {
         assert_eq!(booted["downloadOnly"], false);
         let back: Host = serde_json::from_value(v).unwrap();
         assert_eq!(back, host);
+    }
+
+    #[test]
+    fn filtered_to_booted_keeps_only_the_booted_entry() {
+        let entry = |checksum: &str| BootEntry {
+            image: None,
+            cached_update: None,
+            incompatible: false,
+            pinned: false,
+            download_only: false,
+            ostree: Some(BootEntryOstree { stateroot: "default".into(), checksum: checksum.into(), deploy_serial: 0 }),
+        };
+        let spec = HostSpec { image: None, boot_order: BootOrder::Rollback };
+        let booted = Host::new(
+            spec.clone(),
+            HostStatus {
+                staged: Some(entry("s")),
+                booted: Some(entry("b")),
+                rollback: Some(entry("r")),
+                other_deployments: vec![entry("o")],
+                rollback_queued: true,
+                ty: Some(HostType::BootcHost),
+            },
+        );
+        let filtered = booted.filtered_to_booted();
+        let checksums: Vec<_> = filtered.entries().map(|e| e.ostree.as_ref().unwrap().checksum.clone()).collect();
+        assert_eq!(checksums, ["b"]);
+        assert_eq!(filtered.spec, spec);
+        assert_eq!(filtered.status.ty, Some(HostType::BootcHost));
+        assert!(filtered.status.rollback_queued);
+        // Offline: nothing is booted, so nothing is left.
+        let offline = Host::new(
+            spec,
+            HostStatus { other_deployments: vec![entry("a"), entry("b")], ..Default::default() },
+        );
+        let filtered = offline.filtered_to_booted();
+        assert_eq!(filtered.entries().count(), 0);
+        assert!(filtered.status.booted.is_none());
     }
 
     #[test]

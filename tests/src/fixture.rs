@@ -163,6 +163,47 @@ impl ImageBuilder {
     }
 }
 
+/// How [`ImageBuilder::with_metadata`] edits an image's metadata: the config's
+/// labels, the manifest's annotations and the config's `created`.
+#[derive(Debug)]
+pub struct MetadataEdit<'a> {
+    /// Config labels.
+    pub labels: &'a mut std::collections::HashMap<String, String>,
+    /// Manifest annotations.
+    pub annotations: &'a mut std::collections::HashMap<String, String>,
+    /// The config's `created`.
+    pub created: &'a mut Option<String>,
+}
+
+impl ImageBuilder {
+    /// Tag as `tag` the image now tagged `latest` with its labels,
+    /// annotations and `created` changed by `edit`, the way registries and
+    /// build tools leave them (empty labels, disagreeing versions, times in
+    /// other formats). The layers are the same; the manifest and config are
+    /// new and still valid OCI. `version` names the result for the test.
+    pub fn with_metadata(&self, tag: &str, version: &str, edit: impl FnOnce(MetadataEdit<'_>)) -> Result<BuiltImage> {
+        let dir = cap_std::fs::Dir::open_ambient_dir(&self.oci_dir, cap_std::ambient_authority())?;
+        let oci = OciDir::open(&dir)?;
+        let mut manifest = oci.find_manifest_with_tag("latest")?.context("no image tagged latest")?;
+        let mut config: ImageConfiguration = oci.read_json_blob(manifest.config())?;
+        let mut labels = config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
+        let mut annotations = manifest.annotations().clone().unwrap_or_default();
+        let mut created = config.created().clone();
+        edit(MetadataEdit { labels: &mut labels, annotations: &mut annotations, created: &mut created });
+        let mut inner = config.config().clone().unwrap_or_default();
+        inner.set_labels(Some(labels));
+        config.set_config(Some(inner));
+        config.set_created(created);
+        manifest.set_annotations(Some(annotations));
+        let desc = oci.insert_manifest_and_config(manifest, config, Some(tag), Platform::default())?;
+        Ok(BuiltImage {
+            version: version.to_string(),
+            digest: desc.digest().to_string(),
+            reference: format!("ostree-unverified-image:oci:{}:{tag}", self.oci_dir.display()),
+        })
+    }
+}
+
 /// Later versions get later build times, so upgrades are not downgrades:
 /// one minute apart, which leaves room for the torture's hundreds of
 /// versions (days would wrap within a month).

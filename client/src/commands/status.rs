@@ -30,9 +30,11 @@ pub async fn run(host: &Host1Proxy<'_>, args: &StatusArgs) -> Result<Code, Error
     let mut out = std::io::stdout().lock();
     let doc: Host = serde_json::from_str(&json)
         .map_err(|e| Error::Failed(format!("hostd sent a Host document this client cannot read: {e}")))?;
+    // `--booted` filters the document, text and JSON alike (bootc's `status --booted`).
+    let doc = if args.booted { doc.filtered_to_booted() } else { doc };
     let written = if args.json {
         let value = if args.booted {
-            serde_json::to_value(&doc.status.booted)
+            serde_json::to_value(&doc)
         } else {
             serde_json::from_str::<serde_json::Value>(&json)
         }

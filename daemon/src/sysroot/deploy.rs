@@ -13,6 +13,7 @@ use ostree_ext::{glib, ostree};
 use tokio_util::sync::CancellationToken;
 
 use super::cancel::Interruptible;
+use super::metadata::ImageMetadata;
 use super::progress::{Phase, Progress};
 use super::pull::{self, Fetched};
 use super::{image, kargs, signature, merge_deployment, origin_reference, Error, Outcome, SysrootPath, UpdateSummary};
@@ -80,7 +81,7 @@ pub async fn update(
     .await?;
     Interruptible { progress, cancel }.failpoint(points::AFTER_PULL);
     let state = fetched.state();
-    let version = state.version().unwrap_or("no version").to_string();
+    let version = ImageMetadata::of(&state.manifest, &state.configuration).version_or_none().to_string();
     let digest = state.manifest_digest.to_string();
 
     let merge_commit = merge.as_ref().map(|m| m.csum().to_string());
@@ -172,7 +173,7 @@ pub async fn stage(
     let current = store::query_image_commit(&repo, merge.csum().as_str()).ok();
     let kargs = kernel_args(&repo, Some(&merge), current.as_deref(), &state)?;
     write_deployment(&locked, Some(&merge), &imgref, &state, kargs, &DeployOptions::default(), Interruptible { progress, cancel })?;
-    let version = state.version().unwrap_or("no version").to_string();
+    let version = ImageMetadata::of(&state.manifest, &state.configuration).version_or_none().to_string();
     let change = Change {
         event: Event::Staged,
         old_checksum: Some(merge.csum().to_string()),

@@ -7,6 +7,8 @@ use ostree_ext::container::{
 };
 use ostree_ext::oci_spec::image::{ImageConfiguration, ImageManifest};
 
+use super::metadata::ImageMetadata;
+
 /// The image reference of the Host document for an ostree-ext reference.
 pub fn reference_to_api(r: &OstreeImageReference) -> Result<ImageReference> {
     let transport = match r.imgref.transport {
@@ -54,23 +56,19 @@ pub fn reference_from_api(r: &ImageReference) -> OstreeImageReference {
     }
 }
 
-/// Image status from a manifest, its digest and config.
+/// Image status from a manifest, its digest and config; version and build
+/// time as [`metadata`](super::metadata) normalizes them.
 pub fn image_status(
     reference: &ImageReference,
     digest: &str,
     manifest: &ImageManifest,
     config: &ImageConfiguration,
 ) -> ImageStatus {
-    // Prefer the manifest annotation; fall back to the config's created time.
-    let timestamp = manifest
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get("org.opencontainers.image.created").cloned())
-        .or_else(|| config.created().clone());
+    let meta = ImageMetadata::of(manifest, config);
     ImageStatus {
         image: reference.clone(),
-        version: ostree_container::version_for_config(config).map(str::to_string),
-        timestamp,
+        timestamp: meta.timestamp(),
+        version: meta.version,
         image_digest: digest.to_string(),
         architecture: config.architecture().to_string(),
     }

@@ -4,6 +4,8 @@
 //! - [`cache`]: the snapshot served to the bus, refreshed when the sysroot changes.
 //! - [`watch`]: inotify on the sysroot, telling the cache to refresh.
 //! - [`image`]: conversions between ostree-ext image types and the Host document.
+//! - [`metadata`]: an image's version and build time from its labels and
+//!   annotations, normalized (the one place for it).
 //! - [`signature`]: enforcing the containers signature policy before a pull.
 //! - [`pull`], [`deploy`], [`rollback`], [`cleanup`]: the mutating operations,
 //!   run by jobs on their own thread under the sysroot lock.
@@ -16,6 +18,7 @@ pub mod deploy;
 pub mod errors;
 pub mod image;
 pub mod kargs;
+pub mod metadata;
 pub mod pin;
 pub mod progress;
 pub mod pull;

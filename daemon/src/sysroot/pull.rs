@@ -14,6 +14,7 @@ use ostree_ext::oci_spec::image::ImageIndex;
 use ostree_ext::ostree;
 use tokio_util::sync::CancellationToken;
 
+use super::metadata::ImageMetadata;
 use super::progress::{Phase, Progress};
 use super::{tracked_image, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
 
@@ -131,10 +132,11 @@ async fn has_bootable_labels(imgref: &OstreeImageReference) -> anyhow::Result<bo
 
 /// What fetching a prepared import will cost.
 pub fn summarize(prep: &PreparedImport) -> UpdateSummary {
+    let meta = ImageMetadata::of(&prep.manifest, &prep.config);
     let mut summary = UpdateSummary {
         digest: prep.manifest_digest.to_string(),
-        version: prep.version().map(str::to_string),
-        timestamp: prep.config.created().clone(),
+        timestamp: meta.timestamp(),
+        version: meta.version,
         bytes_to_fetch: 0,
         layers_to_fetch: 0,
         layers_total: 0,
