@@ -16,6 +16,7 @@ use ostree_ext::{gio, ostree};
 
 use super::deploy::STAGED_LOCK_FILE;
 use super::image::{layered_status, parse_origin_reference, reference_to_api};
+use super::update_rule::{self, Verdict};
 use super::Error;
 
 
@@ -33,6 +34,11 @@ pub struct Deployment {
     pub entry: BootEntry,
     /// The reference string stored in the origin, if the deployment came from an image.
     pub origin_reference: Option<String>,
+    /// An image a check found for the tracked reference that is older than
+    /// this one (a downgrade, [`update_rule`]); kept out of the Host
+    /// document, whose `cachedUpdate` names updates only. Only on the
+    /// deployment updates build on.
+    pub cached_downgrade: Option<ImageStatus>,
 }
 
 impl Deployment {
@@ -85,6 +91,11 @@ impl Snapshot {
     pub fn cached_update(&self) -> Option<&ImageStatus> {
         self.merge_deployment().and_then(|d| d.entry.cached_update.as_ref())
     }
+
+    /// The older image `Check` found for the tracked image (not an update).
+    pub fn cached_downgrade(&self) -> Option<&ImageStatus> {
+        self.merge_deployment().and_then(|d| d.cached_downgrade.as_ref())
+    }
 }
 
 /// Check that `path` looks like an ostree sysroot before libostree is asked.
@@ -130,19 +141,21 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
             .origin()
             .and_then(|o| o.string("origin", ORIGIN_CONTAINER).ok())
             .map(|s| s.to_string());
-        let mut entry = boot_entry(&repo, &d, origin_reference.as_deref())?;
+        let (mut entry, mut cached_downgrade) = boot_entry(&repo, &d, origin_reference.as_deref())?;
         entry.download_only = role == Role::Staged && staged_locked;
         // ostree-ext caches a fetched manifest on whichever commit the image
         // pointed to before; only the deployment updates build on has an update.
         let is_merge = role == Role::Booted || (booted.is_none() && index == 0);
         if !is_merge {
             entry.cached_update = None;
+            cached_downgrade = None;
         }
         deployments.push(Deployment {
             index,
             role,
             entry,
             origin_reference,
+            cached_downgrade,
         });
     }
     let mut snapshot = assemble(deployments, booted.is_some());
@@ -174,23 +187,26 @@ fn downloaded_update(repo: &ostree::Repo, snapshot: &Snapshot) -> Option<String>
     (state.merge_commit != merge.checksum()).then(|| state.manifest_digest.to_string())
 }
 
+/// The Host document entry of `d`, and the downgrade cached on it (see
+/// [`judge_cached`]).
 fn boot_entry(
     repo: &ostree::Repo,
     d: &ostree::Deployment,
     origin_reference: Option<&str>,
-) -> Result<BootEntry> {
+) -> Result<(BootEntry, Option<ImageStatus>)> {
     let checksum = d.csum().to_string();
-    let (image, cached_update) = match origin_reference {
+    let (image, cached_update, cached_downgrade) = match origin_reference {
         Some(r) => {
             let reference = parse_origin_reference(r).and_then(|r| reference_to_api(&r))?;
             let state = store::query_image_commit(repo, &checksum)
                 .with_context(|| format!("reading image metadata of {checksum}"))?;
             let (image, cached) = layered_status(&reference, &state);
-            (Some(image), cached)
+            let (update, downgrade) = judge_cached(&state, cached);
+            (Some(image), update, downgrade)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
-    Ok(BootEntry {
+    let entry = BootEntry {
         image,
         cached_update,
         incompatible: origin_is_incompatible(d),
@@ -201,7 +217,27 @@ fn boot_entry(
             checksum,
             deploy_serial: u32::try_from(d.deployserial()).unwrap_or_default(),
         }),
-    })
+    };
+    Ok((entry, cached_downgrade))
+}
+
+/// ostree-ext's cached update of a deployed image, `cached` as the Host
+/// document shows it, judged by [`update_rule`]: an update, or a downgrade
+/// (second), or the deployed image itself (neither). A cache written by
+/// another tool (`bootc upgrade --check`) is judged the same way.
+fn judge_cached(
+    state: &store::LayeredImageState,
+    cached: Option<ImageStatus>,
+) -> (Option<ImageStatus>, Option<ImageStatus>) {
+    let (Some(cached), Some(found)) = (cached, state.cached_update.as_ref()) else {
+        return (None, None);
+    };
+    let found = update_rule::facts(found.manifest_digest.as_ref(), &found.manifest, &found.config);
+    match update_rule::classify(&update_rule::state_facts(state), &found) {
+        Verdict::Same => (None, None),
+        Verdict::Update => (Some(cached), None),
+        Verdict::Downgrade => (None, Some(cached)),
+    }
 }
 
 /// Origins carrying client-side changes (layered packages, overrides) are not
@@ -285,6 +321,7 @@ pub(crate) mod tests {
             index,
             role,
             origin_reference: Some(format!("ostree-unverified-image:oci:/images/{version}")),
+            cached_downgrade: None,
             entry: BootEntry {
                 image: Some(ImageStatus {
                     image: ImageReference {
