@@ -113,7 +113,8 @@ impl Tracking {
         assert_eq!(self.document_cached_update().await, None, "the Host document's cachedUpdate names updates only");
         let shown = self.status_text();
         assert!(!shown.contains("Update available"), "{shown}");
-        assert!(shown.contains("Downgrade available, not installed"), "the last check shows: {shown}");
+        let line = format!("Downgrade available, not installed: v0 ({}) was built before the deployed image", older.digest);
+        assert!(shown.contains(&line), "{shown}");
         let result = self.host.last_check_result().await.unwrap();
         assert!(result.starts_with("Downgrade available, not installed: v0 ("), "{result}");
         assert!(result.contains(&older.digest), "{result}");
@@ -139,6 +140,15 @@ async fn policy_check_reports_a_tag_moved_to_an_older_image_as_a_downgrade() {
         t.assert_downgrade_reported(&v0).await;
     }
     assert_eq!(t.on_disk(), before, "a check fetches and deploys nothing");
+
+    // A restarted hostd (no LastCheckResult yet) reads the same from the
+    // sysroot: the status read applies the rule to ostree-ext's cache.
+    t.machine.kill_hostd();
+    assert_eq!(t.document_cached_update().await, None, "Status waits for the first read");
+    let cached = t.host.cached_update().await.unwrap();
+    assert_eq!((cached.digest.as_deref(), cached.downgrade), (Some(v0.digest.as_str()), Some(true)));
+    let shown = t.status_text();
+    assert!(shown.contains("Downgrade available, not installed: v0") && !shown.contains("Update available"), "{shown}");
 
     // An explicit upgrade refuses it, before fetching; allow-downgrade installs it.
     let out = t.machine.hostctl(None, &["upgrade"]);
