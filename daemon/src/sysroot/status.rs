@@ -298,6 +298,7 @@ fn assemble(deployments: Vec<Deployment>, booted: bool) -> Snapshot {
 pub(crate) mod tests {
     use super::*;
     use hostd_interface::host::{ImageSignature, Transport};
+    use ostree_ext::oci_spec::image::{ImageConfiguration, ImageManifest};
 
     /// A booted host with v3 staged (locked when `download_only`).
     pub(crate) fn booted_with_staged(download_only: bool) -> Snapshot {
@@ -345,6 +346,57 @@ pub(crate) mod tests {
                 }),
             },
         }
+    }
+
+    /// A manifest digest, manifest and config: image `n` built at `created`.
+    fn image(n: u8, created: &str) -> (ostree_ext::oci_spec::image::Digest, ImageManifest, ImageConfiguration) {
+        let hex = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+        let config_digest = hex(char::from_digit((u32::from(n) + 10) % 16, 16).unwrap());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{config_digest}"), "size": 1},
+            "layers": [],
+        });
+        let config = serde_json::json!({
+            "created": created, "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "history": [],
+        });
+        (
+            format!("sha256:{}", hex(char::from(b'0' + n))).parse().unwrap(),
+            serde_json::from_value(manifest).unwrap(),
+            serde_json::from_value(config).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_cached_update_is_judged_by_the_update_rule() {
+        let (digest, manifest, configuration) = image(1, "2026-01-01T00:01:00Z");
+        let mut deployed = store::LayeredImageState {
+            base_commit: "b".into(),
+            merge_commit: "m".into(),
+            manifest_digest: digest,
+            manifest,
+            configuration,
+            cached_update: None,
+        };
+        let shown = deployment(0, Role::Other, "found").entry.image.unwrap();
+        let cases = [
+            (image(2, "2026-01-01T00:02:00Z"), (true, false)),
+            (image(0, "2026-01-01T00:00:00Z"), (false, true)),
+            (image(3, "not a time"), (true, false)),
+        ];
+        for ((manifest_digest, manifest, config), expected) in cases {
+            let created = config.created().clone();
+            deployed.cached_update = Some(store::CachedImageUpdate { manifest, config, manifest_digest });
+            let (update, downgrade) = judge_cached(&deployed, Some(shown.clone()));
+            assert_eq!((update.is_some(), downgrade.is_some()), expected, "{created:?}");
+        }
+        // The deployed image itself, cached under another manifest digest.
+        let (_, manifest, config) = image(1, "2026-01-01T00:01:00Z");
+        let manifest_digest = image(9, "").0;
+        deployed.cached_update = Some(store::CachedImageUpdate { manifest, config, manifest_digest });
+        assert_eq!(judge_cached(&deployed, Some(shown)), (None, None));
+        assert_eq!(judge_cached(&deployed, None), (None, None), "nothing shown, nothing judged");
     }
 
     #[test]
