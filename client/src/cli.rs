@@ -9,7 +9,8 @@ use hostd_interface::host::Transport;
 /// 4 not an image-based host; 5 not authorized; 6 another job is running;
 /// 7 invalid argument; 8 cancelled; 9 interrupted, job left running;
 /// 10 the registry wants credentials; 11 the registry denied access;
-/// 12 the image is not bootable; 100 `upgrade --check` found an update.
+/// 12 the image is not bootable; 100 `upgrade --check` found an update
+/// (a downgrade, an image built before the deployed one, is none: 0).
 ///
 /// Jobs (upgrade, switch, stage, rollback, cleanup) are followed to their
 /// end: on a terminal with a progress bar (phase, bytes, rate, ETA, layers),
@@ -98,7 +99,8 @@ pub struct JobOutput {
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
     /// Only look for an update (manifest and config); exit 100 if one is
-    /// available and not yet downloaded.
+    /// available and not yet downloaded. An image built before the deployed
+    /// one is reported as a downgrade and exits 0.
     #[arg(long, conflicts_with_all = ["download_only", "apply", "allow_downgrade", "auto"])]
     pub check: bool,
     /// Do what the configured policy allows ([updates] policy in

@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use hostd_interface::host::{BootEntry, Host, ImageStatus};
-use hostd_interface::manager::{UpdatePolicy, UpdateStrategy};
+use hostd_interface::manager::{CachedUpdate, UpdatePolicy, UpdateStrategy};
 
 /// Human-readable status, in the spirit of `bootc status`. `downloaded`:
 /// the cached update is already fetched (offline `upgrade --download-only`).
@@ -57,6 +57,18 @@ pub fn status(out: &mut impl Write, host: &Host, booted_only: bool, downloaded: 
         writeln!(out, "Reboot required to apply the pending change.")?;
     }
     Ok(())
+}
+
+/// The line for an image the last check found that is older than the
+/// deployed one (`CachedUpdate` with `downgrade`); nothing for anything else.
+pub fn downgrade(out: &mut impl Write, cached: &CachedUpdate) -> io::Result<()> {
+    let Some(digest) = cached.digest.as_deref().filter(|_| cached.is_downgrade()) else { return Ok(()) };
+    writeln!(
+        out,
+        "\nDowngrade available, not installed: {} ({digest}) was built before the deployed image; \
+         `hostctl upgrade --allow-downgrade` installs it.",
+        cached.version.as_deref().unwrap_or("no version"),
+    )
 }
 
 /// The automatic-update settings and state, as the manager's properties report them.
@@ -218,6 +230,29 @@ The staged update is download-only: a reboot keeps the booted deployment; `hostc
         );
         assert!(render(&host, true).starts_with("● Booted image"));
         assert_eq!(render(&host, true).lines().count(), 4);
+    }
+
+    #[test]
+    fn a_downgrade_gets_its_own_line_and_an_update_none() {
+        let older = CachedUpdate {
+            digest: Some("sha256:0".into()),
+            downgrade: Some(true),
+            version: Some("0".into()),
+            ..CachedUpdate::default()
+        };
+        let shown = |cached: &CachedUpdate| {
+            let mut out = Vec::new();
+            downgrade(&mut out, cached).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            shown(&older),
+            "\nDowngrade available, not installed: 0 (sha256:0) was built before the deployed image; \
+             `hostctl upgrade --allow-downgrade` installs it.\n"
+        );
+        let update = CachedUpdate { downgrade: Some(false), downloaded: Some(false), ..older };
+        assert_eq!(shown(&update), "");
+        assert_eq!(shown(&CachedUpdate::default()), "");
     }
 
     #[test]

@@ -107,12 +107,17 @@ pub struct DeploymentEntry {
     pub timestamp: Option<String>,
 }
 
-/// `CachedUpdate` (an `a{sv}`): the update the last check found; empty when none.
+/// `CachedUpdate` (an `a{sv}`): the image the last check found for the
+/// tracked reference when it is not the deployed one; empty when none. An
+/// image built before the deployed one is no update: `downgrade` is true.
 #[derive(Debug, Clone, Default, PartialEq, Eq, SerializeDict, DeserializeDict, Type)]
 #[zbus(signature = "a{sv}", rename_all = "kebab-case")]
 pub struct CachedUpdate {
-    /// `digest` s: the update's manifest digest.
+    /// `digest` s: the found image's manifest digest.
     pub digest: Option<String>,
+    /// `downgrade` b: present with `digest`; true when the image was built
+    /// before the deployed one, which only `allow-downgrade` installs.
+    pub downgrade: Option<bool>,
     /// `downloaded` b: already fetched; `Stage` deploys it.
     pub downloaded: Option<bool>,
     /// `version` s
@@ -128,9 +133,14 @@ pub struct CachedUpdate {
 }
 
 impl CachedUpdate {
-    /// An update is known and not yet fetched.
+    /// An update (not a downgrade) is known and not yet fetched.
     pub fn pending(&self) -> bool {
-        self.digest.is_some() && !self.downloaded.unwrap_or(false)
+        self.digest.is_some() && !self.is_downgrade() && !self.downloaded.unwrap_or(false)
+    }
+
+    /// The image found is older than the deployed one.
+    pub fn is_downgrade(&self) -> bool {
+        self.downgrade.unwrap_or(false)
     }
 }
 
@@ -198,6 +208,7 @@ mod tests {
         assert!(keys(&CachedUpdate::default()).is_empty());
         let update = CachedUpdate {
             digest: Some("sha256:2".into()),
+            downgrade: Some(false),
             downloaded: Some(false),
             version: Some("2".into()),
             timestamp: None,
@@ -205,9 +216,20 @@ mod tests {
             layers_to_fetch: Some(1),
             layers_total: Some(3),
         };
-        assert_eq!(keys(&update), ["digest", "download-bytes", "downloaded", "layers-to-fetch", "layers-total", "version"]);
+        assert_eq!(
+            keys(&update),
+            ["digest", "downgrade", "download-bytes", "downloaded", "layers-to-fetch", "layers-total", "version"]
+        );
         assert!(update.pending());
-        assert!(!CachedUpdate { downloaded: Some(true), ..update }.pending());
+        assert!(!CachedUpdate { downloaded: Some(true), ..update.clone() }.pending());
+        let older = CachedUpdate {
+            digest: Some("sha256:0".into()),
+            downgrade: Some(true),
+            version: Some("0".into()),
+            ..CachedUpdate::default()
+        };
+        assert_eq!(keys(&older), ["digest", "downgrade", "version"]);
+        assert!(older.is_downgrade() && !older.pending(), "a downgrade is not a pending update");
     }
 
     #[test]

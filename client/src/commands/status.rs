@@ -43,17 +43,15 @@ pub async fn run(host: &Host1Proxy<'_>, args: &StatusArgs) -> Result<Code, Error
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out))
     } else {
-        let downloaded = host
-            .cached_update()
-            .await
-            .ok()
-            .and_then(|u| u.downloaded)
-            .unwrap_or(false);
+        let cached = host.cached_update().await.unwrap_or_default();
+        let downloaded = cached.downloaded.unwrap_or(false);
         let automation = if args.booted { None } else { automation(host).await };
-        crate::render::status(&mut out, &doc, args.booted, downloaded).and_then(|()| match &automation {
-            Some(a) => crate::render::automation(&mut out, a),
-            None => Ok(()),
-        })
+        crate::render::status(&mut out, &doc, args.booted, downloaded)
+            .and_then(|()| if args.booted { Ok(()) } else { crate::render::downgrade(&mut out, &cached) })
+            .and_then(|()| match &automation {
+                Some(a) => crate::render::automation(&mut out, a),
+                None => Ok(()),
+            })
     };
     written.map_err(|e| Error::Failed(format!("writing to stdout: {e}")))?;
     Ok(Code::Success)

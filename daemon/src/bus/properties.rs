@@ -40,14 +40,25 @@ pub fn reboot_pending_reason(ctx: &Context) -> String {
 }
 
 /// `CachedUpdate`: the persisted cached update from the sysroot, plus the
-/// download size from this daemon's last check of the same digest.
+/// download size from this daemon's last check of the same digest; or the
+/// older image a check found, marked `downgrade`.
 pub fn cached_update(ctx: &Context) -> CachedUpdate {
     let loaded = ctx.status.peek();
     let Some(Ok(snapshot)) = loaded.as_deref() else { return CachedUpdate::default() };
+    if let Some(older) = snapshot.cached_downgrade() {
+        return CachedUpdate {
+            digest: Some(older.image_digest.clone()),
+            downgrade: Some(true),
+            version: older.version.clone(),
+            timestamp: older.timestamp.clone(),
+            ..CachedUpdate::default()
+        };
+    }
     let Some(update) = snapshot.cached_update() else { return CachedUpdate::default() };
     let checked = ctx.records.last_check().filter(|s| s.digest == update.image_digest);
     CachedUpdate {
         digest: Some(update.image_digest.clone()),
+        downgrade: Some(false),
         downloaded: Some(snapshot.downloaded_update.as_deref() == Some(update.image_digest.as_str())),
         version: update.version.clone(),
         timestamp: update.timestamp.clone(),

@@ -72,6 +72,7 @@ async fn execute(sysroot: &SysrootPath, job: &JobShared) -> Result<Outcome, Erro
         download_only: request.options.download_only,
         retain: request.options.retain,
         allow_downgrade: request.options.allow_downgrade,
+        unattended: request.options.auto,
         queued_is_enough: request.options.apply,
     };
     let result = match request.kind {

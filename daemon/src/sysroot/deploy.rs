@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use hostd_interface::host::ImageReference;
 use ostree_ext::container::deploy::ORIGIN_CONTAINER;
-use ostree_ext::container::store::{self, LayeredImageState, PreparedImport};
+use ostree_ext::container::store::{self, LayeredImageState};
 use ostree_ext::container::{OstreeImageReference, SignatureSource};
 use ostree_ext::{glib, ostree};
 use tokio_util::sync::CancellationToken;
@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::cancel::Interruptible;
 use super::metadata::ImageMetadata;
 use super::progress::{Phase, Progress};
-use super::pull::{self, Fetched};
+use super::pull::{self, Fetched, Import};
+use super::update_rule::{self, ImageFacts, Verdict};
 use super::{image, kargs, signature, merge_deployment, origin_reference, Error, Outcome, SysrootPath, UpdateSummary};
 use crate::failpoint::points;
 use crate::journal::{Change, Event};
@@ -39,6 +40,10 @@ pub struct DeployOptions {
     pub retain: bool,
     /// Accept an image built before the deployed one.
     pub allow_downgrade: bool,
+    /// An unattended run (`Upgrade({auto})`): an image built before the
+    /// deployed one ends the job successfully, nothing fetched, instead of
+    /// failing it.
+    pub unattended: bool,
     /// `Stage`: an update already queued for the next boot is not an error
     /// (the caller reboots into it next).
     pub queued_is_enough: bool,
@@ -73,14 +78,35 @@ pub async fn update(
         }
     }
     let repo_path = sysroot.path().join("ostree/repo");
+    // Switching to another image is an explicit choice of what to run.
+    let judged = switch_to.is_none() && !options.allow_downgrade;
+    let deployed = current.as_deref().map(update_rule::state_facts);
+    let judge = |found: &ImageFacts<'_>, version: Option<&str>| match &deployed {
+        Some(d) if judged => not_a_downgrade(d, found, version, options.unattended),
+        _ => Ok(Import::Proceed),
+    };
     let fetched = pull::fetch(&repo, &imgref, progress, cancel, |prep, cost| {
+        let found = update_rule::facts(prep.manifest_digest.as_ref(), &prep.manifest, &prep.config);
+        if let Import::Decline(message) = judge(&found, prep.version())? {
+            return Ok(Import::Decline(message));
+        }
         ensure_space(&repo, &repo_path, cost)?;
-        // Switching to another image is an explicit choice of what to run.
-        ensure_not_downgrade(prep, current.as_deref(), options.allow_downgrade || switch_to.is_some())
+        Ok(Import::Proceed)
     })
     .await?;
+    let state = match &fetched {
+        Fetched::Declined(message) => return Ok(Outcome::message(message.clone())),
+        Fetched::AlreadyPresent(state) => {
+            // Fetched earlier (download-only with allow-downgrade): the
+            // same rule as for an image still to fetch.
+            if let Import::Decline(message) = judge(&update_rule::state_facts(state), state.version())? {
+                return Ok(Outcome::message(message));
+            }
+            state
+        }
+        Fetched::Imported(state, _) => state,
+    };
     Interruptible { progress, cancel }.failpoint(points::AFTER_PULL);
-    let state = fetched.state();
     let version = ImageMetadata::of(&state.manifest, &state.configuration).version_or_none().to_string();
     let digest = state.manifest_digest.to_string();
 
@@ -89,7 +115,11 @@ pub async fn update(
     let same_as_merge = merge_commit.as_deref() == Some(state.merge_commit.as_str());
     let same_tracking = merge.as_ref().and_then(|m| origin_reference(m).ok().flatten()).as_ref() == Some(&imgref);
     if same_as_merge && same_tracking && staged.is_none() {
-        return Ok(Outcome::message("No update available."));
+        if let (None, Some(m)) = (switch_to, &merge_commit) {
+            // A check like any other: what it did not find is no update.
+            pull::forget_cached_update(&repo, m, None)?;
+        }
+        return Ok(Outcome::message(pull::NO_UPDATE));
     }
     if let Some(s) = &staged {
         let locked_now = Path::new(STAGED_LOCK_FILE).exists();
@@ -114,7 +144,7 @@ pub async fn update(
     }
     let fetched_note = match &fetched {
         Fetched::Imported(_, s) => format!(" ({} layers, {} bytes fetched)", s.layers_to_fetch, s.bytes_to_fetch),
-        Fetched::AlreadyPresent(_) => String::new(),
+        Fetched::AlreadyPresent(_) | Fetched::Declined(_) => String::new(),
     };
     let message = if booted && options.download_only {
         format!("Downloaded {version} ({digest}){fetched_note}; it is staged but locked: Stage applies it at the next boot.")
@@ -294,22 +324,26 @@ fn ensure_space(repo: &ostree::Repo, repo_path: &Path, cost: &UpdateSummary) -> 
     Ok(())
 }
 
-fn ensure_not_downgrade(
-    prep: &PreparedImport,
-    current: Option<&LayeredImageState>,
-    allowed: bool,
-) -> Result<(), Error> {
-    let parse = |s: &Option<String>| {
-        s.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-    };
-    let Some(current) = current else { return Ok(()) };
-    let (Some(new), Some(old)) = (parse(prep.config.created()), parse(current.configuration.created())) else {
-        return Ok(());
-    };
-    if new < old && !allowed {
-        return Err(Error::Refused(format!(
-            "the image was built at {new}, before the deployed one ({old}); pass allow-downgrade to accept it"
-        )));
+/// [`update_rule`] for an update of the tracked image: a downgrade is
+/// refused (`InvalidArgument`), or for an unattended run declined, since
+/// only an explicit `allow-downgrade` installs one.
+fn not_a_downgrade(
+    deployed: &ImageFacts<'_>,
+    found: &ImageFacts<'_>,
+    version: Option<&str>,
+    unattended: bool,
+) -> Result<Import, Error> {
+    if update_rule::classify(deployed, found) != Verdict::Downgrade {
+        return Ok(Import::Proceed);
     }
-    Ok(())
+    if unattended {
+        return Ok(Import::Decline(update_rule::downgrade_message(version, found, deployed)));
+    }
+    Err(Error::Refused(format!(
+        "{} ({}) was built {}, before the deployed image ({}); pass allow-downgrade to accept it",
+        version.unwrap_or("the image"),
+        found.manifest_digest,
+        found.created.map_or_else(|| "at an unknown time".to_string(), super::metadata::format_time),
+        deployed.created.map_or_else(|| "unknown".to_string(), super::metadata::format_time),
+    )))
 }

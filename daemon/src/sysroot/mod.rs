@@ -10,6 +10,8 @@
 //! - [`pull`], [`deploy`], [`rollback`], [`cleanup`]: the mutating operations,
 //!   run by jobs on their own thread under the sysroot lock.
 //! - [`pin`]: pinning a deployment, done directly by the `Pin` call.
+//! - [`update_rule`]: what counts as an update, a downgrade or the same
+//!   image (used by `Check`, `Upgrade` and the status read).
 
 pub mod cache;
 pub mod cancel;
@@ -25,6 +27,7 @@ pub mod pull;
 pub mod rollback;
 pub mod signature;
 pub mod status;
+pub mod update_rule;
 pub mod watch;
 
 use std::path::{Path, PathBuf};

@@ -4,18 +4,20 @@
 use std::future::Future;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use ostree_ext::container::store::{
-    ImageImporter, ImageProxyConfig, ImportProgress, LayeredImageState, PrepareResult,
+    self, ImageImporter, ImageProxyConfig, ImportProgress, LayeredImageState, PrepareResult,
     PreparedImport,
 };
 use ostree_ext::container::{OstreeImageReference, Transport, BOOTC_LABEL, DIFFID_LABEL};
 use ostree_ext::containers_image_proxy::ImageProxy;
 use ostree_ext::oci_spec::image::ImageIndex;
-use ostree_ext::ostree;
+use ostree_ext::{gio, glib, ostree};
 use tokio_util::sync::CancellationToken;
 
 use super::metadata::ImageMetadata;
 use super::progress::{Phase, Progress};
+use super::update_rule::{self, ImageFacts, Verdict};
 use super::{tracked_image, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
 
 /// Run `f` unless `cancel` fires first; dropping the future is the safe point
@@ -153,6 +155,8 @@ pub fn summarize(prep: &PreparedImport) -> UpdateSummary {
 
 /// `Check`: fetch manifest and config of the tracked image; ostree-ext caches
 /// them on the deployed commit so `Status` shows `cachedUpdate` offline.
+/// What was found is judged by [`update_rule`]; a cached update the check
+/// did not find again (the tag moved back) is removed from the deployed commit.
 pub async fn check(
     sysroot: &SysrootPath,
     progress: &dyn Progress,
@@ -162,32 +166,96 @@ pub async fn check(
     let locked = sysroot.lock(cancel, || progress.message("waiting for the sysroot lock")).await?;
     let (merge, imgref) = tracked_image(&locked)?;
     let repo = locked.repo();
+    let current = store::query_image_commit(&repo, merge.csum().as_str()).ok();
+    let deployed = current.as_deref().map(update_rule::state_facts);
     let mut imp = open(&repo, &imgref).await?;
     let prepared = cancellable(cancel, prepare(&mut imp, &imgref)).await?;
-    Ok(match prepared {
-        PrepareResult::AlreadyPresent(state) if state.merge_commit == merge.csum().as_str() => {
-            Outcome::message("No update available.")
+    let (outcome, found) = match &prepared {
+        PrepareResult::AlreadyPresent(state) => {
+            let deployed_commit = state.merge_commit == merge.csum().as_str();
+            judged(deployed.as_ref(), &update_rule::state_facts(state), state.version(), deployed_commit, || {
+                Outcome::message(format!("Update {} is downloaded and not yet deployed.", state.manifest_digest))
+            })
         }
-        PrepareResult::AlreadyPresent(state) => Outcome::message(format!(
-            "Update {} is downloaded and not yet deployed.",
-            state.manifest_digest
-        )),
         PrepareResult::Ready(prep) => {
-            let s = summarize(&prep);
-            Outcome {
-                message: format!(
-                    "Update available: {} ({}), {} of {} layers to fetch, {} bytes.",
-                    s.version.as_deref().unwrap_or("no version"),
-                    s.digest,
-                    s.layers_to_fetch,
-                    s.layers_total,
-                    s.bytes_to_fetch
-                ),
-                update: Some(s),
-                change: None,
-            }
+            let found = update_rule::facts(prep.manifest_digest.as_ref(), &prep.manifest, &prep.config);
+            judged(deployed.as_ref(), &found, prep.version(), false, || {
+                let s = summarize(prep);
+                Outcome {
+                    message: format!(
+                        "Update available: {} ({}), {} of {} layers to fetch, {} bytes.",
+                        s.version.as_deref().unwrap_or("no version"),
+                        s.digest,
+                        s.layers_to_fetch,
+                        s.layers_total,
+                        s.bytes_to_fetch
+                    ),
+                    update: Some(s),
+                    change: None,
+                }
+            })
         }
-    })
+    };
+    forget_cached_update(&repo, merge.csum().as_str(), found.as_deref())?;
+    Ok(outcome)
+}
+
+/// A check's outcome for `found` (the deployed commit itself when
+/// `deployed_commit`), by [`update_rule`], and the digest whose cached
+/// update stays on the deployed commit (`None`: nothing new was found).
+fn judged(
+    deployed: Option<&ImageFacts<'_>>,
+    found: &ImageFacts<'_>,
+    version: Option<&str>,
+    deployed_commit: bool,
+    update: impl FnOnce() -> Outcome,
+) -> (Outcome, Option<String>) {
+    let verdict = if deployed_commit { Verdict::Same } else { update_rule::classify_against(deployed, found) };
+    let keep = Some(found.manifest_digest.to_string());
+    match (verdict, deployed) {
+        (Verdict::Same, _) => (Outcome::message(NO_UPDATE), None),
+        (Verdict::Downgrade, Some(d)) => (Outcome::message(update_rule::downgrade_message(version, found, d)), keep),
+        (Verdict::Update | Verdict::Downgrade, _) => (update(), keep),
+    }
+}
+
+/// The result of a check or upgrade that found the deployed image.
+pub const NO_UPDATE: &str = "No update available.";
+
+/// The detached-metadata keys under which ostree-ext's `prepare` caches the
+/// manifest and config it found on the commit the image pointed to before
+/// (`ImageImporter::CACHED_KEY_*`, private to ostree-ext 0.15; what
+/// `store::query_image_commit` reads back as `cached_update`).
+const CACHED_UPDATE_KEYS: [&str; 3] =
+    ["ostree-ext.cached.manifest-digest", "ostree-ext.cached.manifest", "ostree-ext.cached.config"];
+
+/// Remove the update cached on `commit` unless it is the image of digest
+/// `keep`, so the Host document and `CachedUpdate` never show what the last
+/// check did not find. Other detached metadata of the commit stays.
+pub fn forget_cached_update(repo: &ostree::Repo, commit: &str, keep: Option<&str>) -> Result<(), Error> {
+    let Some(meta) = repo
+        .read_commit_detached_metadata(commit, gio::Cancellable::NONE)
+        .with_context(|| format!("reading the detached metadata of {commit}"))?
+    else {
+        return Ok(());
+    };
+    let dict = glib::VariantDict::new(Some(&meta));
+    // A value of another type under the key is not ostree-ext's cache:
+    // left alone, like any other metadata.
+    let cached = dict.lookup::<String>(CACHED_UPDATE_KEYS[0]).ok().flatten();
+    if cached.is_none() || cached.as_deref() == keep {
+        return Ok(());
+    }
+    for key in CACHED_UPDATE_KEYS {
+        dict.remove(key);
+    }
+    let rest = dict.end();
+    // No metadata left: libostree removes the file.
+    let rest = (rest.n_children() > 0).then_some(rest);
+    repo.write_commit_detached_metadata(commit, rest.as_ref(), gio::Cancellable::NONE)
+        .with_context(|| format!("removing the cached update of {commit}"))?;
+    tracing::info!("forgot the cached update {} of {commit}", cached.unwrap_or_default());
+    Ok(())
 }
 
 /// How often the bytes fetched of the current layer are looked at.
@@ -231,26 +299,30 @@ pub enum Fetched {
     AlreadyPresent(Box<LayeredImageState>),
     /// Newly imported, with what it cost.
     Imported(Box<LayeredImageState>, UpdateSummary),
+    /// `before_import` declined the image without an error (an unattended
+    /// run that found a downgrade); nothing was fetched. The job's message.
+    Declined(String),
 }
 
-impl Fetched {
-    /// The image state either way.
-    pub fn state(&self) -> &LayeredImageState {
-        match self {
-            Fetched::AlreadyPresent(s) | Fetched::Imported(s, _) => s,
-        }
-    }
+/// What `before_import` decides about a prepared import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Import {
+    /// Fetch the layers.
+    Proceed,
+    /// Fetch nothing, and end the job with this message.
+    Decline(String),
 }
 
 /// Fetch the layers of `imgref` missing from the repo and write the merged
 /// commit, reporting progress. `before_import` sees the prepared import and
-/// what fetching it costs first (free space, downgrade checks) and may refuse it.
+/// what fetching it costs first (free space, downgrade checks) and may refuse
+/// it (an error) or decline it (no error, nothing fetched).
 pub async fn fetch(
     repo: &ostree::Repo,
     imgref: &OstreeImageReference,
     progress: &dyn Progress,
     cancel: &CancellationToken,
-    before_import: impl FnOnce(&PreparedImport, &UpdateSummary) -> Result<(), Error>,
+    before_import: impl FnOnce(&PreparedImport, &UpdateSummary) -> Result<Import, Error>,
 ) -> Result<Fetched, Error> {
     progress.phase(Phase::Checking, "fetching the image manifest");
     let mut imp = open(repo, imgref).await?;
@@ -259,7 +331,9 @@ pub async fn fetch(
         PrepareResult::Ready(prep) => prep,
     };
     let summary = summarize(&prep);
-    before_import(&prep, &summary)?;
+    if let Import::Decline(message) = before_import(&prep, &summary)? {
+        return Ok(Fetched::Declined(message));
+    }
     progress.phase(
         Phase::Pulling,
         &format!("fetching {} of {} layers", summary.layers_to_fetch, summary.layers_total),

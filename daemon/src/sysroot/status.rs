@@ -16,6 +16,7 @@ use ostree_ext::{gio, ostree};
 
 use super::deploy::STAGED_LOCK_FILE;
 use super::image::{layered_status, parse_origin_reference, reference_to_api};
+use super::update_rule::{self, Verdict};
 use super::Error;
 
 
@@ -33,6 +34,11 @@ pub struct Deployment {
     pub entry: BootEntry,
     /// The reference string stored in the origin, if the deployment came from an image.
     pub origin_reference: Option<String>,
+    /// An image a check found for the tracked reference that is older than
+    /// this one (a downgrade, [`update_rule`]); kept out of the Host
+    /// document, whose `cachedUpdate` names updates only. Only on the
+    /// deployment updates build on.
+    pub cached_downgrade: Option<ImageStatus>,
 }
 
 impl Deployment {
@@ -85,6 +91,11 @@ impl Snapshot {
     pub fn cached_update(&self) -> Option<&ImageStatus> {
         self.merge_deployment().and_then(|d| d.entry.cached_update.as_ref())
     }
+
+    /// The older image `Check` found for the tracked image (not an update).
+    pub fn cached_downgrade(&self) -> Option<&ImageStatus> {
+        self.merge_deployment().and_then(|d| d.cached_downgrade.as_ref())
+    }
 }
 
 /// Check that `path` looks like an ostree sysroot before libostree is asked.
@@ -130,19 +141,21 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
             .origin()
             .and_then(|o| o.string("origin", ORIGIN_CONTAINER).ok())
             .map(|s| s.to_string());
-        let mut entry = boot_entry(&repo, &d, origin_reference.as_deref())?;
+        let (mut entry, mut cached_downgrade) = boot_entry(&repo, &d, origin_reference.as_deref())?;
         entry.download_only = role == Role::Staged && staged_locked;
         // ostree-ext caches a fetched manifest on whichever commit the image
         // pointed to before; only the deployment updates build on has an update.
         let is_merge = role == Role::Booted || (booted.is_none() && index == 0);
         if !is_merge {
             entry.cached_update = None;
+            cached_downgrade = None;
         }
         deployments.push(Deployment {
             index,
             role,
             entry,
             origin_reference,
+            cached_downgrade,
         });
     }
     let mut snapshot = assemble(deployments, booted.is_some());
@@ -174,23 +187,26 @@ fn downloaded_update(repo: &ostree::Repo, snapshot: &Snapshot) -> Option<String>
     (state.merge_commit != merge.checksum()).then(|| state.manifest_digest.to_string())
 }
 
+/// The Host document entry of `d`, and the downgrade cached on it (see
+/// [`judge_cached`]).
 fn boot_entry(
     repo: &ostree::Repo,
     d: &ostree::Deployment,
     origin_reference: Option<&str>,
-) -> Result<BootEntry> {
+) -> Result<(BootEntry, Option<ImageStatus>)> {
     let checksum = d.csum().to_string();
-    let (image, cached_update) = match origin_reference {
+    let (image, cached_update, cached_downgrade) = match origin_reference {
         Some(r) => {
             let reference = parse_origin_reference(r).and_then(|r| reference_to_api(&r))?;
             let state = store::query_image_commit(repo, &checksum)
                 .with_context(|| format!("reading image metadata of {checksum}"))?;
             let (image, cached) = layered_status(&reference, &state);
-            (Some(image), cached)
+            let (update, downgrade) = judge_cached(&state, cached);
+            (Some(image), update, downgrade)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
-    Ok(BootEntry {
+    let entry = BootEntry {
         image,
         cached_update,
         incompatible: origin_is_incompatible(d),
@@ -201,7 +217,27 @@ fn boot_entry(
             checksum,
             deploy_serial: u32::try_from(d.deployserial()).unwrap_or_default(),
         }),
-    })
+    };
+    Ok((entry, cached_downgrade))
+}
+
+/// ostree-ext's cached update of a deployed image, `cached` as the Host
+/// document shows it, judged by [`update_rule`]: an update, or a downgrade
+/// (second), or the deployed image itself (neither). A cache written by
+/// another tool (`bootc upgrade --check`) is judged the same way.
+fn judge_cached(
+    state: &store::LayeredImageState,
+    cached: Option<ImageStatus>,
+) -> (Option<ImageStatus>, Option<ImageStatus>) {
+    let (Some(cached), Some(found)) = (cached, state.cached_update.as_ref()) else {
+        return (None, None);
+    };
+    let found = update_rule::facts(found.manifest_digest.as_ref(), &found.manifest, &found.config);
+    match update_rule::classify(&update_rule::state_facts(state), &found) {
+        Verdict::Same => (None, None),
+        Verdict::Update => (Some(cached), None),
+        Verdict::Downgrade => (None, Some(cached)),
+    }
 }
 
 /// Origins carrying client-side changes (layered packages, overrides) are not
@@ -262,6 +298,7 @@ fn assemble(deployments: Vec<Deployment>, booted: bool) -> Snapshot {
 pub(crate) mod tests {
     use super::*;
     use hostd_interface::host::{ImageSignature, Transport};
+    use ostree_ext::oci_spec::image::{ImageConfiguration, ImageManifest};
 
     /// A booted host with v3 staged (locked when `download_only`).
     pub(crate) fn booted_with_staged(download_only: bool) -> Snapshot {
@@ -285,6 +322,7 @@ pub(crate) mod tests {
             index,
             role,
             origin_reference: Some(format!("ostree-unverified-image:oci:/images/{version}")),
+            cached_downgrade: None,
             entry: BootEntry {
                 image: Some(ImageStatus {
                     image: ImageReference {
@@ -308,6 +346,57 @@ pub(crate) mod tests {
                 }),
             },
         }
+    }
+
+    /// A manifest digest, manifest and config: image `n` built at `created`.
+    fn image(n: u8, created: &str) -> (ostree_ext::oci_spec::image::Digest, ImageManifest, ImageConfiguration) {
+        let hex = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+        let config_digest = hex(char::from_digit((u32::from(n) + 10) % 16, 16).unwrap());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{config_digest}"), "size": 1},
+            "layers": [],
+        });
+        let config = serde_json::json!({
+            "created": created, "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "history": [],
+        });
+        (
+            format!("sha256:{}", hex(char::from(b'0' + n))).parse().unwrap(),
+            serde_json::from_value(manifest).unwrap(),
+            serde_json::from_value(config).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_cached_update_is_judged_by_the_update_rule() {
+        let (digest, manifest, configuration) = image(1, "2026-01-01T00:01:00Z");
+        let mut deployed = store::LayeredImageState {
+            base_commit: "b".into(),
+            merge_commit: "m".into(),
+            manifest_digest: digest,
+            manifest,
+            configuration,
+            cached_update: None,
+        };
+        let shown = deployment(0, Role::Other, "found").entry.image.unwrap();
+        let cases = [
+            (image(2, "2026-01-01T00:02:00Z"), (true, false)),
+            (image(0, "2026-01-01T00:00:00Z"), (false, true)),
+            (image(3, "not a time"), (true, false)),
+        ];
+        for ((manifest_digest, manifest, config), expected) in cases {
+            let created = config.created().clone();
+            deployed.cached_update = Some(store::CachedImageUpdate { manifest, config, manifest_digest });
+            let (update, downgrade) = judge_cached(&deployed, Some(shown.clone()));
+            assert_eq!((update.is_some(), downgrade.is_some()), expected, "{created:?}");
+        }
+        // The deployed image itself, cached under another manifest digest.
+        let (_, manifest, config) = image(1, "2026-01-01T00:01:00Z");
+        let manifest_digest = image(9, "").0;
+        deployed.cached_update = Some(store::CachedImageUpdate { manifest, config, manifest_digest });
+        assert_eq!(judge_cached(&deployed, Some(shown)), (None, None));
+        assert_eq!(judge_cached(&deployed, None), (None, None), "nothing shown, nothing judged");
     }
 
     #[test]
