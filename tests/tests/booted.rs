@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hostd_interface::host::{BootEntry, Host, Transport};
 use hostd_tests::booted::bls;
 use hostd_tests::booted::guest::Exit;
-use hostd_tests::booted::image::RELEASE_KARG;
+use hostd_tests::booted::image::{KARGS_V11, KARGS_V12, RELEASE_KARG};
 use hostd_tests::booted::BootedMachine;
 use hostd_tests::fleetlock::StandInServer;
 use hostd_tests::journal::message_id;
@@ -201,6 +201,50 @@ fn wheel_member_upgrades_and_the_reboot_boots_v2_with_etc_merged() {
     let boot_entry = m.booted_entry().unwrap();
     assert_eq!(boot_entry.karg(RELEASE_KARG), Some("v2"), "kargs.d of v2 applied: {}", boot_entry.options);
     assert!(!reboot_required(&m));
+}
+
+/// Wait until `ostree-finalize-staged.service` (started by its path unit
+/// when a deployment is staged) is active, so the poweroff finalizes: a
+/// poweroff right after `hostctl upgrade` can come before systemd noticed.
+fn wait_for_finalize_armed(m: &BootedMachine) {
+    wait_for("ostree-finalize-staged.service to be active", Duration::from_secs(10), || {
+        m.must(&["systemctl", "is-active", "ostree-finalize-staged.service"]).is_ok()
+    });
+}
+
+/// A boot entry's options with its `ostree=` argument written `ostree=…`.
+fn options_of(entry: &bls::Entry) -> String {
+    let ostree = entry.options.split_whitespace().find(|a| a.starts_with("ostree=")).expect("an ostree= argument");
+    entry.options.replace(ostree, "ostree=…")
+}
+
+#[test]
+fn the_kargs_delta_keeps_the_admins_argument_drops_the_images_and_round_trips_quotes() {
+    let mut m = booted_v1();
+    // The admin adds an argument of their own. On a booted host, ostree
+    // 2022.7's `instutil set-kargs` fails ("Attempting to remove booted
+    // deployment"); `kargs edit-in-place` rewrites the boot entry.
+    m.must(&["ostree", "admin", "kargs", "edit-in-place", "--append-if-missing=local.arg=\"x y\""]).unwrap();
+    let local = options_of(&bls::default_entry(m.sysroot().path()).unwrap());
+    assert!(local.contains("local.arg=\"x y\""), "{local}");
+
+    m.publish("v11").unwrap();
+    let out = success("hostctl upgrade", &m.hostctl(None, &["upgrade"]).unwrap());
+    assert!(out.contains("Staged v11"), "{out}");
+    assert_eq!(slots(&m.status().unwrap()), (Some("v11"), Some("v1"), None));
+    wait_for_finalize_armed(&m);
+    m.reboot().unwrap();
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v11"), Some("v1")));
+    let v11 = options_of(m.booted_entry().unwrap());
+    assert_eq!(v11, format!("{local} {}", KARGS_V11.join(" ")), "v11's arguments added, the quoted one whole");
+
+    m.publish("v12").unwrap();
+    success("hostctl upgrade", &m.hostctl(None, &["upgrade"]).unwrap());
+    wait_for_finalize_armed(&m);
+    m.reboot().unwrap();
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v12"), Some("v11")));
+    let v12 = options_of(m.booted_entry().unwrap());
+    assert_eq!(v12, format!("{local} {}", KARGS_V12.join(" ")), "the admin's argument stays, what v12 dropped is gone");
 }
 
 #[test]

@@ -89,6 +89,8 @@ fn name_image_failure(image: &str, from_registry: bool, failure: &ImageFailure) 
         ImageFailure::NotBootable { .. } => Named::NotBootable(format!(
             "{image}: {failure}; a host can only boot an image built from a bootc base image"
         )),
+        // The image itself is broken: no host can boot it as it is.
+        ImageFailure::MalformedKargs(_) => Named::NotBootable(format!("{image}: {failure}")),
         ImageFailure::SkopeoSaid(said) => name_proxy_answer(image, from_registry, None, said),
         ImageFailure::Read(e) => match typed_cause(e) {
             Some(Cause::NoSpace) => Named::NoSpace(format!("{image}: {e:#}")),
@@ -320,6 +322,21 @@ mod tests {
         let untagged = ImageFailure::TagMissing { tag: "nope".into() };
         let e = name(&sysroot::Error::Image { image: "oci:/srv/img:nope".into(), from_registry: false, failure: untagged });
         assert_eq!((e.short_name(), e.message().matches("oci:/srv/img:nope").count()), ("ImageNotFound", 1), "{e:?}");
+    }
+
+    #[test]
+    fn a_malformed_kargs_file_is_not_bootable_and_named() {
+        let bad = crate::sysroot::kargs::Malformed { file: "20-x.toml".into(), reason: "missing field `kargs`".into() };
+        let e = name(&sysroot::Error::Image {
+            image: "oci:/srv/os:k3".into(),
+            from_registry: false,
+            failure: ImageFailure::MalformedKargs(bad),
+        });
+        assert_eq!(e.short_name(), "NotBootable");
+        assert_eq!(
+            e.message(),
+            "oci:/srv/os:k3: /usr/lib/bootc/kargs.d/20-x.toml is malformed: missing field `kargs`"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::metadata::ImageMetadata;
 use super::progress::{Phase, Progress};
 use super::pull::{self, Fetched, Import};
 use super::update_rule::{self, ImageFacts, Verdict};
-use super::{image, kargs, signature, merge_deployment, origin_reference, Error, Outcome, SysrootPath, UpdateSummary};
+use super::{image, kargs, signature, merge_deployment, origin_reference, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
 use crate::failpoint::points;
 use crate::journal::{Change, Event};
 
@@ -136,7 +136,7 @@ pub async fn update(
         return Err(Error::cancelled());
     }
     progress.phase(Phase::Staging, "writing the deployment");
-    let kargs = kernel_args(&repo, merge.as_ref(), current.as_deref(), state)?;
+    let kargs = kernel_args(&repo, merge.as_ref(), &imgref, state)?;
     write_deployment(&locked, merge.as_ref(), &imgref, state, kargs, options, Interruptible { progress, cancel })?;
     if !booted {
         progress.phase(Phase::Cleanup, "pruning images no deployment uses");
@@ -200,8 +200,7 @@ pub async fn stage(
     let state = store::query_image(&repo, &imgref.imgref)?
         .filter(|s| s.merge_commit != merge.csum().as_str())
         .ok_or_else(|| Error::NothingToStage("no downloaded update is waiting to be staged".into()))?;
-    let current = store::query_image_commit(&repo, merge.csum().as_str()).ok();
-    let kargs = kernel_args(&repo, Some(&merge), current.as_deref(), &state)?;
+    let kargs = kernel_args(&repo, Some(&merge), &imgref, &state)?;
     write_deployment(&locked, Some(&merge), &imgref, &state, kargs, &DeployOptions::default(), Interruptible { progress, cancel })?;
     let version = ImageMetadata::of(&state.manifest, &state.configuration).version_or_none().to_string();
     let change = Change {
@@ -281,27 +280,46 @@ fn set_staged_lock(locked: bool) -> anyhow::Result<()> {
 }
 
 /// Kernel arguments for the new deployment, or `None` to keep the merge
-/// deployment's unchanged.
+/// deployment's unchanged: the difference between the kargs.d of the merge
+/// deployment's commit and the new image, applied to the merge deployment's
+/// boot entry (see [`kargs`]). A malformed file of the new image refuses it;
+/// one of the deployed image (written by another tool) counts as empty,
+/// with a warning, so the host can still move to a good image.
 fn kernel_args(
     repo: &ostree::Repo,
     merge: Option<&ostree::Deployment>,
-    current: Option<&LayeredImageState>,
+    imgref: &OstreeImageReference,
     new: &LayeredImageState,
-) -> anyhow::Result<Option<Vec<String>>> {
-    let new_image = kargs::from_commit(repo, &new.merge_commit).context("reading the new image's kargs.d")?;
-    let old_image = match current {
-        Some(c) => kargs::from_commit(repo, &c.merge_commit).context("reading the current image's kargs.d")?,
-        None => Vec::new(),
+) -> Result<Option<Vec<String>>, Error> {
+    let arch = kargs::host_architectures();
+    let files = kargs::files_of_commit(repo, &new.merge_commit).context("reading the new image's kargs.d")?;
+    let (new_image, malformed) = kargs::parse_files(&files, &arch);
+    if let Some(first) = malformed.into_iter().next() {
+        return Err(Error::image_failure(imgref, ImageFailure::MalformedKargs(first)));
+    }
+    let old_image = match merge {
+        Some(m) => {
+            let files = kargs::files_of_commit(repo, m.csum().as_str()).context("reading the deployed image's kargs.d")?;
+            let (old_image, malformed) = kargs::parse_files(&files, &arch);
+            for bad in malformed {
+                tracing::warn!(deployment = %m.csum(), "the deployed image's {bad}; its arguments are not removed");
+            }
+            old_image
+        }
+        None => kargs::Kargs::default(),
     };
-    if new_image == old_image {
+    let delta = kargs::Delta::between(&old_image, &new_image);
+    if delta.is_empty() {
         return Ok(None);
     }
-    let current_args: Vec<String> = merge
+    let entry = merge
         .and_then(|m| m.bootconfig())
         .and_then(|b| b.get("options"))
-        .map(|o| o.split_whitespace().map(str::to_string).collect())
+        .map(|o| kargs::Kargs::parse(&o))
         .unwrap_or_default();
-    Ok(Some(kargs::apply_diff(&current_args, &old_image, &new_image)))
+    let args = delta.apply(&entry);
+    tracing::debug!(removed = ?delta.removed, added = ?delta.added, options = %args, "kernel arguments from kargs.d");
+    Ok(Some(args.into_vec()))
 }
 
 /// Refuse an import the file system cannot hold, counting libostree's own

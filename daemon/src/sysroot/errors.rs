@@ -83,6 +83,9 @@ pub enum ImageFailure {
         /// The labels looked for.
         labels: Vec<&'static str>,
     },
+    /// A file of the image's `/usr/lib/bootc/kargs.d` cannot be used.
+    #[error("{0}")]
+    MalformedKargs(super::kargs::Malformed),
     /// `skopeo copy` could not open the image; its own words.
     #[error("{0}")]
     SkopeoSaid(String),

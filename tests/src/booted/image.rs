@@ -7,7 +7,9 @@
 //!   `/etc/testos/a.conf` and `b.conf`, and the image's kernel arguments
 //!   (`/usr/lib/bootc/kargs.d`);
 //! - `v3` is `v1` plus a large incompressible file, for pulls slow enough to
-//!   interrupt.
+//!   interrupt;
+//! - `v11` and `v12` are `v1` with a second kargs.d file
+//!   ([`KARGS_V11`], [`KARGS_V12`]): the kargs delta of an upgrade.
 //!
 //! The OCI directory is cached (see [`super::cache`]) under a key made of the
 //! root file system's key, every file `make install` puts into the image and
@@ -35,6 +37,13 @@ pub const KVER: &str = "6.1.0-testos";
 pub const V3_PAYLOAD_BYTES: usize = 24 << 20;
 /// The kernel argument each version's kargs.d adds (`testos.release=<version>`).
 pub const RELEASE_KARG: &str = "testos.release";
+/// The file `v11` and `v12` add to kargs.d.
+pub const KARGS_FILE: &str = "usr/lib/bootc/kargs.d/20-testos-kargs.toml";
+/// What `v11` adds to the kernel arguments: a flag, a key=value and a
+/// quoted value with spaces.
+pub const KARGS_V11: [&str; 3] = ["quiet", "a=1", "dyndbg=\"file foo.c +p\""];
+/// What `v12` has instead: only `a=2`.
+pub const KARGS_V12: [&str; 1] = ["a=2"];
 
 /// The three versions, in one read-only OCI directory (tags `v1`, `v2`, `v3`).
 #[derive(Debug)]
@@ -47,6 +56,10 @@ pub struct TestOsImages {
     pub v2: BuiltImage,
     /// v1 with a large layer on top.
     pub v3: BuiltImage,
+    /// v1 with [`KARGS_V11`] in kargs.d.
+    pub v11: BuiltImage,
+    /// v1 with [`KARGS_V12`] in kargs.d.
+    pub v12: BuiltImage,
 }
 
 /// The images of this build, made once per process (and cached across runs).
@@ -145,6 +158,10 @@ fn build(rootfs: &Path, bin: &Path, dir: &Path) -> Result<()> {
     oci::retag(&oci, "latest", "v2")?;
     builder.derive(&v1, "v3", &v3_files())?;
     oci::retag(&oci, "latest", "v3")?;
+    for (version, kargs) in [("v11", &KARGS_V11[..]), ("v12", &KARGS_V12[..])] {
+        builder.derive(&v1, version, &kargs_files(version, kargs))?;
+        oci::retag(&oci, "latest", version)?;
+    }
     for scratch in [tree, dir.join("repo"), dir.join("derive")] {
         remove_tree(&scratch)?;
     }
@@ -243,6 +260,15 @@ fn v3_files() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// v1 with `kargs` in a second kargs.d file.
+fn kargs_files(version: &str, kargs: &[&str]) -> Vec<(&'static str, Vec<u8>)> {
+    let list: Vec<String> = kargs.iter().map(|k| format!("{k:?}")).collect();
+    vec![
+        ("usr/share/testos/version", format!("{version}\n").into_bytes()),
+        (KARGS_FILE, format!("kargs = [{}]\n", list.join(", ")).into_bytes()),
+    ]
+}
+
 /// Commit `tree` as v1 and encapsulate it into `oci` (tag `latest`).
 fn commit_and_encapsulate(tree: &Path, repo_path: &Path, oci: &Path) -> Result<BuiltImage> {
     run(Command::new("ostree").arg("init").arg(format!("--repo={}", repo_path.display())).arg("--mode=bare-user"))?;
@@ -282,7 +308,14 @@ fn load(oci_dir: &Path) -> Result<TestOsImages> {
             reference: format!("ostree-unverified-image:oci:{}:{version}", oci_dir.display()),
         })
     };
-    Ok(TestOsImages { oci_dir: oci_dir.to_path_buf(), v1: image("v1")?, v2: image("v2")?, v3: image("v3")? })
+    Ok(TestOsImages {
+        oci_dir: oci_dir.to_path_buf(),
+        v1: image("v1")?,
+        v2: image("v2")?,
+        v3: image("v3")?,
+        v11: image("v11")?,
+        v12: image("v12")?,
+    })
 }
 
 /// Make `dir` an empty directory, keeping its own metadata.

@@ -5,7 +5,7 @@
 //! with `ostree-finalize-staged` applying updates at shutdown.
 //!
 //! - [`rootfs`]: the debootstrapped root file system (cached).
-//! - [`image`]: the test OS images v1, v2 and v3 built from it (cached per build).
+//! - [`image`]: the test OS images v1, v2, v3, v11 and v12 built from it (cached per build).
 //! - [`oci`]: tags of OCI directories and cheap private copies of them.
 //! - [`cache`]: where those build products live and how they are replaced.
 //! - [`bls`]: which deployment a bootloader boots, from the BLS entries.
