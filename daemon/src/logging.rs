@@ -1,6 +1,12 @@
 //! Logs go to the journal when it is there (with structured fields), to
 //! stderr otherwise. `HOSTD_LOG` takes an env-filter directive.
+//!
+//! What libostree and GLib log (`g_warning`, `g_critical`, `g_debug`, and
+//! libostree's `g_print` of "Freed objects") goes the same way, with the
+//! target `glib`, a level and the GLib domain, instead of raw lines on
+//! stderr and stdout.
 
+use ostree_ext::glib;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 
@@ -21,4 +27,38 @@ pub fn init() {
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
             .init(),
     }
+    route_glib_log();
 }
+
+/// Send GLib's log and its `g_print`/`g_printerr` to `tracing`. A GLib
+/// `CRITICAL` (a failed precondition: a bug of hostd or a library) is an
+/// error and keeps GLib's `<domain>-CRITICAL` in its text, so it stands out.
+fn route_glib_log() {
+    glib::log_set_writer_func(|level, fields| {
+        let field = |key: &str| fields.iter().find(|f| f.key() == key).and_then(|f| f.value_str());
+        let domain = field("GLIB_DOMAIN").unwrap_or("GLib");
+        let message = field("MESSAGE").unwrap_or_default();
+        match glib_level(level) {
+            (tracing::Level::ERROR, name) => tracing::error!(target: "glib", glib_domain = domain, "{domain}-{name}: {message}"),
+            (tracing::Level::WARN, name) => tracing::warn!(target: "glib", glib_domain = domain, "{domain}-{name}: {message}"),
+            (tracing::Level::INFO, name) => tracing::info!(target: "glib", glib_domain = domain, "{domain}-{name}: {message}"),
+            (_, name) => tracing::debug!(target: "glib", glib_domain = domain, "{domain}-{name}: {message}"),
+        }
+        glib::LogWriterOutput::Handled
+    });
+    glib::set_print_handler(|text| tracing::info!(target: "glib", "{}", text.trim_end()));
+    glib::set_printerr_handler(|text| tracing::warn!(target: "glib", "{}", text.trim_end()));
+}
+
+/// The `tracing` level of a GLib level, and GLib's name for it.
+fn glib_level(level: glib::LogLevel) -> (tracing::Level, &'static str) {
+    match level {
+        glib::LogLevel::Error => (tracing::Level::ERROR, "ERROR"),
+        glib::LogLevel::Critical => (tracing::Level::ERROR, "CRITICAL"),
+        glib::LogLevel::Warning => (tracing::Level::WARN, "WARNING"),
+        glib::LogLevel::Message => (tracing::Level::INFO, "Message"),
+        glib::LogLevel::Info => (tracing::Level::INFO, "INFO"),
+        glib::LogLevel::Debug => (tracing::Level::DEBUG, "DEBUG"),
+    }
+}
+

@@ -45,12 +45,27 @@ pub fn from_commit(repo: &ostree::Repo, commit: &str) -> Result<Vec<String>> {
     names.sort();
     let mut out = Vec::new();
     for name in names {
-        let file = dir.child(&name);
-        let (bytes, _) = file.load_contents(gio::Cancellable::NONE)?;
+        let bytes = read_commit_file(repo, &dir.child(&name)).with_context(|| format!("reading {KARGS_DIR}/{name}"))?;
         let text = std::str::from_utf8(&bytes).with_context(|| format!("{KARGS_DIR}/{name}"))?;
         out.extend(parse(text, std::env::consts::ARCH).with_context(|| format!("{KARGS_DIR}/{name}"))?);
     }
     Ok(out)
+}
+
+/// The content of a regular file of a commit. Not `load_contents`: that
+/// asks the file's stream for its etag as if it were a `GFileInputStream`,
+/// which the stream of an ostree `RepoFile` is not, and GLib logs a
+/// CRITICAL for every file read so (ostree issue 2703).
+fn read_commit_file(repo: &ostree::Repo, file: &gio::File) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = file.downcast_ref::<ostree::RepoFile>().context("not a file of an ostree commit")?;
+    file.ensure_resolved()?;
+    let (stream, _, _) = repo.load_file(file.checksum().as_str(), gio::Cancellable::NONE)?;
+    let mut bytes = Vec::new();
+    if let Some(stream) = stream {
+        stream.into_read().read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
 }
 
 /// The kargs of one file for `arch` (Rust's arch names, e.g. `x86_64`).
