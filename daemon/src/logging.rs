@@ -62,3 +62,49 @@ fn glib_level(level: glib::LogLevel) -> (tracing::Level, &'static str) {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// What the test subscriber wrote.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn glib_log_and_print_reach_the_log_with_a_level() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            route_glib_log();
+            glib::g_critical!("Hostd-Test", "assertion '{}' failed", "G_IS_FILE_INPUT_STREAM (stream)");
+            glib::g_warning!("Hostd-Test", "a warning");
+            glib::g_print!("Freed objects: {}\n", "1.2 kB");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line = |needle: &str| text.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} in {text}")).to_string();
+        let critical = line("Hostd-Test-CRITICAL: assertion 'G_IS_FILE_INPUT_STREAM (stream)' failed");
+        assert!(critical.contains("ERROR") && critical.contains("glib_domain=\"Hostd-Test\""), "{critical}");
+        assert!(line("Hostd-Test-WARNING: a warning").contains("WARN"), "{text}");
+        let freed = line("Freed objects: 1.2 kB");
+        assert!(freed.contains("INFO") && freed.contains("glib"), "{freed}");
+    }
+}
