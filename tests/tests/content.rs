@@ -107,3 +107,23 @@ async fn an_image_with_everything_in_place_deploys_without_a_warning() {
     let entry = journal.single(message_id::STAGED).unwrap();
     assert!(!entry.contains_key("WARNING"), "{entry:#?}");
 }
+
+#[tokio::test]
+async fn a_download_only_fetch_and_the_stage_that_deploys_it_both_warn() {
+    let h = host_with_v1("512m", &[]).await;
+    let v2 = h.builder.derive(&h.v1, "v2", &vendor_layer("v2")).unwrap();
+    let machine = TestMachine::start(h.sysroot.path(), CONFIG).unwrap();
+    let conn = machine.connect().await.unwrap();
+
+    for (args, deployed_now) in [(&["upgrade", "--download-only"][..], vd(&h.v1)), (&["stage"][..], vd(&v2))] {
+        let out = machine.hostctl(None, args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.lines().any(|l| l.starts_with("Warning: ") && l.contains(LEFT_OUT)),
+            "{args:?}: {}",
+            text(&out)
+        );
+        assert_eq!(deployed(&conn).await[0], deployed_now, "{args:?}");
+    }
+}
