@@ -58,7 +58,7 @@ impl LeftOut {
         }
         Some(format!(
             "The image has content outside /usr, /etc and /var that is not deployed: {}. \
-             a bootc image may write below /usr and /etc, below /var only for the first deployment, \
+             A bootc image may write below /usr and /etc, below /var only for the first deployment, \
              and elsewhere (such as /opt) only through symlinks into /usr or /var.",
             self.summary()
         ))
