@@ -16,7 +16,9 @@ use hostd_interface::host::Transport;
 /// end: on a terminal with a progress bar (phase, bytes, rate, ETA, layers),
 /// otherwise with one line per phase; `--json` prints one JSON object per
 /// change (state, phase, message, bytesDone, bytesTotal, layersDone,
-/// layersTotal, errorName, errorMessage); `--progress-fd N` also writes
+/// layersTotal, errorName, errorMessage, warnings); warnings (such as image
+/// content the host does not deploy) are printed to stderr as `Warning: …`
+/// lines otherwise, also with `--quiet`; `--progress-fd N` also writes
 /// bootc-compatible progress events (Start, ProgressBytes, ProgressSteps).
 ///
 /// Ctrl-C while a job runs asks whether to cancel it (on a terminal);
@@ -84,7 +86,7 @@ pub struct StatusArgs {
 /// How job progress is shown.
 #[derive(Debug, Args, Clone, Default)]
 pub struct JobOutput {
-    /// Print only errors.
+    /// Print only errors and warnings.
     #[arg(long, short)]
     pub quiet: bool,
     /// One JSON object per event on stdout.

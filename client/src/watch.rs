@@ -28,20 +28,31 @@ struct Seen {
     layers_total: u32,
     error_name: String,
     error_message: String,
+    warnings: Vec<String>,
 }
 
 impl Seen {
     /// Take what `props` carries (all of `GetAll`, or one `PropertiesChanged`).
     fn merge(&mut self, props: JobProperties) {
         let JobProperties {
-            state, phase, message, error_name, error_message, bytes_done, bytes_total, layers_done, layers_total, ..
+            state,
+            phase,
+            message,
+            error_name,
+            error_message,
+            bytes_done,
+            bytes_total,
+            layers_done,
+            layers_total,
+            warnings,
+            ..
         } = props;
         self.state = state.or(self.state);
         self.phase = phase.or(self.phase);
         macro_rules! take {
             ($($field:ident),+) => { $( if let Some(v) = $field { self.$field = v; } )+ };
         }
-        take!(message, error_name, error_message, bytes_done, bytes_total, layers_done, layers_total);
+        take!(message, error_name, error_message, bytes_done, bytes_total, layers_done, layers_total, warnings);
     }
 
     fn finished(&self) -> bool {
@@ -97,6 +108,7 @@ impl Display {
                     "bytesDone": seen.bytes_done, "bytesTotal": seen.bytes_total,
                     "layersDone": seen.layers_done, "layersTotal": seen.layers_total,
                     "errorName": seen.error_name, "errorMessage": seen.error_message,
+                    "warnings": seen.warnings,
                 });
                 println!("{line}");
             }
@@ -116,6 +128,26 @@ impl Display {
         }
     }
 
+    /// Show the warnings of `seen` from the `shown`-th on, as `Warning: …`
+    /// lines on stderr (also with `--quiet`); `--json` carries them in
+    /// its events instead.
+    fn warn(&mut self, seen: &Seen, shown: &mut usize) {
+        let new = seen.warnings.get(*shown..).unwrap_or_default();
+        *shown = seen.warnings.len();
+        if new.is_empty() || matches!(self, Display::Json) {
+            return;
+        }
+        let mut text = Vec::new();
+        for w in new {
+            let _ = write_warning(&mut text, w);
+        }
+        let text = String::from_utf8_lossy(&text);
+        match self {
+            Display::Bar(bar) => bar.suspend(|| eprint!("{text}")),
+            _ => eprint!("{text}"),
+        }
+    }
+
     /// Get the bar out of the way of a question.
     fn pause(&mut self) {
         if let Display::Bar(bar) = self {
@@ -131,6 +163,11 @@ impl Display {
             println!("{}", seen.message);
         }
     }
+}
+
+/// One warning of a job, as hostctl shows it.
+fn write_warning(out: &mut impl Write, warning: &str) -> std::io::Result<()> {
+    writeln!(out, "Warning: {warning}")
 }
 
 /// Writes bootc-compatible progress events (progress schema v0) to a descriptor.
@@ -219,8 +256,10 @@ pub async fn follow(conn: &Connection, path: &OwnedObjectPath, output: &JobOutpu
     seen.merge(all_properties(conn, path).await?);
     let mut display = Display::new(output);
     let mut cancel_sent = false;
+    let mut warned = 0;
     loop {
         display.show(&seen);
+        display.warn(&seen, &mut warned);
         if let Some(b) = bootc.as_mut() {
             b.event(&seen);
         }
@@ -299,5 +338,21 @@ async fn ask_to_cancel(path: &OwnedObjectPath) -> bool {
             eprintln!();
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_taken_from_changes_and_written_one_a_line() {
+        let mut seen = Seen::default();
+        seen.merge(JobProperties { warnings: Some(vec!["/opt (1 path) is not deployed.".into()]), ..Default::default() });
+        seen.merge(JobProperties { message: Some("done".into()), ..Default::default() });
+        assert_eq!(seen.warnings, ["/opt (1 path) is not deployed."], "a change without Warnings keeps them");
+        let mut out = Vec::new();
+        write_warning(&mut out, &seen.warnings[0]).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "Warning: /opt (1 path) is not deployed.\n");
     }
 }

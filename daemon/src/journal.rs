@@ -62,6 +62,14 @@ impl Change {
 
 /// Write one entry; `message` is the human-readable `MESSAGE`.
 pub fn record(change: &Change, initiator: &Initiator, job: u64, message: &str) {
+    record_with_warnings(change, initiator, job, message, &[]);
+}
+
+/// Write one entry with the job's warnings (the `WARNING` field, one line
+/// each; left out when there are none), e.g. image content that was not
+/// deployed.
+pub fn record_with_warnings(change: &Change, initiator: &Initiator, job: u64, message: &str, warnings: &[String]) {
+    let warning = (!warnings.is_empty()).then(|| warnings.join("\n"));
     tracing::info!(
         message_id = change.event.message_id(),
         old_checksum = change.old_checksum.as_deref(),
@@ -70,6 +78,7 @@ pub fn record(change: &Change, initiator: &Initiator, job: u64, message: &str) {
         initiator_uid = initiator.uid,
         initiator_unit = initiator.unit.as_deref(),
         job,
+        warning = warning.as_deref(),
         "{message}"
     );
 }

@@ -109,6 +109,10 @@ pub struct JobProperties {
     pub error_name: Option<String>,
     /// `ErrorMessage`: the error message when failed or cancelled, else empty.
     pub error_message: Option<String>,
+    /// `Warnings`: what the user must know about the result although the
+    /// job goes on (e.g. image content the host does not deploy), in the
+    /// order they came up; empty when none.
+    pub warnings: Option<Vec<String>>,
 }
 
 impl JobProperties {
@@ -117,7 +121,7 @@ impl JobProperties {
         macro_rules! take {
             ($($field:ident),+) => { $( if newer.$field.is_some() { self.$field = newer.$field; } )+ };
         }
-        take!(id, kind, state, phase, bytes_done, bytes_total, layers_done, layers_total, progress, message, error_name, error_message);
+        take!(id, kind, state, phase, bytes_done, bytes_total, layers_done, layers_total, progress, message, error_name, error_message, warnings);
     }
 
     /// The properties of `new` that differ from `old` (what a
@@ -128,7 +132,7 @@ impl JobProperties {
                 JobProperties { $( $field: if old.$field != new.$field { new.$field.clone() } else { None }, )+ }
             };
         }
-        diff!(id, kind, state, phase, bytes_done, bytes_total, layers_done, layers_total, progress, message, error_name, error_message)
+        diff!(id, kind, state, phase, bytes_done, bytes_total, layers_done, layers_total, progress, message, error_name, error_message, warnings)
     }
 
     /// Whether the dictionary carries nothing.
@@ -169,12 +173,13 @@ mod tests {
             message: Some("m".into()),
             error_name: Some(String::new()),
             error_message: Some(String::new()),
+            warnings: Some(vec!["w".into()]),
         };
         assert_eq!(
             keys(&all),
             [
                 "BytesDone", "BytesTotal", "ErrorMessage", "ErrorName", "Id", "Kind", "LayersDone", "LayersTotal",
-                "Message", "Phase", "Progress", "State"
+                "Message", "Phase", "Progress", "State", "Warnings"
             ]
         );
         let bytes = to_bytes(Context::new(LE, 0), &all).unwrap();

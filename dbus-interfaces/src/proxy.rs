@@ -122,4 +122,7 @@ pub trait Job {
     /// The error message when failed or cancelled, else empty.
     #[zbus(property)]
     fn error_message(&self) -> zbus::Result<String>;
+    /// What the user must know about the result; empty when none.
+    #[zbus(property)]
+    fn warnings(&self) -> zbus::Result<Vec<String>>;
 }

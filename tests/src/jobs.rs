@@ -35,6 +35,8 @@ pub struct JobRecord {
     pub error_name: String,
     /// Current `ErrorMessage`.
     pub error_message: String,
+    /// Current `Warnings`.
+    pub warnings: Vec<String>,
 }
 
 impl JobRecord {
@@ -48,6 +50,7 @@ impl JobRecord {
                 "Message" => self.message = text(v),
                 "ErrorName" => self.error_name = text(v),
                 "ErrorMessage" => self.error_message = text(v),
+                "Warnings" => self.warnings = Vec::<String>::try_from(v.try_clone().expect("clonable")).unwrap_or_default(),
                 "LayersDone" => self.layers_done = u32::try_from(&**v).unwrap_or_default(),
                 "LayersTotal" => self.layers_total = u32::try_from(&**v).unwrap_or_default(),
                 "Phase" => {

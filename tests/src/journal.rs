@@ -66,6 +66,11 @@ impl JournalSocket {
         self.dir.path()
     }
 
+    /// Every entry received so far, and later, readable without the socket.
+    pub fn received(&self) -> Received {
+        Received(self.received.clone())
+    }
+
     /// Every entry with `MESSAGE_ID=message_id` received so far.
     pub fn entries(&self, message_id: &str) -> Vec<Entry> {
         self.received
@@ -91,6 +96,18 @@ impl JournalSocket {
                 ),
             }
         }
+    }
+}
+
+/// The entries a [`JournalSocket`] received, shared with whoever checks them.
+#[derive(Debug, Clone, Default)]
+pub struct Received(Arc<Mutex<Vec<Entry>>>);
+
+impl Received {
+    /// The `MESSAGE`s of every entry received so far.
+    pub fn messages(&self) -> Vec<String> {
+        let entries = self.0.lock().expect("journal entries poisoned");
+        entries.iter().filter_map(|e| e.get("MESSAGE").cloned()).collect()
     }
 }
 

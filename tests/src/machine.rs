@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use hostd_interface::proxy::Host1Proxy;
 
-use crate::journal::JournalSocket;
+use crate::journal::{JournalSocket, Received};
 use crate::{binary, repo_root};
 
 /// Test users created in the machine's /etc.
@@ -39,6 +39,9 @@ pub struct TestMachine {
     pub address: String,
     /// hostd and its arguments, as D-Bus activation starts it.
     hostd_command: String,
+    /// What hostd sent to the journal, when it has one: its log goes there
+    /// instead of to the machine log.
+    journal: Option<Received>,
 }
 
 /// Write the D-Bus activation file that starts hostd with `env`.
@@ -95,7 +98,8 @@ impl TestMachine {
             .process_group(0)
             .spawn()
             .context("starting the machine namespace")?;
-        let machine = TestMachine { state, holder, address, hostd_command };
+        let journal = extras.journal.map(JournalSocket::received);
+        let machine = TestMachine { state, holder, address, hostd_command, journal };
         machine.wait_ready()?;
         Ok(machine)
     }
@@ -123,6 +127,17 @@ impl TestMachine {
     /// Everything the machine's processes (bus, polkitd, hostd) printed.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.state.path().join("machine.log")).unwrap_or_default()
+    }
+
+    /// The GLib CRITICALs hostd logged: a failed precondition inside hostd
+    /// or a library it calls, a bug even when the job goes on. Checked when
+    /// every machine stops.
+    pub fn hostd_glib_criticals(&self) -> Vec<String> {
+        let mut found = glib_criticals(&self.log(), &["(polkitd:", "dbus-daemon["]);
+        if let Some(journal) = &self.journal {
+            found.extend(glib_criticals(&journal.messages().join("\n"), &[]));
+        }
+        found
     }
 
     /// A root connection to the machine's bus.
@@ -265,6 +280,17 @@ impl TestMachine {
     }
 }
 
+/// The lines of `log` with a GLib CRITICAL (GLib's own `(prog:pid):
+/// Domain-CRITICAL **: …` lines, and hostd's `Domain-CRITICAL: …` ones),
+/// except those starting with one of `others` (other programs' lines).
+pub fn glib_criticals(log: &str, others: &[&str]) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("CRITICAL"))
+        .filter(|l| !others.iter().any(|o| l.trim_start().starts_with(o)))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Pids whose parent is `parent`, from `/proc/<pid>/stat`.
 pub fn children_of(parent: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
@@ -336,5 +362,31 @@ impl Drop for TestMachine {
         if std::env::var_os("HOSTD_TEST_SHOW_LOG").is_some() {
             eprintln!("--- machine log ---\n{}", self.log());
         }
+        // Every test that starts a machine fails on a CRITICAL of hostd's
+        // (not on top of another failure: a panic in a panic aborts).
+        let criticals = self.hostd_glib_criticals();
+        if !criticals.is_empty() && !std::thread::panicking() {
+            panic!("hostd logged GLib CRITICALs:\n{}\n--- machine log ---\n{}", criticals.join("\n"), self.log());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glib_criticals_of_hostd_are_found_in_both_forms() {
+        let log = "\
+dbus-daemon[1]: [system] Successfully activated service 'org.hostd.Host1'
+(process:42): GLib-GIO-CRITICAL **: 09:00:00.000: g_file_input_stream_query_info: assertion 'G_IS_FILE_INPUT_STREAM (stream)' failed
+2026-11-30T09:00:00Z ERROR GLib-GIO-CRITICAL: g_file_input_stream_query_info: assertion 'G_IS_FILE_INPUT_STREAM (stream)' failed glib_domain=\"GLib-GIO\"
+(polkitd:7): GLib-CRITICAL **: not ours
+2026-11-30T09:00:01Z  INFO job succeeded: Deployed v2
+";
+        let found = glib_criticals(log, &["(polkitd:", "dbus-daemon["]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("(process:42)"));
+        assert!(found[1].contains("ERROR GLib-GIO-CRITICAL"));
     }
 }

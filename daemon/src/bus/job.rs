@@ -124,6 +124,13 @@ impl JobObject {
     fn error_message(&self) -> String {
         error_message(&self.job.props())
     }
+
+    /// What the user must know about the result (e.g. image content the
+    /// host does not deploy); empty when none.
+    #[zbus(property)]
+    fn warnings(&self) -> Vec<String> {
+        self.job.props().warnings().to_vec()
+    }
 }
 
 /// `PropertiesChanged` on the job object with what differs between `old` and `new`.
@@ -158,6 +165,7 @@ fn wire_properties(job: &JobShared, props: &JobProps) -> JobProperties {
         message: Some(props.message()),
         error_name: Some(error_name(props)),
         error_message: Some(error_message(props)),
+        warnings: Some(props.warnings().to_vec()),
     }
 }
 

@@ -146,17 +146,26 @@ impl<E: JobEvents, O: Operation, R: Reboot> Runner<'_, E, O, R> {
     }
 
     /// A successful operation: its journal entry, then `apply`'s reboot.
+    /// The job's warnings end its message, so no reader of the result
+    /// misses them.
     async fn conclude(&self, job: &JobShared, loaded: &Loaded, outcome: Outcome) -> Result<String, Error> {
+        let warnings = job.props().warnings().to_vec();
+        let message = with_warnings(outcome.message, &warnings);
         if let Some(change) = &outcome.change {
-            journal::record(change, &job.initiator, job.id, &outcome.message);
+            journal::record_with_warnings(change, &job.initiator, job.id, &message, &warnings);
         }
         if !job.request.options.apply {
-            return Ok(outcome.message);
+            return Ok(message);
         }
-        let applied = self.reboot.apply(job, loaded, outcome.message).await?;
+        let applied = self.reboot.apply(job, loaded, message).await?;
         self.records.set_reboot_postponed(applied.postponed);
         Ok(applied.message)
     }
+}
+
+/// `message`, then each warning as `Warning: …`.
+fn with_warnings(message: String, warnings: &[String]) -> String {
+    warnings.iter().fold(message, |m, w| format!("{m} Warning: {w}"))
 }
 
 /// Publish property changes until the job's final state is out.
@@ -424,6 +433,16 @@ mod tests {
         assert_eq!(reboots, 1);
         assert_eq!(job.props().message(), "staged. postponed");
         assert_eq!(shared.records.reboot_postponed().as_deref(), Some("inhibited"));
+    }
+
+    #[tokio::test]
+    async fn warnings_end_the_message_and_stay_on_the_job() {
+        let shared = Shared::new();
+        let job = reserve(&shared, JobKind::Switch, Options::default());
+        job.warning("/opt (1 path) was left out.");
+        let (_, _) = run(&shared, job.clone(), Ok(Outcome::message("Deployed v1."))).await;
+        assert_eq!(job.props().message(), "Deployed v1. Warning: /opt (1 path) was left out.");
+        assert_eq!(job.props().warnings(), ["/opt (1 path) was left out."]);
     }
 
     #[tokio::test]

@@ -85,6 +85,7 @@ pub struct JobProps {
     bytes_total: u64,
     layers_done: u32,
     layers_total: u32,
+    warnings: Vec<String>,
 }
 
 impl JobProps {
@@ -97,6 +98,7 @@ impl JobProps {
             bytes_total: 0,
             layers_done: 0,
             layers_total: 0,
+            warnings: Vec::new(),
         }
     }
 
@@ -128,6 +130,12 @@ impl JobProps {
     /// `LayersTotal`: layers to fetch in all.
     pub fn layers_total(&self) -> u32 {
         self.layers_total
+    }
+
+    /// `Warnings`: what the user must know about the job's result, in the
+    /// order they came up.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// `Message`: what the job is doing, or its result.
@@ -186,6 +194,15 @@ impl JobProps {
     /// Say what the running job is doing.
     pub fn set_message(&mut self, message: &str) -> Result<(), Refused> {
         *self.running_message()? = message.to_string();
+        Ok(())
+    }
+
+    /// Add a warning; one already given is not repeated.
+    pub fn add_warning(&mut self, warning: &str) -> Result<(), Refused> {
+        self.running_message()?;
+        if !self.warnings.iter().any(|w| w == warning) {
+            self.warnings.push(warning.to_string());
+        }
         Ok(())
     }
 
@@ -344,6 +361,11 @@ impl Progress for JobShared {
     fn message(&self, message: &str) {
         self.update(|p| p.set_message(message));
     }
+
+    fn warning(&self, warning: &str) {
+        tracing::warn!(job = self.id, "{warning}");
+        self.update(|p| p.add_warning(warning));
+    }
 }
 
 #[cfg(test)]
@@ -410,11 +432,23 @@ mod tests {
         assert_eq!(p.set_message("late"), Err(Refused::Ended));
         assert_eq!(p.set_bytes(20, 20), Err(Refused::Ended));
         assert_eq!(p.set_layers(1, 1), Err(Refused::Ended));
+        assert_eq!(p.add_warning("late"), Err(Refused::Ended));
         assert_eq!(p.finish(&Err(Error::Failed("again".into()))), Err(Refused::Ended));
         assert_eq!(p, ended);
         assert_eq!(p.state(), &JobState::Succeeded { message: "staged".into() });
         assert_eq!(p.progress(), 1.0);
         assert_eq!(p.error(), None);
+    }
+
+    #[test]
+    fn warnings_are_kept_once_each_in_order() {
+        let j = job();
+        j.warning("left out: /opt");
+        j.warning("second");
+        j.warning("left out: /opt");
+        assert_eq!(j.props().warnings(), ["left out: /opt", "second"]);
+        j.finish(&Ok("done".into()));
+        assert_eq!(j.props().warnings(), ["left out: /opt", "second"], "the end keeps them");
     }
 
     #[test]

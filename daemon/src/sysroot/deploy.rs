@@ -17,7 +17,7 @@ use super::metadata::ImageMetadata;
 use super::progress::{Phase, Progress};
 use super::pull::{self, Fetched, Import};
 use super::update_rule::{self, ImageFacts, Verdict};
-use super::{image, kargs, signature, merge_deployment, origin_reference, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
+use super::{filtered, image, kargs, signature, merge_deployment, origin_reference, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
 use crate::failpoint::points;
 use crate::journal::{Change, Event};
 
@@ -127,6 +127,7 @@ pub async fn update(
             return Ok(Outcome::message(format!("{version} ({digest}) is already staged.")));
         }
     }
+    warn_left_out(&repo, &state.merge_commit, progress);
     if options.download_only && !booted {
         return Ok(Outcome::message(format!(
             "Downloaded {version} ({digest}); Stage deploys it."
@@ -183,6 +184,7 @@ pub async fn stage(
         }
         std::fs::remove_file(STAGED_LOCK_FILE)
             .with_context(|| format!("removing {STAGED_LOCK_FILE}"))?;
+        warn_left_out(&locked.repo(), staged.csum().as_str(), progress);
         let booted = locked.booted_deployment();
         let change = Change {
             event: Event::Staged,
@@ -200,6 +202,7 @@ pub async fn stage(
     let state = store::query_image(&repo, &imgref.imgref)?
         .filter(|s| s.merge_commit != merge.csum().as_str())
         .ok_or_else(|| Error::NothingToStage("no downloaded update is waiting to be staged".into()))?;
+    warn_left_out(&repo, &state.merge_commit, progress);
     let kargs = kernel_args(&repo, Some(&merge), &imgref, &state)?;
     write_deployment(&locked, Some(&merge), &imgref, &state, kargs, &DeployOptions::default(), Interruptible { progress, cancel })?;
     let version = ImageMetadata::of(&state.manifest, &state.configuration).version_or_none().to_string();
@@ -213,6 +216,20 @@ pub async fn stage(
         format!("Deployed the downloaded {version} ({}) as the default deployment.", state.manifest_digest),
         change,
     ))
+}
+
+/// Tell the job what ostree-ext left out of the image whose merged commit
+/// is `commit` (content outside /usr, /etc, /var). Not being able to read
+/// that record is a warning too, not a reason to fail the deployment.
+fn warn_left_out(repo: &ostree::Repo, commit: &str, progress: &dyn Progress) {
+    match filtered::left_out(repo, commit) {
+        Ok(left_out) => {
+            if let Some(warning) = left_out.warning() {
+                progress.warning(&warning);
+            }
+        }
+        Err(e) => progress.warning(&format!("hostd could not read which content of the image is not deployed: {e:#}")),
+    }
 }
 
 fn write_deployment(

@@ -221,14 +221,27 @@ pub fn files_of_commit(repo: &ostree::Repo, commit: &str) -> Result<Vec<(String,
         let info = info?;
         let name = info.name().to_string_lossy().into_owned();
         if name.ends_with(".toml") && info.file_type() == gio::FileType::Regular {
-            let (bytes, _) = dir
-                .child(&name)
-                .load_contents(gio::Cancellable::NONE)
-                .with_context(|| format!("reading /{KARGS_DIR}/{name}"))?;
-            files.push((name, String::from_utf8(bytes.to_vec()).ok()));
+            let bytes = read_commit_file(repo, &dir.child(&name)).with_context(|| format!("reading /{KARGS_DIR}/{name}"))?;
+            files.push((name, String::from_utf8(bytes).ok()));
         }
     }
     Ok(files)
+}
+
+/// The content of a regular file of a commit. Not `load_contents`: that
+/// asks the file's stream for its etag as if it were a `GFileInputStream`,
+/// which the stream of an ostree `RepoFile` is not, and GLib logs a
+/// CRITICAL for every file read so (ostree issue 2703).
+fn read_commit_file(repo: &ostree::Repo, file: &gio::File) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = file.downcast_ref::<ostree::RepoFile>().context("not a file of an ostree commit")?;
+    file.ensure_resolved()?;
+    let (stream, _, _) = repo.load_file(file.checksum().as_str(), gio::Cancellable::NONE)?;
+    let mut bytes = Vec::new();
+    if let Some(stream) = stream {
+        stream.into_read().read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! - [`cache`]: the snapshot served to the bus, refreshed when the sysroot changes.
 //! - [`watch`]: inotify on the sysroot, telling the cache to refresh.
 //! - [`image`]: conversions between ostree-ext image types and the Host document.
+//! - [`filtered`]: image content ostree-ext left out on import, read from its commit.
 //! - [`metadata`]: an image's version and build time from its labels and
 //!   annotations, normalized (the one place for it).
 //! - [`signature`]: enforcing the containers signature policy before a pull.
@@ -18,6 +19,7 @@ pub mod cancel;
 pub mod cleanup;
 pub mod deploy;
 pub mod errors;
+pub mod filtered;
 pub mod image;
 pub mod kargs;
 pub mod metadata;

@@ -12,4 +12,7 @@ pub trait Progress: Send + Sync {
     fn bytes(&self, done: u64, total: u64);
     /// A human-readable note (e.g. "waiting for the sysroot lock").
     fn message(&self, message: &str);
+    /// Something the user must know although the operation goes on (e.g.
+    /// image content the host does not deploy); kept with the job's result.
+    fn warning(&self, warning: &str);
 }
