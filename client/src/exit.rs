@@ -86,7 +86,7 @@ fn code_and_hint(e: &Error) -> (Code, Option<&'static str>) {
         Error::AccessDenied(_) => {
             (Code::AccessDenied, Some("the registry does not let the credentials in /etc/ostree/auth.json (or anonymous access, without them) read this image; check them, or ask the registry's owner"))
         }
-        Error::NotBootable(_) => (Code::NotBootable, Some("rebuild the image FROM a bootc base image, fixing what the message names")),
+        Error::NotBootable(_) => (Code::NotBootable, Some("an image must be built FROM a bootc base image, with well-formed /usr/lib/bootc/kargs.d files: fix what the message names and rebuild it")),
         _ => (Code::Failure, None),
     }
 }

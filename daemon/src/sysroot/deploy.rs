@@ -375,7 +375,7 @@ fn not_a_downgrade(
         return Ok(Import::Decline(update_rule::downgrade_message(version, found, deployed)));
     }
     Err(Error::Refused(format!(
-        "{} ({}) was built {}, before the deployed image ({}); pass allow-downgrade to accept it",
+        "{} ({}) was built {}, before the deployed image ({}); to install it anyway, ask for it with allow-downgrade (hostctl upgrade --allow-downgrade)",
         version.unwrap_or("the image"),
         found.manifest_digest,
         found.created.map_or_else(|| "at an unknown time".to_string(), super::metadata::format_time),
