@@ -165,8 +165,15 @@ async fn a_malformed_kargs_file_refuses_the_image_naming_the_file_and_nothing_is
         assert_eq!(deployed(&conn).await, [vd(&h.v1)], "nothing deployed");
         assert_eq!(bls::entries(h.sysroot.path()).unwrap(), entries, "boot entries unchanged");
     }
-    // The same image with the file fixed deploys.
+    // The same image with the file fixed deploys; the refused ones did not
+    // stand in for the deployed image meanwhile: a check reports the fixed
+    // one as an update (exit 100), and before it Stage finds nothing to stage.
+    let stage = machine.hostctl(None, &["stage"]);
+    assert!(text(&stage).contains("NothingToStage"), "a refused image is not waiting to be staged: {}", text(&stage));
     let fixed = h.builder.build("v9", &["data"], &kargs_d(&[("10-ok.toml", K2)])).await.unwrap();
+    let check = machine.hostctl(None, &["upgrade", "--check"]);
+    assert_eq!(check.status.code(), Some(100), "{}", text(&check));
+    assert!(text(&check).contains(&fixed.digest), "{}", text(&check));
     hostctl(&machine, &["upgrade"]);
     assert_eq!(deployed(&conn).await, [vd(&fixed), vd(&h.v1)]);
     assert_eq!(options(&h), "rw console=ttyS0 ostree=… a=2");

@@ -302,6 +302,28 @@ fn set_staged_lock(locked: bool) -> anyhow::Result<()> {
 /// boot entry (see [`kargs`]). A malformed file of the new image refuses it;
 /// one of the deployed image (written by another tool) counts as empty,
 /// with a warning, so the host can still move to a good image.
+/// Where ostree-ext keeps the ref of each imported image (its
+/// `container::store` layout), followed by the escaped image reference.
+const IMAGE_REF_PREFIX: &str = "ostree/container/image";
+
+/// Undo what importing a refused image did to the image's ref: point it
+/// back at the deployed commit it tracked before (or drop it when the
+/// image was not deployed), so the refused image does not stand in for the
+/// deployed one. Checks compare against that ref's image and cache what they
+/// find on its commit; Stage would deploy it. Its layers stay until a cleanup.
+fn forget_refused_import(repo: &ostree::Repo, imgref: &OstreeImageReference, merge: Option<&ostree::Deployment>) {
+    let image_ref = match ostree_ext::refescape::prefix_escape_for_ref(IMAGE_REF_PREFIX, &imgref.imgref.to_string()) {
+        Ok(r) => r,
+        Err(e) => return tracing::warn!("the refused image's ref stays: {e:#}"),
+    };
+    let tracked_before = merge
+        .filter(|m| origin_reference(m).ok().flatten().is_some_and(|o| o.imgref == imgref.imgref))
+        .map(|m| m.csum().to_string());
+    if let Err(e) = repo.set_ref_immediate(None, &image_ref, tracked_before.as_deref(), ostree_ext::gio::Cancellable::NONE) {
+        tracing::warn!("the refused image's ref stays: {e}");
+    }
+}
+
 fn kernel_args(
     repo: &ostree::Repo,
     merge: Option<&ostree::Deployment>,
@@ -312,6 +334,7 @@ fn kernel_args(
     let files = kargs::files_of_commit(repo, &new.merge_commit).context("reading the new image's kargs.d")?;
     let (new_image, malformed) = kargs::parse_files(&files, &arch);
     if let Some(first) = malformed.into_iter().next() {
+        forget_refused_import(repo, imgref, merge);
         return Err(Error::image_failure(imgref, ImageFailure::MalformedKargs(first)));
     }
     let old_image = match merge {
