@@ -81,13 +81,13 @@ pub async fn update(
     // Switching to another image is an explicit choice of what to run.
     let judged = switch_to.is_none() && !options.allow_downgrade;
     let deployed = current.as_deref().map(update_rule::state_facts);
-    let judge = |found: &ImageFacts<'_>, version: Option<&str>| match &deployed {
-        Some(d) if judged => not_a_downgrade(d, found, version, options.unattended),
+    let judge = |found: &ImageFacts<'_>| match &deployed {
+        Some(d) if judged => not_a_downgrade(d, found, options.unattended),
         _ => Ok(Import::Proceed),
     };
     let fetched = pull::fetch(&repo, &imgref, progress, cancel, |prep, cost| {
         let found = update_rule::facts(prep.manifest_digest.as_ref(), &prep.manifest, &prep.config);
-        if let Import::Decline(message) = judge(&found, prep.version())? {
+        if let Import::Decline(message) = judge(&found)? {
             return Ok(Import::Decline(message));
         }
         ensure_space(&repo, &repo_path, cost)?;
@@ -99,7 +99,7 @@ pub async fn update(
         Fetched::AlreadyPresent(state) => {
             // Fetched earlier (download-only with allow-downgrade): the
             // same rule as for an image still to fetch.
-            if let Import::Decline(message) = judge(&update_rule::state_facts(state), state.version())? {
+            if let Import::Decline(message) = judge(&update_rule::state_facts(state))? {
                 return Ok(Outcome::message(message));
             }
             state
@@ -388,18 +388,17 @@ fn ensure_space(repo: &ostree::Repo, repo_path: &Path, cost: &UpdateSummary) -> 
 fn not_a_downgrade(
     deployed: &ImageFacts<'_>,
     found: &ImageFacts<'_>,
-    version: Option<&str>,
     unattended: bool,
 ) -> Result<Import, Error> {
     if update_rule::classify(deployed, found) != Verdict::Downgrade {
         return Ok(Import::Proceed);
     }
     if unattended {
-        return Ok(Import::Decline(update_rule::downgrade_message(version, found, deployed)));
+        return Ok(Import::Decline(update_rule::downgrade_message(found, deployed)));
     }
     Err(Error::Refused(format!(
         "{} ({}) was built {}, before the deployed image ({}); to install it anyway, ask for it with allow-downgrade (hostctl upgrade --allow-downgrade)",
-        version.unwrap_or("the image"),
+        found.version.as_deref().unwrap_or("the image"),
         found.manifest_digest,
         found.created.map_or_else(|| "at an unknown time".to_string(), super::metadata::format_time),
         deployed.created.map_or_else(|| "unknown".to_string(), super::metadata::format_time),

@@ -173,13 +173,13 @@ pub async fn check(
     let (outcome, found) = match &prepared {
         PrepareResult::AlreadyPresent(state) => {
             let deployed_commit = state.merge_commit == merge.csum().as_str();
-            judged(deployed.as_ref(), &update_rule::state_facts(state), state.version(), deployed_commit, || {
+            judged(deployed.as_ref(), &update_rule::state_facts(state), deployed_commit, || {
                 Outcome::message(format!("Update {} is downloaded and not yet deployed.", state.manifest_digest))
             })
         }
         PrepareResult::Ready(prep) => {
             let found = update_rule::facts(prep.manifest_digest.as_ref(), &prep.manifest, &prep.config);
-            judged(deployed.as_ref(), &found, prep.version(), false, || {
+            judged(deployed.as_ref(), &found, false, || {
                 let s = summarize(prep);
                 Outcome {
                     message: format!(
@@ -206,7 +206,6 @@ pub async fn check(
 fn judged(
     deployed: Option<&ImageFacts<'_>>,
     found: &ImageFacts<'_>,
-    version: Option<&str>,
     deployed_commit: bool,
     update: impl FnOnce() -> Outcome,
 ) -> (Outcome, Option<String>) {
@@ -214,7 +213,7 @@ fn judged(
     let keep = Some(found.manifest_digest.to_string());
     match (verdict, deployed) {
         (Verdict::Same, _) => (Outcome::message(NO_UPDATE), None),
-        (Verdict::Downgrade, Some(d)) => (Outcome::message(update_rule::downgrade_message(version, found, d)), keep),
+        (Verdict::Downgrade, Some(d)) => (Outcome::message(update_rule::downgrade_message(found, d)), keep),
         (Verdict::Update | Verdict::Downgrade, _) => (update(), keep),
     }
 }

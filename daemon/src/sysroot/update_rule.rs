@@ -34,7 +34,7 @@ pub enum Verdict {
 }
 
 /// What the rule looks at of one image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageFacts<'a> {
     /// Manifest digest (`sha256:…`).
     pub manifest_digest: &'a str,
@@ -42,6 +42,8 @@ pub struct ImageFacts<'a> {
     pub config_digest: &'a str,
     /// The build time, as `Status` shows it; `None` when unknown or malformed.
     pub created: Option<DateTime<Utc>>,
+    /// The version, as `Status` shows it, for messages.
+    pub version: Option<String>,
 }
 
 /// The facts of an image from its manifest digest, manifest and config.
@@ -50,10 +52,12 @@ pub fn facts<'a>(
     manifest: &'a ImageManifest,
     config: &'a ImageConfiguration,
 ) -> ImageFacts<'a> {
+    let metadata = ImageMetadata::of(manifest, config);
     ImageFacts {
         manifest_digest,
         config_digest: manifest.config().digest().as_ref(),
-        created: ImageMetadata::of(manifest, config).created,
+        created: metadata.created,
+        version: metadata.version,
     }
 }
 
@@ -73,11 +77,11 @@ pub fn classify_against(deployed: Option<&ImageFacts<'_>>, found: &ImageFacts<'_
 
 /// The result a check (or an unattended run) gives for a downgrade; its
 /// first words, `Downgrade available, not installed`, are stable.
-pub fn downgrade_message(version: Option<&str>, found: &ImageFacts<'_>, deployed: &ImageFacts<'_>) -> String {
+pub fn downgrade_message(found: &ImageFacts<'_>, deployed: &ImageFacts<'_>) -> String {
     format!(
         "Downgrade available, not installed: {} ({}) was built {}, before the deployed image ({}); \
          only an upgrade with allow-downgrade installs it.",
-        version.unwrap_or("no version"),
+        found.version.as_deref().unwrap_or("no version"),
         found.manifest_digest,
         found.created.map_or_else(|| "at an unknown time".to_string(), format_time),
         deployed.created.map_or_else(|| "unknown".to_string(), format_time),
@@ -101,7 +105,7 @@ mod tests {
     use super::*;
 
     fn image<'a>(digest: &'a str, config: &'a str, created: Option<&'a str>) -> ImageFacts<'a> {
-        ImageFacts { manifest_digest: digest, config_digest: config, created: created.and_then(super::super::metadata::parse_time) }
+        ImageFacts { manifest_digest: digest, config_digest: config, created: created.and_then(super::super::metadata::parse_time), version: None }
     }
 
     #[test]
