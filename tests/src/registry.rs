@@ -165,7 +165,7 @@ impl SlowLink {
         Ok(SlowLink { port, rate, stop, acceptor: Some(acceptor) })
     }
 
-    /// Change the rate, also of open connections.
+    /// Change the rate, also of open connections; 0 stalls them.
     pub fn set_rate(&self, bytes_per_sec: usize) {
         self.rate.store(bytes_per_sec, Ordering::Relaxed);
     }
@@ -205,7 +205,13 @@ fn relay(client: TcpStream, target_port: u16, rate: &AtomicUsize, stop: &AtomicB
     let mut buf = vec![0u8; 1 << 20];
     let _ = server_read.set_read_timeout(Some(Duration::from_millis(100)));
     while !stop.load(Ordering::Relaxed) {
-        let chunk = (rate.load(Ordering::Relaxed) / TICKS_PER_SEC).clamp(1, buf.len());
+        let rate = rate.load(Ordering::Relaxed);
+        if rate == 0 {
+            // Stalled: the connection stays open and nothing more arrives.
+            std::thread::sleep(Duration::from_millis(1000 / TICKS_PER_SEC as u64));
+            continue;
+        }
+        let chunk = (rate / TICKS_PER_SEC).clamp(1, buf.len());
         match server_read.read(&mut buf[..chunk]) {
             Ok(0) => break,
             Ok(n) => {

@@ -119,3 +119,52 @@ fn reply(mut stream: TcpStream, status: &str, body: &str) -> std::io::Result<()>
     )?;
     stream.flush()
 }
+
+/// A stand-in for a registry that accepts connections and never answers
+/// (a server hung after the TCP handshake), named as such: no real registry
+/// can be made to do this. It listens on 127.0.0.1; the connections it
+/// holds are closed and its thread stopped on drop.
+#[derive(Debug)]
+pub struct SilentRegistry {
+    /// The loopback port it listens on.
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SilentRegistry {
+    /// Listen on a free loopback port.
+    pub fn start() -> Result<SilentRegistry> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut held = Vec::new();
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    held.extend(stream.ok());
+                }
+            }
+        });
+        Ok(SilentRegistry { port, stop, thread: Some(thread) })
+    }
+
+    /// `127.0.0.1:<port>`
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for SilentRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -29,6 +29,7 @@ use crate::jobs::state::JobProps;
 use crate::jobs::worker::Worker;
 use crate::jobs::{Initiator, JobKind, JobRequest, JobShared, Reservation};
 use crate::reboot::apply::Logind;
+use crate::sysroot::local_source::{self, Trust};
 use crate::sysroot::pin;
 use crate::{containers_policy, errors, image_ref};
 
@@ -42,6 +43,14 @@ const LINGER: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Manager {
     ctx: Arc<Context>,
+}
+
+/// An authorized caller of a job-creating call.
+#[derive(Debug)]
+struct Authorized {
+    initiator: Initiator,
+    /// Root, or granted `switch` (see `JobShared::may_choose_image`).
+    may_choose_image: bool,
 }
 
 /// A job path handed back once the reply is out.
@@ -60,23 +69,50 @@ impl Manager {
         conn: &Connection,
         server: &ObjectServer,
     ) -> Result<JobReply, Error> {
-        let initiator = self.authorize(&request, header, conn).await?;
-        self.launch(request, initiator, conn, server).await
+        let authorized = self.authorize(&request, header, conn).await?;
+        self.launch(request, authorized, conn, server).await
     }
 
     /// Check with polkit that the caller may make `request`; who it is.
+    ///
+    /// An `Upgrade` of a local image path others can write needs `switch`
+    /// too: re-reading that path installs whatever its writers put there
+    /// (docs/security.md, "Local image paths").
     async fn authorize(
         &self,
         request: &JobRequest,
         header: &Header<'_>,
         conn: &Connection,
-    ) -> Result<Initiator, Error> {
+    ) -> Result<Authorized, Error> {
         self.ctx.idle.touch();
         let auth = Authorizer::new(conn.clone());
         let caller = auth.caller(header).await?;
-        auth.authorize(header, &caller, &actions_for(request), &details_for(request))
-            .await?;
-        Ok(Initiator::of_process(caller.uid, caller.pid))
+        let mut actions = actions_for(request);
+        let mut untrusted_source = None;
+        if request.kind == JobKind::Upgrade && caller.uid != 0 && !actions.contains(&Action::Switch) {
+            if let Some(Trust::Untrusted(why)) = self.tracked_source_trust().await {
+                actions.push(Action::Switch);
+                untrusted_source = Some(why);
+            }
+        }
+        auth.authorize(header, &caller, &actions, &details_for(request)).await.map_err(|e| match (e, &untrusted_source) {
+            (Error::NotAuthorized(m), Some(why)) => Error::NotAuthorized(format!(
+                "{m}: the tracked image's path is not root's alone ({why}), so upgrading from it is choosing an image"
+            )),
+            (e, _) => e,
+        })?;
+        Ok(Authorized {
+            initiator: Initiator::of_process(caller.uid, caller.pid),
+            may_choose_image: caller.uid == 0 || actions.contains(&Action::Switch),
+        })
+    }
+
+    /// The trust of the tracked image's local path; `None` when it is no
+    /// local path (or nothing is tracked).
+    async fn tracked_source_trust(&self) -> Option<Trust> {
+        let loaded = self.ctx.status.current().await;
+        let tracked = (*loaded).as_ref().ok()?.host.spec.image.clone()?;
+        local_source::trust_of(&crate::sysroot::image::reference_from_api(&tracked)).await
     }
 
     /// Reserve the job slot for an authorized request and start the job
@@ -84,12 +120,13 @@ impl Manager {
     async fn launch(
         &self,
         request: JobRequest,
-        initiator: Initiator,
+        authorized: Authorized,
         conn: &Connection,
         server: &ObjectServer,
     ) -> Result<JobReply, Error> {
+        let Authorized { initiator, may_choose_image } = authorized;
         let uid = initiator.uid;
-        let job = match self.ctx.jobs.reserve(request, initiator)? {
+        let job = match self.ctx.jobs.reserve(request, initiator, may_choose_image)? {
             Reservation::Existing(job) => {
                 let (reply, _) = ResponseDispatchNotifier::new(object_path(&job.path));
                 return Ok(reply);
@@ -264,14 +301,14 @@ impl Manager {
         let apply = options.apply;
         let request = JobRequest { kind: JobKind::Stage, image: None, options };
         // Authorized first, so the answer does not depend on who asks.
-        let initiator = self.authorize(&request, &header, conn).await?;
+        let authorized = self.authorize(&request, &header, conn).await?;
         let snapshot = self.ctx.status.current().await;
         // With apply, an update queued already only needs the reboot.
         let stageable = matches!(&*snapshot, Ok(s) if s.has_downloaded_update() || (apply && s.reboot_required));
         if !stageable {
             return Err(Error::NothingToStage("no downloaded update is waiting to be staged".into()));
         }
-        self.launch(request, initiator, conn, server).await
+        self.launch(request, authorized, conn, server).await
     }
 
     /// Rollback: make the rollback deployment the default; again to undo.

@@ -15,6 +15,7 @@ use nix::errno::Errno;
 use ostree_ext::containers_image_proxy::Error as ProxyError;
 use ostree_ext::{gio, glib};
 
+use crate::sysroot::local_source::Unsafe;
 use crate::sysroot::{self, ImageFailure};
 use registry::RegistryAnswer;
 
@@ -61,6 +62,7 @@ pub fn name(e: &sysroot::Error) -> Named {
         E::SignatureRejected(m) => Named::SignatureRejected(m.clone()),
         E::Cancelled(m) => Named::Cancelled(m.clone()),
         E::ProgramMissing(m) => Named::Failed(m.clone()),
+        E::NotAuthorized(m) => Named::NotAuthorized(m.clone()),
         E::Image { image, from_registry, failure } => name_image_failure(image, *from_registry, failure),
         E::Other(e) => name_step_failure(e),
     }
@@ -86,6 +88,10 @@ fn name_image_failure(image: &str, from_registry: bool, failure: &ImageFailure) 
             _ => Named::Failed(format!("{image}: {failure}")),
         },
         ImageFailure::TagMissing { .. } => Named::ImageNotFound(format!("{image}: {failure}")),
+        ImageFailure::Unsafe(unsafe_source) => match unsafe_source {
+            Unsafe::NotRegular { .. } => Named::InvalidArgument(format!("{image}: {failure}")),
+            _ => Named::AccessDenied(format!("{image}: {failure}")),
+        },
         ImageFailure::NotBootable { .. } => Named::NotBootable(format!(
             "{image}: {failure}; a host can only boot an image built from a bootc base image"
         )),

@@ -53,8 +53,9 @@ impl Drop for Unpublished<'_> {
 }
 
 impl Jobs {
-    /// Claim the slot for `request`, or find it already taken.
-    pub fn reserve(&self, request: JobRequest, initiator: Initiator) -> Result<Reservation, Error> {
+    /// Claim the slot for `request`, or find it already taken; see
+    /// [`JobShared::may_choose_image`] for the last argument.
+    pub fn reserve(&self, request: JobRequest, initiator: Initiator, may_choose_image: bool) -> Result<Reservation, Error> {
         let mut active = self.active.lock().expect("jobs lock poisoned");
         if let Some(job) = active.as_ref() {
             if job.request == request {
@@ -63,7 +64,7 @@ impl Jobs {
             return Err(busy(job));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let job = Arc::new(JobShared::new(id, request, initiator));
+        let job = Arc::new(JobShared::new(id, request, initiator, may_choose_image));
         *active = Some(job.clone());
         Ok(Reservation::New(job))
     }
@@ -121,18 +122,18 @@ mod tests {
     #[test]
     fn identical_request_joins_and_different_one_is_busy() {
         let jobs = Jobs::default();
-        let Reservation::New(first) = jobs.reserve(req(JobKind::Upgrade), uid(1000)).unwrap() else {
+        let Reservation::New(first) = jobs.reserve(req(JobKind::Upgrade), uid(1000), true).unwrap() else {
             panic!("first reservation must be new")
         };
-        match jobs.reserve(req(JobKind::Upgrade), uid(1001)).unwrap() {
+        match jobs.reserve(req(JobKind::Upgrade), uid(1001), true).unwrap() {
             Reservation::Existing(j) => assert_eq!(j.id, first.id),
             Reservation::New(_) => panic!("identical request must join"),
         }
-        let Err(Error::Busy(msg)) = jobs.reserve(req(JobKind::Cleanup), uid(0)) else {
+        let Err(Error::Busy(msg)) = jobs.reserve(req(JobKind::Cleanup), uid(0), true) else {
             panic!("different request must be busy")
         };
         assert!(msg.contains(&first.path), "{msg}");
         jobs.release(first.id);
-        assert!(matches!(jobs.reserve(req(JobKind::Cleanup), uid(0)), Ok(Reservation::New(j)) if j.id == 2));
+        assert!(matches!(jobs.reserve(req(JobKind::Cleanup), uid(0), true), Ok(Reservation::New(j)) if j.id == 2));
     }
 }

@@ -314,7 +314,7 @@ mod tests {
 
     fn reserve(shared: &Shared, kind: JobKind, options: Options) -> Arc<JobShared> {
         let request = JobRequest { kind, image: None, options };
-        match shared.jobs.reserve(request, Initiator { uid: 0, unit: None }).unwrap() {
+        match shared.jobs.reserve(request, Initiator { uid: 0, unit: None }, true).unwrap() {
             Reservation::New(job) => job,
             Reservation::Existing(_) => panic!("the slot was free"),
         }

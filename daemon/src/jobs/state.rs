@@ -241,6 +241,10 @@ pub struct JobShared {
     pub request: JobRequest,
     /// Who asked (for `Cancel` and the journal).
     pub initiator: Initiator,
+    /// Whether the caller may choose what the host runs: root, or granted
+    /// `switch`. An `Upgrade` without it refuses a local image path others
+    /// can write (`sysroot::local_source`), judged again when the job opens it.
+    pub may_choose_image: bool,
     /// Fired by `Cancel()` or the time limit.
     pub cancel: CancellationToken,
     props: Mutex<JobProps>,
@@ -257,12 +261,13 @@ pub struct JobShared {
 
 impl JobShared {
     /// A running job in its first phase.
-    pub fn new(id: u64, request: JobRequest, initiator: Initiator) -> JobShared {
+    pub fn new(id: u64, request: JobRequest, initiator: Initiator, may_choose_image: bool) -> JobShared {
         JobShared {
             id,
             path: job_path(id),
             request,
             initiator,
+            may_choose_image,
             cancel: CancellationToken::new(),
             props: Mutex::new(JobProps::starting()),
             phase_ends: Mutex::new(Vec::new()),
@@ -379,6 +384,7 @@ mod tests {
             7,
             JobRequest { kind: JobKind::Upgrade, image: None, options: Options::default() },
             Initiator { uid: 0, unit: None },
+            true,
         )
     }
 

@@ -31,38 +31,110 @@ impl Operation for Worker {
     }
 }
 
+/// How long a cancelled job's thread gets to unwind before the job ends
+/// without it. Cancellation reaches libostree's steps and kills the job's
+/// skopeo, so only a system call that ignores both (a read from a hung
+/// NFS server) is left behind.
+pub const UNWIND_LIMIT: Duration = Duration::from_secs(20);
+
 /// Run `job` to completion, cancelling it when it exceeds `time_limit`.
+/// Once cancelled (by the limit or `Cancel()`), the job ends within
+/// [`UNWIND_LIMIT`] whether or not its thread has returned.
 pub async fn run(sysroot: SysrootPath, job: Arc<JobShared>, time_limit: Duration) -> Result<Outcome, Error> {
-    let (tx, rx) = oneshot::channel();
+    let (tx, mut rx) = oneshot::channel();
     let worker_job = job.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("job-{}", job.id))
         .spawn(move || {
-            let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt.block_on(execute(&sysroot, &worker_job)),
-                Err(e) => Err(Error::Failed(format!("starting the job runtime: {e}"))),
-            };
-            let _ = tx.send(result);
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => {
+                    let result = rt.block_on(execute(&sysroot, &worker_job));
+                    // The result first: shutting the runtime down waits for
+                    // its blocking tasks, which a killed skopeo ends soon
+                    // but not at once.
+                    let _ = tx.send(result);
+                    drop(rt);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(Error::Failed(format!("starting the job runtime: {e}"))));
+                }
+            }
+            reap_forked_helpers();
         });
     if let Err(e) = spawned {
         return Err(Error::Failed(format!("starting the job thread: {e}")));
     }
-    let mut rx = rx;
-    let outcome = tokio::select! {
-        r = &mut rx => r,
+    let timed_out = tokio::select! {
+        r = &mut rx => return r.unwrap_or_else(|_| Err(Error::Failed("the job thread ended without a result".into()))),
         _ = tokio::time::sleep(time_limit) => {
             tracing::warn!(job = job.id, "time limit of {}s reached; cancelling", time_limit.as_secs());
             job.cancel.cancel();
-            return match rx.await {
-                Ok(Err(Error::Cancelled(_))) => Err(Error::Cancelled(format!(
-                    "the job exceeded its time limit of {}s", time_limit.as_secs()
-                ))),
-                Ok(other) => other,
-                Err(_) => Err(Error::Failed("the job thread ended without a result".into())),
-            };
+            true
+        }
+        _ = job.cancel.cancelled() => false,
+    };
+    let result = match tokio::time::timeout(UNWIND_LIMIT, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(Error::Failed("the job thread ended without a result".into())),
+        Err(_) => {
+            tracing::error!(
+                job = job.id,
+                "the job's thread did not return within {}s of its cancellation; the job ends without it",
+                UNWIND_LIMIT.as_secs()
+            );
+            Err(Error::Cancelled(format!(
+                "cancelled; its last step did not return within {}s and was left behind (see hostd's journal)",
+                UNWIND_LIMIT.as_secs()
+            )))
         }
     };
-    outcome.unwrap_or_else(|_| Err(Error::Failed("the job thread ended without a result".into())))
+    match result {
+        Err(Error::Cancelled(_)) if timed_out => Err(Error::Cancelled(format!(
+            "the job exceeded its time limit of {}s", time_limit.as_secs()
+        ))),
+        other => other,
+    }
+}
+
+/// Reap the children libostree forks without waiting for them.
+///
+/// Writing a deployment freezes and thaws the file system through a forked
+/// watchdog (`fsfreeze_thaw_cycle`), which libostree never waits for, so
+/// each deployment left a zombie. Such a child never executes a program, so
+/// it carries the name of the thread that forked it, `job-<id>`: only those
+/// are reaped, by pid, never a child some other code waits for (skopeo,
+/// wall). Run by each job's thread as it ends; a watchdog still exiting
+/// then is reaped by the next job's.
+fn reap_forked_helpers() {
+    let me = nix::unistd::getpid();
+    for pid in forked_helpers(me.as_raw()) {
+        // WNOHANG: a watchdog that has not exited yet is left for later.
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    }
+}
+
+/// Children of `parent` named `job-<id>`, from `/proc/<pid>/stat`
+/// (`/proc/<pid>/task/<tid>/children` needs `CONFIG_PROC_CHILDREN`, which
+/// not every kernel has).
+#[expect(clippy::disallowed_methods, reason = "runs on the job's own thread after its runtime is gone")]
+fn forked_helpers(parent: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // "<pid> (<name>) <state> <ppid> …"; the name may hold spaces.
+            let Some((head, rest)) = stat.rsplit_once(") ") else { return false };
+            let name = head.split_once(" (").map_or("", |(_, n)| n);
+            let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok());
+            ppid == Some(parent) && is_job_thread_name(name)
+        })
+        .collect()
+}
+
+/// `job-<digits>`, the name [`run`] gives a job's thread.
+fn is_job_thread_name(name: &str) -> bool {
+    name.strip_prefix("job-").is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
 }
 
 async fn execute(sysroot: &SysrootPath, job: &JobShared) -> Result<Outcome, Error> {
@@ -74,6 +146,7 @@ async fn execute(sysroot: &SysrootPath, job: &JobShared) -> Result<Outcome, Erro
         allow_downgrade: request.options.allow_downgrade,
         unattended: request.options.auto,
         queued_is_enough: request.options.apply,
+        may_choose_image: job.may_choose_image,
     };
     let result = match request.kind {
         JobKind::Check => sysroot::pull::check(sysroot, job, cancel).await,
@@ -84,5 +157,26 @@ async fn execute(sysroot: &SysrootPath, job: &JobShared) -> Result<Outcome, Erro
         JobKind::Rollback => sysroot::rollback::rollback(sysroot, job, cancel).await,
         JobKind::Cleanup => sysroot::cleanup::cleanup(sysroot, job, cancel).await,
     };
-    result.map_err(crate::errors::name_owned)
+    match result {
+        // Cancelling kills the job's skopeo; whatever step that failed, the
+        // job ends because it was cancelled.
+        Err(e) if cancel.is_cancelled() && !matches!(e, sysroot::Error::Cancelled(_)) => {
+            tracing::debug!(job = job.id, "after cancellation: {e:#}");
+            Err(Error::Cancelled(sysroot::Error::cancelled().to_string()))
+        }
+        other => other.map_err(crate::errors::name_owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_job_thread_names_mark_forked_helpers() {
+        assert!(is_job_thread_name("job-12"));
+        assert!(!is_job_thread_name("job-"));
+        assert!(!is_job_thread_name("skopeo"));
+        assert!(!is_job_thread_name("job-1x"));
+    }
 }

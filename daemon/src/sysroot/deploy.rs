@@ -47,6 +47,9 @@ pub struct DeployOptions {
     /// `Stage`: an update already queued for the next boot is not an error
     /// (the caller reboots into it next).
     pub queued_is_enough: bool,
+    /// The caller may choose what the host runs (root, or granted
+    /// `switch`): an `Upgrade` may then re-read a local path others can write.
+    pub may_choose_image: bool,
 }
 
 /// `Upgrade` (no image) or `Switch` (to `switch_to`).
@@ -85,7 +88,13 @@ pub async fn update(
         Some(d) if judged => not_a_downgrade(d, found, options.unattended),
         _ => Ok(Import::Proceed),
     };
-    let fetched = pull::fetch(&repo, &imgref, progress, cancel, |prep, cost| {
+    // A `Switch` was authorized as choosing its image.
+    let untrusted = if switch_to.is_some() || options.may_choose_image {
+        pull::UntrustedPaths::Allowed
+    } else {
+        pull::UntrustedPaths::Refused
+    };
+    let fetched = pull::fetch(&repo, &imgref, untrusted, progress, cancel, |prep, cost| {
         let found = update_rule::facts(prep.manifest_digest.as_ref(), &prep.manifest, &prep.config);
         if let Import::Decline(message) = judge(&found)? {
             return Ok(Import::Decline(message));

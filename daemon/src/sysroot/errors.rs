@@ -33,6 +33,10 @@ pub enum Error {
     /// The job was cancelled.
     #[error("{0}")]
     Cancelled(String),
+    /// The caller may not have the job read what it would read (a local
+    /// path others can write, for a caller not allowed to choose images).
+    #[error("{0}")]
+    NotAuthorized(String),
     /// A program hostd needs is not installed.
     #[error("{0}")]
     ProgramMissing(String),
@@ -71,6 +75,10 @@ pub enum ImageFailure {
         /// The error of `stat(2)`.
         source: std::io::Error,
     },
+    /// The local path holds something hostd does not read: a symlink out of
+    /// the image directory, a FIFO or device.
+    #[error("{0}")]
+    Unsafe(super::local_source::Unsafe),
     /// The OCI layout has no manifest with this tag.
     #[error("the OCI layout has no image tagged {tag:?}")]
     TagMissing {

@@ -2,20 +2,21 @@
 //! proxy: metadata only for `Check`, layers not yet in the repo for updates.
 
 use std::future::Future;
-use std::path::PathBuf;
 
 use anyhow::Context;
 use ostree_ext::container::store::{
-    self, ImageImporter, ImageProxyConfig, ImportProgress, LayeredImageState, PrepareResult,
+    self, ImageImporter, ImportProgress, LayeredImageState, PrepareResult,
     PreparedImport,
 };
-use ostree_ext::container::{OstreeImageReference, Transport, BOOTC_LABEL, DIFFID_LABEL};
+use ostree_ext::container::{OstreeImageReference, BOOTC_LABEL, DIFFID_LABEL};
 use ostree_ext::containers_image_proxy::ImageProxy;
 use ostree_ext::oci_spec::image::ImageIndex;
 use ostree_ext::{gio, glib, ostree};
 use tokio_util::sync::CancellationToken;
 
+use super::local_source::{self, LocalImage, LocalKind, Trust, Unsafe};
 use super::metadata::ImageMetadata;
+use super::skopeo::{self, RunAs};
 use super::progress::{Phase, Progress};
 use super::update_rule::{self, ImageFacts, Verdict};
 use super::{tracked_image, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
@@ -24,8 +25,11 @@ use super::{tracked_image, Error, ImageFailure, Outcome, SysrootPath, UpdateSumm
 /// (ostree-ext commits each layer as it completes, so finished layers stay).
 pub async fn cancellable<T>(cancel: &CancellationToken, f: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
     tokio::select! {
-        r = f => r,
+        // Cancelling kills the job's skopeo, which fails `f` at once: the
+        // cancellation is what happened.
+        biased;
         _ = cancel.cancelled() => Err(Error::cancelled()),
+        r = f => r,
     }
 }
 
@@ -54,48 +58,67 @@ fn is_executable(file: &std::path::Path) -> bool {
 /// The OCI annotation that names a manifest's tag in a layout's index.
 const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
-/// The path and optional tag of a local image reference (`oci:`,
-/// `oci-archive:`, `dir:`); `None` for the registry and containers-storage.
-fn local_source(imgref: &OstreeImageReference) -> Option<(PathBuf, Option<&str>)> {
-    let name = imgref.imgref.name.as_str();
-    match imgref.imgref.transport {
-        Transport::OciDir | Transport::OciArchive => {
-            let (path, tag) = name.split_once(':').map_or((name, None), |(p, t)| (p, Some(t)));
-            Some((PathBuf::from(path), tag))
-        }
-        Transport::Dir => Some((PathBuf::from(name), None)),
-        _ => None,
-    }
+/// Whether a job may read a local image path others can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UntrustedPaths {
+    /// The caller may choose what the host runs (`Switch`, root, or an
+    /// `Upgrade` granted `switch`).
+    Allowed,
+    /// Re-reading such a path would let its writers choose the image.
+    Refused,
 }
 
-/// Check a local image's path, and the tag of an `oci:` layout, before
-/// skopeo is asked: both are facts hostd can read itself (the errno of
-/// `stat(2)`, the layout's index), where skopeo would only say so in prose.
-fn check_local_source(imgref: &OstreeImageReference) -> Result<(), ImageFailure> {
-    let Some((path, tag)) = local_source(imgref) else { return Ok(()) };
-    std::fs::metadata(&path).map_err(|source| ImageFailure::LocalPath { path: path.clone(), source })?;
-    let (Transport::OciDir, Some(tag)) = (&imgref.imgref.transport, tag) else { return Ok(()) };
-    // A layout hostd cannot parse is left for skopeo to judge.
-    let Ok(index) = ImageIndex::from_file(path.join("index.json")) else { return Ok(()) };
+/// Inspect a local image's path before skopeo is asked (see
+/// [`local_source`]): its shape, its trust, and the tag of an `oci:`
+/// layout. `None` for registries and containers-storage.
+fn inspect_local(imgref: &OstreeImageReference, untrusted: UntrustedPaths) -> Result<Option<LocalImage>, Error> {
+    let Some((path, kind, tag)) = local_source::locate(imgref) else { return Ok(None) };
+    let failed = |f: ImageFailure| Error::image_failure(imgref, f);
+    let local = local_source::inspect(&path, kind).map_err(|e| match e {
+        Unsafe::Open { path, source } => failed(ImageFailure::LocalPath { path, source }),
+        other => failed(ImageFailure::Unsafe(other)),
+    })?;
+    if let (Trust::Untrusted(why), UntrustedPaths::Refused) = (&local.trust, untrusted) {
+        return Err(Error::NotAuthorized(format!(
+            "{}: {why}, so others can change which image it holds; re-reading it needs the authority to choose \
+             an image ({})",
+            super::image::user_reference(imgref),
+            crate::auth::Action::Switch.id()
+        )));
+    }
+    let (LocalKind::OciDir, Some(tag)) = (kind, tag) else { return Ok(Some(local)) };
+    // A layout hostd cannot (or may not) parse is left for skopeo to judge.
+    let Some(index) = local.read_index().and_then(|bytes| serde_json::from_slice::<ImageIndex>(&bytes).ok()) else {
+        return Ok(Some(local));
+    };
     let tagged = index.manifests().iter().any(|m| {
         m.annotations().as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION)).is_some_and(|t| t == tag)
     });
     if tagged {
-        Ok(())
+        Ok(Some(local))
     } else {
-        Err(ImageFailure::TagMissing { tag: tag.to_string() })
+        Err(failed(ImageFailure::TagMissing { tag: tag.to_string() }))
     }
 }
 
-/// An importer for `imgref` writing into `repo`.
-pub async fn open(repo: &ostree::Repo, imgref: &OstreeImageReference) -> Result<ImageImporter, Error> {
+/// An importer for `imgref` writing into `repo`, and who its skopeo runs
+/// as; that skopeo ends when `cancel` fires, opening included.
+pub async fn open(
+    repo: &ostree::Repo,
+    imgref: &OstreeImageReference,
+    untrusted: UntrustedPaths,
+    cancel: &CancellationToken,
+) -> Result<(ImageImporter, RunAs), Error> {
     require_skopeo()?;
-    check_local_source(imgref).map_err(|failure| Error::image_failure(imgref, failure))?;
-    let mut imp = ImageImporter::new(repo, imgref, ImageProxyConfig::default())
-        .await
-        .map_err(|e| Error::image(imgref, e))?;
+    let local = inspect_local(imgref, untrusted)?;
+    let run_as = skopeo::run_as(imgref.imgref.transport, local.as_ref());
+    let config = skopeo::proxy_config(run_as, cancel).map_err(|e| Error::image(imgref, e))?;
+    let mut imp = cancellable(cancel, async {
+        ImageImporter::new(repo, imgref, config).await.map_err(|e| Error::image(imgref, e))
+    })
+    .await?;
     imp.require_bootable();
-    Ok(imp)
+    Ok((imp, run_as))
 }
 
 /// The labels an image needs for ostree-ext to import and boot it: one of
@@ -106,13 +129,13 @@ const BOOTABLE_LABELS: [&str; 3] = ["ostree.bootable", BOOTC_LABEL, DIFFID_LABEL
 /// show it is no ostree/bootc image. ostree-ext says so only in prose, so
 /// when it fails for a reason other than the image proxy's, hostd reads the
 /// image's config itself (one more skopeo run, on this path only).
-async fn prepare(imp: &mut ImageImporter, imgref: &OstreeImageReference) -> Result<PrepareResult, Error> {
+async fn prepare(imp: &mut ImageImporter, imgref: &OstreeImageReference, run_as: RunAs, cancel: &CancellationToken) -> Result<PrepareResult, Error> {
     let e = match imp.prepare().await {
         Ok(prepared) => return Ok(prepared),
         Err(e) => e,
     };
     let proxy_failed = e.chain().any(|c| c.is::<ostree_ext::containers_image_proxy::Error>());
-    if !proxy_failed && !has_bootable_labels(imgref).await.unwrap_or(true) {
+    if !proxy_failed && !has_bootable_labels(imgref, run_as, cancel).await.unwrap_or(true) {
         let labels = BOOTABLE_LABELS.to_vec();
         return Err(Error::image_failure(imgref, ImageFailure::NotBootable { labels }));
     }
@@ -120,9 +143,8 @@ async fn prepare(imp: &mut ImageImporter, imgref: &OstreeImageReference) -> Resu
 }
 
 /// Whether the image's config carries the labels of an ostree/bootc image.
-async fn has_bootable_labels(imgref: &OstreeImageReference) -> anyhow::Result<bool> {
-    let mut config = ImageProxyConfig::default();
-    ostree_ext::container::merge_default_container_proxy_opts(&mut config)?;
+async fn has_bootable_labels(imgref: &OstreeImageReference, run_as: RunAs, cancel: &CancellationToken) -> anyhow::Result<bool> {
+    let config = skopeo::proxy_config(run_as, cancel)?;
     let proxy = ImageProxy::new_with_config(config).await?;
     let opened = proxy.open_image(&imgref.imgref.to_string()).await?;
     let config = proxy.fetch_config(&opened).await?;
@@ -168,8 +190,9 @@ pub async fn check(
     let repo = locked.repo();
     let current = store::query_image_commit(&repo, merge.csum().as_str()).ok();
     let deployed = current.as_deref().map(update_rule::state_facts);
-    let mut imp = open(&repo, &imgref).await?;
-    let prepared = cancellable(cancel, prepare(&mut imp, &imgref)).await?;
+    // A check installs nothing, so any readable path may be looked at.
+    let (mut imp, run_as) = open(&repo, &imgref, UntrustedPaths::Allowed, cancel).await?;
+    let prepared = cancellable(cancel, prepare(&mut imp, &imgref, run_as, cancel)).await?;
     let (outcome, found) = match &prepared {
         PrepareResult::AlreadyPresent(state) => {
             let deployed_commit = state.merge_commit == merge.csum().as_str();
@@ -319,13 +342,14 @@ pub enum Import {
 pub async fn fetch(
     repo: &ostree::Repo,
     imgref: &OstreeImageReference,
+    untrusted: UntrustedPaths,
     progress: &dyn Progress,
     cancel: &CancellationToken,
     before_import: impl FnOnce(&PreparedImport, &UpdateSummary) -> Result<Import, Error>,
 ) -> Result<Fetched, Error> {
     progress.phase(Phase::Checking, "fetching the image manifest");
-    let mut imp = open(repo, imgref).await?;
-    let prep = match cancellable(cancel, prepare(&mut imp, imgref)).await? {
+    let (mut imp, run_as) = open(repo, imgref, untrusted, cancel).await?;
+    let prep = match cancellable(cancel, prepare(&mut imp, imgref, run_as, cancel)).await? {
         PrepareResult::AlreadyPresent(state) => return Ok(Fetched::AlreadyPresent(state)),
         PrepareResult::Ready(prep) => prep,
     };

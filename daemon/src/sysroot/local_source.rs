@@ -1,0 +1,473 @@
+//! Local image paths (`oci:`, `oci-archive:`, `dir:`), which root reads on
+//! behalf of callers who are not root.
+//!
+//! Two facts are established when a job opens the path, through descriptors
+//! opened one component at a time (`O_PATH`, never following a link
+//! unawares), so what is judged is what is then read:
+//!
+//! - **Trust**: the path is trusted when every directory from `/` to the
+//!   image, the image itself and every file of its layout is owned by root
+//!   and writable by no one else (a sticky directory such as `/tmp` counts
+//!   as not writable: others cannot rename or replace root's entries in it),
+//!   and symlinks on the way are only in such directories. Then only root
+//!   can have chosen what the path holds, and re-reading it (`Upgrade`) is
+//!   not choosing an image. Anything else is untrusted: re-reading it
+//!   installs whatever its writers put there, so it needs the authority to
+//!   choose an image (`switch`), and skopeo reads it as `nobody`.
+//! - **Shape**: the layout holds only regular files and directories
+//!   (a FIFO or device would block or feed the reader), and no symlink in it
+//!   leaves the image directory (through one, root would read files the
+//!   writer could not). Checked with `openat2(RESOLVE_BENEATH)`.
+//!
+//! The rule for directories follows the one sudo and sshd apply to their
+//! configuration: owned by root, not group- or world-writable.
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use ostree_ext::container::{OstreeImageReference, Transport};
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::io::Errno;
+
+/// Symlinks followed in one path at most, as the kernel's own limit.
+const MAX_SYMLINKS: usize = 40;
+
+/// `index.json` larger than this is not read by hostd (a real one holds a
+/// few manifest descriptors).
+const MAX_INDEX_BYTES: u64 = 4 << 20;
+
+/// Which local transport the path is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalKind {
+    /// An OCI layout directory (`oci:`).
+    OciDir,
+    /// An OCI archive file (`oci-archive:`).
+    OciArchive,
+    /// A `dir:` image directory.
+    Dir,
+}
+
+/// Whether only root can have chosen what a path holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Root-owned and writable by root alone, all the way.
+    Trusted,
+    /// Others can change what the path holds; why, as a phrase naming the
+    /// path (`/srv/os is writable by its group`).
+    Untrusted(String),
+}
+
+impl Trust {
+    /// Whether the path is trusted.
+    pub fn is_trusted(&self) -> bool {
+        *self == Trust::Trusted
+    }
+}
+
+/// Why a local image cannot be read safely.
+#[derive(Debug, thiserror::Error)]
+pub enum Unsafe {
+    /// A path component or layout entry could not be opened.
+    #[error("{}: {source}", path.display())]
+    Open {
+        /// The path that failed.
+        path: PathBuf,
+        /// The error of `open(2)`/`openat2(2)`.
+        source: std::io::Error,
+    },
+    /// A symlink in the layout points outside the image directory.
+    #[error("{} is a symlink leaving the image directory; hostd reads nothing outside it", path.display())]
+    SymlinkEscapes {
+        /// The entry.
+        path: PathBuf,
+    },
+    /// An entry is neither a regular file nor a directory.
+    #[error("{} is a {kind}, not a regular file; hostd reads only regular files of an image", path.display())]
+    NotRegular {
+        /// The entry.
+        path: PathBuf,
+        /// What it is (`FIFO`, `socket`, `device`).
+        kind: &'static str,
+    },
+    /// A symlink in a directory others can write was on the path.
+    #[error("{} is a symlink in a directory others can write; hostd does not follow it", path.display())]
+    UntrustedSymlink {
+        /// The symlink.
+        path: PathBuf,
+    },
+}
+
+impl Unsafe {
+    /// The errno behind the failure, where there is one.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Unsafe::Open { source, .. } => source.raw_os_error().map(Errno::from_raw_os_error),
+            _ => None,
+        }
+    }
+}
+
+/// A local image path, inspected.
+#[derive(Debug)]
+pub struct LocalImage {
+    /// The path as given.
+    pub path: PathBuf,
+    /// Who can have chosen its content.
+    pub trust: Trust,
+    /// The image directory (or archive), opened `O_PATH`.
+    root: OwnedFd,
+}
+
+/// The path, kind and `oci:` tag of a local image reference; `None` for
+/// registries and containers-storage.
+pub fn locate(imgref: &OstreeImageReference) -> Option<(PathBuf, LocalKind, Option<&str>)> {
+    let name = imgref.imgref.name.as_str();
+    let split = || name.split_once(':').map_or((name, None), |(p, t)| (p, Some(t)));
+    let (path, kind, tag) = match imgref.imgref.transport {
+        Transport::OciDir => {
+            let (p, t) = split();
+            (p, LocalKind::OciDir, t)
+        }
+        Transport::OciArchive => {
+            let (p, t) = split();
+            (p, LocalKind::OciArchive, t)
+        }
+        Transport::Dir => (name, LocalKind::Dir, None),
+        _ => return None,
+    };
+    Some((PathBuf::from(path), kind, tag))
+}
+
+/// How long the bus waits for [`trust_of`] before treating the path as
+/// untrusted: a stalled medium must not hold the caller.
+const TRUST_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The trust of `imgref`'s local path as the bus judges it before asking
+/// polkit; `None` for images that are not local paths. A path that cannot
+/// be inspected in time, or at all, is untrusted; the job judges it again
+/// when it opens it.
+pub async fn trust_of(imgref: &OstreeImageReference) -> Option<Trust> {
+    let (path, kind, _) = locate(imgref)?;
+    let shown = path.display().to_string();
+    let inspected = tokio::task::spawn_blocking(move || inspect(&path, kind).map(|l| l.trust));
+    Some(match tokio::time::timeout(TRUST_CHECK_LIMIT, inspected).await {
+        Ok(Ok(Ok(trust))) => trust,
+        Ok(Ok(Err(e))) => Trust::Untrusted(e.to_string()),
+        Ok(Err(_)) | Err(_) => Trust::Untrusted(format!("{shown} could not be inspected in time")),
+    })
+}
+
+/// Inspect the image at `path` (absolute, as `image_ref` guarantees): its
+/// trust and its shape. Never blocks on what it finds (FIFOs, stalled
+/// devices are only `fstat`ed through `O_PATH` descriptors).
+pub fn inspect(path: &Path, kind: LocalKind) -> Result<LocalImage, Unsafe> {
+    let (root, mut trust) = resolve(path)?;
+    let stat = fstat(&root, path)?;
+    let expected_dir = kind != LocalKind::OciArchive;
+    match (file_type(&stat), expected_dir) {
+        (FileType::Directory, true) | (FileType::RegularFile, false) => {}
+        (FileType::Directory, false) => return Err(not_regular(path, "directory")),
+        (other, _) if other != FileType::RegularFile => return Err(not_regular(path, type_name(other))),
+        _ => {
+            return Err(Unsafe::Open {
+                path: path.to_path_buf(),
+                source: std::io::Error::from_raw_os_error(Errno::NOTDIR.raw_os_error()),
+            })
+        }
+    }
+    demote(&mut trust, path, &stat, false);
+    if expected_dir {
+        walk_layout(&root, path, &mut trust)?;
+    }
+    Ok(LocalImage { path: path.to_path_buf(), trust, root })
+}
+
+impl LocalImage {
+    /// The layout's `index.json`, when hostd may read it: a regular file
+    /// inside the image directory, no larger than 4 MiB, and on an
+    /// untrusted path only one every user could read (hostd reads no more
+    /// than those users could). `None` when it may not or cannot be read.
+    pub fn read_index(&self) -> Option<Vec<u8>> {
+        let fd = open_beneath(&self.root, "index.json", OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY, &self.trust)
+            .ok()?;
+        let stat = rustix::fs::fstat(&fd).ok()?;
+        let world_readable = stat.st_mode & 0o004 != 0;
+        if file_type(&stat) != FileType::RegularFile || (!self.trust.is_trusted() && !world_readable) {
+            return None;
+        }
+        let mut content = Vec::new();
+        std::fs::File::from(fd).take(MAX_INDEX_BYTES + 1).read_to_end(&mut content).ok()?;
+        (content.len() as u64 <= MAX_INDEX_BYTES).then_some(content)
+    }
+}
+
+/// Open `path` from `/` one component at a time, following symlinks only
+/// where root alone could have placed them; the final descriptor and the
+/// trust of the directories on the way.
+fn resolve(path: &Path) -> Result<(OwnedFd, Trust), Unsafe> {
+    let open_err = |p: &Path, e: Errno| Unsafe::Open { path: p.to_path_buf(), source: e.into() };
+    let open_slash = || {
+        rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| open_err(Path::new("/"), e))
+    };
+    let mut trust = Trust::Trusted;
+    let mut followed = 0;
+    let mut dir = open_slash()?;
+    let mut dir_path = PathBuf::from("/");
+    let mut components = Vec::new();
+    push_components(&mut components, path);
+    while let Some(name) = components.pop() {
+        let here = dir_path.join(&name);
+        // Who placed an entry is decided by who may write its directory.
+        demote(&mut trust, &dir_path, &fstat(&dir, &dir_path)?, true);
+        let next = rustix::fs::openat(&dir, name.as_os_str(), OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| open_err(&here, e))?;
+        let stat = fstat(&next, &here)?;
+        match file_type(&stat) {
+            FileType::Symlink => {
+                if !trust.is_trusted() {
+                    return Err(Unsafe::UntrustedSymlink { path: here });
+                }
+                followed += 1;
+                if followed > MAX_SYMLINKS {
+                    return Err(open_err(&here, Errno::LOOP));
+                }
+                let target = rustix::fs::readlinkat(&dir, name.as_os_str(), Vec::new()).map_err(|e| open_err(&here, e))?;
+                let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
+                if target.is_absolute() {
+                    dir = open_slash()?;
+                    dir_path = PathBuf::from("/");
+                }
+                push_components(&mut components, &target);
+            }
+            FileType::Directory => {
+                if name == ".." {
+                    dir_path.pop();
+                } else {
+                    dir_path = here;
+                }
+                dir = next;
+            }
+            _ if components.is_empty() => {
+                dir = next;
+                dir_path = here;
+            }
+            _ => return Err(open_err(&here, Errno::NOTDIR)),
+        }
+    }
+    Ok((dir, trust))
+}
+
+/// Push the normal components of `path` so that the first is popped first.
+fn push_components(stack: &mut Vec<std::ffi::OsString>, path: &Path) {
+    let names: Vec<_> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    stack.extend(names.into_iter().rev());
+}
+
+/// Mark `trust` untrusted when `stat` (of `path`) is not root's alone. A
+/// sticky directory's other-writability is allowed when `sticky_ok`: in it
+/// nobody but root can rename or remove root's entries.
+fn demote(trust: &mut Trust, path: &Path, stat: &Stat, sticky_ok: bool) {
+    if !trust.is_trusted() {
+        return;
+    }
+    let mode = stat.st_mode;
+    let sticky = mode & 0o1000 != 0 && sticky_ok;
+    let why = if stat.st_uid != 0 {
+        Some(format!("{} is owned by uid {}, not root", path.display(), stat.st_uid))
+    } else if mode & 0o020 != 0 && !sticky {
+        Some(format!("{} is writable by its group", path.display()))
+    } else if mode & 0o002 != 0 && !sticky {
+        Some(format!("{} is writable by everyone", path.display()))
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        *trust = Trust::Untrusted(why);
+    }
+}
+
+/// Check every entry of the image directory `root` (a layout's
+/// `index.json`, `oci-layout` and `blobs/<algorithm>/<digest>`, or a `dir:`
+/// image's files): regular files and directories only, inside the image
+/// directory, and for trust root's alone.
+fn walk_layout(root: &OwnedFd, path: &Path, trust: &mut Trust) -> Result<(), Unsafe> {
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        let listing = if rel.as_os_str().is_empty() {
+            rustix::fs::openat(root, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        } else {
+            open_beneath(root, &rel, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW, trust)
+        }
+        .map_err(|e| beneath_error(path, &rel, e))?;
+        let entries = rustix::fs::Dir::read_from(&listing).map_err(|e| beneath_error(path, &rel, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| beneath_error(path, &rel, e))?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            let child = rel.join(name);
+            let fd = open_beneath(root, &child, OFlags::PATH, trust).map_err(|e| beneath_error(path, &child, e))?;
+            let stat = fstat(&fd, &path.join(&child))?;
+            match file_type(&stat) {
+                FileType::Directory => dirs.push(child.clone()),
+                FileType::RegularFile => {}
+                other => return Err(not_regular(&path.join(&child), type_name(other))),
+            }
+            demote(trust, &path.join(&child), &stat, false);
+        }
+    }
+    Ok(())
+}
+
+/// `openat2` of `rel` below `root`: symlinks that stay inside are followed
+/// on a trusted path, none on an untrusted one; magic links never.
+fn open_beneath(root: &OwnedFd, rel: impl rustix::path::Arg, flags: OFlags, trust: &Trust) -> Result<OwnedFd, Errno> {
+    let mut resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    if !trust.is_trusted() {
+        resolve |= ResolveFlags::NO_SYMLINKS;
+    }
+    rustix::fs::openat2(root.as_fd(), rel, flags | OFlags::CLOEXEC, Mode::empty(), resolve)
+}
+
+/// An `openat2` failure of `rel` in the image at `path`, named: `EXDEV` is
+/// a symlink leaving the directory, `ELOOP` one on an untrusted path.
+fn beneath_error(path: &Path, rel: &Path, e: Errno) -> Unsafe {
+    let full = path.join(rel);
+    match e {
+        Errno::XDEV => Unsafe::SymlinkEscapes { path: full },
+        Errno::LOOP => Unsafe::UntrustedSymlink { path: full },
+        e => Unsafe::Open { path: full, source: e.into() },
+    }
+}
+
+fn fstat(fd: &OwnedFd, path: &Path) -> Result<Stat, Unsafe> {
+    rustix::fs::fstat(fd).map_err(|e| Unsafe::Open { path: path.to_path_buf(), source: e.into() })
+}
+
+fn file_type(stat: &Stat) -> FileType {
+    FileType::from_raw_mode(stat.st_mode)
+}
+
+fn not_regular(path: &Path, kind: &'static str) -> Unsafe {
+    Unsafe::NotRegular { path: path.to_path_buf(), kind }
+}
+
+fn type_name(t: FileType) -> &'static str {
+    match t {
+        FileType::Fifo => "FIFO",
+        FileType::Socket => "socket",
+        FileType::CharacterDevice | FileType::BlockDevice => "device",
+        FileType::Symlink => "symlink",
+        FileType::Directory => "directory",
+        _ => "special file",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn layout(dir: &Path) {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        std::fs::write(dir.join("index.json"), br#"{"schemaVersion":2,"manifests":[]}"#).unwrap();
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        std::fs::write(dir.join("blobs/sha256/aa"), b"blob").unwrap();
+    }
+
+    fn private_dir() -> tempfile::TempDir {
+        // Under a root-owned 0755 directory, so the path can be trusted
+        // when the tests run as root.
+        tempfile::Builder::new().prefix("hostd-local-source-").tempdir_in("/var/tmp").unwrap()
+    }
+
+    fn is_root() -> bool {
+        rustix::process::getuid().is_root()
+    }
+
+    #[test]
+    fn a_root_owned_layout_is_trusted_and_its_index_read() {
+        let t = private_dir();
+        let img = t.path().join("os");
+        layout(&img);
+        let found = inspect(&img, LocalKind::OciDir).unwrap();
+        if is_root() {
+            assert_eq!(found.trust, Trust::Trusted);
+        }
+        assert!(found.read_index().is_some());
+    }
+
+    #[test]
+    fn a_group_writable_directory_makes_the_path_untrusted() {
+        let t = private_dir();
+        let img = t.path().join("os");
+        layout(&img);
+        std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let Trust::Untrusted(why) = inspect(&img, LocalKind::OciDir).unwrap().trust else { panic!("trusted") };
+        assert!(why.contains("os") && (why.contains("group") || why.contains("uid")), "{why}");
+    }
+
+    #[test]
+    fn a_symlink_leaving_the_image_is_refused() {
+        let t = private_dir();
+        let img = t.path().join("os");
+        layout(&img);
+        std::fs::write(t.path().join("secret"), b"root only").unwrap();
+        std::fs::remove_file(img.join("blobs/sha256/aa")).unwrap();
+        std::os::unix::fs::symlink(t.path().join("secret"), img.join("blobs/sha256/aa")).unwrap();
+        let e = inspect(&img, LocalKind::OciDir).unwrap_err();
+        assert!(matches!(e, Unsafe::SymlinkEscapes { .. }), "{e}");
+        assert!(!e.to_string().contains("root only"));
+    }
+
+    #[test]
+    fn a_fifo_index_is_refused_without_blocking() {
+        let t = private_dir();
+        let img = t.path().join("os");
+        layout(&img);
+        std::fs::remove_file(img.join("index.json")).unwrap();
+        nix::unistd::mkfifo(&img.join("index.json"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let e = inspect(&img, LocalKind::OciDir).unwrap_err();
+        assert!(matches!(e, Unsafe::NotRegular { kind: "FIFO", .. }), "{e}");
+    }
+
+    #[test]
+    fn a_symlink_inside_the_image_is_followed_on_a_trusted_path_only() {
+        let t = private_dir();
+        let img = t.path().join("os");
+        layout(&img);
+        std::fs::rename(img.join("index.json"), img.join("index-v1.json")).unwrap();
+        std::os::unix::fs::symlink("index-v1.json", img.join("index.json")).unwrap();
+        let found = inspect(&img, LocalKind::OciDir).unwrap();
+        if is_root() {
+            assert!(found.read_index().is_some());
+            std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let e = inspect(&img, LocalKind::OciDir).unwrap_err();
+            assert!(matches!(e, Unsafe::UntrustedSymlink { .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_symlinked_image_path_resolves_through_trusted_directories() {
+        let t = private_dir();
+        let img = t.path().join("os-v1");
+        layout(&img);
+        std::os::unix::fs::symlink("os-v1", t.path().join("current")).unwrap();
+        let found = inspect(&t.path().join("current"), LocalKind::OciDir).unwrap();
+        assert!(found.read_index().is_some());
+        let missing = inspect(&t.path().join("missing"), LocalKind::OciDir).unwrap_err();
+        assert_eq!(missing.errno(), Some(Errno::NOENT));
+    }
+}
