@@ -116,7 +116,6 @@ fn reap_forked_helpers() {
 /// Children of `parent` named `job-<id>`, from `/proc/<pid>/stat`
 /// (`/proc/<pid>/task/<tid>/children` needs `CONFIG_PROC_CHILDREN`, which
 /// not every kernel has).
-#[expect(clippy::disallowed_methods, reason = "runs on the job's own thread after its runtime is gone")]
 fn forked_helpers(parent: i32) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries

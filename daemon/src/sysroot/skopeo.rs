@@ -117,7 +117,6 @@ fn watch(command: &mut Command, cancel: &CancellationToken) -> std::io::Result<(
 
 /// Wait for the pid, then until the process ends or `cancel` fires, which
 /// kills it. A pidfd names the process, so a reused pid is never signalled.
-#[expect(clippy::disallowed_methods, reason = "runs on a thread of its own")]
 fn kill_when_cancelled(pid_reader: OwnedFd, cancel: &CancellationToken) {
     let mut pid = [0u8; 4];
     if std::fs::File::from(pid_reader).read_exact(&mut pid).is_err() {
