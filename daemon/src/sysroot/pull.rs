@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use anyhow::Context;
+use hostd_interface::names::ACTION_PREFIX;
 use ostree_ext::container::store::{
     self, ImageImporter, ImportProgress, LayeredImageState, PrepareResult,
     PreparedImport,
@@ -81,9 +82,8 @@ fn inspect_local(imgref: &OstreeImageReference, untrusted: UntrustedPaths) -> Re
     if let (Trust::Untrusted(why), UntrustedPaths::Refused) = (&local.trust, untrusted) {
         return Err(Error::NotAuthorized(format!(
             "{}: {why}, so others can change which image it holds; re-reading it needs the authority to choose \
-             an image ({})",
+             an image ({ACTION_PREFIX}switch)",
             super::image::user_reference(imgref),
-            crate::auth::Action::Switch.id()
         )));
     }
     let (LocalKind::OciDir, Some(tag)) = (kind, tag) else { return Ok(Some(local)) };
@@ -129,7 +129,12 @@ const BOOTABLE_LABELS: [&str; 3] = ["ostree.bootable", BOOTC_LABEL, DIFFID_LABEL
 /// show it is no ostree/bootc image. ostree-ext says so only in prose, so
 /// when it fails for a reason other than the image proxy's, hostd reads the
 /// image's config itself (one more skopeo run, on this path only).
-async fn prepare(imp: &mut ImageImporter, imgref: &OstreeImageReference, run_as: RunAs, cancel: &CancellationToken) -> Result<PrepareResult, Error> {
+async fn prepare(
+    imp: &mut ImageImporter,
+    imgref: &OstreeImageReference,
+    run_as: RunAs,
+    cancel: &CancellationToken,
+) -> Result<PrepareResult, Error> {
     let e = match imp.prepare().await {
         Ok(prepared) => return Ok(prepared),
         Err(e) => e,
