@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hostd_interface::host::Transport;
 use hostd_interface::job::JobStatus;
@@ -24,7 +24,8 @@ use super::job::{self, JobObject};
 use super::properties::{self, state_for};
 use crate::auth::{actions_for, details_for, Action, Authorizer};
 use crate::context::Context;
-use crate::jobs::runner::{JobEvents, Runner};
+use crate::jobs::records;
+use crate::jobs::runner::{Course, JobEvents, Runner};
 use crate::jobs::state::JobProps;
 use crate::jobs::worker::Worker;
 use crate::jobs::{Initiator, JobKind, JobRequest, JobShared, Reservation};
@@ -79,8 +80,9 @@ impl Manager {
         Ok(Initiator::of_process(caller.uid, caller.pid))
     }
 
-    /// Reserve the job slot for an authorized request and start the job
-    /// once the reply is out.
+    /// Reserve the job slot for an authorized request (joining the running
+    /// job, pre-empting a running check, or answering a check from the last
+    /// one's result) and start the job once the reply is out.
     async fn launch(
         &self,
         request: JobRequest,
@@ -89,28 +91,51 @@ impl Manager {
         server: &ObjectServer,
     ) -> Result<JobReply, Error> {
         let uid = initiator.uid;
-        let job = match self.ctx.jobs.reserve(request, initiator)? {
+        let answer = self.recorded_answer(&request, &initiator);
+        let (job, course) = match self.ctx.jobs.reserve(request, initiator, answer)? {
             Reservation::Existing(job) => {
                 let (reply, _) = ResponseDispatchNotifier::new(object_path(&job.path));
                 return Ok(reply);
             }
-            Reservation::New(job) => job,
+            Reservation::New { job, preempted } => (job, Course::Work { preempted }),
+            Reservation::Answered(job) => (job, Course::Answered),
         };
-        tracing::info!(job = job.id, uid, kind = job.request.kind.as_str(), "job created");
+        let kind = job.request.kind.as_str();
+        match &course {
+            Course::Work { preempted: None } => tracing::info!(job = job.id, uid, kind, "job created"),
+            Course::Work { preempted: Some(check) } => {
+                tracing::info!(job = job.id, uid, kind, "job created; it pre-empts the check {}", check.path)
+            }
+            Course::Answered => tracing::info!(job = job.id, uid, kind, "check answered with the last check's result"),
+        }
         let object = SignatureGuard::new(JobObject::new(job.clone()));
         if let Err(e) = server.at(job.path.as_str(), object).await {
             self.ctx.jobs.release(job.id);
             return Err(Error::Failed(format!("registering {}: {e}", job.path)));
         }
         let (reply, sent) = ResponseDispatchNotifier::new(object_path(&job.path));
-        tokio::spawn(run_job(self.ctx.clone(), conn.clone(), job, sent));
+        tokio::spawn(run_job(self.ctx.clone(), conn.clone(), job, course, sent));
         Ok(reply)
+    }
+
+    /// The last check's result, when it answers `request` instead of a new
+    /// check (`Records::check_answer`).
+    fn recorded_answer(&self, request: &JobRequest, initiator: &Initiator) -> Option<Result<String, Error>> {
+        let sysroot_now = self.ctx.status.peek().and_then(|loaded| records::sysroot_state(&loaded));
+        let interval = self.ctx.config().check_interval;
+        self.ctx.records.check_answer(request, initiator, interval, sysroot_now.as_deref(), Instant::now())
     }
 }
 
 /// Run `job` through the job runner once `reply_sent` fires, with the bus
 /// as its events, the worker thread as its operation and logind for `apply`.
-async fn run_job(ctx: Arc<Context>, conn: Connection, job: Arc<JobShared>, reply_sent: ResponseDispatchListener) {
+async fn run_job(
+    ctx: Arc<Context>,
+    conn: Connection,
+    job: Arc<JobShared>,
+    course: Course,
+    reply_sent: ResponseDispatchListener,
+) {
     let config = ctx.config();
     let events = BusEvents { conn: conn.clone() };
     let operation = Worker { sysroot: ctx.sysroot.clone(), time_limit: config.job_timeout };
@@ -124,7 +149,7 @@ async fn run_job(ctx: Arc<Context>, conn: Connection, job: Arc<JobShared>, reply
         operation: &operation,
         reboot: &reboot,
     };
-    runner.run(job, reply_sent).await;
+    runner.run(job, course, reply_sent).await;
 }
 
 /// The job runner's events as signals: `JobNew`/`JobRemoved` and the
