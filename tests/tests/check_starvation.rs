@@ -228,7 +228,7 @@ async fn job_proxy(conn: &Connection, path: &str) -> JobProxy<'static> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_loop_of_user_checks_never_makes_an_admins_cleanup_busy() {
+async fn a_loop_of_user_checks_never_makes_an_admins_cleanup_or_pin_busy() {
     let h = host_with_v1("512m", &[]).await;
     let machine = TestMachine::start(h.sysroot.path(), NO_INTERVAL).unwrap();
     install_rules(&machine);
@@ -252,6 +252,13 @@ async fn a_loop_of_user_checks_never_makes_an_admins_cleanup_busy() {
         assert!(text(&out).contains("Removed "), "{}", text(&out));
         cleanups.push(text(&out));
     }
+    // Pinning is a change the call makes itself: it is not Busy either.
+    for round in 0..5 {
+        for verb in ["pin", "unpin"] {
+            let out = machine.hostctl(Some(ADMIN.1), &["--no-ask-password", verb, "0"]);
+            assert_eq!(out.status.code(), Some(0), "{verb} {round} of 5: {}", text(&out));
+        }
+    }
     drop(loops);
 
     let jobs = log.ended().await;
@@ -262,10 +269,13 @@ async fn a_loop_of_user_checks_never_makes_an_admins_cleanup_busy() {
     assert!(!preempted.is_empty(), "no cleanup met a running check: {jobs:#?}");
     for check in &preempted {
         assert_eq!(check.error_name, "org.hostd.Host1.Error.Cancelled", "{check:?}");
-        let by = cleanup_paths
+        let by_cleanup = cleanup_paths
             .iter()
-            .find(|p| check.error_message == format!("the check was pre-empted by cleanup job {p} (uid {})", ADMIN.1));
-        assert!(by.is_some(), "a pre-empted check names the cleanup that took its place: {check:?}");
+            .any(|p| check.error_message == format!("the check was pre-empted by cleanup job {p} (uid {})", ADMIN.1));
+        let by_pin = ["pin", "unpin"]
+            .iter()
+            .any(|verb| check.error_message == format!("the check was pre-empted by {verb} (uid {})", ADMIN.1));
+        assert!(by_cleanup || by_pin, "a pre-empted check names what took its place: {check:?}");
     }
     assert!(jobs.values().all(|j| j.error_name != "org.hostd.Host1.Error.Busy"));
     assert_eq!(h.sysroot.deployment_checksums().unwrap(), before);

@@ -347,7 +347,9 @@ impl Manager {
         let verb = if pinned { "pin" } else { "unpin" };
         let details = HashMap::from([("verb", verb.to_string()), ("deployment", deployment.clone())]);
         auth.authorize(&header, &caller, &[Action::Cleanup], &details).await?;
-        self.ctx.jobs.ensure_idle()?;
+        // A running check stops for it; the sysroot lock, which pinning
+        // waits for, keeps the two apart until it has.
+        self.ctx.jobs.make_way(|| format!("the check was pre-empted by {verb} (uid {})", caller.uid))?;
         let name = pin::set_pinned(&self.ctx.sysroot, selector, pinned).await.map_err(errors::name_owned)?;
         tracing::info!(uid = caller.uid, deployment = %name, pinned, "set pinned={pinned} on {name}");
         self.ctx.status.refresh().await;

@@ -139,11 +139,18 @@ impl Jobs {
         }
     }
 
-    /// `Busy` naming the running job, if there is one.
-    pub fn ensure_idle(&self) -> Result<(), Error> {
-        match self.active() {
-            Some(job) => Err(busy(&job)),
+    /// Make way for a change that runs without a job (`Pin`), as a job
+    /// making a change would: `Busy` naming the running job when it is not
+    /// a check; a running check is pre-empted, `reason` becoming its end.
+    pub fn make_way(&self, reason: impl FnOnce() -> String) -> Result<(), Error> {
+        let active = self.active.lock().expect("jobs lock poisoned");
+        match active.as_ref() {
             None => Ok(()),
+            Some(check) if check.request.kind == JobKind::Check => {
+                check.preempt(reason());
+                Ok(())
+            }
+            Some(change) => Err(busy(change)),
         }
     }
 
@@ -239,6 +246,22 @@ mod tests {
             let other = if kind == JobKind::Cleanup { JobKind::Rollback } else { JobKind::Cleanup };
             assert!(matches!(jobs.reserve(req(other), uid(0), None), Err(Error::Busy(_))));
         }
+    }
+
+    #[test]
+    fn a_change_without_a_job_preempts_a_check_and_waits_for_no_change() {
+        let jobs = Jobs::default();
+        assert_eq!(jobs.make_way(|| unreachable!("nothing to pre-empt")), Ok(()));
+        let (check, _) = new(jobs.reserve(req(JobKind::Check), uid(1000), None));
+        assert_eq!(jobs.make_way(|| "the check was pre-empted by pin (uid 0)".into()), Ok(()));
+        assert_eq!(check.preempted_by(), Some("the check was pre-empted by pin (uid 0)"));
+        jobs.release(check.id);
+        let (upgrade, _) = new(jobs.reserve(req(JobKind::Upgrade), uid(0), None));
+        let Err(Error::Busy(msg)) = jobs.make_way(|| unreachable!("a change is not pre-empted")) else {
+            panic!("a running change is Busy")
+        };
+        assert!(msg.contains(&upgrade.path), "{msg}");
+        assert!(!upgrade.cancel.is_cancelled());
     }
 
     #[test]
