@@ -101,17 +101,18 @@ impl Jobs {
         answer: Option<Result<String, Error>>,
     ) -> Result<Reservation, Error> {
         let mut active = self.active.lock().expect("jobs lock poisoned");
-        let mut preempted = None;
-        if let Some(running) = active.clone() {
-            match Contention::of(&request, &running) {
+        let preempted = match active.clone() {
+            None => None,
+            Some(running) => match Contention::of(&request, &running) {
                 Contention::Join => return Ok(Reservation::Existing(running)),
-                Contention::Preempt => preempted = Some(running),
+                Contention::Preempt => Some(running),
                 Contention::Refuse if answer.is_none() => return Err(busy(&running)),
-                Contention::Refuse => {}
-            }
-        }
+                Contention::Refuse => None,
+            },
+        };
         let job = Arc::new(JobShared::new(self.next_id(), request, initiator));
-        if let (Some(result), None) = (answer, &preempted) {
+        // Only a check is ever offered an answer, and a check pre-empts nothing.
+        if let Some(result) = answer.filter(|_| preempted.is_none()) {
             job.finish(&result);
             return Ok(Reservation::Answered(job));
         }
