@@ -106,7 +106,8 @@ impl Manager {
             Course::Work { preempted: Some(check) } => {
                 tracing::info!(job = job.id, uid, kind, "job created; it pre-empts the check {}", check.path)
             }
-            Course::Answered => tracing::info!(job = job.id, uid, kind, "check answered with the last check's result"),
+            // Not worth a journal line each: a loop of these is what the answer is for.
+            Course::Answered => tracing::debug!(job = job.id, uid, kind, "check answered with the last check's result"),
         }
         let object = SignatureGuard::new(JobObject::new(job.clone()));
         if let Err(e) = server.at(job.path.as_str(), object).await {
