@@ -102,7 +102,9 @@ pub struct JobOutput {
 pub struct UpgradeArgs {
     /// Only look for an update (manifest and config); exit 100 if one is
     /// available and not yet downloaded. An image built before the deployed
-    /// one is reported as a downgrade and exits 0.
+    /// one is reported as a downgrade and exits 0. For users other than
+    /// root, a check soon after the last one (check_interval_secs in
+    /// hostd.toml) shows that one's result instead of looking again.
     #[arg(long, conflicts_with_all = ["download_only", "apply", "allow_downgrade", "auto"])]
     pub check: bool,
     /// Do what the configured policy allows ([updates] policy in

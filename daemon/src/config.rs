@@ -37,6 +37,9 @@ pub struct Config {
     pub idle_exit: Option<Duration>,
     /// Cancel jobs running longer than this.
     pub job_timeout: Duration,
+    /// A `Check` by a caller other than root this soon after the last one
+    /// is answered with its result instead of a new job; `None`: never.
+    pub check_interval: Option<Duration>,
     /// Unattended update policy.
     pub policy: UpdatePolicy,
     /// When an unattended run may reboot.
@@ -50,6 +53,7 @@ impl Default for Config {
         Config {
             idle_exit: Some(Duration::from_secs(60)),
             job_timeout: Duration::from_secs(3600),
+            check_interval: Some(Duration::from_secs(60)),
             policy: UpdatePolicy::None,
             strategy: RebootStrategy::Immediate,
             windows: MaintenanceWindows::new(Tz::UTC, Vec::new()),
@@ -110,6 +114,7 @@ struct Fragment {
 struct DaemonFragment {
     idle_exit_secs: Option<u64>,
     job_timeout_secs: Option<u64>,
+    check_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,6 +160,7 @@ struct FleetLockFragment {
 struct Inputs {
     idle_exit: Option<Option<Duration>>,
     job_timeout: Option<Duration>,
+    check_interval: Option<Option<Duration>>,
     policy: Option<UpdatePolicy>,
     /// With the file that set it: the rules tying it to other keys name it.
     strategy: Option<(StrategyName, PathBuf)>,
@@ -186,6 +192,9 @@ impl Inputs {
                 return Err(invalid(file, "daemon.job_timeout_secs", "must be greater than 0"));
             }
             self.job_timeout = Some(Duration::from_secs(secs));
+        }
+        if let Some(secs) = d.check_interval_secs {
+            self.check_interval = Some((secs > 0).then(|| Duration::from_secs(secs)));
         }
         Ok(())
     }
@@ -248,6 +257,7 @@ impl Inputs {
         Ok(Config {
             idle_exit: self.idle_exit.unwrap_or(defaults.idle_exit),
             job_timeout: self.job_timeout.unwrap_or(defaults.job_timeout),
+            check_interval: self.check_interval.unwrap_or(defaults.check_interval),
             policy: self.policy.unwrap_or(defaults.policy),
             strategy,
             windows,
@@ -434,6 +444,17 @@ mod tests {
     }
 
     #[test]
+    fn check_interval_defaults_to_a_minute_and_zero_turns_it_off() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), MAIN_FILE, "");
+        assert_eq!(Config::load(d.path()).unwrap().check_interval, Some(Duration::from_secs(60)));
+        write(d.path(), MAIN_FILE, "[daemon]\ncheck_interval_secs = 5\n");
+        assert_eq!(Config::load(d.path()).unwrap().check_interval, Some(Duration::from_secs(5)));
+        write(d.path(), "etc/hostd/hostd.d/10-checks.toml", "[daemon]\ncheck_interval_secs = 0\n");
+        assert_eq!(Config::load(d.path()).unwrap().check_interval, None);
+    }
+
+    #[test]
     fn zero_idle_means_never() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), MAIN_FILE, "[daemon]\nidle_exit_secs = 0\n");
@@ -465,8 +486,8 @@ mod tests {
         );
         assert_eq!(
             main_file_error("[daemon]\nidle_exit = 5\n"),
-            "in <root>/etc/hostd/hostd.toml: line 2: unknown field `idle_exit`, expected `idle_exit_secs` or \
-             `job_timeout_secs`"
+            "in <root>/etc/hostd/hostd.toml: line 2: unknown field `idle_exit`, expected one of `idle_exit_secs`, \
+             `job_timeout_secs`, `check_interval_secs`"
         );
         assert_eq!(
             main_file_error("[updates]\nstrategy = \"periodic\"\ntimezone = \"UTC\"\n"),

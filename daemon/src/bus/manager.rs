@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hostd_interface::host::Transport;
 use hostd_interface::job::JobStatus;
@@ -24,7 +24,8 @@ use super::job::{self, JobObject};
 use super::properties::{self, state_for};
 use crate::auth::{actions_for, details_for, Action, Authorizer};
 use crate::context::Context;
-use crate::jobs::runner::{JobEvents, Runner};
+use crate::jobs::records;
+use crate::jobs::runner::{Course, JobEvents, Runner};
 use crate::jobs::state::JobProps;
 use crate::jobs::worker::Worker;
 use crate::jobs::{Initiator, JobKind, JobRequest, JobShared, Reservation};
@@ -115,8 +116,9 @@ impl Manager {
         local_source::trust_of(&crate::sysroot::image::reference_from_api(&tracked)).await
     }
 
-    /// Reserve the job slot for an authorized request and start the job
-    /// once the reply is out.
+    /// Reserve the job slot for an authorized request (joining the running
+    /// job, pre-empting a running check, or answering a check from the last
+    /// one's result) and start the job once the reply is out.
     async fn launch(
         &self,
         request: JobRequest,
@@ -126,28 +128,55 @@ impl Manager {
     ) -> Result<JobReply, Error> {
         let Authorized { initiator, may_choose_image } = authorized;
         let uid = initiator.uid;
-        let job = match self.ctx.jobs.reserve(request, initiator, may_choose_image)? {
+        let answer = self.recorded_answer(&request, &initiator);
+        let (job, course) = match self.ctx.jobs.reserve(request, initiator, answer)? {
             Reservation::Existing(job) => {
                 let (reply, _) = ResponseDispatchNotifier::new(object_path(&job.path));
                 return Ok(reply);
             }
-            Reservation::New(job) => job,
+            Reservation::New { job, preempted } => (job, Course::Work { preempted }),
+            Reservation::Answered(job) => (job, Course::Answered),
         };
-        tracing::info!(job = job.id, uid, kind = job.request.kind.as_str(), "job created");
+        if may_choose_image {
+            job.allow_image_choice();
+        }
+        let kind = job.request.kind.as_str();
+        match &course {
+            Course::Work { preempted: None } => tracing::info!(job = job.id, uid, kind, "job created"),
+            Course::Work { preempted: Some(check) } => {
+                tracing::info!(job = job.id, uid, kind, "job created; it pre-empts the check {}", check.path)
+            }
+            // Not worth a journal line each: a loop of these is what the answer is for.
+            Course::Answered => tracing::debug!(job = job.id, uid, kind, "check answered with the last check's result"),
+        }
         let object = SignatureGuard::new(JobObject::new(job.clone()));
         if let Err(e) = server.at(job.path.as_str(), object).await {
             self.ctx.jobs.release(job.id);
             return Err(Error::Failed(format!("registering {}: {e}", job.path)));
         }
         let (reply, sent) = ResponseDispatchNotifier::new(object_path(&job.path));
-        tokio::spawn(run_job(self.ctx.clone(), conn.clone(), job, sent));
+        tokio::spawn(run_job(self.ctx.clone(), conn.clone(), job, course, sent));
         Ok(reply)
+    }
+
+    /// The last check's result, when it answers `request` instead of a new
+    /// check (`Records::check_answer`).
+    fn recorded_answer(&self, request: &JobRequest, initiator: &Initiator) -> Option<Result<String, Error>> {
+        let sysroot_now = self.ctx.status.peek().and_then(|loaded| records::sysroot_state(&loaded));
+        let interval = self.ctx.config().check_interval;
+        self.ctx.records.check_answer(request, initiator, interval, sysroot_now.as_deref(), Instant::now())
     }
 }
 
 /// Run `job` through the job runner once `reply_sent` fires, with the bus
 /// as its events, the worker thread as its operation and logind for `apply`.
-async fn run_job(ctx: Arc<Context>, conn: Connection, job: Arc<JobShared>, reply_sent: ResponseDispatchListener) {
+async fn run_job(
+    ctx: Arc<Context>,
+    conn: Connection,
+    job: Arc<JobShared>,
+    course: Course,
+    reply_sent: ResponseDispatchListener,
+) {
     let config = ctx.config();
     let events = BusEvents { conn: conn.clone() };
     let operation = Worker { sysroot: ctx.sysroot.clone(), time_limit: config.job_timeout };
@@ -161,7 +190,7 @@ async fn run_job(ctx: Arc<Context>, conn: Connection, job: Arc<JobShared>, reply
         operation: &operation,
         reboot: &reboot,
     };
-    runner.run(job, reply_sent).await;
+    runner.run(job, course, reply_sent).await;
 }
 
 /// The job runner's events as signals: `JobNew`/`JobRemoved` and the
@@ -359,7 +388,9 @@ impl Manager {
         let verb = if pinned { "pin" } else { "unpin" };
         let details = HashMap::from([("verb", verb.to_string()), ("deployment", deployment.clone())]);
         auth.authorize(&header, &caller, &[Action::Cleanup], &details).await?;
-        self.ctx.jobs.ensure_idle()?;
+        // A running check stops for it; the sysroot lock, which pinning
+        // waits for, keeps the two apart until it has.
+        self.ctx.jobs.make_way(|| format!("the check was pre-empted by {verb} (uid {})", caller.uid))?;
         let name = pin::set_pinned(&self.ctx.sysroot, selector, pinned).await.map_err(errors::name_owned)?;
         tracing::info!(uid = caller.uid, deployment = %name, pinned, "set pinned={pinned} on {name}");
         self.ctx.status.refresh().await;

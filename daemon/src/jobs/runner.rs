@@ -15,20 +15,38 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hostd_interface::Error;
 
-use super::records::Records;
+use super::records::{self, CheckAnswer, Records};
 use super::state::JobProps;
 use super::{JobKind, JobShared, Jobs};
 use crate::idle::Idle;
 use crate::journal;
 use crate::sysroot::cache::{Loaded, StatusCache};
+use crate::sysroot::progress::Progress;
 use crate::sysroot::Outcome;
 
 /// At most this many property updates per second per job.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long a job waits for the check it pre-empted to end before it goes
+/// on regardless: the sysroot lock still keeps the two apart, and a check
+/// that does not stop must not hold up a change for longer.
+pub const PREEMPTED_STOP_LIMIT: Duration = Duration::from_secs(30);
+
+/// How a job from [`super::Jobs::reserve`] comes to its end.
+#[derive(Debug)]
+pub enum Course {
+    /// Do the work, once the check it pre-empted (if any) has ended.
+    Work {
+        /// The check this job took the slot from.
+        preempted: Option<Arc<JobShared>>,
+    },
+    /// Ended already, answered from the last check's result: only announce it.
+    Answered,
+}
 
 /// What the runner tells the bus. Emission errors are the implementor's
 /// to log: a job never fails because a signal could not be sent.
@@ -94,15 +112,25 @@ pub struct Runner<'a, E, O, R> {
 impl<E: JobEvents, O: Operation, R: Reboot> Runner<'_, E, O, R> {
     /// Run `job` once `reply_sent` resolves (the creating call's reply is out)
     /// until its removal has been announced.
-    pub async fn run(&self, job: Arc<JobShared>, reply_sent: impl Future<Output = ()>) {
+    pub async fn run(&self, job: Arc<JobShared>, course: Course, reply_sent: impl Future<Output = ()>) {
         // Counted from before the reply, so shutdown waits for this job's end.
         let unpublished = self.jobs.unpublished();
         reply_sent.await;
         self.events.job_new(&job).await;
+        let preempted = match course {
+            Course::Work { preempted } => preempted,
+            Course::Answered => {
+                // It never held the slot: the manager's properties are
+                // what they were.
+                drop(unpublished);
+                self.events.job_removed(&job).await;
+                return;
+            }
+        };
         self.events.manager_changed().await;
         // Taken before the work starts, so every later change is published.
         let initial = job.props();
-        tokio::join!(publish(self.events, &job, initial), self.work(&job));
+        tokio::join!(publish(self.events, &job, initial), self.work(&job, preempted));
         drop(unpublished);
         self.idle.touch();
         self.events.manager_changed().await;
@@ -110,8 +138,11 @@ impl<E: JobEvents, O: Operation, R: Reboot> Runner<'_, E, O, R> {
     }
 
     /// From the operation to the job's final state.
-    async fn work(&self, job: &Arc<JobShared>) {
-        let result = self.operation.run(job.clone()).await;
+    async fn work(&self, job: &Arc<JobShared>, preempted: Option<Arc<JobShared>>) {
+        if let Some(check) = preempted {
+            wait_for_preempted(job, &check).await;
+        }
+        let result = job.explain_cancel(self.operation.run(job.clone()).await);
         self.record_check(job, &result);
         tracing::debug!(job = job.id, "the work is done; re-reading the sysroot");
         // Readers who see the job end must also see the sysroot it left behind.
@@ -120,6 +151,7 @@ impl<E: JobEvents, O: Operation, R: Reboot> Runner<'_, E, O, R> {
             Ok(outcome) => self.conclude(job, &loaded, outcome).await,
             Err(e) => Err(e),
         };
+        self.record_check_answer(job, &loaded, &result);
         match &result {
             Ok(message) => tracing::info!(job = job.id, "job succeeded: {message}"),
             Err(e) => tracing::warn!(job = job.id, "job ended: {}: {}", e.short_name(), e.message()),
@@ -129,8 +161,12 @@ impl<E: JobEvents, O: Operation, R: Reboot> Runner<'_, E, O, R> {
         job.finish(&result);
     }
 
-    /// `Check` and unattended runs are what `LastCheckTime`/`LastCheckResult` report.
+    /// `Check` and unattended runs are what `LastCheckTime`/`LastCheckResult`
+    /// report; a pre-empted check found nothing, so the last result stays.
     fn record_check(&self, job: &JobShared, result: &Result<Outcome, Error>) {
+        if job.preempted_by().is_some() && matches!(result, Err(Error::Cancelled(_))) {
+            return;
+        }
         let kind = job.request.kind;
         if kind == JobKind::Check {
             if let Ok(outcome) = result {
@@ -142,6 +178,18 @@ impl<E: JobEvents, O: Operation, R: Reboot> Runner<'_, E, O, R> {
                 Ok(outcome) => self.records.record_check_result(&outcome.message),
                 Err(e) => self.records.record_check_result(&format!("{}: {}", e.short_name(), e.message())),
             }
+        }
+    }
+
+    /// A `Check` that reached a result answers the next checks for a while;
+    /// kept before the slot is freed, so a check right after it is answered.
+    fn record_check_answer(&self, job: &JobShared, loaded: &Loaded, result: &Result<String, Error>) {
+        let reached_a_result = !matches!(result, Err(Error::Cancelled(_)));
+        if job.request.kind != JobKind::Check || !reached_a_result {
+            return;
+        }
+        if let Some(sysroot) = records::sysroot_state(loaded) {
+            self.records.record_check_answer(CheckAnswer { ended: Instant::now(), result: result.clone(), sysroot });
         }
     }
 
@@ -160,6 +208,24 @@ impl<E: JobEvents, O: Operation, R: Reboot> Runner<'_, E, O, R> {
         let applied = self.reboot.apply(job, loaded, message).await?;
         self.records.set_reboot_postponed(applied.postponed);
         Ok(applied.message)
+    }
+}
+
+/// Wait until `check`, which `job` pre-empted, has ended, at most
+/// [`PREEMPTED_STOP_LIMIT`] or until `job` itself is cancelled.
+async fn wait_for_preempted(job: &JobShared, check: &JobShared) {
+    job.message(&format!("waiting for the pre-empted check {} to stop", check.path));
+    tokio::select! {
+        _ = check.ended() => {}
+        _ = job.cancel.cancelled() => {}
+        _ = tokio::time::sleep(PREEMPTED_STOP_LIMIT) => {
+            tracing::warn!(
+                job = job.id,
+                "the pre-empted check {} has not stopped within {}s; going on",
+                check.path,
+                PREEMPTED_STOP_LIMIT.as_secs()
+            );
+        }
     }
 }
 
@@ -207,7 +273,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::jobs::{Initiator, JobRequest, Reservation};
+    use crate::jobs::{Initiator, JobRequest, JobState, Reservation};
     use crate::sysroot::progress::{Phase, Progress};
     use crate::sysroot::{SysrootPath, UpdateSummary};
 
@@ -314,9 +380,9 @@ mod tests {
 
     fn reserve(shared: &Shared, kind: JobKind, options: Options) -> Arc<JobShared> {
         let request = JobRequest { kind, image: None, options };
-        match shared.jobs.reserve(request, Initiator { uid: 0, unit: None }, true).unwrap() {
-            Reservation::New(job) => job,
-            Reservation::Existing(_) => panic!("the slot was free"),
+        match shared.jobs.reserve(request, Initiator { uid: 0, unit: None }, None).unwrap() {
+            Reservation::New { job, preempted: None } => job,
+            other => panic!("the slot was free: {other:?}"),
         }
     }
 
@@ -336,7 +402,7 @@ mod tests {
             reboot: &reboot,
         };
         let (reply, reply_sent) = oneshot::channel::<()>();
-        let running = runner.run(job, async {
+        let running = runner.run(job, Course::Work { preempted: None }, async {
             let _ = reply_sent.await;
         });
         tokio::pin!(running);
@@ -452,5 +518,94 @@ mod tests {
         let (_, reboots) = run(&shared, job, Err(Error::Cancelled("cancelled by caller".into()))).await;
         assert_eq!(reboots, 0);
         assert_eq!(shared.records.reboot_postponed(), None);
+    }
+
+    /// Holds a check until it is cancelled; any other job notes whether the
+    /// check had ended when its work began.
+    struct HeldCheck {
+        check_ended_first: Mutex<Option<bool>>,
+        check: Arc<JobShared>,
+    }
+
+    impl Operation for HeldCheck {
+        async fn run(&self, job: Arc<JobShared>) -> Result<Outcome, Error> {
+            if job.id == self.check.id {
+                job.cancel.cancelled().await;
+                return Err(Error::Cancelled("cancelled by request".into()));
+            }
+            *self.check_ended_first.lock().unwrap() = Some(self.check.props().is_finished());
+            Ok(Outcome::message("Removed 0 images."))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_preempted_check_ends_cancelled_naming_its_successor_which_starts_after_it() {
+        let shared = Shared::new();
+        shared.records.record_check_result("Update available: v2.");
+        let checker = Initiator { uid: 1000, unit: None };
+        let request = |kind| JobRequest { kind, image: None, options: Options::default() };
+        let Ok(Reservation::New { job: check, .. }) = shared.jobs.reserve(request(JobKind::Check), checker, None) else {
+            panic!("the slot was free")
+        };
+        let bus = FakeBus { shared: shared.clone(), seen: Mutex::new(Vec::new()) };
+        let operation = HeldCheck { check_ended_first: Mutex::new(None), check: check.clone() };
+        let reboot = FakeReboot { asked: Mutex::new(0) };
+        let runner = Runner {
+            jobs: &shared.jobs,
+            records: &shared.records,
+            status: &shared.status,
+            idle: &shared.idle,
+            events: &bus,
+            operation: &operation,
+            reboot: &reboot,
+        };
+        let checking = runner.run(check.clone(), Course::Work { preempted: None }, async {});
+        let cleaning = async {
+            // The check is running when the cleanup arrives.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let admin = Initiator { uid: 0, unit: None };
+            let Ok(Reservation::New { job, preempted }) = shared.jobs.reserve(request(JobKind::Cleanup), admin, None)
+            else {
+                panic!("a cleanup pre-empts a check")
+            };
+            runner.run(job.clone(), Course::Work { preempted }, async {}).await;
+            job
+        };
+        let ((), cleanup) = tokio::join!(checking, cleaning);
+
+        let reason = format!("the check was pre-empted by cleanup job {} (uid 0)", cleanup.path);
+        assert_eq!(check.props().state(), &JobState::Cancelled { error: Error::Cancelled(reason) });
+        assert_eq!(cleanup.props().message(), "Removed 0 images.");
+        assert_eq!(*operation.check_ended_first.lock().unwrap(), Some(true), "the cleanup waited for the check's end");
+        assert_eq!(shared.records.last_check_result(), "Update available: v2.", "a pre-empted check found nothing");
+        assert!(shared.jobs.active().is_none() && !shared.jobs.busy());
+    }
+
+    #[tokio::test]
+    async fn an_answered_check_is_only_announced() {
+        let shared = Shared::new();
+        let request = JobRequest { kind: JobKind::Check, image: None, options: Options::default() };
+        let answer = Some(Ok("No update available. (from the check 3 s ago)".to_string()));
+        let Ok(Reservation::Answered(job)) = shared.jobs.reserve(request, Initiator { uid: 1000, unit: None }, answer)
+        else {
+            panic!("the answer is given")
+        };
+        let bus = FakeBus { shared: shared.clone(), seen: Mutex::new(Vec::new()) };
+        let operation = FakeOperation { result: Err(Error::Failed("must not run".into())) };
+        let reboot = FakeReboot { asked: Mutex::new(0) };
+        let runner = Runner {
+            jobs: &shared.jobs,
+            records: &shared.records,
+            status: &shared.status,
+            idle: &shared.idle,
+            events: &bus,
+            operation: &operation,
+            reboot: &reboot,
+        };
+        runner.run(job.clone(), Course::Answered, async {}).await;
+        assert_eq!(bus.seen(), [Seen::JobNew, Seen::JobRemoved { state: JobStatus::Succeeded, slot_taken: false }]);
+        assert_eq!(job.props().message(), "No update available. (from the check 3 s ago)");
+        assert_eq!(shared.records.last_check_time(), 0, "nothing new was checked");
+        assert!(!shared.jobs.busy());
     }
 }

@@ -1,6 +1,7 @@
 //! A job's observable state and its transitions.
 
-use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, OnceLock};
 
 use hostd_interface::job::JobStatus;
 use hostd_interface::names::job_path;
@@ -243,10 +244,14 @@ pub struct JobShared {
     pub initiator: Initiator,
     /// Whether the caller may choose what the host runs: root, or granted
     /// `switch`. An `Upgrade` without it refuses a local image path others
-    /// can write (`sysroot::local_source`), judged again when the job opens it.
-    pub may_choose_image: bool,
-    /// Fired by `Cancel()` or the time limit.
+    /// can write (`sysroot::local_source`), judged again when the job opens
+    /// it. Set by the bus before the job starts ([`JobShared::allow_image_choice`]).
+    may_choose_image: AtomicBool,
+    /// Fired by `Cancel()`, the time limit or a pre-empting job.
     pub cancel: CancellationToken,
+    /// Set when a job took this check's place ([`JobShared::preempt`]):
+    /// what its `Cancelled` end says instead of the sysroot's words.
+    preempted_by: OnceLock<String>,
     props: Mutex<JobProps>,
     /// Properties as they were when each phase ended, not yet published:
     /// readers see every phase even when a fast one lasts less than the
@@ -261,19 +266,55 @@ pub struct JobShared {
 
 impl JobShared {
     /// A running job in its first phase.
-    pub fn new(id: u64, request: JobRequest, initiator: Initiator, may_choose_image: bool) -> JobShared {
+    pub fn new(id: u64, request: JobRequest, initiator: Initiator) -> JobShared {
         JobShared {
             id,
             path: job_path(id),
             request,
             initiator,
-            may_choose_image,
+            may_choose_image: AtomicBool::new(false),
             cancel: CancellationToken::new(),
+            preempted_by: OnceLock::new(),
             props: Mutex::new(JobProps::starting()),
             phase_ends: Mutex::new(Vec::new()),
             changed: Notify::new(),
             ended: CancellationToken::new(),
             published_phase: tokio::sync::watch::channel(Phase::Checking).0,
+        }
+    }
+
+    /// Record that the caller may choose what the host runs; called by the
+    /// bus for a new job before it starts.
+    pub fn allow_image_choice(&self) {
+        self.may_choose_image.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// See the field `may_choose_image`.
+    pub fn may_choose_image(&self) -> bool {
+        self.may_choose_image.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stop the job because another one takes its place; `reason` becomes
+    /// the message of its `Cancelled` end. A job already being cancelled
+    /// keeps the reason it has.
+    pub fn preempt(&self, reason: String) {
+        if !self.cancel.is_cancelled() {
+            let _ = self.preempted_by.set(reason);
+        }
+        self.cancel.cancel();
+    }
+
+    /// Why the job was pre-empted, if it was.
+    pub fn preempted_by(&self) -> Option<&str> {
+        self.preempted_by.get().map(String::as_str)
+    }
+
+    /// The job's own `result`, with a cancellation that came from
+    /// pre-emption saying so.
+    pub fn explain_cancel<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
+        match (result, self.preempted_by()) {
+            (Err(Error::Cancelled(_)), Some(reason)) => Err(Error::Cancelled(reason.to_string())),
+            (result, _) => result,
         }
     }
 
@@ -384,7 +425,6 @@ mod tests {
             7,
             JobRequest { kind: JobKind::Upgrade, image: None, options: Options::default() },
             Initiator { uid: 0, unit: None },
-            true,
         )
     }
 
@@ -455,6 +495,25 @@ mod tests {
         assert_eq!(j.props().warnings(), ["left out: /opt", "second"]);
         j.finish(&Ok("done".into()));
         assert_eq!(j.props().warnings(), ["left out: /opt", "second"], "the end keeps them");
+    }
+
+    #[test]
+    fn a_preempted_job_says_what_took_its_place() {
+        let j = job();
+        j.preempt("pre-empted by job 8".into());
+        assert!(j.cancel.is_cancelled());
+        let sysroot_says: Result<(), Error> = Err(Error::Cancelled("cancelled by request".into()));
+        assert_eq!(j.explain_cancel(sysroot_says), Err(Error::Cancelled("pre-empted by job 8".into())));
+        assert_eq!(j.explain_cancel(Ok::<_, Error>(1)), Ok(1), "a job that finished anyway keeps its result");
+        let failed: Result<(), Error> = Err(Error::Network("reset".into()));
+        assert_eq!(j.explain_cancel(failed.clone()), failed, "only a cancellation is explained");
+        j.preempt("pre-empted by job 9".into());
+        assert_eq!(j.preempted_by(), Some("pre-empted by job 8"), "the first reason stays");
+
+        let cancelled_first = job();
+        cancelled_first.cancel.cancel();
+        cancelled_first.preempt("pre-empted by job 10".into());
+        assert_eq!(cancelled_first.preempted_by(), None, "Cancel() came first: its reason stands");
     }
 
     #[test]

@@ -145,7 +145,7 @@ async fn execute(sysroot: &SysrootPath, job: &JobShared) -> Result<Outcome, Erro
         allow_downgrade: request.options.allow_downgrade,
         unattended: request.options.auto,
         queued_is_enough: request.options.apply,
-        may_choose_image: job.may_choose_image,
+        may_choose_image: job.may_choose_image(),
     };
     let result = match request.kind {
         JobKind::Check => sysroot::pull::check(sysroot, job, cancel).await,
