@@ -18,7 +18,9 @@ use hostd_tests::{binary, run};
 use hostd_interface::proxy::Host1Proxy;
 use zbus::{Connection, Variant};
 
-const CONFIG: &str = "[daemon]\nidle_exit_secs = 120\n";
+/// Every check of a user really runs (no answer from the last result), so
+/// each case is judged afresh.
+const CONFIG: &str = "[daemon]\nidle_exit_secs = 120\ncheck_interval_secs = 0\n";
 
 fn no_options() -> HashMap<&'static str, Variant<'static>> {
     HashMap::new()
