@@ -341,7 +341,7 @@ impl Manager {
         let auth = Authorizer::new(conn.clone());
         let caller = auth.caller(&header).await?;
         auth.authorize(&header, &caller, &[Action::Reload], &HashMap::new()).await?;
-        self.ctx.reload_config()?;
+        self.ctx.reload_config().await?;
         let _ = self.automatic_update_policy_changed(&emitter).await;
         Ok(())
     }
