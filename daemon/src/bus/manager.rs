@@ -76,7 +76,7 @@ impl Manager {
         let caller = auth.caller(header).await?;
         auth.authorize(header, &caller, &actions_for(request), &details_for(request))
             .await?;
-        Ok(Initiator::of_process(caller.uid, caller.pid))
+        Ok(Initiator { uid: caller.uid, unit: caller.unit })
     }
 
     /// Reserve the job slot for an authorized request and start the job
