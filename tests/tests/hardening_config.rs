@@ -226,6 +226,33 @@ async fn a_huge_option_dictionary_is_refused_before_it_is_decoded() {
     answers(&machine, &host).await;
 }
 
+#[tokio::test]
+async fn properties_set_never_reaches_the_daemon() {
+    let (_dir, machine) = machine_without_sysroot(CONFIG);
+    let (conn, host) = machine.manager().await.unwrap();
+    answers(&machine, &host).await;
+    let pid = machine.hostd_pid().unwrap();
+    let before = peak_rss_kib(pid);
+    let dict: HashMap<String, Variant<'static>> = (0..HUGE_DICT_KEYS).map(|i| (short_key(i), Variant::Bool(true))).collect();
+    let value = Variant::from(dict);
+    let reply = conn
+        .call_method(
+            Some("org.hostd.Host1"),
+            "/org/hostd/Host1",
+            Some("org.freedesktop.DBus.Properties"),
+            "Set",
+            &("org.hostd.Host1", "State", &value),
+        )
+        .await;
+    let grown = (peak_rss_kib(pid) - before) * 1024;
+    assert!(grown < 16 << 20, "peak memory grew by {grown} bytes");
+    match reply {
+        Err(zbus::Error::FDO(e)) if matches!(*e, zbus::fdo::Error::AccessDenied(_)) => {}
+        other => panic!("expected the bus to refuse, got {other:?}"),
+    }
+    answers(&machine, &host).await;
+}
+
 /// The hierarchies systemd tracks units in: the unified (v2) one, and on
 /// hybrid hosts also the legacy name=systemd one.
 fn unit_hierarchies() -> Vec<PathBuf> {
