@@ -27,7 +27,6 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,9 +100,6 @@ pub enum ConfigError {
     /// Reading took longer than [`LOAD_TIME_LIMIT`].
     #[error("reading the configuration took longer than {} s (a hung file system?)", LOAD_TIME_LIMIT.as_secs())]
     TimedOut,
-    /// An earlier read has not finished yet (it went past its time limit).
-    #[error("an earlier read of the configuration has not finished yet")]
-    StillReading,
     /// A drop-in directory could not be listed.
     #[error("listing {}: {error}", dir.display())]
     List {
@@ -363,21 +359,12 @@ impl Config {
 }
 
 /// Runs [`Config::load`] on a blocking thread, one at a time, waiting at
-/// most [`LOAD_TIME_LIMIT`]. A read that overruns is left to finish on its
-/// thread; until it does, further loads fail with
-/// [`ConfigError::StillReading`] rather than pile up more threads.
+/// most [`LOAD_TIME_LIMIT`] (queueing behind another load included). A read
+/// that overruns is left to finish on its thread and holds the turn until
+/// it does, so a stuck file system costs one thread, not one per call.
 #[derive(Debug, Default)]
 pub struct Loader {
-    reading: Arc<AtomicBool>,
-}
-
-/// Clears the loader's flag when the blocking read ends, however it ends.
-struct ReadingFlag(Arc<AtomicBool>);
-
-impl Drop for ReadingFlag {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Loader {
@@ -386,7 +373,7 @@ impl Loader {
         self.load_within(root, LOAD_TIME_LIMIT, Config::load).await
     }
 
-    /// `read(root)` on a blocking thread, unless one is still running;
+    /// `read(root)` on a blocking thread once no other read runs;
     /// [`ConfigError::TimedOut`] after `limit`.
     async fn load_within(
         &self,
@@ -394,16 +381,17 @@ impl Loader {
         limit: Duration,
         read: fn(&Path) -> Result<Config, ConfigError>,
     ) -> Result<Config, ConfigError> {
-        if self.reading.swap(true, Ordering::AcqRel) {
-            return Err(ConfigError::StillReading);
-        }
-        let flag = ReadingFlag(self.reading.clone());
         let root = root.to_path_buf();
-        let reading = tokio::task::spawn_blocking(move || {
-            let _flag = flag;
-            read(&root)
-        });
-        match tokio::time::timeout(limit, reading).await {
+        let turn = self.turn.clone();
+        let load = async move {
+            let my_turn = turn.lock_owned().await;
+            tokio::task::spawn_blocking(move || {
+                let _my_turn = my_turn;
+                read(&root)
+            })
+            .await
+        };
+        match tokio::time::timeout(limit, load).await {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(join)) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
             // Cancelled: the runtime is shutting down, nothing waits for it.
@@ -935,22 +923,27 @@ mod tests {
         assert_eq!(Config::load(d.path()).unwrap(), Config::default());
     }
 
+    /// How many times [`stuck_read`] started.
+    static STUCK_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
     #[expect(clippy::disallowed_methods, reason = "stands in for a read stuck on a blocking thread")]
     fn stuck_read(_: &Path) -> Result<Config, ConfigError> {
+        STUCK_READS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(800));
         Ok(Config::default())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_stuck_read_times_out_and_is_not_started_twice() {
+    async fn a_stuck_read_times_out_and_holds_its_turn_until_it_ends() {
         let loader = Loader::default();
         let root = Path::new("/nonexistent");
         let limit = Duration::from_millis(100);
         let started = std::time::Instant::now();
         assert!(matches!(loader.load_within(root, limit, stuck_read).await, Err(ConfigError::TimedOut)));
+        assert!(matches!(loader.load_within(root, limit, stuck_read).await, Err(ConfigError::TimedOut)));
         assert!(started.elapsed() < Duration::from_millis(600));
-        assert!(matches!(loader.load_within(root, limit, stuck_read).await, Err(ConfigError::StillReading)));
-        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(STUCK_READS.load(std::sync::atomic::Ordering::SeqCst), 1, "the second waited its turn");
+        // Once the stuck read has ended, the next one runs.
         assert_eq!(loader.load(root).await.unwrap(), Config::default());
     }
 

@@ -64,7 +64,7 @@ impl Context {
                 tracing::error!("configuration not reloaded, keeping the previous one: {e:#}");
                 let message = format!("configuration not reloaded, keeping the previous one: {e:#}");
                 Err(match e {
-                    ConfigError::TimedOut | ConfigError::StillReading => Error::Failed(message),
+                    ConfigError::TimedOut => Error::Failed(message),
                     _ => Error::InvalidArgument(message),
                 })
             }
