@@ -65,7 +65,11 @@ impl Context {
                 let message = format!("configuration not reloaded, keeping the previous one: {e:#}");
                 Err(match e {
                     ConfigError::TimedOut => Error::Failed(message),
-                    _ => Error::InvalidArgument(message),
+                    ConfigError::Read { .. }
+                    | ConfigError::List { .. }
+                    | ConfigError::Syntax { .. }
+                    | ConfigError::Invalid { .. }
+                    | ConfigError::Refused { .. } => Error::InvalidArgument(message),
                 })
             }
         }
