@@ -2,6 +2,7 @@
 //! polkit with the caller's bus name as the subject. Root is trusted.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 
 use hostd_interface::names::ACTION_PREFIX;
 use hostd_interface::options::Options;
@@ -10,6 +11,7 @@ use zbus::message::{Flags, Header};
 use zbus::Connection;
 use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
 
+use crate::initiator;
 use crate::jobs::{JobKind, JobRequest};
 
 /// The polkit actions, one per verb.
@@ -114,8 +116,9 @@ pub struct Caller {
     pub sender: String,
     /// Its uid.
     pub uid: u32,
-    /// Its pid, when the bus knows it.
-    pub pid: Option<u32>,
+    /// The system unit its process runs in, read when the call arrived,
+    /// when that can be told for sure ([`crate::initiator`]).
+    pub unit: Option<String>,
     /// Whether it allowed polkit to prompt (`ALLOW_INTERACTIVE_AUTHORIZATION`).
     pub interactive: bool,
 }
@@ -141,15 +144,24 @@ impl Authorizer {
         let dbus = zbus::fdo::DBusProxy::new(&self.conn)
             .await
             .map_err(|e| Error::Failed(format!("talking to the bus: {e}")))?;
-        let uid = dbus
-            .get_connection_unix_user(sender.clone().into())
+        let credentials = dbus
+            .get_connection_credentials(sender.clone().into())
             .await
             .map_err(|e| Error::NotAuthorized(format!("cannot identify the caller: {e}")))?;
-        let pid = dbus.get_connection_unix_process_id(sender.clone().into()).await.ok();
+        let uid = credentials
+            .unix_user_id()
+            .ok_or_else(|| Error::NotAuthorized("the bus does not know the caller's uid".into()))?;
+        // Now, before polkit (which may wait for a password): the sooner,
+        // the likelier the process is still there to be vouched for.
+        let unit = initiator::unit_of_connection(
+            uid,
+            credentials.process_id(),
+            credentials.process_fd().map(|fd| fd.as_fd()),
+        );
         Ok(Caller {
             sender: sender.to_string(),
             uid,
-            pid,
+            unit,
             interactive: header.primary().flags().contains(Flags::ALLOW_INTERACTIVE_AUTH),
         })
     }

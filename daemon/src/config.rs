@@ -8,13 +8,26 @@
 //! name in an earlier one, a symlink to `/dev/null` masks it, and the
 //! survivors apply in file name order after the main file.
 //!
+//! Settings decide what root does, so a file is read only when no one but
+//! root could have written it (as sudo and sshd do): a regular file, not
+//! a symbolic link (except the `/dev/null` mask), owned by root, not
+//! writable by group or others, at most [`MAX_FILE_BYTES`], in a directory
+//! that is owned by root and not writable by group or others. Anything
+//! else is refused with an error naming the file. A FIFO or device is
+//! never opened for reading, so nothing here waits for a writer; callers on
+//! the bus read through a [`Loader`], which also bounds the time.
+//!
 //! A later file replaces each scalar key it sets; `[[updates.window]]` is
 //! one list, replaced whole by any file that has one (and cleared by
 //! `window = []`), so what one file says about windows never mixes with
 //! another's. See docs/automation.md.
 
 use std::collections::BTreeMap;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::WeekdaySet;
@@ -29,6 +42,13 @@ use crate::updates::window::{self, MaintenanceWindows, Window, WindowError};
 const DROPIN_DIRS: [&str; 3] = ["usr/lib/hostd/hostd.d", "etc/hostd/hostd.d", "run/hostd/hostd.d"];
 /// The main file, relative to the config root.
 const MAIN_FILE: &str = "etc/hostd/hostd.toml";
+/// Largest configuration file read; real ones are a few hundred bytes.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024;
+/// How long a [`Loader`] waits for the files (a hung network file
+/// system must not hold a caller, or start-up, for longer).
+pub const LOAD_TIME_LIMIT: Duration = Duration::from_secs(5);
+/// Permission bits that let someone other than the owner write.
+const WRITABLE_BY_OTHERS: u32 = 0o022;
 
 /// Validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +92,18 @@ pub enum ConfigError {
         /// The I/O error.
         error: std::io::Error,
     },
+    /// A file or directory that someone other than root could have written,
+    /// or that is not a plain file of reasonable size.
+    #[error("{}: {reason}; refusing to read it", path.display())]
+    Refused {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: Refusal,
+    },
+    /// Reading took longer than [`LOAD_TIME_LIMIT`].
+    #[error("reading the configuration took longer than {} s (a hung file system?)", LOAD_TIME_LIMIT.as_secs())]
+    TimedOut,
     /// A drop-in directory could not be listed.
     #[error("listing {}: {error}", dir.display())]
     List {
@@ -98,6 +130,32 @@ pub enum ConfigError {
         /// What is wrong.
         problem: String,
     },
+}
+
+/// Why a configuration file or directory is not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A symbolic link (other than the `/dev/null` mask).
+    #[error("a symbolic link; only regular files are read")]
+    Symlink,
+    /// A FIFO, socket, device or directory where a file belongs (or a
+    /// file where a directory belongs).
+    #[error("a {found}, not a {expected}")]
+    WrongType {
+        /// What it is.
+        found: &'static str,
+        /// What it should be.
+        expected: &'static str,
+    },
+    /// Owned by someone other than root.
+    #[error("owned by uid {0}, not by root")]
+    NotOwnedByRoot(u32),
+    /// Group or others may write it.
+    #[error("writable by group or others (mode {0:04o})")]
+    WritableByOthers(u32),
+    /// Longer than [`MAX_FILE_BYTES`].
+    #[error("larger than {MAX_FILE_BYTES} bytes")]
+    TooLarge,
 }
 
 // Stage 1: one file as written.
@@ -300,7 +358,7 @@ fn invalid(file: &Path, key: &str, problem: impl ToString) -> ConfigError {
 impl Config {
     /// Read the main file and drop-ins under `root` (`/` in production).
     /// Without `[updates] time_zone`, windows are read in the zone
-    /// `<root>/etc/localtime` names.
+    /// `<root>/etc/localtime` names. Blocking: async code uses a [`Loader`].
     pub fn load(root: &Path) -> Result<Config, ConfigError> {
         let mut inputs = Inputs::default();
         for file in config_files(root)? {
@@ -310,11 +368,148 @@ impl Config {
     }
 }
 
-fn read_fragment(file: &Path) -> Result<Fragment, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read {
-        path: file.to_path_buf(),
-        error,
+/// Runs [`Config::load`] on a blocking thread, one at a time, waiting at
+/// most [`LOAD_TIME_LIMIT`] (queueing behind another load included). A read
+/// that overruns is left to finish on its thread and holds the turn until
+/// it does, so a stuck file system costs one thread, not one per call.
+#[derive(Debug, Default)]
+pub struct Loader {
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Loader {
+    /// The configuration under `root`, read off the async threads.
+    pub async fn load(&self, root: &Path) -> Result<Config, ConfigError> {
+        self.load_within(root, LOAD_TIME_LIMIT, Config::load).await
+    }
+
+    /// `read(root)` on a blocking thread once no other read runs;
+    /// [`ConfigError::TimedOut`] after `limit`.
+    async fn load_within(
+        &self,
+        root: &Path,
+        limit: Duration,
+        read: fn(&Path) -> Result<Config, ConfigError>,
+    ) -> Result<Config, ConfigError> {
+        let root = root.to_path_buf();
+        let turn = self.turn.clone();
+        let load = async move {
+            let my_turn = turn.lock_owned().await;
+            tokio::task::spawn_blocking(move || {
+                let _my_turn = my_turn;
+                read(&root)
+            })
+            .await
+        };
+        match tokio::time::timeout(limit, load).await {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(join)) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            // Cancelled: the runtime is shutting down, nothing waits for it.
+            Ok(Err(_)) | Err(_) => Err(ConfigError::TimedOut),
+        }
+    }
+}
+
+/// The text of `file`, if it is a file only root could have written.
+fn read_trusted(file: &Path) -> Result<String, ConfigError> {
+    let refused = |reason| ConfigError::Refused { path: file.to_path_buf(), reason };
+    let read_error = |error| ConfigError::Read { path: file.to_path_buf(), error };
+    // Looked at before opening, so a FIFO or device is never opened.
+    let before = std::fs::symlink_metadata(file).map_err(read_error)?;
+    check_trusted(&before, FileKind::File).map_err(refused)?;
+    let opened = open_no_follow(file).map_err(|error| {
+        if error.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
+            refused(Refusal::Symlink)
+        } else {
+            read_error(error)
+        }
     })?;
+    // Checked again on what was opened: it may have been replaced.
+    let after = opened.metadata().map_err(read_error)?;
+    check_trusted(&after, FileKind::File).map_err(refused)?;
+    let mut bytes = Vec::new();
+    opened.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(refused(Refusal::TooLarge));
+    }
+    String::from_utf8(bytes).map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+/// `file` opened for reading, failing with `ELOOP` on a symbolic link and
+/// without waiting for a writer should it be a FIFO after all.
+fn open_no_follow(file: &Path) -> std::io::Result<File> {
+    use nix::fcntl::OFlag;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+        .open(file)
+}
+
+/// What a path of the configuration must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    File,
+    Directory,
+}
+
+/// Whether `meta` (not following links) is a `kind` only root can write.
+fn check_trusted(meta: &Metadata, kind: FileKind) -> Result<(), Refusal> {
+    let file_type = meta.file_type();
+    let found = if file_type.is_symlink() {
+        return Err(Refusal::Symlink);
+    } else if file_type.is_file() {
+        FileKind::File
+    } else if file_type.is_dir() {
+        FileKind::Directory
+    } else {
+        return Err(Refusal::WrongType { found: type_name(meta), expected: kind_name(kind) });
+    };
+    if found != kind {
+        return Err(Refusal::WrongType { found: kind_name(found), expected: kind_name(kind) });
+    }
+    if meta.uid() != trusted_owner() {
+        return Err(Refusal::NotOwnedByRoot(meta.uid()));
+    }
+    if meta.mode() & WRITABLE_BY_OTHERS != 0 {
+        return Err(Refusal::WritableByOthers(meta.mode() & 0o7777));
+    }
+    Ok(())
+}
+
+/// Root in production; the test user when unit tests run unprivileged.
+fn trusted_owner() -> u32 {
+    if cfg!(test) {
+        nix::unistd::geteuid().as_raw()
+    } else {
+        0
+    }
+}
+
+fn kind_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::File => "regular file",
+        FileKind::Directory => "directory",
+    }
+}
+
+fn type_name(meta: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    }
+}
+
+fn read_fragment(file: &Path) -> Result<Fragment, ConfigError> {
+    let text = read_trusted(file)?;
     toml::from_str(&text).map_err(|e| ConfigError::Syntax {
         path: file.to_path_buf(),
         message: syntax_message(&text, &e),
@@ -341,11 +536,19 @@ fn one_line(message: &str) -> String {
 fn config_files(root: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let mut files = Vec::new();
     let main = root.join(MAIN_FILE);
-    if main.exists() {
+    if main.symlink_metadata().is_ok() && !is_masked(&main) {
+        if let Some(dir) = main.parent() {
+            check_directory(dir)?;
+        }
         files.push(main);
     }
     let mut dropins: BTreeMap<String, PathBuf> = BTreeMap::new();
     for dir in DROPIN_DIRS.iter().map(|d| root.join(d)) {
+        match dir.symlink_metadata() {
+            Ok(_) => check_directory(&dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(ConfigError::List { dir, error }),
+        }
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -364,6 +567,13 @@ fn config_files(root: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     }
     files.extend(dropins.into_values().filter(|p| !is_masked(p)));
     Ok(files)
+}
+
+/// A directory whose files could be replaced by someone other than root is
+/// as untrusted as such a file.
+fn check_directory(dir: &Path) -> Result<(), ConfigError> {
+    let meta = dir.symlink_metadata().map_err(|error| ConfigError::List { dir: dir.to_path_buf(), error })?;
+    check_trusted(&meta, FileKind::Directory).map_err(|reason| ConfigError::Refused { path: dir.to_path_buf(), reason })
 }
 
 fn is_masked(p: &Path) -> bool {
@@ -632,6 +842,130 @@ mod tests {
             "in <root>/etc/hostd/hostd.toml: updates.fleet_lock.group: \"web servers\" may contain only \
              letters, digits, '.' and '-'"
         );
+    }
+
+    #[test]
+    fn fleet_lock_url_with_credentials_names_the_key_not_the_secret() {
+        let e = main_file_error("[updates.fleet_lock]\nurl = \"https://node:s3cret@lock.example\"\n");
+        assert!(
+            e.starts_with("in <root>/etc/hostd/hostd.toml: updates.fleet_lock.url: must not contain credentials"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    /// The error for a drop-in `10-x.toml` made by `make`, with the root shown as `<root>`.
+    fn dropin_error(make: impl FnOnce(&Path)) -> String {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("etc/hostd/hostd.d");
+        std::fs::create_dir_all(&dir).unwrap();
+        make(&dir.join("10-x.toml"));
+        load_error(d.path())
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let e = dropin_error(|p| nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap());
+        assert_eq!(
+            e,
+            "<root>/etc/hostd/hostd.d/10-x.toml: a FIFO, not a regular file; refusing to read it"
+        );
+    }
+
+    #[test]
+    fn symlinks_other_than_the_mask_are_refused() {
+        let e = dropin_error(|p| std::os::unix::fs::symlink("/dev/zero", p).unwrap());
+        assert_eq!(
+            e,
+            "<root>/etc/hostd/hostd.d/10-x.toml: a symbolic link; only regular files are read; refusing to read it"
+        );
+        let e = dropin_error(|p| {
+            std::fs::write(p.with_file_name("real"), "[daemon]\nidle_exit_secs = 5\n").unwrap();
+            std::os::unix::fs::symlink("real", p).unwrap();
+        });
+        assert!(e.ends_with("10-x.toml: a symbolic link; only regular files are read; refusing to read it"), "{e}");
+    }
+
+    #[test]
+    fn a_directory_in_place_of_a_file_is_refused() {
+        let e = dropin_error(|p| std::fs::create_dir(p).unwrap());
+        assert_eq!(e, "<root>/etc/hostd/hostd.d/10-x.toml: a directory, not a regular file; refusing to read it");
+    }
+
+    #[test]
+    fn files_others_may_write_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let e = dropin_error(|p| {
+            std::fs::write(p, "[daemon]\nidle_exit_secs = 5\n").unwrap();
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o664)).unwrap();
+        });
+        assert_eq!(
+            e,
+            "<root>/etc/hostd/hostd.d/10-x.toml: writable by group or others (mode 0664); refusing to read it"
+        );
+        let e = dropin_error(|p| {
+            std::fs::write(p, "").unwrap();
+            std::fs::set_permissions(p.parent().unwrap(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        });
+        assert_eq!(e, "<root>/etc/hostd/hostd.d: writable by group or others (mode 0777); refusing to read it");
+    }
+
+    #[test]
+    fn files_not_owned_by_root_are_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let e = dropin_error(|p| {
+            std::fs::write(p, "[daemon]\nidle_exit_secs = 5\n").unwrap();
+            std::os::unix::fs::chown(p, Some(4242), None).unwrap();
+        });
+        assert_eq!(e, "<root>/etc/hostd/hostd.d/10-x.toml: owned by uid 4242, not by root; refusing to read it");
+    }
+
+    #[test]
+    fn files_over_the_size_limit_are_refused() {
+        let e = dropin_error(|p| {
+            let comment = "#".repeat(MAX_FILE_BYTES as usize) + "\n";
+            std::fs::write(p, comment).unwrap();
+        });
+        assert_eq!(e, "<root>/etc/hostd/hostd.d/10-x.toml: larger than 65536 bytes; refusing to read it");
+        // Exactly the limit is read.
+        let d = tempfile::tempdir().unwrap();
+        let text = format!("[daemon]\nidle_exit_secs = 5\n{}", "#".repeat(MAX_FILE_BYTES as usize - 28));
+        assert_eq!(text.len() as u64, MAX_FILE_BYTES);
+        write(d.path(), MAIN_FILE, &text);
+        assert_eq!(Config::load(d.path()).unwrap().idle_exit, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn the_main_file_can_be_masked_too() {
+        let d = tempfile::tempdir().unwrap();
+        mask(d.path(), MAIN_FILE);
+        assert_eq!(Config::load(d.path()).unwrap(), Config::default());
+    }
+
+    /// How many times [`stuck_read`] started.
+    static STUCK_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    #[expect(clippy::disallowed_methods, reason = "stands in for a read stuck on a blocking thread")]
+    fn stuck_read(_: &Path) -> Result<Config, ConfigError> {
+        STUCK_READS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(800));
+        Ok(Config::default())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_stuck_read_times_out_and_holds_its_turn_until_it_ends() {
+        let loader = Loader::default();
+        let root = Path::new("/nonexistent");
+        let limit = Duration::from_millis(100);
+        let started = std::time::Instant::now();
+        assert!(matches!(loader.load_within(root, limit, stuck_read).await, Err(ConfigError::TimedOut)));
+        assert!(matches!(loader.load_within(root, limit, stuck_read).await, Err(ConfigError::TimedOut)));
+        assert!(started.elapsed() < Duration::from_millis(600));
+        assert_eq!(STUCK_READS.load(std::sync::atomic::Ordering::SeqCst), 1, "the second waited its turn");
+        // Once the stuck read has ended, the next one runs.
+        assert_eq!(loader.load(root).await.unwrap(), Config::default());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use hostd_interface::Error;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Loader};
 use crate::idle::Idle;
 use crate::jobs::records::Records;
 use crate::jobs::Jobs;
@@ -27,6 +27,7 @@ pub struct Context {
     pub records: Records,
     config_root: PathBuf,
     config: RwLock<Config>,
+    config_loader: Loader,
 }
 
 impl Context {
@@ -40,6 +41,7 @@ impl Context {
             config_root,
             records: Records::default(),
             config: RwLock::new(config),
+            config_loader: Loader::default(),
         })
     }
 
@@ -48,9 +50,10 @@ impl Context {
         self.config.read().expect("config lock poisoned").clone()
     }
 
-    /// Re-read the configuration; on error the previous one stays in force.
-    pub fn reload_config(&self) -> Result<(), Error> {
-        match Config::load(&self.config_root) {
+    /// Re-read the configuration, off the bus threads and within a time
+    /// limit; on error the previous one stays in force.
+    pub async fn reload_config(&self) -> Result<(), Error> {
+        match self.config_loader.load(&self.config_root).await {
             Ok(config) => {
                 self.idle.set_timeout(config.idle_exit);
                 *self.config.write().expect("config lock poisoned") = config;
@@ -59,9 +62,15 @@ impl Context {
             }
             Err(e) => {
                 tracing::error!("configuration not reloaded, keeping the previous one: {e:#}");
-                Err(Error::InvalidArgument(format!(
-                    "configuration not reloaded, keeping the previous one: {e:#}"
-                )))
+                let message = format!("configuration not reloaded, keeping the previous one: {e:#}");
+                Err(match e {
+                    ConfigError::TimedOut => Error::Failed(message),
+                    ConfigError::Read { .. }
+                    | ConfigError::List { .. }
+                    | ConfigError::Syntax { .. }
+                    | ConfigError::Invalid { .. }
+                    | ConfigError::Refused { .. } => Error::InvalidArgument(message),
+                })
             }
         }
     }

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use hostd_interface::names::BUS_NAME;
 use sd_notify::NotifyState;
 
-use crate::config::Config;
+use crate::config::{Config, Loader};
 use crate::context::Context;
 use crate::reboot::marker::{self, Marker};
 use crate::sysroot::{cleanup, watch, SysrootPath};
@@ -23,7 +23,9 @@ pub struct Settings {
 
 /// Serve until idle or told to stop.
 pub async fn run(settings: Settings) -> Result<()> {
-    let config = Config::load(&settings.config_root).unwrap_or_else(|e| {
+    // Bounded like ReloadConfig: a file that cannot be read in time must not
+    // keep the daemon from serving.
+    let config = Loader::default().load(&settings.config_root).await.unwrap_or_else(|e| {
         tracing::error!("ignoring the configuration, using defaults: {e:#}");
         Config::default()
     });

@@ -28,6 +28,11 @@ pub const ENFORCE_CONTAINER_SIGPOLICY: &str = "enforce-container-sigpolicy";
 pub const MAX_STRING_LEN: usize = 4096;
 /// Most keys accepted in one dictionary.
 pub const MAX_KEYS: usize = 32;
+/// Largest body (all arguments of one call, as sent) a method of the hostd
+/// objects accepts. Checked before the arguments are decoded, so the limits
+/// above never wait for a huge dictionary to be built first; real calls
+/// are a few hundred bytes.
+pub const MAX_CALL_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

@@ -199,13 +199,19 @@ impl TestMachine {
     /// Write (or with `None` remove) the drop-in `name` of hostd's
     /// configuration; `ReloadConfig` makes hostd read it.
     pub fn set_config_dropin(&self, name: &str, content: Option<&str>) -> Result<()> {
-        let dir = self.state.path().join("config/etc/hostd/hostd.d");
+        let dir = self.config_dropin_dir();
         std::fs::create_dir_all(&dir)?;
         match content {
             Some(c) => std::fs::write(dir.join(name), c)?,
             None => std::fs::remove_file(dir.join(name))?,
         }
         Ok(())
+    }
+
+    /// The directory of hostd's drop-ins in /etc (not created), for
+    /// drop-ins that are not plain text files.
+    pub fn config_dropin_dir(&self) -> PathBuf {
+        self.state.path().join("config/etc/hostd/hostd.d")
     }
 
     /// Replace the machine's /etc/containers/policy.json.

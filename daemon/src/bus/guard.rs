@@ -4,10 +4,16 @@
 //! `org.freedesktop.DBus.Error.InvalidArgs`. hostd promises one error
 //! vocabulary, so this wrapper compares the incoming body signature with the
 //! introspected one first and answers `org.hostd.Host1.Error.InvalidArgument`.
+//!
+//! It also refuses a call whose body is larger than [`MAX_CALL_BYTES`]
+//! before anything decodes it: a dictionary of a million keys costs only
+//! its bytes here, where decoding it first would cost hundreds of megabytes
+//! before the option parser could count the keys.
 
 use std::collections::HashMap;
 use std::fmt::Write;
 
+use hostd_interface::options::MAX_CALL_BYTES;
 use hostd_interface::Error;
 use zbus::message::{Header, Message};
 use zbus::names::{InterfaceName, MemberName};
@@ -38,6 +44,33 @@ impl<I: Interface> SignatureGuard<I> {
     pub fn inner(&self) -> &I {
         &self.inner
     }
+}
+
+impl<I> SignatureGuard<I> {
+    /// Whether a call of method `name` may be decoded: its body is at most
+    /// [`MAX_CALL_BYTES`] (looked at as bytes only) and has the method's
+    /// signature.
+    fn check(&self, msg: &Message, name: &MemberName<'_>) -> Result<(), Error> {
+        check_size(name, msg.body().len())?;
+        if let Some(expected) = self.expected.get(name.as_str()) {
+            let got = msg.body().signature().to_string_no_parens();
+            if &got != expected {
+                return Err(Error::InvalidArgument(format!(
+                    "{name} takes arguments of type '{expected}', got '{got}'"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_size(name: &MemberName<'_>, body_len: usize) -> Result<(), Error> {
+    if body_len > MAX_CALL_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "{name}: the arguments are {body_len} bytes; at most {MAX_CALL_BYTES} are accepted"
+        )));
+    }
+    Ok(())
 }
 
 /// Method name → the concatenated types of its in-arguments, from an
@@ -127,16 +160,8 @@ impl<I: Interface> Interface for SignatureGuard<I> {
         msg: &'call Message,
         name: MemberName<'call>,
     ) -> DispatchResult<'call> {
-        if let Some(expected) = self.expected.get(name.as_str()) {
-            let got = msg.body().signature().to_string_no_parens();
-            if &got != expected {
-                let err = Error::InvalidArgument(format!(
-                    "{name} takes arguments of type '{expected}', got '{got}'"
-                ));
-                return DispatchResult::new_async(connection, msg, async move {
-                    Err::<(), Error>(err)
-                });
-            }
+        if let Err(err) = self.check(msg, &name) {
+            return DispatchResult::new_async(connection, msg, async move { Err::<(), Error>(err) });
         }
         self.inner.call(server, connection, msg, name)
     }
@@ -148,6 +173,9 @@ impl<I: Interface> Interface for SignatureGuard<I> {
         msg: &'call Message,
         name: MemberName<'call>,
     ) -> DispatchResult<'call> {
+        if let Err(err) = self.check(msg, &name) {
+            return DispatchResult::new_async(connection, msg, async move { Err::<(), Error>(err) });
+        }
         self.inner.call_mut(server, connection, msg, name)
     }
 
@@ -159,6 +187,19 @@ impl<I: Interface> Interface for SignatureGuard<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_limit_is_inclusive() {
+        let name = MemberName::from_static_str("Status").unwrap();
+        assert!(check_size(&name, MAX_CALL_BYTES).is_ok());
+        assert_eq!(
+            check_size(&name, MAX_CALL_BYTES + 1),
+            Err(Error::InvalidArgument(format!(
+                "Status: the arguments are {} bytes; at most {MAX_CALL_BYTES} are accepted",
+                MAX_CALL_BYTES + 1
+            )))
+        );
+    }
 
     #[test]
     fn reads_in_arguments_only() {

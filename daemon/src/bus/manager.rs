@@ -103,8 +103,8 @@ impl Manager {
             (e, _) => e,
         })?;
         Ok(Authorized {
-            initiator: Initiator::of_process(caller.uid, caller.pid),
             may_choose_image: caller.uid == 0 || actions.contains(&Action::Switch),
+            initiator: Initiator { uid: caller.uid, unit: caller.unit },
         })
     }
 
@@ -409,7 +409,7 @@ impl Manager {
         let auth = Authorizer::new(conn.clone());
         let caller = auth.caller(&header).await?;
         auth.authorize(&header, &caller, &[Action::Reload], &HashMap::new()).await?;
-        self.ctx.reload_config()?;
+        self.ctx.reload_config().await?;
         let _ = self.automatic_update_policy_changed(&emitter).await;
         Ok(())
     }

@@ -102,7 +102,7 @@ fn watch(command: &mut Command, cancel: &CancellationToken) -> std::io::Result<(
     // dropping the command in hostd, so the watcher always sees an end.
     unsafe {
         command.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(Signal::Term))?;
+            rustix::process::set_parent_process_death_signal(Some(Signal::TERM))?;
             let pid = rustix::process::getpid().as_raw_nonzero().get();
             rustix::io::write(&pid_writer, &pid.to_ne_bytes())?;
             Ok(())
@@ -124,15 +124,15 @@ fn kill_when_cancelled(pid_reader: OwnedFd, cancel: &CancellationToken) {
     }
     let Some(pid) = Pid::from_raw(i32::from_ne_bytes(pid)) else { return };
     let Ok(pidfd) = rustix::process::pidfd_open(pid, PidfdFlags::empty()) else { return };
-    let timeout = i32::try_from(CANCEL_POLL.as_millis()).unwrap_or(i32::MAX);
+    let timeout = rustix::time::Timespec::try_from(CANCEL_POLL).unwrap_or(rustix::time::Timespec { tv_sec: 0, tv_nsec: 100_000_000 });
     loop {
         if cancel.is_cancelled() {
             tracing::info!(pid = pid.as_raw_nonzero().get(), "the job was cancelled; stopping its skopeo");
-            let _ = rustix::process::pidfd_send_signal(&pidfd, Signal::Kill);
+            let _ = rustix::process::pidfd_send_signal(&pidfd, Signal::KILL);
             return;
         }
         let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
-        match poll(&mut fds, timeout) {
+        match poll(&mut fds, Some(&timeout)) {
             Ok(n) if n > 0 => return, // exited
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(_) => return,

@@ -64,6 +64,15 @@ pub enum SettingError {
     /// The endpoints are appended to the path: a query or fragment cannot stay.
     #[error("{0:?} must not have a query or fragment")]
     UrlQueryOrFragment(String),
+    /// A user name or password before the host (`user:token@`). The URL is
+    /// shown to every local user (`RebootPendingReason`, the log), so it
+    /// must not hold a secret; the URL itself is left out of this message.
+    #[error(
+        "must not contain credentials (\"user:password@\" before the host): the URL is shown to every \
+         local user in RebootPendingReason and hostd's log; allow this host at the lock manager by its \
+         network address or a TLS client certificate on a proxy instead"
+    )]
+    UrlCredentials,
     /// Whitespace, control characters or what the URI grammar rejects.
     #[error("{url:?} is not a valid URL: {reason}")]
     UrlSyntax {
@@ -86,8 +95,12 @@ pub struct FleetLockUrl(String);
 
 impl FleetLockUrl {
     /// `http://` or `https://`, a host, an optional path; no query or
-    /// fragment. A trailing `/` is dropped.
+    /// fragment, no credentials. A trailing `/` is dropped.
     pub fn parse(text: &str) -> Result<FleetLockUrl, SettingError> {
+        // First, so that no other error repeats a secret.
+        if has_userinfo(text) {
+            return Err(SettingError::UrlCredentials);
+        }
         let lower = text.to_ascii_lowercase();
         if !lower.starts_with("http://") && !lower.starts_with("https://") {
             return Err(SettingError::UrlScheme(text.to_string()));
@@ -121,6 +134,14 @@ impl FleetLockUrl {
     fn endpoint(&self, operation: Operation) -> String {
         format!("{}/{}", self.0, operation.path())
     }
+}
+
+/// Whether the authority of `text` (after `scheme://` if there is one, up
+/// to the path, query or fragment) has a `userinfo@` part.
+fn has_userinfo(text: &str) -> bool {
+    let after_scheme = text.split_once("://").map_or(text, |(_, rest)| rest);
+    let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.contains('@')
 }
 
 impl fmt::Display for FleetLockUrl {
@@ -511,6 +532,28 @@ mod tests {
             FleetLockUrl::parse("http:///path"),
             Err(SettingError::UrlSyntax { .. } | SettingError::UrlNoHost(_))
         ));
+    }
+
+    #[test]
+    fn credentials_are_refused_without_repeating_them() {
+        for url in [
+            "http://user:s3cret@lock.example",
+            "https://token@lock.example:8443/base",
+            "HTTPS://user:s3cret@lock.example/",
+            "http://:s3cret@[::1]:8080",
+            "user:s3cret@lock.example",
+            "ftp://user:s3cret@lock.example",
+            "http://user:s3cret@lock.example/?x=1",
+        ] {
+            let e = FleetLockUrl::parse(url).unwrap_err();
+            assert_eq!(e, SettingError::UrlCredentials, "{url}");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
+        // An '@' in the path is not userinfo.
+        assert_eq!(
+            FleetLockUrl::parse("http://lock.example/by-owner/@ops").unwrap().as_str(),
+            "http://lock.example/by-owner/@ops"
+        );
     }
 
     #[test]
