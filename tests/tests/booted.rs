@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hostd_interface::host::{BootEntry, Host, Transport};
 use hostd_tests::booted::bls;
 use hostd_tests::booted::guest::Exit;
-use hostd_tests::booted::image::{KARGS_V11, KARGS_V12, RELEASE_KARG};
+use hostd_tests::booted::image::{KARGS_V11, KARGS_V12, RELEASE_KARG, SETGID_FILE, SETGID_MODE};
 use hostd_tests::booted::BootedMachine;
 use hostd_tests::fleetlock::StandInServer;
 use hostd_tests::journal::message_id;
@@ -267,6 +267,8 @@ fn wheel_member_upgrades_and_the_reboot_boots_v2_with_etc_merged() {
     assert_eq!(file(&m, "/etc/testos/a.conf"), "a=v2-default", "an unedited default follows the image");
     assert_eq!(file(&m, "/etc/testos/b.conf"), "b=local-edit", "a local edit survives");
     assert_eq!(file(&m, "/etc/testos/local.conf"), "c=local-only", "a local file survives");
+    let setgid = m.must(&["stat", "-c", "%a %U %G", &format!("/{SETGID_FILE}")]).unwrap();
+    assert_eq!(setgid.trim(), format!("{SETGID_MODE:o} root shadow"), "a setgid file keeps its mode and owners");
     let boot_entry = m.booted_entry().unwrap();
     assert_eq!(boot_entry.karg(RELEASE_KARG), Some("v2"), "kargs.d of v2 applied: {}", boot_entry.options);
     assert!(!reboot_required(&m));
