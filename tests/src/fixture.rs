@@ -110,12 +110,40 @@ impl ImageBuilder {
     }
 }
 
+/// A regular file of a derived image's layer.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerFile<'a> {
+    /// Path in the image, relative.
+    pub path: &'a str,
+    /// Content.
+    pub content: &'a [u8],
+    /// Permission bits, setuid/setgid included.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+}
+
+impl<'a> LayerFile<'a> {
+    /// `path` with `content`, 0644, owned by root.
+    pub fn plain(path: &'a str, content: &'a [u8]) -> LayerFile<'a> {
+        LayerFile { path, content, mode: 0o644, uid: 0, gid: 0 }
+    }
+}
+
 impl ImageBuilder {
     /// Build `version` as a derived image: the image currently tagged
     /// `latest` plus one tar layer holding `files` (path → content), the way
     /// a Containerfile `FROM base` + `COPY` makes one. Re-deriving from the
     /// same base changes exactly one layer.
     pub fn derive(&self, base: &BuiltImage, version: &str, files: &[(&str, Vec<u8>)]) -> Result<BuiltImage> {
+        let files: Vec<LayerFile> = files.iter().map(|(path, content)| LayerFile::plain(path, content)).collect();
+        self.derive_files(base, version, &files)
+    }
+
+    /// [`Self::derive`] with each file's mode and owner as given.
+    pub fn derive_files(&self, base: &BuiltImage, version: &str, files: &[LayerFile]) -> Result<BuiltImage> {
         let dir = cap_std::fs::Dir::open_ambient_dir(&self.oci_dir, cap_std::ambient_authority())?;
         let oci = OciDir::open(&dir)?;
         let base_tag = format!("base-{}", base.version);
@@ -131,15 +159,15 @@ impl ImageBuilder {
         let mut manifest = manifest;
         let mut config: ImageConfiguration = oci.read_json_blob(manifest.config())?;
         let mut layer = oci.create_layer(None)?;
-        for (path, content) in files {
+        for file in files {
             let mut header = tar::Header::new_gnu();
-            header.set_size(content.len() as u64);
-            header.set_mode(0o644);
-            header.set_uid(0);
-            header.set_gid(0);
+            header.set_size(file.content.len() as u64);
+            header.set_mode(file.mode);
+            header.set_uid(file.uid);
+            header.set_gid(file.gid);
             header.set_mtime(0);
             header.set_entry_type(tar::EntryType::Regular);
-            layer.append_data(&mut header, path, content.as_slice())?;
+            layer.append_data(&mut header, file.path, file.content)?;
         }
         let layer = layer.into_inner()?.complete()?;
         oci.push_layer(&mut manifest, &mut config, layer, &format!("hostd fixture {version}"), None);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hostd_interface::host::{BootEntry, Host, Transport};
 use hostd_tests::booted::bls;
 use hostd_tests::booted::guest::Exit;
-use hostd_tests::booted::image::{KARGS_V11, KARGS_V12, RELEASE_KARG};
+use hostd_tests::booted::image::{KARGS_V11, KARGS_V12, RELEASE_KARG, SETGID_FILE, SETGID_MODE};
 use hostd_tests::booted::BootedMachine;
 use hostd_tests::fleetlock::StandInServer;
 use hostd_tests::journal::message_id;
@@ -171,6 +171,75 @@ fn first_status_call_activates_hostd_through_systemd_and_shows_v1_booted() {
     assert!(!reboot_required(&m));
 }
 
+/// The capabilities `systemd-units/hostd.service` keeps, with their numbers
+/// (linux/capability.h); the unit says why each is needed.
+const KEPT_CAPABILITIES: [(&str, u32); 11] = [
+    ("cap_chown", 0),
+    ("cap_dac_override", 1),
+    ("cap_fowner", 3),
+    ("cap_fsetid", 4),
+    ("cap_kill", 5),
+    ("cap_setgid", 6),
+    ("cap_setuid", 7),
+    ("cap_setpcap", 8),
+    ("cap_linux_immutable", 9),
+    ("cap_sys_admin", 21),
+    ("cap_setfcap", 31),
+];
+
+/// Highest exposure `systemd-analyze security` may give hostd.service in
+/// the guest (systemd 252; 6.8 before the unit was confined).
+const MAX_EXPOSURE: f64 = 4.0;
+
+#[test]
+fn hostd_runs_with_the_confinement_its_unit_ships() {
+    let m = booted_v1();
+    m.status().unwrap();
+    wait_for("hostd.service to be active", Duration::from_secs(10), || {
+        m.must(&["systemctl", "is-active", "hostd.service"]).is_ok()
+    });
+    let pid = m.must(&["systemctl", "show", "--value", "-p", "MainPID", "hostd.service"]).unwrap();
+    let status = file(&m, &format!("/proc/{}/status", pid.trim()));
+    let field = |name: &str| -> String {
+        let prefix = format!("{name}:");
+        let line = status.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {name} in {status}"));
+        line[name.len() + 1..].trim().to_string()
+    };
+    // What the kernel enforces on the running daemon.
+    let kept = KEPT_CAPABILITIES.iter().fold(0u64, |mask, (_, bit)| mask | 1 << bit);
+    let bounding = u64::from_str_radix(&field("CapBnd"), 16).unwrap();
+    assert_eq!(bounding, kept, "capability bounding set of hostd: {bounding:#x}, expected {kept:#x}");
+    assert_eq!(u64::from_str_radix(&field("CapEff"), 16).unwrap(), kept, "root's effective set is the bounding set");
+    assert_eq!(field("NoNewPrivs"), "1");
+    assert_eq!(field("Seccomp"), "2", "a system call filter is installed");
+
+    // What systemd applied from the installed unit.
+    let show = |property: &str| m.must(&["systemctl", "show", "--value", "-p", property, "hostd.service"]).unwrap();
+    let names: std::collections::BTreeSet<String> =
+        show("CapabilityBoundingSet").split_whitespace().map(str::to_string).collect();
+    let expected: std::collections::BTreeSet<String> = KEPT_CAPABILITIES.iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(names, expected);
+    let filter = show("SystemCallFilter");
+    let allowed: std::collections::BTreeSet<&str> = filter.split_whitespace().collect();
+    assert!(!filter.starts_with('~'), "an allow list: {filter}");
+    for call in ["mount", "umount2", "unshare", "setresuid", "fchown", "ioctl"] {
+        assert!(allowed.contains(call), "{call} is allowed: {filter}");
+    }
+    for call in ["reboot", "kexec_load", "swapon", "init_module", "iopl", "settimeofday", "ptrace", "uselib"] {
+        assert!(!allowed.contains(call), "{call} is filtered: {filter}");
+    }
+    assert_eq!(show("SystemCallErrorNumber").trim(), "1", "denied calls fail with EPERM");
+    assert_eq!(show("RestrictNamespaces").trim(), "mnt");
+    assert_eq!(show("MemoryHigh").trim(), (512u64 << 20).to_string());
+    assert_eq!(show("MemoryMax").trim(), (1u64 << 30).to_string());
+    assert_eq!(show("TasksMax").trim(), "512");
+
+    let analysis = m.must(&["systemd-analyze", "security", "--no-pager", "hostd.service"]).unwrap();
+    let overall = analysis.lines().find(|l| l.contains("Overall exposure level")).expect("an overall level");
+    let exposure: f64 = overall.split(':').nth(1).and_then(|v| v.split_whitespace().next()).unwrap().parse().unwrap();
+    assert!(exposure <= MAX_EXPOSURE, "{overall}\n{analysis}");
+}
+
 #[test]
 fn wheel_member_upgrades_and_the_reboot_boots_v2_with_etc_merged() {
     let mut m = booted_v1();
@@ -198,6 +267,8 @@ fn wheel_member_upgrades_and_the_reboot_boots_v2_with_etc_merged() {
     assert_eq!(file(&m, "/etc/testos/a.conf"), "a=v2-default", "an unedited default follows the image");
     assert_eq!(file(&m, "/etc/testos/b.conf"), "b=local-edit", "a local edit survives");
     assert_eq!(file(&m, "/etc/testos/local.conf"), "c=local-only", "a local file survives");
+    let setgid = m.must(&["stat", "-c", "%a %U %G", &format!("/{SETGID_FILE}")]).unwrap();
+    assert_eq!(setgid.trim(), format!("{SETGID_MODE:o} root shadow"), "a setgid file keeps its mode and owners");
     let boot_entry = m.booted_entry().unwrap();
     assert_eq!(boot_entry.karg(RELEASE_KARG), Some("v2"), "kargs.d of v2 applied: {}", boot_entry.options);
     assert!(!reboot_required(&m));

@@ -5,7 +5,9 @@
 //!
 //! - `v2` changes `/usr/share/testos/version`, the default of
 //!   `/etc/testos/a.conf` and `b.conf`, and the image's kernel arguments
-//!   (`/usr/lib/bootc/kargs.d`);
+//!   (`/usr/lib/bootc/kargs.d`), and adds [`SETGID_FILE`], setgid to group
+//!   `shadow` like `chage`: a file whose setgid bit root keeps on `chmod`
+//!   only with `CAP_FSETID`;
 //! - `v3` is `v1` plus a large incompressible file, for pulls slow enough to
 //!   interrupt;
 //! - `v11` and `v12` are `v1` with a second kargs.d file
@@ -28,7 +30,7 @@ use ostree_ext::{gio, glib, ostree};
 use super::cache;
 use super::oci;
 use super::rootfs;
-use crate::fixture::{payload, BuiltImage, ImageBuilder};
+use crate::fixture::{payload, BuiltImage, ImageBuilder, LayerFile};
 use crate::{binary, repo_root, run};
 
 /// The fake kernel version of the test OS.
@@ -44,6 +46,13 @@ pub const KARGS_FILE: &str = "usr/lib/bootc/kargs.d/20-testos-kargs.toml";
 pub const KARGS_V11: [&str; 3] = ["quiet", "a=1", "dyndbg=\"file foo.c +p\""];
 /// What `v12` has instead: only `a=2`.
 pub const KARGS_V12: [&str; 1] = ["a=2"];
+
+/// The file `v2` adds with mode [`SETGID_MODE`], owned by root and group
+/// `shadow` (gid 42 on Debian).
+pub const SETGID_FILE: &str = "usr/libexec/testos/shadow-helper";
+/// Its mode.
+pub const SETGID_MODE: u32 = 0o2755;
+const SHADOW_GID: u64 = 42;
 
 /// The three versions, in one read-only OCI directory (tags `v1`, `v2`, `v3`).
 #[derive(Debug)]
@@ -154,7 +163,11 @@ fn build(rootfs: &Path, bin: &Path, dir: &Path) -> Result<()> {
     oci::retag(&oci, "latest", "v1")?;
     let mut builder = ImageBuilder::new(&dir.join("derive"))?;
     builder.oci_dir = oci.clone();
-    builder.derive(&v1, "v2", &v2_files())?;
+    let v2 = v2_files();
+    let mut files: Vec<LayerFile> = v2.iter().map(|(path, content)| LayerFile::plain(path, content)).collect();
+    let helper = b"#!/bin/sh\n";
+    files.push(LayerFile { path: SETGID_FILE, content: helper, mode: SETGID_MODE, uid: 0, gid: SHADOW_GID });
+    builder.derive_files(&v1, "v2", &files)?;
     oci::retag(&oci, "latest", "v2")?;
     builder.derive(&v1, "v3", &v3_files())?;
     oci::retag(&oci, "latest", "v3")?;
