@@ -52,19 +52,29 @@ struct SharedImageHost {
     conn: Connection,
     proxy: Host1Proxy<'static>,
     marker: RebootMarker,
+    /// Where the tracked layout lives when it is on a medium.
+    media: Option<NosuidMount>,
     shared: tempfile::TempDir,
     before: Vec<String>,
 }
 
 impl SharedImageHost {
     async fn start() -> SharedImageHost {
+        SharedImageHost::start_on(false).await
+    }
+
+    /// Like [`SharedImageHost::start`], with the layout on a medium
+    /// mounted the way udisks mounts one (before the machine starts, so its
+    /// mount namespace has it).
+    async fn start_on(media: bool) -> SharedImageHost {
         let marker = RebootMarker::observe();
         let h = host_with_v1("512m", &[]).await;
         let shared = tempfile::Builder::new().prefix("hostd-shared-").tempdir_in("/var/tmp").unwrap();
         std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let media = media.then(|| NosuidMount::at(shared.path().join("media")));
         let machine = TestMachine::start(h.sysroot.path(), CONFIG).unwrap();
         let (conn, proxy) = machine.manager().await.unwrap();
-        let host = SharedImageHost { h, machine, conn, proxy, marker, shared, before: Vec::new() };
+        let host = SharedImageHost { h, machine, conn, proxy, marker, media, shared, before: Vec::new() };
         host.copy_layout();
         let switch = run_job(&host.conn, "Switch", &(host.image().as_str(), HashMap::from([("transport", Variant::from("oci"))])))
             .await
@@ -76,7 +86,7 @@ impl SharedImageHost {
     }
 
     fn layout(&self) -> PathBuf {
-        self.shared.path().join("os")
+        self.media.as_ref().map_or(self.shared.path(), |m| m.0.as_path()).join("os")
     }
 
     /// `<layout>:latest`, for `Switch` with the `oci` transport.
@@ -238,5 +248,57 @@ async fn a_fifo_blob_is_refused_by_name_without_blocking() {
     assert!(check.error_message.contains("FIFO"), "{check:?}");
     std::fs::remove_file(&blob).unwrap();
     std::fs::write(&blob, saved).unwrap();
+    host.unchanged().await;
+}
+
+#[tokio::test]
+async fn an_unattended_run_never_installs_from_a_path_others_can_write_even_started_by_root() {
+    let host = SharedImageHost::start().await;
+    host.h.builder.build("v2", &["data"], &BTreeMap::new()).await.unwrap();
+    host.copy_layout();
+    host.give_layout_to(USER.1);
+    host.machine.set_config_dropin("50-policy.toml", Some("[updates]\npolicy = \"stage\"\n")).unwrap();
+    host.proxy.reload_config().await.unwrap();
+
+    // What the fetch-apply timer runs, as root.
+    let auto = run_job(&host.conn, "Upgrade", &(HashMap::from([("auto", Variant::from(true))]),)).await.unwrap();
+    assert_eq!((auto.state.as_str(), auto.error_name.as_str()), ("failed", "org.hostd.Host1.Error.NotAuthorized"), "{auto:?}");
+    assert!(auto.error_message.contains("unattended"), "{auto:?}");
+    host.unchanged().await;
+
+    // Root's own upgrade is root's choice.
+    let upgrade = run_job(&host.conn, "Upgrade", &(no_options(),)).await.unwrap();
+    assert_eq!(upgrade.state, "succeeded", "{upgrade:?}");
+}
+
+/// A tmpfs mounted `nosuid` at `path`, as udisks mounts removable media;
+/// unmounted on drop.
+struct NosuidMount(PathBuf);
+
+impl NosuidMount {
+    fn at(path: PathBuf) -> NosuidMount {
+        std::fs::create_dir_all(&path).unwrap();
+        run(Command::new("mount").args(["-t", "tmpfs", "-o", "nosuid,nodev,size=256m,mode=0755", "tmpfs"]).arg(&path)).unwrap();
+        NosuidMount(path)
+    }
+}
+
+impl Drop for NosuidMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("--lazy").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn files_on_media_users_can_mount_are_not_trusted_whatever_owner_they_claim() {
+    // The image root-owned and 0755/0644 throughout, on a medium mounted
+    // nosuid as udisks mounts one, whose files claim any owner they like.
+    let host = SharedImageHost::start_on(true).await;
+    host.h.builder.build("v2", &["data"], &BTreeMap::new()).await.unwrap();
+    host.copy_layout();
+
+    let out = host.hostctl_as(USER.1, &["upgrade"]);
+    assert_eq!(out.status.code(), Some(5), "NotAuthorized: {}", text(&out));
+    assert!(text(&out).contains("org.hostd.host1.switch") && text(&out).contains("nosuid"), "{}", text(&out));
     host.unchanged().await;
 }

@@ -78,7 +78,8 @@ impl Manager {
     ///
     /// An `Upgrade` of a local image path others can write needs `switch`
     /// too: re-reading that path installs whatever its writers put there
-    /// (docs/security.md, "Local image paths").
+    /// (docs/security.md, "Local image paths"). An unattended run
+    /// (`auto`) never installs from such a path, even started by root.
     async fn authorize(
         &self,
         request: &JobRequest,
@@ -103,7 +104,8 @@ impl Manager {
             (e, _) => e,
         })?;
         Ok(Authorized {
-            may_choose_image: caller.uid == 0 || actions.contains(&Action::Switch),
+            // An unattended run chooses nothing, whoever starts it.
+            may_choose_image: !request.options.auto && (caller.uid == 0 || actions.contains(&Action::Switch)),
             initiator: Initiator { uid: caller.uid, unit: caller.unit },
         })
     }

@@ -103,15 +103,33 @@ pub async fn run(sysroot: SysrootPath, job: Arc<JobShared>, time_limit: Duration
 /// each deployment left a zombie. Such a child never executes a program, so
 /// it carries the name of the thread that forked it, `job-<id>`: only those
 /// are reaped, by pid, never a child some other code waits for (skopeo,
-/// wall). Run by each job's thread as it ends; a watchdog still exiting
-/// then is reaped by the next job's.
+/// wall). Run by each job's thread as it ends, after the job's result is
+/// out; a watchdog exits as soon as libostree closes its end of their
+/// socket, so it is waited for up to [`REAP_LIMIT`], and one that takes
+/// longer is reaped by the next job's thread.
 fn reap_forked_helpers() {
-    let me = nix::unistd::getpid();
-    for pid in forked_helpers(me.as_raw()) {
-        // WNOHANG: a watchdog that has not exited yet is left for later.
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    let me = nix::unistd::getpid().as_raw();
+    let deadline = std::time::Instant::now() + REAP_LIMIT;
+    loop {
+        let pending: Vec<i32> = forked_helpers(me)
+            .into_iter()
+            .filter(|pid| {
+                let reaped = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(*pid),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+                matches!(reaped, Ok(nix::sys::wait::WaitStatus::StillAlive))
+            })
+            .collect();
+        if pending.is_empty() || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// How long a job's thread waits for libostree's watchdog children to exit.
+const REAP_LIMIT: Duration = Duration::from_secs(2);
 
 /// Children of `parent` named `job-<id>`, from `/proc/<pid>/stat`
 /// (`/proc/<pid>/task/<tid>/children` needs `CONFIG_PROC_CHILDREN`, which

@@ -17,7 +17,7 @@ use super::metadata::ImageMetadata;
 use super::progress::{Phase, Progress};
 use super::pull::{self, Fetched, Import};
 use super::update_rule::{self, ImageFacts, Verdict};
-use super::{filtered, image, kargs, signature, merge_deployment, origin_reference, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
+use super::{filtered, image, kargs, signature, skopeo, merge_deployment, origin_reference, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
 use crate::failpoint::points;
 use crate::journal::{Change, Event};
 
@@ -73,10 +73,20 @@ pub async fn update(
     let current = merge
         .as_ref()
         .and_then(|m| store::query_image_commit(&repo, m.csum().as_str()).ok());
+    // A `Switch` was authorized as choosing its image.
+    let untrusted = if switch_to.is_some() || options.may_choose_image {
+        pull::UntrustedPaths::Allowed
+    } else {
+        pull::UntrustedPaths::Refused
+    };
     if imgref.sigverify == SignatureSource::ContainerPolicy {
         progress.phase(Phase::Checking, "checking the image against the containers signature policy");
+        // A local path is judged before any skopeo reads it, and read as
+        // the pull will read it.
+        let local = pull::inspect_local(&imgref, untrusted)?;
+        let run_as = skopeo::run_as(imgref.imgref.transport, local.as_ref());
         tokio::select! {
-            verified = signature::verify(&imgref) => verified?,
+            verified = signature::verify(&imgref, run_as) => verified?,
             _ = cancel.cancelled() => return Err(Error::cancelled()),
         }
     }
@@ -87,12 +97,6 @@ pub async fn update(
     let judge = |found: &ImageFacts<'_>| match &deployed {
         Some(d) if judged => not_a_downgrade(d, found, options.unattended),
         _ => Ok(Import::Proceed),
-    };
-    // A `Switch` was authorized as choosing its image.
-    let untrusted = if switch_to.is_some() || options.may_choose_image {
-        pull::UntrustedPaths::Allowed
-    } else {
-        pull::UntrustedPaths::Refused
     };
     let fetched = pull::fetch(&repo, &imgref, untrusted, progress, cancel, |prep, cost| {
         let found = update_rule::facts(prep.manifest_digest.as_ref(), &prep.manifest, &prep.config);

@@ -9,9 +9,12 @@
 //!   image, the image itself and every file of its layout is owned by root
 //!   and writable by no one else (a sticky directory such as `/tmp` counts
 //!   as not writable: others cannot rename or replace root's entries in it),
-//!   and symlinks on the way are only in such directories. Then only root
-//!   can have chosen what the path holds, and re-reading it (`Upgrade`) is
-//!   not choosing an image. Anything else is untrusted: re-reading it
+//!   symlinks on the way are root's and only in such directories, and no
+//!   component is on a file system mounted `nosuid` or through FUSE (what
+//!   users can mount, such as removable media through udisks, is always
+//!   mounted so, and its files can claim any owner). Then only root can
+//!   have chosen what the path holds, and re-reading it (`Upgrade`) is not
+//!   choosing an image. Anything else is untrusted: re-reading it
 //!   installs whatever its writers put there, so it needs the authority to
 //!   choose an image (`switch`), and skopeo reads it as `nobody`.
 //! - **Shape**: the layout holds only regular files and directories
@@ -151,14 +154,25 @@ const TRUST_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(5)
 /// when it opens it.
 pub async fn trust_of(imgref: &OstreeImageReference) -> Option<Trust> {
     let (path, kind, _) = locate(imgref)?;
-    let shown = path.display().to_string();
-    let inspected = tokio::task::spawn_blocking(move || inspect(&path, kind).map(|l| l.trust));
+    let late = || Trust::Untrusted(format!("{} could not be inspected in time", path.display()));
+    // One inspection at a time: on a stalled medium each would otherwise
+    // pin a blocking thread for good, one per call.
+    let Ok(permit) = tokio::time::timeout(TRUST_CHECK_LIMIT, INSPECTING.acquire()).await else { return Some(late()) };
+    let Ok(permit) = permit else { return Some(late()) };
+    let target = path.clone();
+    let inspected = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        inspect(&target, kind).map(|l| l.trust)
+    });
     Some(match tokio::time::timeout(TRUST_CHECK_LIMIT, inspected).await {
         Ok(Ok(Ok(trust))) => trust,
         Ok(Ok(Err(e))) => Trust::Untrusted(e.to_string()),
-        Ok(Err(_)) | Err(_) => Trust::Untrusted(format!("{shown} could not be inspected in time")),
+        Ok(Err(_)) | Err(_) => late(),
     })
 }
+
+/// Held by the one [`trust_of`] inspection running.
+static INSPECTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// Inspect the image at `path` (absolute, as `image_ref` guarantees): its
 /// trust and its shape. Never blocks on what it finds (FIFOs, stalled
@@ -178,7 +192,7 @@ pub fn inspect(path: &Path, kind: LocalKind) -> Result<LocalImage, Unsafe> {
             })
         }
     }
-    demote(&mut trust, path, &stat, false);
+    demote_with_mount(&mut trust, path, &root, &stat, false);
     if expected_dir {
         walk_layout(&root, path, &mut trust)?;
     }
@@ -222,13 +236,14 @@ fn resolve(path: &Path) -> Result<(OwnedFd, Trust), Unsafe> {
     while let Some(name) = components.pop() {
         let here = dir_path.join(&name);
         // Who placed an entry is decided by who may write its directory.
-        demote(&mut trust, &dir_path, &fstat(&dir, &dir_path)?, true);
+        demote_with_mount(&mut trust, &dir_path, &dir, &fstat(&dir, &dir_path)?, true);
         let next = rustix::fs::openat(&dir, name.as_os_str(), OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| open_err(&here, e))?;
         let stat = fstat(&next, &here)?;
         match file_type(&stat) {
             FileType::Symlink => {
-                if !trust.is_trusted() {
+                // In a sticky directory anyone may place a link; only root's count.
+                if !trust.is_trusted() || stat.st_uid != 0 {
                     return Err(Unsafe::UntrustedSymlink { path: here });
                 }
                 followed += 1;
@@ -281,9 +296,42 @@ fn demote(trust: &mut Trust, path: &Path, stat: &Stat, sticky_ok: bool) {
     if !trust.is_trusted() {
         return;
     }
+    if let Some(why) = ownership_doubt(path, stat, sticky_ok) {
+        *trust = Trust::Untrusted(why);
+    }
+}
+
+/// Like [`demote`], and also untrusted when `fd` (of `path`) is on a file
+/// system users can mount: `nosuid` (udisks, user mounts in fstab) or FUSE.
+/// Owners on such media are whatever the medium says.
+fn demote_with_mount(trust: &mut Trust, path: &Path, fd: &OwnedFd, stat: &Stat, sticky_ok: bool) {
+    demote(trust, path, stat, sticky_ok);
+    if !trust.is_trusted() {
+        return;
+    }
+    let user_mountable = match (rustix::fs::fstatvfs(fd), rustix::fs::fstatfs(fd)) {
+        (Ok(vfs), Ok(fs)) => {
+            vfs.f_flag.contains(rustix::fs::StatVfsMountFlags::NOSUID) || fs.f_type as i64 == FUSE_SUPER_MAGIC
+        }
+        // What cannot be told is not trusted.
+        _ => true,
+    };
+    if user_mountable {
+        *trust = Trust::Untrusted(format!(
+            "{} is on a file system mounted nosuid or through FUSE, as removable and user-mounted media are",
+            path.display()
+        ));
+    }
+}
+
+/// `FUSE_SUPER_MAGIC` of statfs(2).
+const FUSE_SUPER_MAGIC: i64 = 0x6573_7546;
+
+/// Why `stat` (of `path`) is not root's alone, if it is not.
+fn ownership_doubt(path: &Path, stat: &Stat, sticky_ok: bool) -> Option<String> {
     let mode = stat.st_mode;
     let sticky = mode & 0o1000 != 0 && sticky_ok;
-    let why = if stat.st_uid != 0 {
+    if stat.st_uid != 0 {
         Some(format!("{} is owned by uid {}, not root", path.display(), stat.st_uid))
     } else if mode & 0o020 != 0 && !sticky {
         Some(format!("{} is writable by its group", path.display()))
@@ -291,9 +339,6 @@ fn demote(trust: &mut Trust, path: &Path, stat: &Stat, sticky_ok: bool) {
         Some(format!("{} is writable by everyone", path.display()))
     } else {
         None
-    };
-    if let Some(why) = why {
-        *trust = Trust::Untrusted(why);
     }
 }
 
@@ -457,6 +502,27 @@ mod tests {
             let e = inspect(&img, LocalKind::OciDir).unwrap_err();
             assert!(matches!(e, Unsafe::UntrustedSymlink { .. }), "{e}");
         }
+    }
+
+    #[test]
+    fn a_symlink_a_user_placed_in_a_sticky_directory_is_not_followed() {
+        if !is_root() {
+            return;
+        }
+        let t = private_dir();
+        let img = t.path().join("os");
+        layout(&img);
+        let sticky = t.path().join("shared");
+        std::fs::create_dir(&sticky).unwrap();
+        std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let link = sticky.join("current");
+        std::os::unix::fs::symlink(&img, &link).unwrap();
+        let as_root = inspect(&link, LocalKind::OciDir).unwrap();
+        assert_eq!(as_root.trust, Trust::Trusted, "root's own link in a sticky directory");
+        let user = nix::unistd::Uid::from_raw(4102);
+        nix::unistd::fchownat(None, &link, Some(user), None, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
+        let e = inspect(&link, LocalKind::OciDir).unwrap_err();
+        assert!(matches!(e, Unsafe::UntrustedSymlink { .. }), "{e}");
     }
 
     #[test]

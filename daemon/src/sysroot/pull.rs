@@ -72,7 +72,7 @@ pub enum UntrustedPaths {
 /// Inspect a local image's path before skopeo is asked (see
 /// [`local_source`]): its shape, its trust, and the tag of an `oci:`
 /// layout. `None` for registries and containers-storage.
-fn inspect_local(imgref: &OstreeImageReference, untrusted: UntrustedPaths) -> Result<Option<LocalImage>, Error> {
+pub fn inspect_local(imgref: &OstreeImageReference, untrusted: UntrustedPaths) -> Result<Option<LocalImage>, Error> {
     let Some((path, kind, tag)) = local_source::locate(imgref) else { return Ok(None) };
     let failed = |f: ImageFailure| Error::image_failure(imgref, f);
     let local = local_source::inspect(&path, kind).map_err(|e| match e {
@@ -82,7 +82,7 @@ fn inspect_local(imgref: &OstreeImageReference, untrusted: UntrustedPaths) -> Re
     if let (Trust::Untrusted(why), UntrustedPaths::Refused) = (&local.trust, untrusted) {
         return Err(Error::NotAuthorized(format!(
             "{}: {why}, so others can change which image it holds; re-reading it needs the authority to choose \
-             an image ({ACTION_PREFIX}switch)",
+             an image ({ACTION_PREFIX}switch), and unattended updates never install from it",
             super::image::user_reference(imgref),
         )));
     }

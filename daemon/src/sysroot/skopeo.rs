@@ -59,8 +59,12 @@ pub fn proxy_config(run_as: RunAs, cancel: &CancellationToken) -> anyhow::Result
     let mut config = ImageProxyConfig::default();
     match run_as {
         RunAs::Default => {}
-        RunAs::Root => config.skopeo_cmd = Some(Command::new(super::pull::SKOPEO)),
-        RunAs::Nobody => config.skopeo_cmd = Some(as_nobody()),
+        RunAs::Root | RunAs::Nobody => {
+            config.skopeo_cmd = Some(command(run_as));
+            // Local images need no credentials, and a skopeo run as
+            // `nobody` for a user's path must not be handed root's.
+            config.auth_anonymous = true;
+        }
     }
     // Credentials, and for `Default` the isolation ostree-ext chooses; a
     // command set above is kept as it is.
@@ -72,6 +76,14 @@ pub fn proxy_config(run_as: RunAs, cancel: &CancellationToken) -> anyhow::Result
     });
     watch(command, cancel)?;
     Ok(config)
+}
+
+/// `skopeo` run as `run_as` (`Default` is root, as hostd runs).
+pub fn command(run_as: RunAs) -> Command {
+    match run_as {
+        RunAs::Nobody => as_nobody(),
+        RunAs::Default | RunAs::Root => Command::new(super::pull::SKOPEO),
+    }
 }
 
 /// `skopeo` as `nobody`: uid and gid of the `nobody` user (65534 where it
