@@ -107,6 +107,7 @@ pub async fn run(sysroot: SysrootPath, job: Arc<JobShared>, time_limit: Duration
 /// out; a watchdog exits as soon as libostree closes its end of their
 /// socket, so it is waited for up to [`REAP_LIMIT`], and one that takes
 /// longer is reaped by the next job's thread.
+#[expect(clippy::disallowed_methods, reason = "runs on the job's own thread after its runtime is gone")]
 fn reap_forked_helpers() {
     let me = nix::unistd::getpid().as_raw();
     let deadline = std::time::Instant::now() + REAP_LIMIT;

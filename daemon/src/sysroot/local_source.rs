@@ -311,7 +311,7 @@ fn demote_with_mount(trust: &mut Trust, path: &Path, fd: &OwnedFd, stat: &Stat, 
     }
     let user_mountable = match (rustix::fs::fstatvfs(fd), rustix::fs::fstatfs(fd)) {
         (Ok(vfs), Ok(fs)) => {
-            vfs.f_flag.contains(rustix::fs::StatVfsMountFlags::NOSUID) || fs.f_type as i64 == FUSE_SUPER_MAGIC
+            vfs.f_flag.contains(rustix::fs::StatVfsMountFlags::NOSUID) || fs.f_type == FUSE_SUPER_MAGIC
         }
         // What cannot be told is not trusted.
         _ => true,
