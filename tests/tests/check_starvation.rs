@@ -141,10 +141,17 @@ struct CheckLoop(Child);
 
 impl CheckLoop {
     fn start(machine: &TestMachine, uid: u32) -> CheckLoop {
+        // The loop is root's shell starting each hostctl through setpriv, as
+        // `TestMachine::command` does: a shell run as the user could not
+        // reach a hostctl under a directory only root may enter.
         let child = machine
-            .command("sh", Some(uid))
-            .args(["-c", r#"while :; do "$HOSTCTL" --no-ask-password upgrade --check --quiet; done"#])
+            .command("sh", None)
+            .args([
+                "-c",
+                r#"while :; do setpriv --reuid="$USER_ID" --regid="$USER_ID" --clear-groups "$HOSTCTL" --no-ask-password upgrade --check --quiet; done"#,
+            ])
             .env("HOSTCTL", binary("hostctl"))
+            .env("USER_ID", uid.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -156,8 +163,8 @@ impl CheckLoop {
 
 impl Drop for CheckLoop {
     fn drop(&mut self) {
-        // setpriv exec'd the shell, so this is the loop itself; a hostctl
-        // it started still follows its job to the end.
+        // The loop's shell itself; a hostctl it started still follows its
+        // job to the end.
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
