@@ -286,6 +286,19 @@ impl TestMachine {
     }
 }
 
+/// A polkit rule granting the action of `verb` (`org.hostd.host1.<verb>`)
+/// to `user`, for [`TestMachine::add_polkit_rule`].
+pub fn grant(verb: &str, user: &str) -> String {
+    format!(
+        r#"polkit.addRule(function(action, subject) {{
+    if (action.id == "org.hostd.host1.{verb}" && subject.user == "{user}") {{
+        return polkit.Result.YES;
+    }}
+}});
+"#
+    )
+}
+
 /// The lines of `log` with a GLib CRITICAL (GLib's own `(prog:pid):
 /// Domain-CRITICAL **: …` lines, and hostd's `Domain-CRITICAL: …` ones),
 /// except those starting with one of `others` (other programs' lines).

@@ -10,25 +10,13 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use hostd_tests::fixture::ImageBuilder;
 use hostd_tests::offline::text;
-use hostd_tests::machine::{TestMachine, ADMIN, CHECKER, USER};
+use hostd_tests::machine::{grant, TestMachine, ADMIN, CHECKER, USER};
 use hostd_tests::registry::{SlowLink, TestRegistry};
 use hostd_tests::sysroot::TestSysroot;
 use hostd_tests::{binary, repo_root};
 use zbus::MatchRule;
 
 const CONFIG: &str = "[daemon]\nidle_exit_secs = 120\n";
-
-/// A polkit rule granting `org.hostd.host1.<verb>` to `user` without a password.
-fn grant(verb: &str, user: &str) -> String {
-    format!(
-        r#"polkit.addRule(function(action, subject) {{
-    if (action.id == "org.hostd.host1.{verb}" && subject.user == "{user}") {{
-        return polkit.Result.YES;
-    }}
-}});
-"#
-    )
-}
 
 /// One `hostctl` call of the matrix.
 struct Call {

@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use hostd_tests::consistency::{check_host, RebootMarker};
 use hostd_tests::inject::OstreeAdminHoldingTheLock;
 use hostd_tests::jobs::{run_job, JobWatch};
-use hostd_tests::machine::{TestMachine, CHECKER, USER};
+use hostd_tests::machine::{grant, TestMachine, CHECKER, USER};
 use hostd_tests::offline::{deployed, host_with_v1, vd, OfflineHost};
 use hostd_tests::{binary, run};
 use hostd_interface::proxy::Host1Proxy;
@@ -26,17 +26,6 @@ fn no_options() -> HashMap<&'static str, Variant<'static>> {
     HashMap::new()
 }
 
-/// A polkit rule granting `verb` to `user`.
-fn grant(verb: &str, user: &str) -> String {
-    format!(
-        r#"polkit.addRule(function(action, subject) {{
-    if (action.id == "org.hostd.host1.{verb}" && subject.user == "{user}") {{
-        return polkit.Result.YES;
-    }}
-}});
-"#
-    )
-}
 
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hostd_tests::consistency::{check_host, RebootMarker};
 use hostd_tests::jobs::{run_job, JobWatch};
-use hostd_tests::machine::{children_of, TestMachine, CHECKER};
+use hostd_tests::machine::{children_of, grant, TestMachine, CHECKER};
 use hostd_tests::offline::{deployed, host_with_v1, vd, OfflineHost};
 use hostd_tests::registry::{SlowLink, TestRegistry};
 use hostd_tests::standin_registry::SilentRegistry;
@@ -237,14 +237,3 @@ async fn twenty_jobs_that_write_deployments_leave_no_zombie_behind() {
     assert_eq!(zombies, [], "zombie children of hostd after 21 jobs");
 }
 
-/// A polkit rule granting `verb` to `user`.
-fn grant(verb: &str, user: &str) -> String {
-    format!(
-        r#"polkit.addRule(function(action, subject) {{
-    if (action.id == "org.hostd.host1.{verb}" && subject.user == "{user}") {{
-        return polkit.Result.YES;
-    }}
-}});
-"#
-    )
-}
