@@ -140,7 +140,13 @@ impl JobLog {
 struct CheckLoop(Child);
 
 impl CheckLoop {
+    /// `hostctl upgrade --check` over and over as `uid`.
     fn start(machine: &TestMachine, uid: u32) -> CheckLoop {
+        CheckLoop::of(machine, uid, "upgrade --check --quiet")
+    }
+
+    /// `hostctl <args>` over and over as `uid`.
+    fn of(machine: &TestMachine, uid: u32, args: &str) -> CheckLoop {
         // The loop is root's shell starting each hostctl through setpriv, as
         // `TestMachine::command` does: a shell run as the user could not
         // reach a hostctl under a directory only root may enter.
@@ -148,8 +154,9 @@ impl CheckLoop {
             .command("sh", None)
             .args([
                 "-c",
-                r#"while :; do setpriv --reuid="$USER_ID" --regid="$USER_ID" --clear-groups "$HOSTCTL" --no-ask-password upgrade --check --quiet; done"#,
+                r#"while :; do setpriv --reuid="$USER_ID" --regid="$USER_ID" --clear-groups "$HOSTCTL" --no-ask-password $ARGS; done"#,
             ])
+            .env("ARGS", args)
             .env("HOSTCTL", binary("hostctl"))
             .env("USER_ID", uid.to_string())
             .stdin(Stdio::null())
@@ -394,4 +401,40 @@ async fn a_users_check_soon_after_the_last_is_answered_with_its_result_without_s
     let again = user_check(&machine);
     assert!(!text(&again).contains("from the check"), "{}", text(&again));
     assert!(proxy.last_check_time().await.unwrap() > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_of_user_upgrades_never_makes_an_admins_cleanup_busy() {
+    let h = host_with_v1("512m", &[]).await;
+    let machine = TestMachine::start(h.sysroot.path(), NO_INTERVAL).unwrap();
+    install_rules(&machine);
+    // `upgrade` is what an active desktop user has too.
+    machine.add_polkit_rule("60-user-upgrades.rules", &hostd_tests::machine::grant("upgrade", USER.0)).unwrap();
+    let (conn, proxy) = machine.manager().await.unwrap();
+    let log = JobLog::follow(&conn).await;
+    let before = h.sysroot.deployment_checksums().unwrap();
+
+    // Nothing new: each upgrade only looks, holding the slot while it does.
+    let upgrades = CheckLoop::of(&machine, USER.1, "upgrade --quiet");
+    let deadline = Instant::now() + PROMPTLY;
+    while log.0.lock().unwrap().values().filter(|j| j.kind == "upgrade" && !j.result.is_empty()).count() < 2 {
+        assert!(Instant::now() < deadline, "the loop ran no upgrades:\n{}", machine.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for round in 0..10 {
+        let out = machine.hostctl(Some(ADMIN.1), &["--no-ask-password", "cleanup"]);
+        assert_eq!(out.status.code(), Some(0), "cleanup {round} of 10: {}", text(&out));
+    }
+    drop(upgrades);
+
+    let jobs = log.ended().await;
+    assert_eq!(jobs.values().filter(|j| j.kind == "cleanup" && j.result == "succeeded").count(), 10, "{jobs:#?}");
+    let preempted: Vec<&Seen> = jobs.values().filter(|j| j.kind == "upgrade" && j.result == "cancelled").collect();
+    assert!(!preempted.is_empty(), "no cleanup met a running upgrade: {jobs:#?}");
+    for upgrade in preempted {
+        let expected = format!("the upgrade was pre-empted by a cleanup of uid {}, who may stop other users' jobs", ADMIN.1);
+        assert_eq!(upgrade.error_message, expected, "{upgrade:?}");
+    }
+    assert_eq!(h.sysroot.deployment_checksums().unwrap(), before);
+    assert_eq!(active_job(&proxy, |p| p == "/").await, "/");
 }

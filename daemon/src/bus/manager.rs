@@ -46,8 +46,12 @@ pub struct Manager {
     ctx: Arc<Context>,
 }
 
+/// How long a call that pre-empted another user's change waits for it to
+/// give up the slot.
+const PREEMPTED_END_LIMIT: Duration = Duration::from_secs(30);
+
 /// An authorized caller of a job-creating call.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Authorized {
     initiator: Initiator,
     /// Root, or granted `switch` (see `JobShared::may_choose_image`).
@@ -71,7 +75,46 @@ impl Manager {
         server: &ObjectServer,
     ) -> Result<JobReply, Error> {
         let authorized = self.authorize(&request, header, conn).await?;
-        self.launch(request, authorized, conn, server).await
+        match self.launch(request.clone(), authorized.clone(), conn, server).await {
+            Err(Error::Busy(busy)) if request.kind != JobKind::Check => {
+                self.preempt_unstarted_change(&request, &authorized, header, conn).await.map_err(|_| Error::Busy(busy))?;
+                self.launch(request, authorized, conn, server).await
+            }
+            other => other,
+        }
+    }
+
+    /// Stop another user's `Upgrade` or `Switch` that has fetched nothing
+    /// yet, for a change by a caller allowed to stop other users' jobs (root
+    /// or `cancel`), and wait (at most [`PREEMPTED_END_LIMIT`]) until it has
+    /// given up the slot. `Err` when there is no such job or the caller may
+    /// not stop it: the call is then `Busy`. Without this, a user looping
+    /// `hostctl upgrade` (which `upgrade`, granted to desktop users, allows)
+    /// would keep an administrator's and the timer's jobs `Busy`.
+    async fn preempt_unstarted_change(
+        &self,
+        request: &JobRequest,
+        authorized: &Authorized,
+        header: &Header<'_>,
+        conn: &Connection,
+    ) -> Result<(), Error> {
+        let uid = authorized.initiator.uid;
+        let running = self.ctx.jobs.unstarted_change_of_another(uid).ok_or(Error::Busy(String::new()))?;
+        if uid != 0 {
+            let auth = Authorizer::new(conn.clone());
+            let caller = auth.caller(header).await?;
+            let details = HashMap::from([("verb", "cancel".to_string())]);
+            auth.authorize(header, &caller, &[Action::Cancel], &details).await?;
+        }
+        tracing::info!(job = running.id, uid, "pre-empting another user's {} for a {}", running.request.kind.as_str(), request.kind.as_str());
+        running.preempt(format!(
+            "the {} was pre-empted by a {} of uid {uid}, who may stop other users' jobs",
+            running.request.kind.as_str(),
+            request.kind.as_str()
+        ));
+        // Cancelling kills its skopeo, so it ends within moments.
+        let _ = tokio::time::timeout(PREEMPTED_END_LIMIT, running.ended()).await;
+        Ok(())
     }
 
     /// Check with polkit that the caller may make `request`; who it is.

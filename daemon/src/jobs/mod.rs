@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use hostd_interface::Error;
 
 pub use crate::initiator::Initiator;
+use crate::sysroot::progress::Phase;
 pub use request::{JobKind, JobRequest};
 pub use state::{JobShared, JobState};
 
@@ -153,6 +154,19 @@ impl Jobs {
             }
             Some(change) => Err(busy(change)),
         }
+    }
+
+    /// The running job, when it is a change another non-root caller started
+    /// that has fetched and written nothing yet: an `Upgrade` or `Switch`
+    /// still in its checking phase. A caller allowed to stop other users'
+    /// jobs (root, or polkit's `cancel`) may pre-empt it rather than wait
+    /// behind it; see docs/security.md, "Checks and pre-emption".
+    pub fn unstarted_change_of_another(&self, uid: u32) -> Option<Arc<JobShared>> {
+        let running = self.active()?;
+        let fetching = matches!(running.request.kind, JobKind::Upgrade | JobKind::Switch);
+        let theirs = running.initiator.uid != uid && running.initiator.uid != 0;
+        let unstarted = running.props().phase() == Phase::Checking && !running.cancel.is_cancelled();
+        (fetching && theirs && unstarted).then_some(running)
     }
 
     /// Count a job as unpublished until the guard is dropped.
