@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::runner::Operation;
 use super::{JobKind, JobShared};
+use crate::sysroot::progress::Phase;
 use crate::sysroot::deploy::DeployOptions;
 use crate::sysroot::{self, Outcome, SysrootPath};
 
@@ -32,14 +33,17 @@ impl Operation for Worker {
 }
 
 /// How long a cancelled job's thread gets to unwind before the job ends
-/// without it. Cancellation reaches libostree's steps and kills the job's
-/// skopeo, so only a system call that ignores both (a read from a hung
-/// NFS server) is left behind.
+/// without it, while it reads its image. Cancellation kills the job's
+/// skopeo, so only a system call that ignores it (a read from a hung NFS
+/// server) is left behind.
 pub const UNWIND_LIMIT: Duration = Duration::from_secs(20);
 
 /// Run `job` to completion, cancelling it when it exceeds `time_limit`.
-/// Once cancelled (by the limit or `Cancel()`), the job ends within
-/// [`UNWIND_LIMIT`] whether or not its thread has returned.
+/// Once cancelled (by the limit or `Cancel()`) while it reads its image
+/// (phases `checking` and `pulling`), the job ends within [`UNWIND_LIMIT`]
+/// whether or not its thread has returned. Later phases write to the
+/// sysroot and stop only at libostree's safe points: the job then ends when
+/// its thread does, so what it reports is what happened.
 pub async fn run(sysroot: SysrootPath, job: Arc<JobShared>, time_limit: Duration) -> Result<Outcome, Error> {
     let (tx, mut rx) = oneshot::channel();
     let worker_job = job.clone();
@@ -73,7 +77,9 @@ pub async fn run(sysroot: SysrootPath, job: Arc<JobShared>, time_limit: Duration
         }
         _ = job.cancel.cancelled() => false,
     };
-    let result = match tokio::time::timeout(UNWIND_LIMIT, rx).await {
+    let reading = matches!(job.props().phase(), Phase::Checking | Phase::Pulling);
+    let unwind_limit = if reading { UNWIND_LIMIT } else { Duration::MAX };
+    let result = match tokio::time::timeout(unwind_limit, rx).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(Error::Failed("the job thread ended without a result".into())),
         Err(_) => {
