@@ -26,18 +26,17 @@ pub enum ManifestFailure {
     Reset,
 }
 
-/// A stand-in registry on 127.0.0.1 failing manifest requests with `failure`.
+/// A server on a free loopback port whose accept loop hands each connection
+/// to `serve`; stopped (and its thread joined) on drop.
 #[derive(Debug)]
-pub struct StandInRegistry {
-    /// The loopback port it listens on.
-    pub port: u16,
+struct LoopbackServer {
+    port: u16,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl StandInRegistry {
-    /// Listen on a free loopback port.
-    pub fn start(failure: ManifestFailure) -> Result<StandInRegistry> {
+impl LoopbackServer {
+    fn start(mut serve: impl FnMut(TcpStream) + Send + 'static) -> Result<LoopbackServer> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -49,21 +48,16 @@ impl StandInRegistry {
                         break;
                     }
                     if let Ok(stream) = stream {
-                        let _ = answer(stream, failure);
+                        serve(stream);
                     }
                 }
             }
         });
-        Ok(StandInRegistry { port, stop, thread: Some(thread) })
-    }
-
-    /// `127.0.0.1:<port>`
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        Ok(LoopbackServer { port, stop, thread: Some(thread) })
     }
 }
 
-impl Drop for StandInRegistry {
+impl Drop for LoopbackServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop so it sees the flag.
@@ -71,6 +65,29 @@ impl Drop for StandInRegistry {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// A stand-in registry on 127.0.0.1 failing manifest requests with `failure`.
+#[derive(Debug)]
+pub struct StandInRegistry {
+    /// The loopback port it listens on.
+    pub port: u16,
+    _server: LoopbackServer,
+}
+
+impl StandInRegistry {
+    /// Listen on a free loopback port.
+    pub fn start(failure: ManifestFailure) -> Result<StandInRegistry> {
+        let server = LoopbackServer::start(move |stream| {
+            let _ = answer(stream, failure);
+        })?;
+        Ok(StandInRegistry { port: server.port, _server: server })
+    }
+
+    /// `127.0.0.1:<port>`
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 }
 
@@ -128,43 +145,19 @@ fn reply(mut stream: TcpStream, status: &str, body: &str) -> std::io::Result<()>
 pub struct SilentRegistry {
     /// The loopback port it listens on.
     pub port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _server: LoopbackServer,
 }
 
 impl SilentRegistry {
     /// Listen on a free loopback port.
     pub fn start() -> Result<SilentRegistry> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let port = listener.local_addr()?.port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::spawn({
-            let stop = stop.clone();
-            move || {
-                let mut held = Vec::new();
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    held.extend(stream.ok());
-                }
-            }
-        });
-        Ok(SilentRegistry { port, stop, thread: Some(thread) })
+        let mut held = Vec::new();
+        let server = LoopbackServer::start(move |stream| held.push(stream))?;
+        Ok(SilentRegistry { port: server.port, _server: server })
     }
 
     /// `127.0.0.1:<port>`
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for SilentRegistry {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
