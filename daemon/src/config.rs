@@ -66,6 +66,11 @@ pub struct Config {
     pub strategy: RebootStrategy,
     /// The maintenance windows, in their time zone (empty: none configured).
     pub windows: MaintenanceWindows,
+    /// `[updates] require_signatures`: every image deployed (Switch,
+    /// Upgrade, unattended runs, Stage) must be accepted by the containers
+    /// policy, which must require signatures for it; as if every Switch
+    /// asked for `enforce-container-sigpolicy`. Default false.
+    pub require_signatures: bool,
 }
 
 impl Default for Config {
@@ -77,6 +82,7 @@ impl Default for Config {
             policy: UpdatePolicy::None,
             strategy: RebootStrategy::Immediate,
             windows: MaintenanceWindows::new(Tz::UTC, Vec::new()),
+            require_signatures: false,
         }
     }
 }
@@ -183,6 +189,7 @@ struct UpdatesFragment {
     time_zone: Option<String>,
     window: Option<Vec<WindowFragment>>,
     fleet_lock: Option<FleetLockFragment>,
+    require_signatures: Option<bool>,
 }
 
 /// `[updates] strategy` as written; its settings are checked in stage 3.
@@ -220,6 +227,7 @@ struct Inputs {
     job_timeout: Option<Duration>,
     check_interval: Option<Option<Duration>>,
     policy: Option<UpdatePolicy>,
+    require_signatures: Option<bool>,
     /// With the file that set it: the rules tying it to other keys name it.
     strategy: Option<(StrategyName, PathBuf)>,
     time_zone: Option<Tz>,
@@ -260,6 +268,9 @@ impl Inputs {
     fn merge_updates(&mut self, u: UpdatesFragment, file: &Path) -> Result<(), ConfigError> {
         if let Some(policy) = u.policy {
             self.policy = Some(policy);
+        }
+        if let Some(required) = u.require_signatures {
+            self.require_signatures = Some(required);
         }
         if let Some(strategy) = u.strategy {
             self.strategy = Some((strategy, file.to_path_buf()));
@@ -319,6 +330,7 @@ impl Inputs {
             policy: self.policy.unwrap_or(defaults.policy),
             strategy,
             windows,
+            require_signatures: self.require_signatures.unwrap_or(defaults.require_signatures),
         })
     }
 }
@@ -621,6 +633,14 @@ mod tests {
         window::parse_start(text).unwrap()
     }
 
+    #[test]
+    fn require_signatures_is_off_unless_set_and_must_be_a_boolean() {
+        assert!(!load_main("").require_signatures);
+        assert!(load_main("[updates]\nrequire_signatures = true\n").require_signatures);
+        let e = main_file_error("[updates]\nrequire_signatures = \"yes\"\n");
+        assert!(e.contains("line 2") && e.contains("expected a boolean"), "{e}");
+    }
+
     fn days(list: &[Weekday]) -> WeekdaySet {
         let mut set = WeekdaySet::EMPTY;
         for d in list {
@@ -702,7 +722,7 @@ mod tests {
         assert_eq!(
             main_file_error("[updates]\nstrategy = \"periodic\"\ntimezone = \"UTC\"\n"),
             "in <root>/etc/hostd/hostd.toml: line 3: unknown field `timezone`, expected one of \
-             `policy`, `strategy`, `time_zone`, `window`, `fleet_lock`"
+             `policy`, `strategy`, `time_zone`, `window`, `fleet_lock`, `require_signatures`"
         );
         assert_eq!(
             main_file_error("[[updates.window]]\ndays = [\"Sun\"]\nstart = \"01:00\"\nlength_minutes = 60\n"),

@@ -13,6 +13,8 @@
 //! - [`standin_registry`]: a stand-in registry on 127.0.0.1 that fails
 //!   manifest requests (500, 403, 429, reset) as a real one cannot be told to.
 //! - [`schema`]: validation against bootc's published JSON schemas.
+//! - [`signing`]: GPG and cosign-format keys, images pushed signed with
+//!   skopeo, and where skopeo finds their signatures.
 //! - [`booted`]: the test OS booted under systemd with systemd-nspawn, for
 //!   tests of hostd on a running image-based host.
 //! - [`offline`]: v1 deployed on an offline sysroot, and readers of its status.
@@ -35,6 +37,7 @@ pub mod machine;
 pub mod offline;
 pub mod registry;
 pub mod schema;
+pub mod signing;
 pub mod standin_registry;
 pub mod sysroot;
 

@@ -161,3 +161,77 @@ impl SilentRegistry {
         format!("127.0.0.1:{}", self.port)
     }
 }
+
+/// A stand-in for a registry whose tag moves between two requests, named
+/// as such: a relay on 127.0.0.1 in front of a real registry that answers
+/// the first request for `repository:tag`'s manifest with the manifest
+/// tagged `first` there and every later one with the manifest tagged
+/// `then`. Everything else (blobs, manifests by digest) passes through.
+/// A registry, or anyone who controls what it serves, can do this; no real
+/// registry can be told to. One request per connection (`Connection:
+/// close`); stopped on drop.
+#[derive(Debug)]
+pub struct MovingTagRegistry {
+    /// The loopback port it listens on.
+    pub port: u16,
+    /// How many requests for the moving tag's manifest it has answered.
+    pub tag_requests: Arc<std::sync::atomic::AtomicUsize>,
+    _server: LoopbackServer,
+}
+
+impl MovingTagRegistry {
+    /// Relay to the registry on `upstream_port`, moving `repository:tag`
+    /// from `first` to `then` after its first manifest request.
+    pub fn start(upstream_port: u16, repository: &str, tag: &str, first: &str, then: &str) -> Result<MovingTagRegistry> {
+        let moving = format!("/v2/{repository}/manifests/{tag}");
+        let (first, then) = (format!("/v2/{repository}/manifests/{first}"), format!("/v2/{repository}/manifests/{then}"));
+        let tag_requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = tag_requests.clone();
+        let server = LoopbackServer::start(move |client| {
+            let (moving, first, then, counter) = (moving.clone(), first.clone(), then.clone(), counter.clone());
+            std::thread::spawn(move || {
+                let rewrite = |path: &str| {
+                    if path != moving {
+                        return path.to_string();
+                    }
+                    let seen = counter.fetch_add(1, Ordering::SeqCst);
+                    if seen == 0 { first.clone() } else { then.clone() }
+                };
+                let _ = relay(client, upstream_port, rewrite);
+            });
+        })?;
+        Ok(MovingTagRegistry { port: server.port, tag_requests, _server: server })
+    }
+
+    /// `127.0.0.1:<port>`
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// Pass one request from `client` to the registry on `upstream_port`, its
+/// path rewritten by `rewrite`, and the whole answer back.
+fn relay(client: TcpStream, upstream_port: u16, rewrite: impl FnOnce(&str) -> String) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or("GET").to_string(), parts.next().unwrap_or("/").to_string());
+    let mut headers = String::new();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header == "\r\n" {
+            break;
+        }
+        if !header.to_ascii_lowercase().starts_with("connection:") {
+            headers.push_str(&header);
+        }
+    }
+    let mut upstream = TcpStream::connect(("127.0.0.1", upstream_port))?;
+    write!(upstream, "{method} {} HTTP/1.0\r\n{headers}Connection: close\r\n\r\n", rewrite(&path))?;
+    upstream.flush()?;
+    let mut client = client;
+    std::io::copy(&mut upstream, &mut client)?;
+    client.flush()
+}

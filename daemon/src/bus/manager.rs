@@ -75,6 +75,10 @@ impl Manager {
         server: &ObjectServer,
     ) -> Result<JobReply, Error> {
         let authorized = self.authorize(&request, header, conn).await?;
+        let mut request = request;
+        // `[updates] require_signatures`: every image deployed, the
+        // tracked one included, must be accepted by the containers policy.
+        request.options.enforce_container_sigpolicy |= self.ctx.config().require_signatures;
         match self.launch(request.clone(), authorized.clone(), conn, server).await {
             Err(Error::Busy(busy)) if request.kind != JobKind::Check => {
                 self.preempt_unstarted_change(&request, &authorized, header, conn).await.map_err(|_| Error::Busy(busy))?;
@@ -349,7 +353,10 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<JobReply, Error> {
-        let options = Options::parse(Method::Switch, &options)?;
+        let mut options = Options::parse(Method::Switch, &options)?;
+        // Under `[updates] require_signatures` the image is tracked as
+        // verified, so the policy is enforced on its updates too.
+        options.enforce_container_sigpolicy |= self.ctx.config().require_signatures;
         let transport = options.transport.unwrap_or(Transport::Registry);
         let reference = image_ref::parse(&image, transport, options.enforce_container_sigpolicy)?;
         if options.enforce_container_sigpolicy {

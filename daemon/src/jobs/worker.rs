@@ -171,6 +171,7 @@ async fn execute(sysroot: &SysrootPath, job: &JobShared) -> Result<Outcome, Erro
         unattended: request.options.auto,
         queued_is_enough: request.options.apply,
         may_choose_image: job.may_choose_image(),
+        require_signatures: request.options.enforce_container_sigpolicy,
     };
     let result = match request.kind {
         JobKind::Check => sysroot::pull::check(sysroot, job, cancel).await,

@@ -17,7 +17,7 @@ use super::metadata::ImageMetadata;
 use super::progress::{Phase, Progress};
 use super::pull::{self, Fetched, Import};
 use super::update_rule::{self, ImageFacts, Verdict};
-use super::{filtered, image, kargs, signature, skopeo, merge_deployment, origin_reference, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
+use super::{filtered, image, kargs, signature, merge_deployment, origin_reference, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
 use crate::failpoint::points;
 use crate::journal::{Change, Event};
 
@@ -50,6 +50,19 @@ pub struct DeployOptions {
     /// The caller may choose what the host runs (root, or granted
     /// `switch`): an `Upgrade` may then re-read a local path others can write.
     pub may_choose_image: bool,
+    /// `[updates] require_signatures`: the containers policy must accept
+    /// every image deployed, whatever its reference says.
+    pub require_signatures: bool,
+}
+
+/// Whether `imgref`'s signatures are checked: tracked as
+/// `ostree-image-signed`, or required of every image by the configuration.
+fn signatures_for(imgref: &OstreeImageReference, options: &DeployOptions) -> pull::Signatures {
+    if options.require_signatures || imgref.sigverify == SignatureSource::ContainerPolicy {
+        pull::Signatures::Enforced
+    } else {
+        pull::Signatures::NotChecked
+    }
 }
 
 /// `Upgrade` (no image) or `Switch` (to `switch_to`).
@@ -79,17 +92,7 @@ pub async fn update(
     } else {
         pull::UntrustedPaths::Refused
     };
-    if imgref.sigverify == SignatureSource::ContainerPolicy {
-        progress.phase(Phase::Checking, "checking the image against the containers signature policy");
-        // A local path is judged before any skopeo reads it, and read as
-        // the pull will read it.
-        let local = pull::inspect_local(&imgref, untrusted)?;
-        let run_as = skopeo::run_as(imgref.imgref.transport, local.as_ref());
-        tokio::select! {
-            verified = signature::verify(&imgref, run_as) => verified?,
-            _ = cancel.cancelled() => return Err(Error::cancelled()),
-        }
-    }
+    let access = pull::Access { untrusted, signatures: signatures_for(&imgref, options) };
     let repo_path = sysroot.path().join("ostree/repo");
     // Switching to another image is an explicit choice of what to run.
     let judged = switch_to.is_none() && !options.allow_downgrade;
@@ -98,7 +101,7 @@ pub async fn update(
         Some(d) if judged => not_a_downgrade(d, found, options.unattended),
         _ => Ok(Import::Proceed),
     };
-    let fetched = pull::fetch(&repo, &imgref, untrusted, progress, cancel, |prep, cost| {
+    let fetched = pull::fetch(&repo, &imgref, access, progress, cancel, |prep, cost| {
         let found = update_rule::facts(prep.manifest_digest.as_ref(), &prep.manifest, &prep.config);
         if let Import::Decline(message) = judge(&found)? {
             return Ok(Import::Decline(message));
@@ -133,6 +136,9 @@ pub async fn update(
             pull::forget_cached_update(&repo, m, None)?;
         }
         return Ok(Outcome::message(pull::NO_UPDATE));
+    }
+    if let (Fetched::AlreadyPresent(state), pull::Signatures::Enforced) = (&fetched, access.signatures) {
+        pull::verify_stored(&imgref, state, progress, cancel).await?;
     }
     if let Some(s) = &staged {
         let locked_now = Path::new(STAGED_LOCK_FILE).exists();
@@ -215,6 +221,12 @@ pub async fn stage(
     let state = store::query_image(&repo, &imgref.imgref)?
         .filter(|s| s.merge_commit != merge.csum().as_str())
         .ok_or_else(|| Error::NothingToStage("no downloaded update is waiting to be staged".into()))?;
+    if signatures_for(&imgref, options) == pull::Signatures::Enforced {
+        // Downloaded perhaps before the policy applied to it: the digest
+        // about to be deployed is evaluated now.
+        signature::ensure_policy_requires_signatures(&imgref)?;
+        pull::verify_stored(&imgref, &state, progress, cancel).await?;
+    }
     warn_left_out(&repo, &state.merge_commit, progress);
     let kargs = kernel_args(&repo, Some(&merge), &imgref, &state)?;
     write_deployment(&locked, Some(&merge), &imgref, &state, kargs, &DeployOptions::default(), Interruptible { progress, cancel })?;

@@ -9,7 +9,7 @@ use ostree_ext::container::store::{
     self, ImageImporter, ImportProgress, LayeredImageState, PrepareResult,
     PreparedImport,
 };
-use ostree_ext::container::{OstreeImageReference, BOOTC_LABEL, DIFFID_LABEL};
+use ostree_ext::container::{OstreeImageReference, SignatureSource, BOOTC_LABEL, DIFFID_LABEL};
 use ostree_ext::containers_image_proxy::ImageProxy;
 use ostree_ext::oci_spec::image::ImageIndex;
 use ostree_ext::{gio, glib, ostree};
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::local_source::{self, LocalImage, LocalKind, Trust, Unsafe};
 use super::metadata::ImageMetadata;
+use super::signature;
 use super::skopeo::{self, RunAs};
 use super::progress::{Phase, Progress};
 use super::update_rule::{self, ImageFacts, Verdict};
@@ -113,8 +114,19 @@ pub async fn open(
     let local = inspect_local(imgref, untrusted)?;
     let run_as = skopeo::run_as(imgref.imgref.transport, local.as_ref());
     let config = skopeo::proxy_config(run_as, cancel).map_err(|e| Error::image(imgref, e))?;
+    // hostd evaluates the policy of an enforced image itself, with the
+    // scopes of its transport ([`signature`]); ostree-ext's own test, that
+    // the policy's global default is not `insecureAcceptAnything`, would
+    // refuse the usual policy that signs only some registries.
+    let for_import = OstreeImageReference {
+        sigverify: match &imgref.sigverify {
+            SignatureSource::ContainerPolicy => SignatureSource::ContainerPolicyAllowInsecure,
+            other => other.clone(),
+        },
+        imgref: imgref.imgref.clone(),
+    };
     let mut imp = cancellable(cancel, async {
-        ImageImporter::new(repo, imgref, config).await.map_err(|e| Error::image(imgref, e))
+        ImageImporter::new(repo, &for_import, config).await.map_err(|e| Error::image(imgref, e))
     })
     .await?;
     imp.require_bootable();
@@ -319,6 +331,59 @@ fn bytes_read_by_this_process() -> Option<u64> {
     io.lines().find_map(|l| l.strip_prefix("rchar:")).and_then(|v| v.trim().parse().ok())
 }
 
+/// Whether an image's signatures are checked before it is imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signatures {
+    /// The containers policy must accept the manifest the import reads
+    /// ([`signature`]).
+    Enforced,
+    /// Imported as found (`ostree-unverified-registry`).
+    NotChecked,
+}
+
+/// What a fetch may read and must verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// Whether a local path others can write may be read.
+    pub untrusted: UntrustedPaths,
+    /// Whether the containers policy is enforced.
+    pub signatures: Signatures,
+}
+
+/// The error for an enforced image the image proxy could not open: where
+/// the proxy evaluates the policy itself (protocol 0.2.6 on) its refusal is
+/// only text, so hostd evaluates the reference to tell a rejection (named
+/// as such) from any other failure (`e`, unchanged).
+async fn name_refusal(imgref: &OstreeImageReference, e: Error, cancel: &CancellationToken) -> Error {
+    let proxy_evaluates = skopeo::proxy_protocol().await.is_some_and(|v| v >= skopeo::POLICY_EVALUATING_PROTOCOL);
+    if !proxy_evaluates || !matches!(e, Error::Image { .. }) {
+        return e;
+    }
+    // The open got past the path's checks, so they pass again.
+    let local = inspect_local(imgref, UntrustedPaths::Allowed).ok().flatten();
+    let run_as = skopeo::run_as(imgref.imgref.transport, local.as_ref());
+    match signature::verify(signature::Subject { imgref, manifest: None, run_as }, cancel).await {
+        Err(rejected @ Error::SignatureRejected(_)) => rejected,
+        _ => e,
+    }
+}
+
+/// Evaluate the containers policy for `state`, an image stored earlier
+/// (downloaded before the policy applied to it, or by a download-only run),
+/// by the digest it was stored under, read as a pull of `imgref` reads it.
+pub async fn verify_stored(
+    imgref: &OstreeImageReference,
+    state: &LayeredImageState,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    let local = inspect_local(imgref, UntrustedPaths::Allowed)?;
+    let run_as = skopeo::run_as(imgref.imgref.transport, local.as_ref());
+    progress.message(&format!("evaluating the containers signature policy for {}", state.manifest_digest));
+    let manifest = Some((state.manifest_digest.to_string(), state.manifest.clone()));
+    signature::verify(signature::Subject { imgref, manifest, run_as }, cancel).await
+}
+
 /// Result of [`fetch`].
 #[derive(Debug)]
 pub enum Fetched {
@@ -347,20 +412,42 @@ pub enum Import {
 pub async fn fetch(
     repo: &ostree::Repo,
     imgref: &OstreeImageReference,
-    untrusted: UntrustedPaths,
+    access: Access,
     progress: &dyn Progress,
     cancel: &CancellationToken,
     before_import: impl FnOnce(&PreparedImport, &UpdateSummary) -> Result<Import, Error>,
 ) -> Result<Fetched, Error> {
     progress.phase(Phase::Checking, "fetching the image manifest");
-    let (mut imp, run_as) = open(repo, imgref, untrusted, cancel).await?;
-    let prep = match cancellable(cancel, prepare(&mut imp, imgref, run_as, cancel)).await? {
+    if access.signatures == Signatures::Enforced {
+        signature::ensure_policy_requires_signatures(imgref)?;
+    }
+    let opened = async {
+        let (mut imp, run_as) = open(repo, imgref, access.untrusted, cancel).await?;
+        let prepared = cancellable(cancel, prepare(&mut imp, imgref, run_as, cancel)).await?;
+        Ok((imp, run_as, prepared))
+    };
+    let (mut imp, run_as, prepared) = match opened.await {
+        Ok(opened) => opened,
+        Err(e) if access.signatures == Signatures::Enforced => return Err(name_refusal(imgref, e, cancel).await),
+        Err(e) => return Err(e),
+    };
+    let prep = match prepared {
+        // Fetched earlier, perhaps before the policy applied to it: the
+        // caller evaluates it if it is to be deployed ([`verify_stored`]).
         PrepareResult::AlreadyPresent(state) => return Ok(Fetched::AlreadyPresent(state)),
         PrepareResult::Ready(prep) => prep,
     };
     let summary = summarize(&prep);
     if let Import::Decline(message) = before_import(&prep, &summary)? {
         return Ok(Fetched::Declined(message));
+    }
+    // The manifest the import reads is the one evaluated: no second request
+    // for the tag comes between them.
+    if access.signatures == Signatures::Enforced {
+        let digest = &prep.manifest_digest;
+        progress.phase(Phase::Checking, &format!("evaluating the containers signature policy for {digest}"));
+        let subject = signature::Subject { imgref, manifest: Some((digest.to_string(), prep.manifest.clone())), run_as };
+        signature::verify(subject, cancel).await?;
     }
     progress.phase(
         Phase::Pulling,

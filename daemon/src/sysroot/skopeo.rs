@@ -10,6 +10,8 @@
 //! library's threads then see the socket close and return.
 
 use std::io::Read;
+
+use anyhow::Context;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -91,8 +93,7 @@ pub fn command(run_as: RunAs) -> Command {
 /// when the uid changes), no new privileges.
 #[expect(unsafe_code, reason = "pre_exec: the child's setup between fork and exec")]
 fn as_nobody() -> Command {
-    let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
-    let (uid, gid) = nobody.map_or((65534, 65534), |u| (u.uid.as_raw(), u.gid.as_raw()));
+    let (uid, gid) = nobody_ids();
     let mut c = Command::new(super::pull::SKOPEO);
     c.uid(uid).gid(gid);
     // Its configuration must come from the system, not root's home.
@@ -102,6 +103,81 @@ fn as_nobody() -> Command {
         c.pre_exec(|| rustix::thread::set_no_new_privs(true).map_err(std::io::Error::from));
     }
     c
+}
+
+/// The uid and gid of `nobody` (65534 where it is not in the user database).
+pub fn nobody_ids() -> (u32, u32) {
+    let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
+    nobody.map_or((65534, 65534), |u| (u.uid.as_raw(), u.gid.as_raw()))
+}
+
+/// The first protocol version of skopeo's image proxy that evaluates the
+/// containers policy when it opens an image (skopeo 1.13).
+pub const POLICY_EVALUATING_PROTOCOL: semver::Version = semver::Version::new(0, 2, 6);
+
+/// How long the proxy may take to answer `Initialize`.
+const INITIALIZE_LIMIT: Duration = Duration::from_secs(10);
+
+/// The protocol version the installed skopeo's image proxy speaks, from its
+/// answer to `Initialize`; asked once per process. `None` where it could
+/// not be asked (no skopeo, no answer in time, an answer not understood).
+pub async fn proxy_protocol() -> Option<semver::Version> {
+    static PROTOCOL: tokio::sync::OnceCell<Option<semver::Version>> = tokio::sync::OnceCell::const_new();
+    PROTOCOL
+        .get_or_init(|| async {
+            let asked = tokio::task::spawn_blocking(ask_proxy_protocol).await;
+            let version = asked.map_err(anyhow::Error::new).and_then(|r| r);
+            match version {
+                Ok(v) => {
+                    tracing::info!("skopeo's image proxy speaks protocol {v}");
+                    Some(v)
+                }
+                Err(e) => {
+                    tracing::warn!("could not ask skopeo's image proxy for its protocol: {e:#}");
+                    None
+                }
+            }
+        })
+        .await
+        .clone()
+}
+
+/// One `Initialize` request over the proxy's socket (a SOCK_SEQPACKET pair
+/// on its stdin, one JSON message per packet), then EOF, which ends it.
+#[expect(clippy::disallowed_methods, reason = "runs on a blocking thread (spawn_blocking)")]
+fn ask_proxy_protocol() -> anyhow::Result<semver::Version> {
+    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        success: bool,
+        value: serde_json::Value,
+        #[serde(default)]
+        error: String,
+    }
+    let (ours, theirs) = rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
+    let mut child = Command::new(super::pull::SKOPEO)
+        .arg("experimental-image-proxy")
+        .stdin(std::process::Stdio::from(theirs))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let answer = (|| -> anyhow::Result<Vec<u8>> {
+        rustix::net::sockopt::set_socket_timeout(&ours, rustix::net::sockopt::Timeout::Recv, Some(INITIALIZE_LIMIT))?;
+        rustix::net::send(&ours, br#"{"method":"Initialize","args":[]}"#, SendFlags::empty())?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let (n, _) = rustix::net::recv(&ours, &mut buf, RecvFlags::empty())?;
+        buf.truncate(n);
+        Ok(buf)
+    })();
+    drop(ours);
+    if answer.is_err() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    let reply: Reply = serde_json::from_slice(&answer?)?;
+    anyhow::ensure!(reply.success, "Initialize failed: {}", reply.error);
+    let version = reply.value.as_str().context("Initialize answered no version")?;
+    Ok(semver::Version::parse(version)?)
 }
 
 /// Make `command` report its pid as it starts, and kill it once `cancel`
@@ -149,5 +225,19 @@ fn kill_when_cancelled(pid_reader: OwnedFd, cancel: &CancellationToken) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The installed skopeo (a dependency of every build and test
+    /// machine) answers `Initialize` with the version containers-image-proxy
+    /// requires at least (0.2.3).
+    #[tokio::test]
+    async fn the_installed_proxy_tells_its_protocol() {
+        let version = proxy_protocol().await.expect("skopeo's image proxy answers Initialize");
+        assert!(version >= semver::Version::new(0, 2, 3) && version.major == 0, "{version}");
     }
 }
