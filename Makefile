@@ -15,6 +15,9 @@ DBUSDIR := $(PREFIX)/share/dbus-1
 POLKITDIR := $(PREFIX)/share/polkit-1
 DOCDIR := $(PREFIX)/share/doc/hostd
 CATALOGDIR := $(PREFIX)/lib/systemd/catalog
+PRESETDIR := $(PREFIX)/lib/systemd/system-preset
+# Vendor drop-ins of the configuration (an image's defaults; /etc overrides).
+VENDORCONFDIR := $(PREFIX)/lib/hostd/hostd.d
 
 # Where `install` takes the binaries from; the booted-system tests install
 # stripped copies of the debug build with `make install RELEASE=<dir>`.
@@ -31,7 +34,10 @@ build:
 	$(CARGO) build --release --workspace
 
 # The polkit rules are installed as an example only; enable them by copying
-# $(DOCDIR)/examples/50-hostd.rules to /etc/polkit-1/rules.d/.
+# $(DOCDIR)/examples/50-hostd.rules to /etc/polkit-1/rules.d/. The preset
+# enables the timer and the steady-state unit at `systemctl preset` (see
+# docs/install.md). The documentation keeps its layout (README.md beside
+# docs/), so its links work where the units point (file://$(DOCDIR)).
 install:
 	install -D -m 0755 $(RELEASE)/hostctl $(DESTDIR)$(BINDIR)/hostctl
 	install -D -m 0755 $(RELEASE)/hostd $(DESTDIR)$(LIBEXECDIR)/hostd
@@ -46,6 +52,11 @@ install:
 	install -D -m 0644 systemd-units/hostd.catalog $(DESTDIR)$(CATALOGDIR)/hostd.catalog
 	install -D -m 0644 systemd-units/bootc-fetch-apply-updates.service.d/50-hostd.conf \
 		$(DESTDIR)$(UNITDIR)/bootc-fetch-apply-updates.service.d/50-hostd.conf
+	install -D -m 0644 systemd-units/80-hostd.preset $(DESTDIR)$(PRESETDIR)/80-hostd.preset
+	install -d -m 0755 $(DESTDIR)$(VENDORCONFDIR)
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -d -m 0755 $(DESTDIR)$(DOCDIR)/docs
+	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
 
 deps:
 	bash scripts/deps
