@@ -531,6 +531,9 @@ fn bootcs_timer_with_hostd_installed_and_no_configuration_upgrades_and_reboots_i
     let config = m.run(&["find", "/etc/hostd", "/run/hostd", "/usr/lib/hostd", "-type", "f"]).unwrap();
     assert_eq!(String::from_utf8_lossy(&config.stdout), "", "no hostd configuration");
     assert!(m.exists("/usr/lib/hostd/hostd.d").unwrap(), "the vendor configuration directory is installed");
+    // docs/install.md's `systemctl preset` enabled hostd's own units too.
+    let enabled = m.must(&["systemctl", "is-enabled", "hostd-fetch-apply-updates.timer", "hostd-steady-state.service"]);
+    assert_eq!(enabled.unwrap(), "enabled\nenabled\n");
     let shown = success("hostctl status", &m.hostctl(None, &["status"]).unwrap());
     assert!(shown.contains("Automatic updates: policy none"), "{shown}");
     m.publish("v2").unwrap();
