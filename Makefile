@@ -95,16 +95,22 @@ fuzz:
 # units are checked in a temporary copy pointing at built ones (BINARIES:
 # target/debug after `cargo build`, target/release after `make build`).
 # It exits 0 on mere warnings (unknown keys, ...); any output fails here.
+# bootc's update service (as bootc ships it, tests/src/booted/bootc/) is
+# checked with hostd's drop-in, which alone makes it valid without bootc.
 BINARIES ?= target/debug
+BOOTC_UNITS := tests/src/booted/bootc/bootc-fetch-apply-updates.service tests/src/booted/bootc/bootc-fetch-apply-updates.timer
+BOOTC_DROPIN := bootc-fetch-apply-updates.service.d/50-hostd.conf
 verify-units:
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	for u in $(notdir $(UNITS)); do \
+	mkdir -p "$$tmp/$(dir $(BOOTC_DROPIN))"; \
+	cp $(BOOTC_UNITS) "$$tmp/"; \
+	for u in $(notdir $(UNITS)) $(BOOTC_DROPIN); do \
 		sed -e 's|/usr/libexec/hostd|$(CURDIR)/$(BINARIES)/hostd|g' \
 		    -e 's|/usr/bin/hostctl|$(CURDIR)/$(BINARIES)/hostctl|g' \
 		    systemd-units/$$u > "$$tmp/$$u"; \
 	done; \
 	out=$$(SYSTEMD_UNIT_PATH="$$tmp:" systemd-analyze verify --man=no \
-		$(addprefix "$$tmp"/,$(notdir $(UNITS))) 2>&1) || rc=$$?; \
+		$(addprefix "$$tmp"/,$(notdir $(UNITS) $(BOOTC_UNITS))) 2>&1) || rc=$$?; \
 	if [ -n "$$out" ]; then printf '%s\n' "$$out"; exit 1; fi; \
 	[ -z "$${rc:-}" ] || exit $$rc; \
 	mkdir -p "$$tmp/root/usr/lib/systemd/catalog"; \
