@@ -63,7 +63,7 @@ async fn demo() -> Result<()> {
     hostctl(&machine, &["upgrade"], &[0])?;
     hostctl(&machine, &["status"], &[0])?;
 
-    say("Changed our mind: back to v1 (running rollback again would undo it)");
+    say("Back to v1: rollback makes the previous deployment the default (a second one undoes it)");
     hostctl(&machine, &["rollback"], &[0])?;
     hostctl(&machine, &["status"], &[0])?;
 
