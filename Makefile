@@ -15,6 +15,9 @@ DBUSDIR := $(PREFIX)/share/dbus-1
 POLKITDIR := $(PREFIX)/share/polkit-1
 DOCDIR := $(PREFIX)/share/doc/hostd
 CATALOGDIR := $(PREFIX)/lib/systemd/catalog
+PRESETDIR := $(PREFIX)/lib/systemd/system-preset
+# Vendor drop-ins of the configuration (an image's defaults; /etc overrides).
+VENDORCONFDIR := $(PREFIX)/lib/hostd/hostd.d
 
 # Where `install` takes the binaries from; the booted-system tests install
 # stripped copies of the debug build with `make install RELEASE=<dir>`.
@@ -31,7 +34,10 @@ build:
 	$(CARGO) build --release --workspace
 
 # The polkit rules are installed as an example only; enable them by copying
-# $(DOCDIR)/examples/50-hostd.rules to /etc/polkit-1/rules.d/.
+# $(DOCDIR)/examples/50-hostd.rules to /etc/polkit-1/rules.d/. The preset
+# enables the timer and the steady-state unit at `systemctl preset` (see
+# docs/install.md). The documentation keeps its layout (README.md beside
+# docs/), so its links work where the units point (file://$(DOCDIR)).
 install:
 	install -D -m 0755 $(RELEASE)/hostctl $(DESTDIR)$(BINDIR)/hostctl
 	install -D -m 0755 $(RELEASE)/hostd $(DESTDIR)$(LIBEXECDIR)/hostd
@@ -46,6 +52,11 @@ install:
 	install -D -m 0644 systemd-units/hostd.catalog $(DESTDIR)$(CATALOGDIR)/hostd.catalog
 	install -D -m 0644 systemd-units/bootc-fetch-apply-updates.service.d/50-hostd.conf \
 		$(DESTDIR)$(UNITDIR)/bootc-fetch-apply-updates.service.d/50-hostd.conf
+	install -D -m 0644 systemd-units/80-hostd.preset $(DESTDIR)$(PRESETDIR)/80-hostd.preset
+	install -d -m 0755 $(DESTDIR)$(VENDORCONFDIR)
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -d -m 0755 $(DESTDIR)$(DOCDIR)/docs
+	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
 
 deps:
 	bash scripts/deps
@@ -84,16 +95,22 @@ fuzz:
 # units are checked in a temporary copy pointing at built ones (BINARIES:
 # target/debug after `cargo build`, target/release after `make build`).
 # It exits 0 on mere warnings (unknown keys, ...); any output fails here.
+# bootc's update service (as bootc ships it, tests/src/booted/bootc/) is
+# checked with hostd's drop-in, which alone makes it valid without bootc.
 BINARIES ?= target/debug
+BOOTC_UNITS := tests/src/booted/bootc/bootc-fetch-apply-updates.service tests/src/booted/bootc/bootc-fetch-apply-updates.timer
+BOOTC_DROPIN := bootc-fetch-apply-updates.service.d/50-hostd.conf
 verify-units:
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	for u in $(notdir $(UNITS)); do \
+	mkdir -p "$$tmp/$(dir $(BOOTC_DROPIN))"; \
+	cp $(BOOTC_UNITS) "$$tmp/"; \
+	for u in $(notdir $(UNITS)) $(BOOTC_DROPIN); do \
 		sed -e 's|/usr/libexec/hostd|$(CURDIR)/$(BINARIES)/hostd|g' \
 		    -e 's|/usr/bin/hostctl|$(CURDIR)/$(BINARIES)/hostctl|g' \
 		    systemd-units/$$u > "$$tmp/$$u"; \
 	done; \
 	out=$$(SYSTEMD_UNIT_PATH="$$tmp:" systemd-analyze verify --man=no \
-		$(addprefix "$$tmp"/,$(notdir $(UNITS))) 2>&1) || rc=$$?; \
+		$(addprefix "$$tmp"/,$(notdir $(UNITS) $(BOOTC_UNITS))) 2>&1) || rc=$$?; \
 	if [ -n "$$out" ]; then printf '%s\n' "$$out"; exit 1; fi; \
 	[ -z "$${rc:-}" ] || exit $$rc; \
 	mkdir -p "$$tmp/root/usr/lib/systemd/catalog"; \

@@ -515,6 +515,49 @@ fn the_fetch_apply_timer_stages_the_update_without_a_manual_call() {
     assert_eq!(slots(&m.status().unwrap()), (None, Some("v2"), Some("v1")));
 }
 
+/// bootc's own timer, on a host whose image enables it and that has hostd
+/// installed with no configuration at all (`[updates] policy` is `none`):
+/// its service keeps doing what `bootc upgrade --apply --quiet` does, now
+/// through hostd's drop-in (the image has no bootc binary), and the host
+/// reboots into v2 by itself.
+#[test]
+fn bootcs_timer_with_hostd_installed_and_no_configuration_upgrades_and_reboots_into_v2() {
+    let mut m = booted_v1();
+    let unit = "bootc-fetch-apply-updates";
+    assert!(!m.exists("/usr/bin/bootc").unwrap(), "the test OS has no bootc binary");
+    assert_eq!(m.must(&["systemctl", "is-enabled", &format!("{unit}.timer")]).unwrap().trim(), "enabled");
+    assert_eq!(m.must(&["systemctl", "is-active", &format!("{unit}.timer")]).unwrap().trim(), "active");
+    // find lists what exists (and complains about the directories that do not).
+    let config = m.run(&["find", "/etc/hostd", "/run/hostd", "/usr/lib/hostd", "-type", "f"]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&config.stdout), "", "no hostd configuration");
+    assert!(m.exists("/usr/lib/hostd/hostd.d").unwrap(), "the vendor configuration directory is installed");
+    // docs/install.md's `systemctl preset` enabled hostd's own units too.
+    let enabled = m.must(&["systemctl", "is-enabled", "hostd-fetch-apply-updates.timer", "hostd-steady-state.service"]);
+    assert_eq!(enabled.unwrap(), "enabled\nenabled\n");
+    let shown = success("hostctl status", &m.hostctl(None, &["status"]).unwrap());
+    assert!(shown.contains("Automatic updates: policy none"), "{shown}");
+    m.publish("v2").unwrap();
+
+    // Due one second after it starts instead of an hour after boot.
+    m.write_file(
+        &format!("/run/systemd/system/{unit}.timer.d/test.conf"),
+        "[Timer]\nOnBootSec=\nOnUnitInactiveSec=\nOnActiveSec=1s\nRandomizedDelaySec=0\n",
+    )
+    .unwrap();
+    m.must(&["systemctl", "daemon-reload"]).unwrap();
+    m.must(&["systemctl", "restart", &format!("{unit}.timer")]).unwrap();
+    assert_eq!(m.wait_for_shutdown(Duration::from_secs(180)).unwrap(), Exit::Rebooted, "the guest rebooted by itself");
+
+    m.boot().unwrap();
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (None, Some("v2"), Some("v1")));
+    assert_eq!(file(&m, "/usr/share/testos/version"), "v2");
+    let staged = journal_entry(&m, message_id::STAGED, &checksum(&host.status.booted), 0);
+    assert_eq!(staged["INITIATOR_UNIT"], format!("{unit}.service"), "the journal names bootc's unit");
+    m.journal_entry(message_id::REBOOT_REQUESTED, &[("INITIATOR_UNIT", &format!("{unit}.service"))]).unwrap();
+    assert!(!reboot_required(&m));
+}
+
 #[test]
 fn killing_hostd_mid_pull_leaves_v1_booted_and_the_next_upgrade_works() {
     let registry = TestRegistry::start().unwrap();

@@ -13,6 +13,18 @@
 //! - `v11` and `v12` are `v1` with a second kargs.d file
 //!   ([`KARGS_V11`], [`KARGS_V12`]): the kargs delta of an upgrade.
 //!
+//! v1 is made in three steps, like any image with hostd:
+//!
+//! 1. the base image: the Debian root file system, without Debian's own
+//!    timers, with bootc's update service and timer as bootc ships them
+//!    ([`BOOTC_SERVICE`], [`BOOTC_TIMER`]), the timer enabled; there is no
+//!    bootc binary, so only hostd's drop-in makes that service work;
+//! 2. hostd installed by exactly the steps of docs/install.md
+//!    ([`install_as_documented`]): `make install DESTDIR=/out` in the build
+//!    stage, `/out` copied over the image, `systemctl preset` of hostd's units;
+//! 3. what the tests need on top: the example polkit rules enabled, the
+//!    version files, the ostree layout.
+//!
 //! The OCI directory is cached (see [`super::cache`]) under a key made of the
 //! root file system's key, every file `make install` puts into the image and
 //! the source of the code that builds it, so a run with the same build
@@ -54,6 +66,19 @@ pub const SETGID_FILE: &str = "usr/libexec/testos/shadow-helper";
 pub const SETGID_MODE: u32 = 0o2755;
 const SHADOW_GID: u64 = 42;
 
+/// bootc's `systemd/bootc-fetch-apply-updates.service`, as bootc ships it.
+pub const BOOTC_SERVICE: &str = include_str!("bootc/bootc-fetch-apply-updates.service");
+/// bootc's `systemd/bootc-fetch-apply-updates.timer`, as bootc ships it.
+pub const BOOTC_TIMER: &str = include_str!("bootc/bootc-fetch-apply-updates.timer");
+
+/// The image build steps of docs/install.md, as run on the test OS: what
+/// the build stage runs (in the repository, after `make build`) ...
+pub const DOCUMENTED_INSTALL: &str = "make install DESTDIR=/out";
+/// ... how the final stage takes it ...
+pub const DOCUMENTED_COPY: &str = "COPY --from=build /out/ /";
+/// ... and the units it enables there (`systemctl preset UNITS`).
+pub const DOCUMENTED_PRESET: [&str; 2] = ["hostd-fetch-apply-updates.timer", "hostd-steady-state.service"];
+
 /// The three versions, in one read-only OCI directory (tags `v1`, `v2`, `v3`).
 #[derive(Debug)]
 pub struct TestOsImages {
@@ -91,13 +116,16 @@ fn build_or_reuse() -> Result<TestOsImages> {
         include_str!("image.rs").as_bytes(),
         include_str!("oci.rs").as_bytes(),
         include_str!("../fixture.rs").as_bytes(),
+        BOOTC_SERVICE.as_bytes(),
+        BOOTC_TIMER.as_bytes(),
     ]);
-    let dir = cache::product("images", &key, |dir| build(&rootfs, &hostd.path().join("bin"), dir))?;
+    let dir = cache::product("images", &key, |dir| build(&rootfs, &hostd.path().join("root"), dir))?;
     load(&dir.join("oci"))
 }
 
 /// Stripped copies of this build's `hostd` and `hostctl` in `<dest>/bin`,
-/// and what `make install` makes of them in `<dest>/root`, which decides
+/// and what `make install` makes of them in `<dest>/root` (the build
+/// stage's [`DOCUMENTED_INSTALL`]), which goes into the image and decides
 /// whether a cached image is still this build's.
 fn install_hostd(dest: &Path) -> Result<()> {
     let bin = dest.join("bin");
@@ -149,12 +177,13 @@ fn tree_digest(root: &Path) -> Result<Vec<u8>> {
     Ok(sum.string().expect("digest").into_bytes())
 }
 
-/// Build the OCI directory `<dir>/oci` from the root file system and the
-/// stripped binaries in `bin`.
-fn build(rootfs: &Path, bin: &Path, dir: &Path) -> Result<()> {
+/// Build the OCI directory `<dir>/oci` from the root file system and what
+/// `make install` put into `installed`.
+fn build(rootfs: &Path, installed: &Path, dir: &Path) -> Result<()> {
     let tree = dir.join("tree");
     run(Command::new("cp").arg("-a").arg(rootfs).arg(&tree))?;
-    make_install(bin, &tree)?;
+    base_image(&tree)?;
+    install_as_documented(installed, &tree)?;
     enable_polkit_rules(&tree)?;
     check_libraries(&tree)?;
     make_ostree_tree(&tree)?;
@@ -181,6 +210,32 @@ fn build(rootfs: &Path, bin: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What the base image brings besides Debian: no timers of its own (apt-daily
+/// and the like would reach out to the network from the guest), and bootc's
+/// update service and timer, the timer enabled as on a bootc host.
+fn base_image(tree: &Path) -> Result<()> {
+    let wants = tree.join("etc/systemd/system/timers.target.wants");
+    empty_dir(&wants)?;
+    let units = tree.join("usr/lib/systemd/system");
+    std::fs::write(units.join("bootc-fetch-apply-updates.service"), BOOTC_SERVICE)?;
+    std::fs::write(units.join("bootc-fetch-apply-updates.timer"), BOOTC_TIMER)?;
+    std::fs::create_dir_all(&wants)?;
+    std::os::unix::fs::symlink(
+        "/usr/lib/systemd/system/bootc-fetch-apply-updates.timer",
+        wants.join("bootc-fetch-apply-updates.timer"),
+    )?;
+    Ok(())
+}
+
+/// hostd's part of the image, by the steps of docs/install.md: the tree
+/// `make install DESTDIR=…` made (`installed`) copied over the image
+/// ([`DOCUMENTED_COPY`]), then `systemctl preset` of [`DOCUMENTED_PRESET`].
+fn install_as_documented(installed: &Path, tree: &Path) -> Result<()> {
+    run(Command::new("cp").arg("-a").arg(installed.join(".")).arg(tree))?;
+    run(Command::new("systemctl").arg(format!("--root={}", tree.display())).arg("preset").args(DOCUMENTED_PRESET))?;
+    Ok(())
+}
+
 /// The tests need the project's example rule that grants `wheel` everything.
 fn enable_polkit_rules(tree: &Path) -> Result<()> {
     let rules = tree.join("etc/polkit-1/rules.d/50-hostd.rules");
@@ -198,8 +253,6 @@ fn make_ostree_tree(tree: &Path) -> Result<()> {
         empty_dir(&tree.join(dir))?;
     }
     let _ = std::fs::remove_file(tree.join("etc/resolv.conf"));
-    // Timers such as apt-daily would reach out to the network from the guest.
-    empty_dir(&tree.join("etc/systemd/system/timers.target.wants"))?;
     write_test_os_files(tree, "v1")?;
     std::fs::rename(tree.join("etc"), tree.join("usr/etc"))?;
     for dir in ["home", "root", "opt", "srv", "mnt", "media", "usr/local"] {
@@ -366,4 +419,19 @@ fn check_libraries(tree: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test OS is built by the steps docs/install.md gives admins.
+    #[test]
+    fn the_image_build_steps_are_the_documented_ones() {
+        let doc = include_str!("../../../docs/install.md");
+        let preset = format!("systemctl preset {}", DOCUMENTED_PRESET.join(" "));
+        for step in [DOCUMENTED_INSTALL, DOCUMENTED_COPY, preset.as_str()] {
+            assert!(doc.contains(step), "docs/install.md no longer says `{step}`");
+        }
+    }
 }
