@@ -76,6 +76,8 @@ pub fn ensure_enforcing(path: &Path, image: &ImageReference) -> Result<(), Error
 
 /// The requirements that apply: the most specific scope of the image's
 /// transport, else the transport's default (""), else the global default.
+/// Registry scopes are looked up as containers-image looks them up
+/// ([`docker_scopes`]); path scopes of local transports by directory.
 fn requirements_for<'a>(policy: &'a Policy, image: &ImageReference) -> &'a [Requirement] {
     let transport = match image.transport {
         Transport::Registry => "docker",
@@ -87,15 +89,64 @@ fn requirements_for<'a>(policy: &'a Policy, image: &ImageReference) -> &'a [Requ
     let Some(scopes) = policy.transports.get(transport) else {
         return &policy.default;
     };
-    scopes
-        .iter()
-        .filter(|(scope, _)| scope.is_empty() || scope_matches(scope, &image.image))
-        .max_by_key(|(scope, _)| scope.len())
-        .map_or(&policy.default, |(_, reqs)| reqs.as_slice())
+    let specific = match image.transport {
+        Transport::Registry => docker_scopes(&image.image).into_iter().find_map(|scope| scopes.get(&scope)),
+        _ => scopes
+            .iter()
+            .filter(|(scope, _)| !scope.is_empty() && path_scope_matches(scope, &image.image))
+            .max_by_key(|(scope, _)| scope.len())
+            .map(|(_, reqs)| reqs),
+    };
+    specific.or_else(|| scopes.get("")).map_or(&policy.default, |reqs| reqs.as_slice())
 }
 
-/// `scope` names the image itself or a namespace it lives in.
-fn scope_matches(scope: &str, image: &str) -> bool {
+/// The scopes a registry image is looked up under, most specific first, as
+/// containers-image's docker transport lists them
+/// (containers-policy.json(5), "docker"): the reference itself
+/// (`host[:port]/path:tag`), the repository, each parent namespace up to
+/// `host[:port]`, then the host's wildcard domains without the port
+/// (`*.example.com`, `*.com`). Short names are expanded as Docker Hub's
+/// (`fedora` → `docker.io/library/fedora`).
+fn docker_scopes(image: &str) -> Vec<String> {
+    let full = normalized_docker_name(image);
+    let mut scopes = vec![full.clone()];
+    // The repository: without the tag or digest.
+    let mut name = full.split_once('@').map_or(full.as_str(), |(n, _)| n);
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    if let Some(colon) = name[last_slash..].rfind(':') {
+        name = &name[..last_slash + colon];
+    }
+    loop {
+        if scopes.last().map(String::as_str) != Some(name) {
+            scopes.push(name.to_string());
+        }
+        match name.rfind('/') {
+            Some(i) => name = &name[..i],
+            None => break,
+        }
+    }
+    let mut host = name.split_once(':').map_or(name, |(h, _)| h);
+    while let Some((_, rest)) = host.split_once('.') {
+        scopes.push(format!("*.{rest}"));
+        host = rest;
+    }
+    scopes
+}
+
+/// `image` with Docker Hub's defaults filled in where its first component
+/// is no host (no `.` or `:`, not `localhost`).
+fn normalized_docker_name(image: &str) -> String {
+    let (first, rest) = image.split_once('/').unwrap_or(("", image));
+    let is_host = !first.is_empty() && (first.contains(['.', ':']) || first == "localhost");
+    match (is_host, first.is_empty()) {
+        (true, _) => image.to_string(),
+        (false, true) => format!("docker.io/library/{rest}"),
+        (false, false) => format!("docker.io/{image}"),
+    }
+}
+
+/// `scope` names the local image path itself or a directory holding it.
+fn path_scope_matches(scope: &str, image: &str) -> bool {
     image == scope
         || image
             .strip_prefix(scope)
@@ -141,6 +192,40 @@ mod tests {
         check(SIGNED_QUAY, Transport::Registry, "quay.io/org/open:1").unwrap_err();
         check(SIGNED_QUAY, Transport::Registry, "quay.io/organisation/os").unwrap_err();
         check(SIGNED_QUAY, Transport::Oci, "/srv/os").unwrap_err();
+    }
+
+    #[test]
+    fn registry_scopes_are_looked_up_as_containers_image_does() {
+        assert_eq!(
+            docker_scopes("127.0.0.1:5000/hostd/os:stable"),
+            [
+                "127.0.0.1:5000/hostd/os:stable",
+                "127.0.0.1:5000/hostd/os",
+                "127.0.0.1:5000/hostd",
+                "127.0.0.1:5000",
+                "*.0.0.1",
+                "*.0.1",
+                "*.1"
+            ]
+        );
+        assert_eq!(docker_scopes("fedora")[..2], ["docker.io/library/fedora", "docker.io/library"]);
+        assert_eq!(docker_scopes("quay.io/org/os@sha256:00")[1], "quay.io/org/os");
+        // A scope without the port does not hold the image on that port.
+        let host_only = r#"{"default": [{"type": "insecureAcceptAnything"}],
+            "transports": {"docker": {"127.0.0.1": [{"type": "reject"}]}}}"#;
+        check(host_only, Transport::Registry, "127.0.0.1:5000/os:1").unwrap_err();
+        // Wildcard domains count, below more specific scopes.
+        let wildcard = r#"{"default": [{"type": "insecureAcceptAnything"}],
+            "transports": {"docker": {"*.example.com": [{"type": "reject"}],
+                                      "open.example.com/os": [{"type": "insecureAcceptAnything"}]}}}"#;
+        check(wildcard, Transport::Registry, "registry.example.com:443/os:1").unwrap();
+        check(wildcard, Transport::Registry, "open.example.com/os:1").unwrap_err();
+        // A tag's own scope decides for that tag.
+        let tagged = r#"{"default": [{"type": "reject"}],
+            "transports": {"docker": {"q.io/os": [{"type": "insecureAcceptAnything"}],
+                                      "q.io/os:stable": [{"type": "reject"}]}}}"#;
+        check(tagged, Transport::Registry, "q.io/os:stable").unwrap();
+        check(tagged, Transport::Registry, "q.io/os:testing").unwrap_err();
     }
 
     #[test]

@@ -164,9 +164,9 @@ impl SilentRegistry {
 
 /// A stand-in for a registry whose tag moves between two requests, named
 /// as such: a relay on 127.0.0.1 in front of a real registry that answers
-/// the first request for `repository:tag`'s manifest with the manifest
-/// tagged `first` there and every later one with the manifest tagged
-/// `then`. Everything else (blobs, manifests by digest) passes through.
+/// the first `moves_after` requests for `repository:tag`'s manifest with the
+/// manifest tagged `first` there and every later one with the manifest
+/// tagged `then`. Everything else (blobs, manifests by digest) passes through.
 /// A registry, or anyone who controls what it serves, can do this; no real
 /// registry can be told to. One request per connection (`Connection:
 /// close`); stopped on drop.
@@ -181,8 +181,8 @@ pub struct MovingTagRegistry {
 
 impl MovingTagRegistry {
     /// Relay to the registry on `upstream_port`, moving `repository:tag`
-    /// from `first` to `then` after its first manifest request.
-    pub fn start(upstream_port: u16, repository: &str, tag: &str, first: &str, then: &str) -> Result<MovingTagRegistry> {
+    /// from `first` to `then` after `moves_after` manifest requests.
+    pub fn start(upstream_port: u16, repository: &str, tag: &str, first: &str, then: &str, moves_after: usize) -> Result<MovingTagRegistry> {
         let moving = format!("/v2/{repository}/manifests/{tag}");
         let (first, then) = (format!("/v2/{repository}/manifests/{first}"), format!("/v2/{repository}/manifests/{then}"));
         let tag_requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -195,7 +195,7 @@ impl MovingTagRegistry {
                         return path.to_string();
                     }
                     let seen = counter.fetch_add(1, Ordering::SeqCst);
-                    if seen == 0 { first.clone() } else { then.clone() }
+                    if seen < moves_after { first.clone() } else { then.clone() }
                 };
                 let _ = relay(client, upstream_port, rewrite);
             });

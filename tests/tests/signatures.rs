@@ -129,6 +129,19 @@ async fn switch_enforced(conn: &Connection, image: &str) -> JobRecord {
     run_job(conn, "Switch", &(image, enforced())).await.unwrap()
 }
 
+/// The message of an enforced Switch to `image` that is `SignatureRejected`
+/// by the call itself (a policy file that plainly requires no signature) or
+/// by its job.
+async fn enforced_switch_refused(conn: &Connection, image: &str) -> String {
+    match run_job(conn, "Switch", &(image, enforced())).await {
+        Err(e) => {
+            assert_eq!(e.short_name(), "SignatureRejected", "{e:?}");
+            e.message()
+        }
+        Ok(job) => expect_rejected(&job),
+    }
+}
+
 /// The whole story for one kind of key: what the publisher signed deploys;
 /// an unsigned image and one signed by another key are rejected with the
 /// reason, nothing of them is fetched beyond metadata, nothing changes.
@@ -201,13 +214,14 @@ async fn sigstore_signed_with_a_cosign_key_only_the_publishers_images_deploy_or_
 }
 
 /// The stand-in serves the signed v2 to the first request for
-/// `hostd/os:latest` and the unsigned v3 to every later one: the policy's
-/// verdict on what it was shown first must not let the other image in.
+/// `hostd/os:latest` and the unsigned v3 to every later one: what the
+/// import read first is verified against what the tag names when it is
+/// evaluated, so the move fails the job; nothing of v3 is fetched.
 #[tokio::test]
 async fn a_tag_that_moves_after_its_first_request_never_deploys_the_unsigned_image() {
     let s = signed_setup().await;
     let publisher = GpgKey::generate(s.h.sysroot.dir.path(), "publisher").unwrap();
-    let relay = MovingTagRegistry::start(s.registry.port, "hostd/os", "latest", "signed", "unsigned").unwrap();
+    let relay = MovingTagRegistry::start(s.registry.port, "hostd/os", "latest", "signed", "unsigned", 1).unwrap();
     // Signed for the name hosts pull it by.
     let identity = format!("{}/hostd/os:latest", relay.host());
     push_signed(&s.registry, &s.oci(&s.v2), "hostd/os:signed", Signer::Gpg(&publisher), Some(&identity), &s.push_config).unwrap();
@@ -215,13 +229,122 @@ async fn a_tag_that_moves_after_its_first_request_never_deploys_the_unsigned_ima
     let machine = TestMachine::start(s.h.sysroot.path(), CONFIG).unwrap();
     s.configure_host(&machine, signed_by(&publisher), &[relay.host()]);
     let conn = machine.connect().await.unwrap();
+    let before = s.h.sysroot.deployment_checksums().unwrap();
 
     let job = switch_enforced(&conn, &format!("{}/hostd/os:latest", relay.host())).await;
-    assert!(relay.tag_requests.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the tag was read through the stand-in");
-    // The manifest read first is the one evaluated and the one imported.
-    assert_eq!(job.state, "succeeded", "{job:?}\n{}", machine.log());
-    assert_eq!(deployed(&conn).await, [vd(&s.v2), vd(&s.h.v1)], "exactly the signed digest is deployed");
+    assert!(relay.tag_requests.load(std::sync::atomic::Ordering::SeqCst) >= 2, "the tag was read twice through the stand-in");
+    let message = expect_rejected(&job);
+    assert!(message.contains("moved") && message.contains(&s.v2.digest) && message.contains(&s.v3.digest), "{message}");
+    assert_eq!(s.h.sysroot.deployment_checksums().unwrap(), before, "nothing deployed");
     assert!(!s.fetched_any_of(&s.own_layers(&s.v3)), "nothing of the unsigned image was fetched");
+}
+
+/// The other way round: the stand-in serves the unsigned v3 to the pull
+/// and to a first look at the tag, and the signed v2 to every request
+/// after. The policy accepts what it was shown, but that is not the image
+/// the import read: refused, nothing of v3 fetched.
+#[tokio::test]
+async fn a_signed_image_shown_only_to_the_evaluation_does_not_let_the_pulled_one_in() {
+    let s = signed_setup().await;
+    let publisher = GpgKey::generate(s.h.sysroot.dir.path(), "publisher").unwrap();
+    let relay = MovingTagRegistry::start(s.registry.port, "hostd/os", "latest", "unsigned", "signed", 2).unwrap();
+    let identity = format!("{}/hostd/os:latest", relay.host());
+    push_signed(&s.registry, &s.oci(&s.v2), "hostd/os:signed", Signer::Gpg(&publisher), Some(&identity), &s.push_config).unwrap();
+    s.push(&s.v3, "hostd/os:unsigned", None);
+    let machine = TestMachine::start(s.h.sysroot.path(), CONFIG).unwrap();
+    s.configure_host(&machine, signed_by(&publisher), &[relay.host()]);
+    let conn = machine.connect().await.unwrap();
+    let before = s.h.sysroot.deployment_checksums().unwrap();
+
+    let message = expect_rejected(&switch_enforced(&conn, &format!("{}/hostd/os:latest", relay.host())).await);
+    assert!(message.contains(&s.v3.digest) && message.contains("another image"), "{message}");
+    assert_eq!(s.h.sysroot.deployment_checksums().unwrap(), before, "nothing deployed");
+    assert!(!s.fetched_any_of(&s.own_layers(&s.v3)), "nothing of the pulled image was fetched");
+}
+
+/// The publisher signed v3 only as `os:debug`; the registry then serves it
+/// as `os:stable`, which the host tracks. The signature names another tag,
+/// so it does not verify `os:stable` (as `podman pull` judges it), and the
+/// upgrade is refused.
+#[tokio::test]
+async fn a_signature_for_another_tag_of_the_repository_does_not_verify_the_tracked_tag() {
+    let s = signed_setup().await;
+    let publisher = GpgKey::generate(s.h.sysroot.dir.path(), "publisher").unwrap();
+    s.push(&s.v2, "hostd/os:stable", Some(Signer::Gpg(&publisher)));
+    let machine = TestMachine::start(s.h.sysroot.path(), CONFIG).unwrap();
+    s.configure_host(&machine, signed_by(&publisher), &[]);
+    let conn = machine.connect().await.unwrap();
+    let image = format!("{}/hostd/os:stable", s.registry.host());
+    assert_eq!(switch_enforced(&conn, &image).await.state, "succeeded");
+    let before = s.h.sysroot.deployment_checksums().unwrap();
+
+    s.push(&s.v3, "hostd/os:debug", Some(Signer::Gpg(&publisher)));
+    s.push(&s.v3, "hostd/os:stable", None);
+    let no_options: Opts<'_> = HashMap::new();
+    let message = expect_rejected(&run_job(&conn, "Upgrade", &(no_options,)).await.unwrap());
+    assert!(message.contains(&s.v3.digest) && message.contains("hostd/os:debug"), "names the signature's identity: {message}");
+    assert_eq!(s.h.sysroot.deployment_checksums().unwrap(), before, "nothing deployed");
+    assert!(!s.fetched_any_of(&s.own_layers(&s.v3)));
+}
+
+/// Policies that would let the unsigned image in through a scope hostd
+/// must read as containers-image does: a requirement on the tag itself
+/// applies; a scope without the registry's port or a wildcard domain that
+/// accepts anything means enforcing verifies nothing, which is refused.
+#[tokio::test]
+async fn a_policy_that_accepts_the_image_unsigned_is_refused_however_its_scopes_are_written() {
+    let s = signed_setup().await;
+    let publisher = GpgKey::generate(s.h.sysroot.dir.path(), "publisher").unwrap();
+    let registry = s.registry.host();
+    s.push(&s.v3, "hostd/os:stable", None);
+    let machine = TestMachine::start(s.h.sysroot.path(), CONFIG).unwrap();
+    s.configure_host(&machine, json!({"type": "reject"}), &[]);
+    let conn = machine.connect().await.unwrap();
+    let image = format!("{registry}/hostd/os:stable");
+    let before = s.h.sysroot.deployment_checksums().unwrap();
+    let cases = [
+        (
+            json!({"default": [{"type": "reject"}], "transports": {"docker": {
+                format!("{registry}/hostd/os"): [{"type": "insecureAcceptAnything"}],
+                image.clone(): [signed_by(&publisher)]}}}),
+            "no signature exists",
+        ),
+        (
+            json!({"default": [{"type": "insecureAcceptAnything"}], "transports": {"docker": {
+                "127.0.0.1": [signed_by(&publisher)]}}}),
+            "verify nothing",
+        ),
+        (
+            json!({"default": [{"type": "reject"}], "transports": {"docker": {
+                "*.0.0.1": [{"type": "insecureAcceptAnything"}]}}}),
+            "verify nothing",
+        ),
+    ];
+    for (policy, reason) in &cases {
+        machine.set_containers_policy(policy).unwrap();
+        let message = enforced_switch_refused(&conn, &image).await;
+        assert!(message.contains(reason), "{policy}: {message}");
+        assert_eq!(s.h.sysroot.deployment_checksums().unwrap(), before, "{policy}: nothing deployed");
+        assert!(!s.fetched_any_of(&s.own_layers(&s.v3)), "{policy}: nothing fetched");
+    }
+
+    // A host already tracking a signed image whose policy is then loosened
+    // the same ways: the job asks containers-image itself, with no
+    // signature location known, and refuses.
+    s.push(&s.v2, "hostd/os:signed", Some(Signer::Gpg(&publisher)));
+    machine.set_containers_policy(&json!({"default": [{"type": "reject"}], "transports": {"docker": {
+        registry.clone(): [signed_by(&publisher)]}}})).unwrap();
+    assert_eq!(switch_enforced(&conn, &format!("{registry}/hostd/os:signed")).await.state, "succeeded");
+    s.push(&s.v3, "hostd/os:signed", None);
+    let before = s.h.sysroot.deployment_checksums().unwrap();
+    for (policy, _) in &cases[1..] {
+        machine.set_containers_policy(policy).unwrap();
+        let no_options: Opts<'_> = HashMap::new();
+        let message = expect_rejected(&run_job(&conn, "Upgrade", &(no_options,)).await.unwrap());
+        assert!(message.contains("without a signature") && message.contains(&s.v3.digest), "{policy}: {message}");
+        assert_eq!(s.h.sysroot.deployment_checksums().unwrap(), before, "{policy}: nothing deployed");
+        assert!(!s.fetched_any_of(&s.own_layers(&s.v3)), "{policy}: nothing fetched");
+    }
 }
 
 /// `hostctl upgrade --auto` (what the timer runs) on a host tracking a
@@ -260,8 +383,9 @@ async fn the_timers_upgrade_of_a_signed_host_refuses_an_unsigned_update() {
 }
 
 /// `[updates] require_signatures = true`: every image must be accepted by
-/// the policy, also a Switch that does not ask for it and the Upgrade of an
-/// image tracked unverified; an image it accepts is tracked as verified.
+/// the policy, also a Switch that does not ask for it, the Stage of an image
+/// downloaded before it was required, and the Upgrade of an image tracked
+/// unverified; an image a Switch gets accepted is tracked as verified.
 #[tokio::test]
 async fn require_signatures_refuses_every_unsigned_image() {
     let s = signed_setup().await;
@@ -276,10 +400,16 @@ async fn require_signatures_refuses_every_unsigned_image() {
     assert_eq!(job.state, "succeeded", "{job:?}");
     assert_eq!(deployed(&conn).await[0], vd(&s.v2));
 
+    // Downloaded while nothing was required, then required: Stage refuses it.
+    s.push(&s.v3, "hostd/os:stable", None);
+    let download_only = HashMap::from([("download-only", Variant::Bool(true))]);
+    assert_eq!(run_job(&conn, "Upgrade", &(download_only,)).await.unwrap().state, "succeeded");
     machine.set_config_dropin("60-signatures.toml", Some("[updates]\nrequire_signatures = true\n")).unwrap();
     assert!(machine.hostctl(None, &["reload"]).status.success());
-    s.push(&s.v3, "hostd/os:stable", None);
     let before = s.h.sysroot.deployment_checksums().unwrap();
+    let message = expect_rejected(&run_job(&conn, "Stage", &(no_options.clone(),)).await.unwrap());
+    assert!(message.contains(&s.v3.digest), "{message}");
+    assert_eq!(s.h.sysroot.deployment_checksums().unwrap(), before, "Stage deployed nothing");
     let message = expect_rejected(&run_job(&conn, "Upgrade", &(no_options.clone(),)).await.unwrap());
     assert!(message.contains(&s.v3.digest), "{message}");
     let local = format!("{}:v3", s.h.builder.oci_dir.display());

@@ -75,10 +75,6 @@ impl Manager {
         server: &ObjectServer,
     ) -> Result<JobReply, Error> {
         let authorized = self.authorize(&request, header, conn).await?;
-        let mut request = request;
-        // `[updates] require_signatures`: every image deployed, the
-        // tracked one included, must be accepted by the containers policy.
-        request.options.enforce_container_sigpolicy |= self.ctx.config().require_signatures;
         match self.launch(request.clone(), authorized.clone(), conn, server).await {
             Err(Error::Busy(busy)) if request.kind != JobKind::Check => {
                 self.preempt_unstarted_change(&request, &authorized, header, conn).await.map_err(|_| Error::Busy(busy))?;
@@ -176,6 +172,11 @@ impl Manager {
         server: &ObjectServer,
     ) -> Result<JobReply, Error> {
         let Authorized { initiator, may_choose_image } = authorized;
+        let mut request = request;
+        // `[updates] require_signatures`: every image a job deploys, the
+        // tracked one included, must be accepted by the containers policy.
+        // Every job starts here, so none can skip it.
+        request.options.enforce_container_sigpolicy |= self.ctx.config().require_signatures;
         let uid = initiator.uid;
         let answer = self.recorded_answer(&request, &initiator);
         let (job, course) = match self.ctx.jobs.reserve(request, initiator, answer)? {

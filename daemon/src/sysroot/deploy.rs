@@ -17,7 +17,7 @@ use super::metadata::ImageMetadata;
 use super::progress::{Phase, Progress};
 use super::pull::{self, Fetched, Import};
 use super::update_rule::{self, ImageFacts, Verdict};
-use super::{filtered, image, kargs, signature, merge_deployment, origin_reference, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
+use super::{filtered, image, kargs, merge_deployment, origin_reference, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
 use crate::failpoint::points;
 use crate::journal::{Change, Event};
 
@@ -201,6 +201,14 @@ pub async fn stage(
             }
             return Err(Error::NothingToStage("the staged deployment is already queued".into()));
         }
+        // Fetched by a download-only run, perhaps before the policy
+        // applied to it: evaluated again before it is let through.
+        if let Some(imgref) = origin_reference(&staged).ok().flatten() {
+            if signatures_for(&imgref, options) == pull::Signatures::Enforced {
+                let state = store::query_image_commit(&locked.repo(), staged.csum().as_str())?;
+                pull::verify_stored(&imgref, &state, progress, cancel).await?;
+            }
+        }
         std::fs::remove_file(STAGED_LOCK_FILE)
             .with_context(|| format!("removing {STAGED_LOCK_FILE}"))?;
         warn_left_out(&locked.repo(), staged.csum().as_str(), progress);
@@ -224,7 +232,6 @@ pub async fn stage(
     if signatures_for(&imgref, options) == pull::Signatures::Enforced {
         // Downloaded perhaps before the policy applied to it: the digest
         // about to be deployed is evaluated now.
-        signature::ensure_policy_requires_signatures(&imgref)?;
         pull::verify_stored(&imgref, &state, progress, cancel).await?;
     }
     warn_left_out(&repo, &state.merge_commit, progress);

@@ -418,9 +418,6 @@ pub async fn fetch(
     before_import: impl FnOnce(&PreparedImport, &UpdateSummary) -> Result<Import, Error>,
 ) -> Result<Fetched, Error> {
     progress.phase(Phase::Checking, "fetching the image manifest");
-    if access.signatures == Signatures::Enforced {
-        signature::ensure_policy_requires_signatures(imgref)?;
-    }
     let opened = async {
         let (mut imp, run_as) = open(repo, imgref, access.untrusted, cancel).await?;
         let prepared = cancellable(cancel, prepare(&mut imp, imgref, run_as, cancel)).await?;

@@ -5,22 +5,30 @@
 //! `enforce-container-sigpolicy`), or any image when `[updates]
 //! require_signatures` is set. Its policy is evaluated after ostree-ext has
 //! fetched the manifest through the image proxy and before any layer is
-//! read, against exactly that manifest: for a registry,
-//! `docker://<repository>@<manifest digest>`. The import then reads the same
-//! manifest, so a tag that moves between the evaluation and the pull (a
-//! registry answering the two requests differently) changes nothing
-//! deployed: what was verified is what is deployed.
+//! read, for the reference the host tracks (so the policy's scopes and a
+//! signature's identity are judged against the tag, as podman and bootc
+//! judge them), and the image it accepted must be the one the import reads:
+//! same config, same layers. A tag that moves between the two reads (a
+//! registry answering the two requests differently) fails the job; it
+//! never gets another image deployed.
 //!
-//! The evaluation is a `skopeo copy --remove-signatures` of that manifest
-//! into a scratch OCI layout that already holds every blob the manifest
-//! names (sparse placeholders): the copy reads the manifest, the config and
-//! the signatures, evaluates the policy, and then finds every layer present,
-//! so it reads none. Its outcome is typed by exit status alone:
-//! - success: the policy accepted the image;
-//! - failure: the same copy is run once more with `--insecure-policy`. If
-//!   that one succeeds, the policy alone refused the image
-//!   ([`Error::SignatureRejected`], with skopeo's reason as its text); if it
-//!   fails too, the image could not be read ([`ImageFailure::SkopeoSaid`]).
+//! The evaluation is a `skopeo copy --remove-signatures` into a scratch OCI
+//! layout that already holds every blob the imported manifest names (sparse
+//! placeholders): the copy reads the manifest, the config and the
+//! signatures, evaluates the policy, and finds every layer present, so it
+//! reads none. Outcomes are typed by exit status alone:
+//! - success: the policy accepted the image; the manifest that landed in the
+//!   scratch layout is compared with the imported one;
+//! - failure: the same copy with `--insecure-policy` tells an image that
+//!   cannot be read (an image error with skopeo's words) from one the policy
+//!   refused; a refusal is confirmed by one more evaluation, so a passing
+//!   network failure is not reported as a rejection
+//!   ([`Error::SignatureRejected`], skopeo's reason as its text).
+//! - an accepted image is evaluated once more without any signature
+//!   location (`--registries.d` empty): if the policy accepts it even so, it
+//!   requires no signature for it and enforcing it verifies nothing
+//!   ([`Error::SignatureRejected`]). This asks containers-image itself
+//!   which scope applies (ports, wildcards, tags).
 //!
 //! skopeo's image proxy evaluates the policy itself from protocol 0.2.6
 //! (skopeo 1.13) on, as it opens an image; Debian 12's skopeo 1.9 speaks
@@ -33,6 +41,7 @@ use std::os::fd::AsFd;
 use std::process::Stdio;
 
 use anyhow::Context;
+use sha2::Digest as _;
 use ostree_ext::container::{OstreeImageReference, Transport};
 use ostree_ext::oci_spec::image::ImageManifest;
 use tokio::process::Command;
@@ -59,33 +68,46 @@ pub struct Subject<'a> {
 }
 
 /// Evaluate the host's containers policy for `subject`; `Ok` when it
-/// accepts the image. Errors: [`Error::SignatureRejected`] (the policy
-/// refused it; the text names the image, its digest and skopeo's reason),
-/// [`Error::Image`] (it could not be read at all), [`Error::Cancelled`].
+/// accepts the image that is imported. Errors: [`Error::SignatureRejected`]
+/// (the policy refused it, requires no signature for it, or the registry
+/// served another image to the evaluation; the text names the image, its
+/// digest and the reason), [`Error::Image`] (it could not be read at all),
+/// [`Error::Cancelled`].
 pub async fn verify(subject: Subject<'_>, cancel: &CancellationToken) -> Result<(), Error> {
     super::pull::require_skopeo()?;
     let subject = &subject;
-    let source = source_reference(subject);
+    let source = subject.imgref.imgref.to_string();
     tracing::info!("evaluating the containers signature policy for {source}");
     let evaluation = async {
-        let first = copy_to_scratch(&source, subject, Policy::Host).await?;
-        if first.success {
-            return Ok(());
-        }
-        let without_policy = copy_to_scratch(&source, subject, Policy::Insecure).await?;
-        let who = match &subject.manifest {
-            Some((digest, _)) => format!("{} ({digest})", user_reference(subject.imgref)),
-            None => user_reference(subject.imgref),
+        ensure_tag_unmoved(subject).await?;
+        let accepted = match evaluate(&source, subject, Policy::Host).await? {
+            Evaluated::Accepted(manifest) => manifest,
+            Evaluated::Refused(first) => {
+                let readable = evaluate(&source, subject, Policy::Insecure).await?;
+                if let Evaluated::Refused(said) = readable {
+                    let said = said.unwrap_or_else(|| "skopeo failed without a message".into());
+                    return Err(Error::image_failure(subject.imgref, ImageFailure::SkopeoSaid(said)));
+                }
+                // Readable, yet refused: asked once more, so a request that
+                // failed in passing is not taken for the policy's verdict.
+                match evaluate(&source, subject, Policy::Host).await? {
+                    Evaluated::Accepted(manifest) => manifest,
+                    Evaluated::Refused(again) => {
+                        let reason = again.or(first).unwrap_or_else(|| "the policy did not accept it".into());
+                        return Err(rejected(subject, &reason));
+                    }
+                }
+            }
         };
-        if without_policy.success {
-            let reason = first.said.unwrap_or_else(|| "the policy did not accept it".into());
-            return Err(Error::SignatureRejected(format!(
-                "the containers policy {} rejected {who}: {reason}",
-                crate::containers_policy::POLICY_PATH
-            )));
+        ensure_same_image(subject, accepted.as_deref())?;
+        if let Evaluated::Accepted(_) = evaluate(&source, subject, Policy::HostWithoutSignatures).await? {
+            return Err(rejected(
+                subject,
+                "it accepts the image without a signature, so enforcing it verifies nothing; \
+                 configure a signedBy or sigstoreSigned requirement for it",
+            ));
         }
-        let said = without_policy.said.unwrap_or_else(|| "skopeo failed without a message".into());
-        Err(Error::image_failure(subject.imgref, ImageFailure::SkopeoSaid(said)))
+        Ok(())
     };
     tokio::select! {
         biased;
@@ -94,34 +116,69 @@ pub async fn verify(subject: Subject<'_>, cancel: &CancellationToken) -> Result<
     }
 }
 
-/// Refuse to enforce the policy for `imgref` when the policy accepts it
-/// unsigned ([`crate::containers_policy::ensure_enforcing`]): enforcing it
-/// would verify nothing. [`Error::SignatureRejected`] names the file.
-pub fn ensure_policy_requires_signatures(imgref: &OstreeImageReference) -> Result<(), Error> {
-    let api = super::image::reference_to_api(imgref)?;
-    let path = std::path::Path::new(crate::containers_policy::POLICY_PATH);
-    crate::containers_policy::ensure_enforcing(path, &api).map_err(|e| Error::SignatureRejected(e.to_string()))
-}
-
-/// What skopeo reads: for a registry, the repository at `digest`, which
-/// skopeo checks the manifest against; a local image by its reference.
-fn source_reference(subject: &Subject<'_>) -> String {
-    let imgref = &subject.imgref.imgref;
-    match (imgref.transport, &subject.manifest) {
-        (Transport::Registry, Some((digest, _))) => format!("docker://{}@{digest}", repository_of(&imgref.name)),
-        _ => imgref.to_string(),
+/// The image `subject` names, with the digest of its imported manifest.
+fn described(subject: &Subject<'_>) -> String {
+    match &subject.manifest {
+        Some((digest, _)) => format!("{} ({digest})", user_reference(subject.imgref)),
+        None => user_reference(subject.imgref),
     }
 }
 
-/// `registry[:port]/path` of a registry reference, without its tag or digest.
-fn repository_of(name: &str) -> &str {
-    let name = name.split_once('@').map_or(name, |(repo, _)| repo);
-    // A tag follows the last `:` after the last `/`; a `:` before it is a port.
-    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
-    match name[last_slash..].rfind(':') {
-        Some(colon) => &name[..last_slash + colon],
-        None => name,
+fn rejected(subject: &Subject<'_>, reason: &str) -> Error {
+    Error::SignatureRejected(format!(
+        "the containers policy {} rejected {}: {reason}",
+        crate::containers_policy::POLICY_PATH,
+        described(subject)
+    ))
+}
+
+/// Refuse unless the image the policy accepted (`accepted`, the manifest
+/// the evaluation copied) has the config and layers of the one imported.
+/// Its manifest may differ in form only: skopeo converts a Docker manifest
+/// to OCI for the scratch layout, keeping every blob digest.
+fn ensure_same_image(subject: &Subject<'_>, accepted: Option<&ImageManifest>) -> Result<(), Error> {
+    let (Some((_, imported)), Some(accepted)) = (&subject.manifest, accepted) else { return Ok(()) };
+    let blobs = |m: &ImageManifest| -> Vec<String> {
+        std::iter::once(m.config()).chain(m.layers()).map(|d| d.digest().to_string()).collect()
+    };
+    if blobs(imported) == blobs(accepted) {
+        return Ok(());
     }
+    Err(Error::SignatureRejected(format!(
+        "{}: the registry served another image (config {}) to the signature evaluation than to the pull; \
+         the tag moved or the registry answers inconsistently; nothing was deployed, try again",
+        described(subject),
+        accepted.config().digest()
+    )))
+}
+
+/// What one evaluation found.
+#[derive(Debug)]
+enum Evaluated {
+    /// Accepted; the manifest copied, when it could be read back.
+    Accepted(Option<Box<ImageManifest>>),
+    /// Not accepted; skopeo's words, for people.
+    Refused(Option<String>),
+}
+
+/// One `skopeo copy` of `source` into a fresh scratch layout.
+async fn evaluate(source: &str, subject: &Subject<'_>, policy: Policy) -> Result<Evaluated, Error> {
+    let scratch = scratch_layout(subject).map_err(|e| Error::Other(e.context("preparing the policy evaluation")))?;
+    let end = copy_to_scratch(source, subject, policy, scratch.path()).await?;
+    if !end.success {
+        return Ok(Evaluated::Refused(end.said));
+    }
+    Ok(Evaluated::Accepted(copied_manifest(scratch.path()).map(Box::new)))
+}
+
+/// The manifest tagged [`SCRATCH_TAG`] in the layout at `dir`.
+fn copied_manifest(dir: &std::path::Path) -> Option<ImageManifest> {
+    let index = ostree_ext::oci_spec::image::ImageIndex::from_file(dir.join("index.json")).ok()?;
+    let entry = index.manifests().iter().find(|m| {
+        m.annotations().as_ref().and_then(|a| a.get("org.opencontainers.image.ref.name")).is_some_and(|t| t == SCRATCH_TAG)
+    })?;
+    let digest = entry.digest();
+    ImageManifest::from_file(dir.join("blobs").join(digest.algorithm().to_string()).join(digest.digest())).ok()
 }
 
 /// Which policy a copy evaluates.
@@ -129,6 +186,9 @@ fn repository_of(name: &str) -> &str {
 enum Policy {
     /// The host's.
     Host,
+    /// The host's, with no signature location known (an empty
+    /// `--registries.d`): whether it requires a signature at all.
+    HostWithoutSignatures,
     /// None (`--insecure-policy`): whether the image can be read at all.
     Insecure,
 }
@@ -141,43 +201,102 @@ struct CopyEnd {
     said: Option<String>,
 }
 
-/// `skopeo copy` of `source` into a scratch layout holding the manifest's
-/// blobs already.
-async fn copy_to_scratch(source: &str, subject: &Subject<'_>, policy: Policy) -> Result<CopyEnd, Error> {
-    let scratch = scratch_layout(subject).map_err(|e| Error::Other(e.context("preparing the policy evaluation")))?;
+/// `skopeo copy` of `source` into the scratch layout at `scratch`.
+async fn copy_to_scratch(source: &str, subject: &Subject<'_>, policy: Policy, scratch: &std::path::Path) -> Result<CopyEnd, Error> {
     let mut command = Command::from(skopeo::command(subject.run_as));
-    if policy == Policy::Insecure {
-        command.arg("--insecure-policy");
+    // Kept alive until skopeo has ended.
+    let mut no_signature_locations = None;
+    match policy {
+        Policy::Host => {}
+        Policy::Insecure => {
+            command.arg("--insecure-policy");
+        }
+        Policy::HostWithoutSignatures => {
+            let empty = tempfile::Builder::new().prefix("hostd-no-registries.d-").tempdir().context("an empty registries.d")?;
+            if subject.run_as == RunAs::Nobody {
+                let (uid, gid) = skopeo::nobody_ids();
+                std::os::unix::fs::chown(empty.path(), Some(uid), Some(gid)).context("chown of an empty registries.d")?;
+            }
+            command.arg("--registries.d").arg(empty.path());
+            no_signature_locations = Some(empty);
+        }
     }
     command.args(["copy", "--quiet", "--retry-times=0", "--remove-signatures"]);
-    // The credentials the pull uses (ostree-ext's auth.json), never a user's.
-    let authfile = if subject.imgref.imgref.transport == Transport::Registry { global_authfile() } else { None };
-    match &authfile {
-        Some(file) => {
-            let file = file.as_fd().try_clone_to_owned().context("passing the credentials to skopeo")?;
-            command.arg("--src-authfile=/dev/stdin").stdin(Stdio::from(file));
-        }
-        None => {
-            if subject.imgref.imgref.transport == Transport::Registry {
-                command.arg("--src-no-creds");
-            }
-            command.stdin(Stdio::null());
-        }
-    }
+    with_credentials(&mut command, subject, "--src-")?;
     let out = command
         .arg(source)
-        .arg(format!("oci:{}:{SCRATCH_TAG}", scratch.path().display()))
+        .arg(format!("oci:{}:{SCRATCH_TAG}", scratch.display()))
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .output()
         .await
         .map_err(|e| anyhow::Error::new(e).context("running skopeo to evaluate the signature policy"))?;
+    drop(no_signature_locations);
     let stderr = String::from_utf8_lossy(&out.stderr);
     Ok(CopyEnd { success: out.status.success(), said: fatal_message(&stderr).or_else(|| non_empty(stderr.trim())) })
 }
 
 fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Give `command` the credentials the pull uses (ostree-ext's auth.json,
+/// on its stdin), never a user's: options `<prefix>authfile` or
+/// `<prefix>no-creds` (`--src-` for `copy`, `--` for `inspect`).
+fn with_credentials(command: &mut Command, subject: &Subject<'_>, prefix: &str) -> Result<(), Error> {
+    command.stdin(Stdio::null());
+    if subject.imgref.imgref.transport != Transport::Registry {
+        return Ok(());
+    }
+    match global_authfile() {
+        Some(file) => {
+            let file = file.as_fd().try_clone_to_owned().context("passing the credentials to skopeo")?;
+            command.arg(format!("{prefix}authfile=/dev/stdin")).stdin(Stdio::from(file));
+        }
+        None => {
+            command.arg(format!("{prefix}no-creds"));
+        }
+    }
+    Ok(())
+}
+
+/// Before the evaluation: whether the tracked tag still names the imported
+/// manifest (itself, or a list holding it), so that a tag moved in between
+/// fails at once instead of having the evaluation copy another image's
+/// layers. The evaluation's own comparison ([`ensure_same_image`]) stays
+/// the binding one.
+async fn ensure_tag_unmoved(subject: &Subject<'_>) -> Result<(), Error> {
+    let imgref = &subject.imgref.imgref;
+    let Some((digest, _)) = &subject.manifest else { return Ok(()) };
+    if imgref.transport != Transport::Registry || imgref.name.contains('@') {
+        return Ok(());
+    }
+    let mut command = Command::from(skopeo::command(subject.run_as));
+    command.args(["inspect", "--raw", "--retry-times=0"]);
+    with_credentials(&mut command, subject, "--")?;
+    let out = command
+        .arg(imgref.to_string())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| anyhow::Error::new(e).context("running skopeo to read the tag's manifest"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let said = fatal_message(&stderr).or_else(|| non_empty(stderr.trim())).unwrap_or_default();
+        return Err(Error::image_failure(subject.imgref, ImageFailure::SkopeoSaid(said)));
+    }
+    let served = format!("sha256:{:x}", sha2::Sha256::digest(&out.stdout));
+    let listed = serde_json::from_slice::<serde_json::Value>(&out.stdout).ok().is_some_and(|v| {
+        v["manifests"].as_array().is_some_and(|m| m.iter().any(|e| e["digest"].as_str() == Some(digest.as_str())))
+    });
+    if served == *digest || listed {
+        return Ok(());
+    }
+    Err(Error::SignatureRejected(format!(
+        "{}: the tag now names {served}, not the manifest being imported; the tag moved while it was verified \
+         (or the registry answers inconsistently); nothing was deployed, try again",
+        described(subject)
+    )))
 }
 
 /// The authentication file ostree-ext hands the image proxy, open.
@@ -242,17 +361,4 @@ mod tests {
         assert_eq!(fatal_message("no log line"), None);
     }
 
-    #[test]
-    fn the_repository_is_the_reference_without_tag_or_digest() {
-        for (name, repo) in [
-            ("127.0.0.1:5000/hostd/os:latest", "127.0.0.1:5000/hostd/os"),
-            ("127.0.0.1:5000/hostd/os", "127.0.0.1:5000/hostd/os"),
-            ("quay.io/fedora/fedora-bootc:41", "quay.io/fedora/fedora-bootc"),
-            ("registry:5000/os@sha256:0123", "registry:5000/os"),
-            ("registry:5000/os:v2@sha256:0123", "registry:5000/os"),
-            ("localhost:5000/os", "localhost:5000/os"),
-        ] {
-            assert_eq!(repository_of(name), repo, "{name}");
-        }
-    }
 }
