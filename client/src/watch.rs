@@ -36,6 +36,22 @@ struct Seen {
     warnings: Vec<String>,
 }
 
+/// How many layers a job fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LayerCounts {
+    to_fetch: u32,
+    total: u32,
+    cached: u32,
+    cached_bytes: u64,
+}
+
+impl std::fmt::Display for LayerCounts {
+    /// "5 of 7 layers to fetch (2 cached)".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of {} layers to fetch ({} cached)", self.to_fetch, self.total, self.cached)
+    }
+}
+
 impl Seen {
     /// Take what `props` carries (all of `GetAll`, or one `PropertiesChanged`).
     fn merge(&mut self, props: JobProperties) {
@@ -107,25 +123,6 @@ impl Seen {
         }
         fetched
     }
-}
-
-/// How many layers a job fetches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct LayerCounts {
-    to_fetch: u32,
-    total: u32,
-    cached: u32,
-    cached_bytes: u64,
-}
-
-impl std::fmt::Display for LayerCounts {
-    /// "5 of 7 layers to fetch (2 cached)".
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} of {} layers to fetch ({} cached)", self.to_fetch, self.total, self.cached)
-    }
-}
-
-impl Seen {
 
     fn finished(&self) -> bool {
         self.state.is_some_and(JobStatus::is_final)
@@ -610,7 +607,7 @@ mod tests {
     }
 
     #[test]
-    fn json_events_are_not_repeated_and_the_summary_is_in_human_units() {
+    fn json_events_name_the_image_and_the_summary_is_in_human_units() {
         let mut display = Display::Json { last: String::new() };
         let seen = pulling(60, 1);
         display.show(&seen);
