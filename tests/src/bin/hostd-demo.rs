@@ -31,7 +31,7 @@ async fn demo() -> anyhow::Result<()> {
         println!("   deployed {version} ({})", image.digest);
     }
     let machine = TestMachine::start(sysroot.path(), "")?;
-    for args in [&["status"][..], &["status", "--json"][..]] {
+    for args in [&["status", "--format", "humanreadable"][..], &["status", "--json"][..]] {
         println!("\n$ hostctl {}", args.join(" "));
         let out = machine.hostctl(Some(hostd_tests::machine::USER.1), args);
         print!("{}", String::from_utf8_lossy(&out.stdout));
