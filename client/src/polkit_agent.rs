@@ -25,11 +25,17 @@ pub struct TtyAgent {
 }
 
 impl TtyAgent {
-    /// Start `pkttyagent --process <this process> --fallback` (an agent the
-    /// session already has is kept), as systemctl starts it for itself, when
-    /// stdin is a terminal, and wait until it has registered with polkit, so
-    /// the call that follows can ask. `None` without a terminal, or when no
-    /// agent could be started: the call is then decided without a password.
+    /// Start `pkttyagent --process <this process>` when stdin is a
+    /// terminal, and wait until it has registered with polkit, so the call
+    /// that follows can ask. polkit finds it for hostd's question about
+    /// hostctl's bus name through hostctl's process. Unlike systemctl,
+    /// hostctl does not pass `--fallback`: polkit (122) consults a fallback
+    /// agent only when the caller is in a login session, so without one (a
+    /// container, a rescue shell, no logind) nothing would ask; the price is
+    /// that on a desktop the password is asked on the terminal hostctl runs
+    /// in rather than in the desktop's dialog. `None` without a terminal, or
+    /// when no agent could be started: the call is then decided without a
+    /// password.
     pub async fn start() -> Option<TtyAgent> {
         if !std::io::stdin().is_terminal() {
             return None;
@@ -39,7 +45,7 @@ impl TtyAgent {
         let (mut registered, notify) = std::io::pipe().ok()?;
         let mut command = Command::new(PKTTYAGENT);
         command
-            .args(["--notify-fd", "1", "--fallback", "--process", &std::process::id().to_string()])
+            .args(["--notify-fd", "1", "--process", &std::process::id().to_string()])
             .stdin(Stdio::null())
             .stdout(notify)
             .kill_on_drop(true);

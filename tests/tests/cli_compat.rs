@@ -355,10 +355,13 @@ async fn status_shows_the_running_job_and_watch_follows_it_again() {
 }
 
 /// `hostctl ARGS` as `uid` on a pseudo-terminal inside the machine (its
-/// users, its PAM view).
-fn hostctl_on_a_terminal(machine: &TestMachine, uid: u32, args: &[&str]) -> Output {
+/// users, its PAM view), typing `password` at polkit's prompt when given.
+fn hostctl_on_a_terminal(machine: &TestMachine, uid: u32, password: Option<&str>, args: &[&str]) -> Output {
     let mut command = machine.command("python3", None);
     command.arg(hostd_tests::repo_root().join("tests/env/pty-session.py"));
+    if let Some(password) = password {
+        command.args(["--expect", "Password:", "--send", &format!("{password}\\r")]);
+    }
     let inside = machine.command_inside(binary("hostctl"), Some(uid));
     command.arg("--").arg(inside.get_program()).args(inside.get_args()).args(args);
     command.env("PTY_SESSION_TIMEOUT", "60").stdin(Stdio::null()).output().unwrap()
@@ -371,24 +374,38 @@ fn agents_of(uid: u32) -> String {
 }
 
 #[tokio::test]
-async fn on_a_terminal_no_ask_password_is_refused_at_once_and_no_agent_outlives_a_call() {
-    use hostd_tests::machine::USER;
+async fn on_a_terminal_polkit_asks_for_an_administrator_s_password_unless_told_not_to() {
+    use hostd_tests::machine::{ADMIN, USER};
     let h = host_with_v1("512m", &[]).await;
     let machine = TestMachine::start(h.sysroot.path(), CONFIG).unwrap();
+    // The administrators are wheel, and one of them has a password; the
+    // user is in no rule, so an upgrade needs an administrator (auth_admin).
+    machine
+        .add_polkit_rule(
+            "40-admins.rules",
+            "polkit.addAdminRule(function(action, subject) { return [\"unix-group:wheel\"]; });\n",
+        )
+        .unwrap();
+    let mut chpasswd = machine.command_inside("chpasswd", None).stdin(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut chpasswd.stdin.take().unwrap(), format!("{}:correct horse\n", ADMIN.0).as_bytes())
+        .unwrap();
+    assert!(chpasswd.wait().unwrap().success());
 
-    // The user is in no rule: an upgrade needs an administrator (auth_admin).
     let started = Instant::now();
-    let out = hostctl_on_a_terminal(&machine, USER.1, &["--no-ask-password", "upgrade"]);
+    let out = hostctl_on_a_terminal(&machine, USER.1, None, &["--no-ask-password", "upgrade"]);
     assert_eq!(out.status.code(), Some(5), "NotAuthorized: {}", text(&out));
     assert!(started.elapsed() < Duration::from_secs(10), "at once, without waiting for a password");
     assert!(!text(&out).contains("Password:") && text(&out).contains("NotAuthorized"), "{}", text(&out));
 
-    // Allowed to ask, hostctl runs pkttyagent for the call and stops it
-    // after. (This machine has no logind session, and polkit looks for the
-    // agent of hostd's subject, the caller's bus name, by its session: here
-    // it finds none and answers NotAuthorized.)
-    let out = hostctl_on_a_terminal(&machine, USER.1, &["upgrade"]);
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
-    assert!(!text(&out).contains("pkttyagent"), "the agent started without complaint: {}", text(&out));
+    let out = hostctl_on_a_terminal(&machine, USER.1, Some("correct horse"), &["upgrade"]);
+    let shown = text(&out);
+    assert!(shown.contains("AUTHENTICATING FOR org.hostd.host1.upgrade"), "pkttyagent asked: {shown}");
+    assert!(shown.contains(&format!("Authenticating as: {}", ADMIN.0)), "{shown}");
+    assert_eq!(out.status.code(), Some(0), "the administrator's password let the upgrade run: {shown}");
+    assert!(shown.contains("No update available."), "{shown}");
     assert_eq!(agents_of(USER.1), "", "no pkttyagent outlives the call");
+
+    // Without a terminal nothing asks.
+    let out = machine.command_inside(binary("hostctl"), Some(USER.1)).arg("upgrade").stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
 }
