@@ -16,13 +16,16 @@ use hostd_interface::host::Transport;
 /// (`hostctl … | head -1`) ends hostctl quietly with 141, as SIGPIPE would.
 ///
 /// Jobs (upgrade, switch, stage, rollback, cleanup) are followed to their
-/// end: on a terminal with a progress bar (phase, bytes, rate, ETA, layers),
+/// end: on a terminal with a spinner while the image is looked at, then a
+/// progress bar (the image, "N of M layers to fetch (K cached)", bytes,
+/// rate, ETA) and a closing line with what was fetched and the time taken,
 /// otherwise with one line per phase; `--json` prints one JSON object per
-/// change (state, phase, message, bytesDone, bytesTotal, layersDone,
+/// change (state, phase, image, message, bytesDone, bytesTotal, layersDone,
 /// layersTotal, errorName, errorMessage, warnings); warnings (such as image
 /// content the host does not deploy) are printed to stderr as `Warning: …`
-/// lines otherwise, also with `--quiet`; `--progress-fd N` also writes
-/// bootc-compatible progress events (Start, ProgressBytes, ProgressSteps).
+/// lines otherwise, also with `--quiet`; `--progress-fd N` (any open
+/// descriptor, 1 included) also writes bootc's progress events (Start,
+/// ProgressBytes with a subtask per fetched layer, ProgressSteps).
 ///
 /// Ctrl-C while a job runs asks whether to cancel it (on a terminal);
 /// otherwise the job keeps running in hostd, and `hostctl watch` follows it
