@@ -17,7 +17,7 @@ fn main() -> std::process::ExitCode {
         return match docs::generate(dir) {
             Ok(()) => exit::Code::Success.into(),
             Err(e) => {
-                eprintln!("hostctl: writing man pages and completions to {}: {e}", dir.display());
+                output::errln!("hostctl: writing man pages and completions to {}: {e}", dir.display());
                 exit::Code::Failure.into()
             }
         };

@@ -32,16 +32,16 @@ pub(crate) use {err, errln, outln};
 /// happens.
 pub fn stdout_line(args: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
-    let written = out.write_fmt(args).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush());
+    let written = out.write_all(format!("{args}\n").as_bytes()).and_then(|()| out.flush());
     if let Err(e) = written {
         stdout_failed(&e);
     }
 }
 
-/// Write to stderr; a failure there has nowhere to be told, so it is
-/// dropped.
+/// Write to stderr in one piece (a question is never seen half-asked); a
+/// failure there has nowhere to be told, so it is dropped.
 pub fn stderr_write(args: std::fmt::Arguments<'_>) {
-    let _ = std::io::stderr().lock().write_fmt(args);
+    let _ = std::io::stderr().lock().write_all(args.to_string().as_bytes());
 }
 
 /// Writing to stdout failed: a closed pipe ends hostctl quietly with

@@ -35,9 +35,9 @@ impl TtyAgent {
     /// that on a desktop the password is asked on the terminal hostctl runs
     /// in rather than in the desktop's dialog. `None` without a terminal, or
     /// when no agent could be started: the call is then decided without a
-    /// password.
+    /// password. Root needs none: hostd does not ask polkit about uid 0.
     pub async fn start() -> Option<TtyAgent> {
-        if !std::io::stdin().is_terminal() {
+        if !std::io::stdin().is_terminal() || nix::unistd::geteuid().is_root() {
             return None;
         }
         // The agent closes --notify-fd once registered (or dies): its stdout

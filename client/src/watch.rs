@@ -150,6 +150,9 @@ enum Display {
     Lines { last: (String, String) },
 }
 
+/// How often the spinner moves while nothing else changes.
+const TICK: Duration = Duration::from_millis(120);
+
 /// The bar's look while nothing is measured: no bar, no bytes.
 fn spinner_style() -> ProgressStyle {
     ProgressStyle::with_template("{spinner} {prefix:>9} {wide_msg}").expect("valid template")
@@ -224,7 +227,7 @@ impl Display {
         } else if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(0);
             bar.set_style(spinner_style());
-            bar.enable_steady_tick(Duration::from_millis(120));
+            bar.enable_steady_tick(TICK);
             Display::Bar { bar, fetching: false, started: Instant::now() }
         } else {
             Display::Lines { last: (String::new(), String::new()) }
@@ -285,10 +288,19 @@ impl Display {
         }
     }
 
-    /// Get the bar out of the way of a question.
+    /// Get the bar out of the way of a question: cleared, and no spinner
+    /// ticking over the question until [`Display::resume`].
     fn pause(&mut self) {
         if let Display::Bar { bar, .. } = self {
+            bar.disable_steady_tick();
             bar.suspend(|| {});
+        }
+    }
+
+    /// The spinner ticks again after a question.
+    fn resume(&mut self) {
+        if let Display::Bar { bar, .. } = self {
+            bar.enable_steady_tick(TICK);
         }
     }
 
@@ -486,6 +498,7 @@ pub async fn follow(conn: &Connection, path: &OwnedObjectPath, output: &JobOutpu
                     JobProxy::builder(conn).path(path.clone()).build().await?.cancel().await?;
                     errln!("Cancelling the {}; waiting for it to stop at a safe point.", seen.operation());
                     cancel_sent = true;
+                    display.resume();
                     continue;
                 }
                 display.done(&seen);
