@@ -465,9 +465,11 @@ async fn download_only_then_stage_and_cleanup_on_an_offline_sysroot() {
     assert!(text(&out).contains("downloaded"), "{}", text(&out));
 
     std::fs::remove_dir_all(&h.builder.oci_dir).unwrap(); // Stage must not need the source.
-    let out = machine.hostctl(None, &["stage"]);
+    let out = machine.hostctl(None, &["stage", "--json"]);
     assert!(out.status.success(), "{}\n{}", text(&out), machine.log());
     assert_eq!(deployed(&conn).await, [vd(&v2), vd(&h.v1)]);
+    let last: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["image"], format!("oci:{}", h.builder.oci_name()).as_str(), "the job names the image it stages: {last}");
     let out = machine.hostctl(None, &["stage"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("NothingToStage"), "{}", text(&out));
