@@ -272,6 +272,16 @@ fn wheel_member_upgrades_and_the_reboot_boots_v2_with_etc_merged() {
     let boot_entry = m.booted_entry().unwrap();
     assert_eq!(boot_entry.karg(RELEASE_KARG), Some("v2"), "kargs.d of v2 applied: {}", boot_entry.options);
     assert!(!reboot_required(&m));
+
+    // bootc's `status --booted` for scripts: the Host document with only
+    // the booted entry, as JSON and, piped, as YAML.
+    let json = success("hostctl status --booted --format json", &m.hostctl(None, &["status", "--booted", "--format", "json"]).unwrap());
+    let yaml = success("hostctl status --booted", &m.hostctl(None, &["status", "--booted"]).unwrap());
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(serde_yaml::from_str::<serde_json::Value>(&yaml).unwrap(), json, "{yaml}");
+    hostd_tests::schema::validate("bootc-host-v1.schema.json", &json).unwrap();
+    let booted: Host = serde_json::from_value(json).unwrap();
+    assert_eq!(slots(&booted), (None, Some("v2"), None), "only the booted entry");
 }
 
 /// Wait until `ostree-finalize-staged.service` (started by its path unit
