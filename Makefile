@@ -58,6 +58,28 @@ install:
 	install -d -m 0755 $(DESTDIR)$(DOCDIR)/docs
 	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
 
+# Man pages and shell completions. hostctl's are generated from its command
+# line definition by the binary being installed (`hostctl generate-docs`);
+# hostd(8), hostd.toml(5) and org.hostd.Host1(5) are written by hand.
+MANDIR := $(PREFIX)/share/man
+BASHCOMPDIR := $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR := $(PREFIX)/share/zsh/vendor-completions
+FISHCOMPDIR := $(PREFIX)/share/fish/vendor_completions.d
+GENERATED_DOCS := target/hostctl-docs
+MAN_PAGES := docs/man/hostd.8 docs/man/hostd.toml.5 docs/man/org.hostd.Host1.5
+
+.PHONY: install-man
+install: install-man
+install-man:
+	rm -rf $(GENERATED_DOCS)
+	$(RELEASE)/hostctl generate-docs $(GENERATED_DOCS)
+	for p in $(GENERATED_DOCS)/man1/*.1 $(MAN_PAGES); do \
+		s=$${p##*.}; install -D -m 0644 $$p $(DESTDIR)$(MANDIR)/man$$s/$$(basename $$p) || exit 1; \
+	done
+	install -D -m 0644 $(GENERATED_DOCS)/completions/hostctl $(DESTDIR)$(BASHCOMPDIR)/hostctl
+	install -D -m 0644 $(GENERATED_DOCS)/completions/_hostctl $(DESTDIR)$(ZSHCOMPDIR)/_hostctl
+	install -D -m 0644 $(GENERATED_DOCS)/completions/hostctl.fish $(DESTDIR)$(FISHCOMPDIR)/hostctl.fish
+
 deps:
 	bash scripts/deps
 

@@ -23,12 +23,12 @@ pub async fn check(set: &ImageSet, runs: usize, report: &mut Report) -> Result<(
 
     let mut unchanged = vec![];
     for _ in 0..runs {
-        unchanged.push(ms(host::hostctl_timed(&machine, &["upgrade", "--check", "--quiet"], &[])?));
+        unchanged.push(ms(host::hostctl_timed(&machine, &["upgrade", "--check", "--exit-code", "--quiet"], &[])?));
     }
     registry.push(&set.oci_name("v3"), "bench/os:stable")?;
     let mut newer = vec![];
     for _ in 0..runs {
-        newer.push(ms(host::hostctl_timed(&machine, &["upgrade", "--check", "--quiet"], &[UPDATE_AVAILABLE])?));
+        newer.push(ms(host::hostctl_timed(&machine, &["upgrade", "--check", "--exit-code", "--quiet"], &[UPDATE_AVAILABLE])?));
     }
     report.record("check_unchanged_ms", "ms", unchanged, None);
     report.record("check_newer_ms", "ms", newer, None);

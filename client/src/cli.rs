@@ -9,20 +9,31 @@ use hostd_interface::host::Transport;
 /// 4 not an image-based host; 5 not authorized; 6 another job is running;
 /// 7 invalid argument; 8 cancelled; 9 interrupted, job left running;
 /// 10 the registry wants credentials; 11 the registry denied access;
-/// 12 the image is not bootable; 100 `upgrade --check` found an update
-/// (a downgrade, an image built before the deployed one, is none: 0).
+/// 12 the image is not bootable; 100 `upgrade --check --exit-code` found
+/// an update (a downgrade, an image built before the deployed one, is none:
+/// 0). Without `--exit-code`, `upgrade --check` exits 0 whether or not there
+/// is an update, as `bootc upgrade --check` does. A closed standard output
+/// (`hostctl … | head -1`) ends hostctl quietly with 141, as SIGPIPE would.
 ///
 /// Jobs (upgrade, switch, stage, rollback, cleanup) are followed to their
-/// end: on a terminal with a progress bar (phase, bytes, rate, ETA, layers),
+/// end: on a terminal with a spinner while the image is looked at, then a
+/// progress bar (the image, "N of M layers to fetch (K cached)", bytes,
+/// rate, ETA) and a closing line with what was fetched and the time taken,
 /// otherwise with one line per phase; `--json` prints one JSON object per
-/// change (state, phase, message, bytesDone, bytesTotal, layersDone,
+/// change (state, phase, image, message, bytesDone, bytesTotal, layersDone,
 /// layersTotal, errorName, errorMessage, warnings); warnings (such as image
 /// content the host does not deploy) are printed to stderr as `Warning: …`
-/// lines otherwise, also with `--quiet`; `--progress-fd N` also writes
-/// bootc-compatible progress events (Start, ProgressBytes, ProgressSteps).
+/// lines otherwise, also with `--quiet`; `--progress-fd N` (any open
+/// descriptor, 1 included) also writes bootc's progress events (Start,
+/// ProgressBytes with a subtask per fetched layer, ProgressSteps).
 ///
 /// Ctrl-C while a job runs asks whether to cancel it (on a terminal);
-/// otherwise the job keeps running in hostd.
+/// otherwise the job keeps running in hostd, and `hostctl watch` follows it
+/// again.
+///
+/// On a terminal, a call that polkit lets an administrator authorize with a
+/// password runs a polkit text agent (`pkttyagent`) for its duration, so the
+/// password is asked for there; `--no-ask-password` never asks.
 #[derive(Debug, Parser)]
 #[command(version, propagate_version = true)]
 pub struct Cli {
@@ -54,8 +65,16 @@ pub enum Command {
     Unpin(PinArgs),
     /// Cancel the running job.
     Cancel,
+    /// Follow the running job again (after Ctrl-C, or one started elsewhere).
+    Watch(JobOutput),
     /// Re-read /etc/hostd/hostd.toml and drop-ins.
     Reload,
+    /// Write the man pages and shell completions into DIR (for `make install`).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Where: DIR/man1 and DIR/completions.
+        dir: std::path::PathBuf,
+    },
 }
 
 impl Command {
@@ -65,22 +84,55 @@ impl Command {
             Command::Upgrade(a) => Some(&a.output),
             Command::Switch(a) => Some(&a.output),
             Command::Stage(a) | Command::Rollback(a) => Some(&a.output),
-            Command::Cleanup(o) => Some(o),
+            Command::Cleanup(o) | Command::Watch(o) => Some(o),
             _ => None,
         }
     }
 }
 
+/// `status --format`: bootc's output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Text for people (the default when stdout is a terminal).
+    Humanreadable,
+    /// The Host document as YAML (the default otherwise).
+    Yaml,
+    /// The Host document as JSON.
+    Json,
+}
+
 /// `status` options.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Print the Host document as JSON (bootc org.containers.bootc/v1 compatible).
-    #[arg(long)]
+    /// Output format: the Host document (bootc org.containers.bootc/v1
+    /// compatible) as YAML or JSON, or text. Default: humanreadable when
+    /// stdout is a terminal, else yaml (as `bootc status`).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Version of the Host document: 0 and 1 both mean
+    /// org.containers.bootc/v1, the one there is (as in bootc).
+    #[arg(long, value_name = "VERSION", value_parser = clap::value_parser!(u32).range(0..=1))]
+    pub format_version: Option<u32>,
+    /// Same as --format=json.
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
-    /// Only the booted deployment (with --json: the Host document filtered
-    /// to it); an offline sysroot has none.
+    /// Only the booted deployment (with yaml or json: the Host document
+    /// with only the booted entry, as `bootc status --booted`); an offline
+    /// sysroot has none.
     #[arg(long)]
     pub booted: bool,
+}
+
+impl StatusArgs {
+    /// The format to print, given whether stdout is a terminal.
+    pub fn format(&self, stdout_is_terminal: bool) -> Format {
+        match (self.format, self.json) {
+            (Some(format), _) => format,
+            (None, true) => Format::Json,
+            (None, false) if stdout_is_terminal => Format::Humanreadable,
+            (None, false) => Format::Yaml,
+        }
+    }
 }
 
 /// How job progress is shown.
@@ -100,13 +152,18 @@ pub struct JobOutput {
 /// `upgrade` options.
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
-    /// Only look for an update (manifest and config); exit 100 if one is
-    /// available and not yet downloaded. An image built before the deployed
-    /// one is reported as a downgrade and exits 0. For users other than
-    /// root, a check soon after the last one (check_interval_secs in
-    /// hostd.toml) shows that one's result instead of looking again.
+    /// Only look for an update (manifest and config) and say what was
+    /// found; exits 0 whether or not there is one (as `bootc upgrade
+    /// --check`). For users other than root, a check soon after the last one
+    /// (check_interval_secs in hostd.toml) shows that one's result instead
+    /// of looking again.
     #[arg(long, conflicts_with_all = ["download_only", "apply", "allow_downgrade", "auto"])]
     pub check: bool,
+    /// With --check: exit 100 when an update is available and not yet
+    /// downloaded. An image built before the deployed one is reported as a
+    /// downgrade and exits 0.
+    #[arg(long, requires = "check")]
+    pub exit_code: bool,
     /// Do what the configured policy allows ([updates] policy in
     /// hostd.toml: check, download, stage, or stage and reboot when the
     /// strategy lets it); this is what the update timer runs.

@@ -2,6 +2,8 @@
 
 use hostd_interface::Error;
 
+use crate::output::errln;
+
 /// Distinct exit codes scripts can rely on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
@@ -54,9 +56,9 @@ pub fn report(e: &Error) -> Code {
         Error::ZBus(z) => format!("cannot talk to hostd: {z}"),
         other => format!("{}: {}", other.short_name(), other.message()),
     };
-    eprintln!("hostctl: {message}");
+    errln!("hostctl: {message}");
     if let Some(h) = hint {
-        eprintln!("Hint: {h}");
+        errln!("Hint: {h}");
     }
     code
 }

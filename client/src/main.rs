@@ -2,7 +2,10 @@
 
 mod cli;
 mod commands;
+mod docs;
 mod exit;
+mod output;
+mod polkit_agent;
 mod render;
 mod watch;
 
@@ -10,6 +13,15 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
+    if let cli::Command::GenerateDocs { dir } = &args.command {
+        return match docs::generate(dir) {
+            Ok(()) => exit::Code::Success.into(),
+            Err(e) => {
+                output::errln!("hostctl: writing man pages and completions to {}: {e}", dir.display());
+                exit::Code::Failure.into()
+            }
+        };
+    }
     // Checked before the runtime opens descriptors of its own, one of which
     // could otherwise take a number the caller did not pass.
     if let Some(fd) = args.command.job_output().and_then(|o| o.progress_fd) {

@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use hostd_interface::host::{BootEntry, Host, ImageStatus};
+use hostd_interface::job::{JobKind, JobProperties, Phase};
 use hostd_interface::manager::{CachedUpdate, UpdatePolicy, UpdateStrategy};
 
 /// Human-readable status, in the spirit of `bootc status`. `downloaded`:
@@ -69,6 +70,17 @@ pub fn downgrade(out: &mut impl Write, cached: &CachedUpdate) -> io::Result<()> 
          `hostctl upgrade --allow-downgrade` installs it.",
         cached.version.as_deref().unwrap_or("no version"),
     )
+}
+
+/// The running job (verb, image, phase, percent), and how to follow it.
+pub fn running_job(out: &mut impl Write, job: &JobProperties) -> io::Result<()> {
+    let kind = job.kind.map_or("job", JobKind::as_str);
+    let image = job.image.as_deref().filter(|i| !i.is_empty()).map(|i| format!(" {i}")).unwrap_or_default();
+    let phase = job.phase.map_or("starting", Phase::as_str);
+    // Whole percents, never 100 before the end.
+    let percent = (job.progress.unwrap_or(0.0).clamp(0.0, 1.0) * 100.0).floor().min(99.0);
+    writeln!(out, "\nRunning: {kind}{image}, {phase}, {percent}%")?;
+    writeln!(out, "`hostctl watch` follows it, `hostctl cancel` stops it.")
 }
 
 /// The automatic-update settings and state, as the manager's properties report them.
@@ -253,6 +265,23 @@ The staged update is download-only: a reboot keeps the booted deployment; `hostc
         let update = CachedUpdate { downgrade: Some(false), downloaded: Some(false), ..older };
         assert_eq!(shown(&update), "");
         assert_eq!(shown(&CachedUpdate::default()), "");
+    }
+
+    #[test]
+    fn a_running_job_names_verb_image_phase_percent_and_how_to_follow_it() {
+        let job = JobProperties {
+            kind: Some(JobKind::Switch),
+            image: Some("quay.io/os:v2".into()),
+            phase: Some(Phase::Pulling),
+            progress: Some(0.427),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        running_job(&mut out, &job).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\nRunning: switch quay.io/os:v2, pulling, 42%\n`hostctl watch` follows it, `hostctl cancel` stops it.\n"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! properties as one `a{sv}` dictionary (what `GetAll` and
 //! `PropertiesChanged` carry).
 
+use serde::{Deserialize, Serialize};
 use zbus::{DeserializeDict, SerializeDict, Type};
 
 use crate::options::Method;
@@ -79,6 +80,30 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// What a layer of an image is, as ostree-ext imports it.
+    pub enum LayerKind {
+        /// The image's ostree commit, or one of its content chunks.
+        Chunk = "chunk",
+        /// A layer derived images add on top (a plain tar layer).
+        Derived = "derived",
+    }
+}
+
+/// One layer of the image a job fetches (`Layers`, D-Bus type `(sstb)`),
+/// in the order the job fetches them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct Layer {
+    /// The layer's digest (`sha256:…`).
+    pub digest: String,
+    /// What the layer is.
+    pub kind: LayerKind,
+    /// Its size in bytes (compressed, as fetched).
+    pub size: u64,
+    /// Already in the repository: not fetched again.
+    pub cached: bool,
+}
+
 /// The job's properties as an `a{sv}` dictionary keyed by property name.
 /// A field is `None` when the dictionary does not carry it: a
 /// `PropertiesChanged` carries only what changed.
@@ -103,6 +128,12 @@ pub struct JobProperties {
     pub layers_total: Option<u32>,
     /// `Progress`: 0..1.
     pub progress: Option<f64>,
+    /// `Image`: the image reference the job fetches or looks at, as a
+    /// caller writes it; empty until known and for jobs without one.
+    pub image: Option<String>,
+    /// `Layers`: every layer of that image, cached or to fetch, in the
+    /// order they are fetched; empty until the job knows them.
+    pub layers: Option<Vec<Layer>>,
     /// `Message`: what the job is doing, or its result.
     pub message: Option<String>,
     /// `ErrorName`: `org.hostd.Host1.Error.*` when failed or cancelled, else empty.
@@ -121,7 +152,7 @@ impl JobProperties {
         macro_rules! take {
             ($($field:ident),+) => { $( if newer.$field.is_some() { self.$field = newer.$field; } )+ };
         }
-        take!(id, kind, state, phase, bytes_done, bytes_total, layers_done, layers_total, progress, message, error_name, error_message, warnings);
+        take!(id, kind, state, phase, bytes_done, bytes_total, layers_done, layers_total, progress, image, layers, message, error_name, error_message, warnings);
     }
 
     /// The properties of `new` that differ from `old` (what a
@@ -132,7 +163,7 @@ impl JobProperties {
                 JobProperties { $( $field: if old.$field != new.$field { new.$field.clone() } else { None }, )+ }
             };
         }
-        diff!(id, kind, state, phase, bytes_done, bytes_total, layers_done, layers_total, progress, message, error_name, error_message, warnings)
+        diff!(id, kind, state, phase, bytes_done, bytes_total, layers_done, layers_total, progress, image, layers, message, error_name, error_message, warnings)
     }
 
     /// Whether the dictionary carries nothing.
@@ -170,6 +201,8 @@ mod tests {
             layers_done: Some(1),
             layers_total: Some(2),
             progress: Some(0.5),
+            image: Some("quay.io/os:latest".into()),
+            layers: Some(vec![Layer { digest: "sha256:00".into(), kind: LayerKind::Derived, size: 7, cached: true }]),
             message: Some("m".into()),
             error_name: Some(String::new()),
             error_message: Some(String::new()),
@@ -178,8 +211,8 @@ mod tests {
         assert_eq!(
             keys(&all),
             [
-                "BytesDone", "BytesTotal", "ErrorMessage", "ErrorName", "Id", "Kind", "LayersDone", "LayersTotal",
-                "Message", "Phase", "Progress", "State", "Warnings"
+                "BytesDone", "BytesTotal", "ErrorMessage", "ErrorName", "Id", "Image", "Kind", "Layers", "LayersDone",
+                "LayersTotal", "Message", "Phase", "Progress", "State", "Warnings"
             ]
         );
         let bytes = to_bytes(Context::new(LE, 0), &all).unwrap();
@@ -208,5 +241,6 @@ mod tests {
         assert!("nope".parse::<JobKind>().is_err());
         assert!(Phase::Checking < Phase::Rebooting, "phases are ordered as a job passes them");
         assert_eq!(<JobKind as Type>::SIGNATURE, "s");
+        assert_eq!(<Layer as Type>::SIGNATURE, "(sstb)");
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use zbus::{OwnedObjectPath, Variant};
 
-use crate::job::{JobKind, JobStatus, Phase};
+use crate::job::{JobKind, JobStatus, Layer, Phase};
 use crate::manager::{CachedUpdate, DeploymentEntry, ManagerState, UpdatePolicy, UpdateStrategy};
 use crate::Error;
 
@@ -125,4 +125,10 @@ pub trait Job {
     /// What the user must know about the result; empty when none.
     #[zbus(property)]
     fn warnings(&self) -> zbus::Result<Vec<String>>;
+    /// The image the job fetches or looks at.
+    #[zbus(property)]
+    fn image(&self) -> zbus::Result<String>;
+    /// The image's layers, in fetching order.
+    #[zbus(property)]
+    fn layers(&self) -> zbus::Result<Vec<Layer>>;
 }

@@ -38,6 +38,12 @@ export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$state/bus.sock"
 dbus-daemon --config-file="$state/bus.conf" --nofork --nopidfile &
 bus=$!
 for _ in $(seq 1 200); do [ -S "$state/bus.sock" ] && break; sleep 0.01; done
+# The bus at its well-known path too, for what ignores DBUS_SYSTEM_BUS_ADDRESS:
+# setuid programs such as polkit's agent helper, which checks a password.
+mkdir -p "$state/run-dbus"
+ln -s "$state/bus.sock" "$state/run-dbus/system_bus_socket"
+mkdir -p /run/dbus
+mount --bind "$state/run-dbus" /run/dbus
 /usr/lib/polkit-1/polkitd --no-debug &
 polkit=$!
 trap 'kill $polkit $bus 2>/dev/null; wait' TERM INT

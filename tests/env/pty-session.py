@@ -4,7 +4,10 @@
 keypress) shows TEXT, then types KEYS (Python escapes allowed, e.g. '\\x03'
 for Ctrl-C, '\\r' for Enter). Everything the command printed goes to
 stdout; the exit status is the command's, or 124 when an expected text
-never came within the timeout.
+never came within the timeout. After a prompt that asks for a password,
+the keys are typed only once the terminal stops echoing, as a person
+types them: a password agent that turns echo off with TCSAFLUSH discards
+what arrived before.
 
 usage: pty-session.py [--expect TEXT --send KEYS]... -- COMMAND...
 """
@@ -12,6 +15,7 @@ import os
 import pty
 import select
 import sys
+import termios
 import time
 
 TIMEOUT = int(os.environ.get("PTY_SESSION_TIMEOUT", "120"))
@@ -27,6 +31,15 @@ def parse(argv):
     return steps, argv[split + 1:]
 
 
+def wait_for_echo_off(fd, limit=5.0):
+    """Until the terminal (whose settings the master reads) echoes no more."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if not termios.tcgetattr(fd)[3] & termios.ECHO:
+            return
+        time.sleep(0.02)
+
+
 def main():
     steps, command = parse(sys.argv[1:])
     pid, fd = pty.fork()
@@ -37,6 +50,8 @@ def main():
     deadline = time.monotonic() + TIMEOUT
     while True:
         if steps and steps[0][0] in seen:
+            if b"assword" in steps[0][0]:
+                wait_for_echo_off(fd)
             os.write(fd, steps.pop(0)[1])
             seen = b""
         ready, _, _ = select.select([fd], [], [], 0.1)

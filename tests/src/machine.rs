@@ -168,6 +168,20 @@ impl TestMachine {
         cmd
     }
 
+    /// Like [`TestMachine::command`], but inside the machine's mount
+    /// namespace, where its `/etc` (test users, their passwords, PAM's
+    /// view of them) is the one in force: for what authenticates a user,
+    /// such as polkit's agent helper.
+    pub fn command_inside(&self, program: impl AsRef<std::ffi::OsStr>, user: Option<u32>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--target={}", self.holder.id())).arg("--mount").arg("--");
+        if let Some(uid) = user {
+            cmd.arg("setpriv").arg(format!("--reuid={uid}")).arg(format!("--regid={uid}")).arg("--clear-groups");
+        }
+        cmd.arg(program).env("DBUS_SYSTEM_BUS_ADDRESS", &self.address);
+        cmd
+    }
+
     /// Run `hostctl ARGS` as `user` (root when `None`).
     pub fn hostctl(&self, user: Option<u32>, args: &[&str]) -> Output {
         self.command(binary("hostctl"), user)

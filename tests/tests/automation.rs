@@ -87,6 +87,6 @@ async fn each_policy_does_exactly_what_it_documents() {
     // --auto decides the flags itself.
     let out = machine.hostctl(None, &["upgrade", "--auto", "--download-only"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    let shown = String::from_utf8_lossy(&machine.hostctl(None, &["status"]).stdout).into_owned();
+    let shown = String::from_utf8_lossy(&machine.hostctl(None, &["status", "--format", "humanreadable"]).stdout).into_owned();
     assert!(shown.contains("Automatic updates: policy apply, strategy immediate"), "{shown}");
 }

@@ -83,7 +83,7 @@ fn reboot_required(m: &BootedMachine) -> bool {
     let property = m
         .must(&["busctl", "get-property", "org.hostd.Host1", "/org/hostd/Host1", "org.hostd.Host1", "RebootRequired"])
         .unwrap();
-    let status_text = success("hostctl status", &m.hostctl(None, &["status"]).unwrap());
+    let status_text = success("hostctl status", &m.hostctl(None, &["status", "--format", "humanreadable"]).unwrap());
     let said = status_text.contains("Reboot required");
     assert_eq!(
         (marker, property.trim() == "b true"),
@@ -166,7 +166,7 @@ fn first_status_call_activates_hostd_through_systemd_and_shows_v1_booted() {
     assert_eq!(slots(&host), (None, Some("v1"), None));
     assert_eq!(host.spec.image.as_ref().map(|i| i.image.as_str()), Some(m.tracked_image().as_str()));
 
-    let plain = success("hostctl status", &m.hostctl(None, &["status"]).unwrap());
+    let plain = success("hostctl status", &m.hostctl(None, &["status", "--format", "humanreadable"]).unwrap());
     assert!(plain.contains(&format!("● Booted image: {} (oci)", m.tracked_image())), "{plain}");
     assert!(!reboot_required(&m));
 }
@@ -272,6 +272,16 @@ fn wheel_member_upgrades_and_the_reboot_boots_v2_with_etc_merged() {
     let boot_entry = m.booted_entry().unwrap();
     assert_eq!(boot_entry.karg(RELEASE_KARG), Some("v2"), "kargs.d of v2 applied: {}", boot_entry.options);
     assert!(!reboot_required(&m));
+
+    // bootc's `status --booted` for scripts: the Host document with only
+    // the booted entry, as JSON and, piped, as YAML.
+    let json = success("hostctl status --booted --format json", &m.hostctl(None, &["status", "--booted", "--format", "json"]).unwrap());
+    let yaml = success("hostctl status --booted", &m.hostctl(None, &["status", "--booted"]).unwrap());
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(serde_yaml::from_str::<serde_json::Value>(&yaml).unwrap(), json, "{yaml}");
+    hostd_tests::schema::validate("bootc-host-v1.schema.json", &json).unwrap();
+    let booted: Host = serde_json::from_value(json).unwrap();
+    assert_eq!(slots(&booted), (None, Some("v2"), None), "only the booted entry");
 }
 
 /// Wait until `ostree-finalize-staged.service` (started by its path unit
@@ -652,7 +662,7 @@ fn a_user_outside_wheel_may_not_upgrade_and_nothing_is_staged() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("NotAuthorized"), "{stderr}");
 
-    success("hostctl status as a plain user", &m.hostctl(Some(PLAIN_USER), &["status"]).unwrap());
+    success("hostctl status as a plain user", &m.hostctl(Some(PLAIN_USER), &["status", "--format", "humanreadable"]).unwrap());
     assert_eq!(slots(&m.status().unwrap()), (None, Some("v1"), None));
     assert!(!m.exists("/run/ostree/staged-deployment").unwrap());
     assert!(m.journal_entries(message_id::STAGED).unwrap().is_empty(), "nothing was staged");
@@ -735,7 +745,7 @@ fn each_unattended_policy_does_what_it_documents_on_a_booted_host() {
     assert!(said.contains("Reboot postponed: outside the maintenance windows; the next opens"), "{said}");
     assert!(m.running().unwrap(), "no reboot outside the window");
     assert!(reboot_required(&m));
-    let shown = success("hostctl status", &m.hostctl(None, &["status"]).unwrap());
+    let shown = success("hostctl status", &m.hostctl(None, &["status", "--format", "humanreadable"]).unwrap());
     assert!(shown.contains("Automatic updates: policy apply, strategy periodic"), "{shown}");
     assert!(shown.contains("Reboot pending: staged deployment") && shown.contains("outside the maintenance windows"), "{shown}");
     m.journal_entry(message_id::REBOOT_BLOCKED, &[("INITIATOR_UID", "0")]).unwrap();

@@ -206,7 +206,7 @@ fn finished_within(mut child: Child, limit: Duration) -> Output {
 
 /// `hostctl --no-ask-password upgrade --check` as the checker, which must end within [`PROMPTLY`].
 fn user_check(machine: &TestMachine) -> Output {
-    finished_within(spawn_hostctl(machine, Some(CHECKER.1), &["upgrade", "--check"]), PROMPTLY)
+    finished_within(spawn_hostctl(machine, Some(CHECKER.1), &["upgrade", "--check", "--exit-code"]), PROMPTLY)
 }
 
 /// `Check` called by `uid` with busctl: the job path, or the error text.
@@ -309,7 +309,7 @@ async fn an_admins_upgrade_preempts_a_users_check_and_other_checks_join_it() {
     // With the sysroot lock held elsewhere, the user's check waits for it:
     // a check that is running for as long as the test needs.
     let holder = OstreeAdminHoldingTheLock::start(&h.sysroot).unwrap();
-    let user = spawn_hostctl(&machine, Some(CHECKER.1), &["upgrade", "--check"]);
+    let user = spawn_hostctl(&machine, Some(CHECKER.1), &["upgrade", "--check", "--exit-code"]);
     let check = active_job(&proxy, |p| p != "/").await;
     let check_job = job_proxy(&conn, &check).await;
     let deadline = Instant::now() + PROMPTLY;
@@ -378,7 +378,7 @@ async fn a_users_check_soon_after_the_last_is_answered_with_its_result_without_s
     drop(holder);
 
     // Root always looks afresh, and its result answers the user's next check.
-    let root = machine.hostctl(None, &["upgrade", "--check"]);
+    let root = machine.hostctl(None, &["upgrade", "--check", "--exit-code"]);
     assert_eq!(root.status.code(), Some(100), "{}", text(&root));
     assert!(text(&root).contains("Update available: v2") && !text(&root).contains("from the check"), "{}", text(&root));
     let answered = user_check(&machine);

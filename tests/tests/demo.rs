@@ -103,7 +103,7 @@ fn the_demo_shows_an_upgrade_with_progress_and_a_rollback_and_leaves_nothing_beh
     assert!(status.success(), "the demo failed ({status}):\n{transcript}");
     assert!(took < DEMO_TIME_LIMIT, "the demo took {took:?}:\n{transcript}");
 
-    let first = section(&transcript, "status", 0);
+    let first = section(&transcript, "status --format humanreadable", 0);
     assert_eq!(versions_listed(first), ["v1"], "{first}");
     let check = section(&transcript, "upgrade --check", 0);
     assert!(check.contains("Update available: v2"), "the check names the update it found:\n{check}");
@@ -111,11 +111,11 @@ fn the_demo_shows_an_upgrade_with_progress_and_a_rollback_and_leaves_nothing_beh
     for phase in ["checking:", "pulling:", "staging:"] {
         assert!(upgrade.lines().any(|l| l.starts_with(phase)), "no `{phase}` progress line:\n{upgrade}");
     }
-    let after_upgrade = section(&transcript, "status", 1);
+    let after_upgrade = section(&transcript, "status --format humanreadable", 1);
     assert_eq!(versions_listed(after_upgrade), ["v2", "v1"], "v2 first, v1 kept:\n{after_upgrade}");
     let rollback = section(&transcript, "rollback", 0);
     assert!(rollback.contains("is now the default deployment"), "{rollback}");
-    let after_rollback = section(&transcript, "status", 2);
+    let after_rollback = section(&transcript, "status --format humanreadable", 2);
     assert_eq!(versions_listed(after_rollback), ["v1", "v2"], "v1 first again:\n{after_rollback}");
 
     let left = still_running_children(Duration::from_secs(2));

@@ -171,7 +171,7 @@ async fn a_malformed_kargs_file_refuses_the_image_naming_the_file_and_nothing_is
     let stage = machine.hostctl(None, &["stage"]);
     assert!(text(&stage).contains("NothingToStage"), "a refused image is not waiting to be staged: {}", text(&stage));
     let fixed = h.builder.build("v9", &["data"], &kargs_d(&[("10-ok.toml", K2)])).await.unwrap();
-    let check = machine.hostctl(None, &["upgrade", "--check"]);
+    let check = machine.hostctl(None, &["upgrade", "--check", "--exit-code"]);
     assert_eq!(check.status.code(), Some(100), "{}", text(&check));
     assert!(text(&check).contains(&fixed.digest), "{}", text(&check));
     hostctl(&machine, &["upgrade"]);

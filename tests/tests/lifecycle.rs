@@ -91,7 +91,7 @@ async fn a_pinned_deployment_survives_two_upgrades_and_a_cleanup() {
 
     admin(&machine, &["pin", "0"]);
     assert!(status(&conn).await.status.other_deployments[0].pinned);
-    let shown = admin(&machine, &["status"]);
+    let shown = admin(&machine, &["status", "--format", "humanreadable"]);
     assert!(shown.contains("[pinned]"), "{shown}");
 
     let v2 = h.builder.build("v2", &["data"], &BTreeMap::new()).await.unwrap();

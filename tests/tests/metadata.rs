@@ -202,7 +202,7 @@ async fn every_place_shows_the_normalized_version_and_build_time() {
         assert_eq!(shown["timestamp"], serde_json::json!(case.timestamp), "{}", case.name);
 
         // `hostctl status` text.
-        let out = hostctl_ok(&machine, &["status"]);
+        let out = hostctl_ok(&machine, &["status", "--format", "humanreadable"]);
         let shown = String::from_utf8_lossy(&out.stdout);
         let default = &shown[shown.find("Default image").expect("default deployment")..];
         assert!(default.contains(&version_line(case)), "{}: {shown}", case.name);
@@ -243,7 +243,7 @@ async fn a_check_shows_the_normalized_metadata_of_the_update() {
         timestamp: Some("2026-02-01T00:00:00Z"),
     };
     let image = build(&host, &update);
-    let out = machine.hostctl(None, &["upgrade", "--check"]);
+    let out = machine.hostctl(None, &["upgrade", "--check", "--exit-code"]);
     assert_eq!(out.status.code(), Some(100), "{}\n{}", text(&out), machine.log());
     assert!(text(&out).contains(&format!("Update available: 2 ({})", image.digest)), "{}", text(&out));
 
@@ -255,7 +255,7 @@ async fn a_check_shows_the_normalized_metadata_of_the_update() {
     let property = hostd_interface::proxy::Host1Proxy::new(&conn).await.unwrap().cached_update().await.unwrap();
     assert_eq!(property.version.as_deref(), update.version);
     assert_eq!(property.timestamp.as_deref(), update.timestamp);
-    let out = hostctl_ok(&machine, &["status"]);
+    let out = hostctl_ok(&machine, &["status", "--format", "humanreadable"]);
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains(&format!("Update available: 2 ({})", image.digest)), "{shown}");
     let out = hostctl_ok(&machine, &["status", "--json"]);
@@ -277,7 +277,7 @@ async fn status_booted_text_and_json_agree_on_an_offline_sysroot() {
     // The tracked image is still the spec.
     assert!(value["spec"]["image"]["image"].as_str().unwrap().ends_with(":latest"), "{value}");
     // The text says the same: no deployment, and why.
-    let out = hostctl_ok(&machine, &["status", "--booted"]);
+    let out = hostctl_ok(&machine, &["status", "--booted", "--format", "humanreadable"]);
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         shown,
@@ -285,6 +285,6 @@ async fn status_booted_text_and_json_agree_on_an_offline_sysroot() {
     );
     assert!(!shown.contains(&host.v1.digest), "{shown}");
     // Without --booted both list the deployment.
-    let out = hostctl_ok(&machine, &["status"]);
+    let out = hostctl_ok(&machine, &["status", "--format", "humanreadable"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&host.v1.digest));
 }

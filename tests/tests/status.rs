@@ -127,7 +127,7 @@ async fn a_directory_that_is_not_a_sysroot_is_not_image_based() {
     let (_conn, host) = machine.manager().await.unwrap();
     let err = host.status(HashMap::new()).await.unwrap_err();
     assert!(matches!(err, Error::NotImageBased(_)), "{err:?}");
-    let out = machine.hostctl(None, &["status"]);
+    let out = machine.hostctl(None, &["status", "--format", "humanreadable"]);
     assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NotImageBased"));
 }
@@ -153,7 +153,7 @@ async fn hostd_exits_when_idle_and_the_next_call_activates_it_again() {
 async fn hostctl_status_prints_text_and_json() {
     let (sysroot, built) = sysroot_with(2).await;
     let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
-    let out = machine.hostctl(None, &["status"]);
+    let out = machine.hostctl(None, &["status", "--format", "humanreadable"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Offline sysroot"), "{text}");

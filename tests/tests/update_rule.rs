@@ -88,7 +88,7 @@ impl Tracking {
     }
 
     fn status_text(&self) -> String {
-        let out = self.machine.hostctl(None, &["status"]);
+        let out = self.machine.hostctl(None, &["status", "--format", "humanreadable"]);
         assert!(out.status.success(), "{}", text(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -128,7 +128,7 @@ async fn policy_check_reports_a_tag_moved_to_an_older_image_as_a_downgrade() {
     let v0 = t.move_tag_to_new("v0").await;
 
     // --check: no "update available" exit code, the job says what it is.
-    let out = t.machine.hostctl(None, &["upgrade", "--check"]);
+    let out = t.machine.hostctl(None, &["upgrade", "--check", "--exit-code"]);
     assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out), t.machine.log());
     assert!(text(&out).contains("Downgrade available, not installed"), "{}", text(&out));
     t.assert_downgrade_reported(&v0).await;
@@ -190,7 +190,7 @@ async fn policy_stage_does_not_install_a_downgrade_and_its_runs_do_not_fail() {
 async fn a_check_after_the_tag_moved_back_clears_the_cached_update_everywhere() {
     let t = tracking_v1().await;
     let v2 = t.move_tag_to_new("v2").await;
-    let out = t.machine.hostctl(None, &["upgrade", "--check"]);
+    let out = t.machine.hostctl(None, &["upgrade", "--check", "--exit-code"]);
     assert_eq!(out.status.code(), Some(100), "{}", text(&out));
     assert_eq!(t.host.cached_update().await.unwrap().digest.as_deref(), Some(v2.digest.as_str()));
     assert_eq!(t.document_cached_update().await.as_deref(), Some(v2.digest.as_str()));
@@ -198,7 +198,7 @@ async fn a_check_after_the_tag_moved_back_clears_the_cached_update_everywhere() 
 
     // v2 is withdrawn: the tag names the deployed image again.
     t.move_tag_back_to_v1();
-    let out = t.machine.hostctl(None, &["upgrade", "--check"]);
+    let out = t.machine.hostctl(None, &["upgrade", "--check", "--exit-code"]);
     assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out), t.machine.log());
     assert!(text(&out).contains("No update available."), "{}", text(&out));
     assert_eq!(t.host.cached_update().await.unwrap(), CachedUpdate::default());
@@ -212,7 +212,7 @@ async fn a_check_after_the_tag_moved_back_clears_the_cached_update_everywhere() 
 
     // An unattended run that finds nothing new clears it too.
     t.move_tag_to_new("v3").await;
-    let out = t.machine.hostctl(None, &["upgrade", "--check"]);
+    let out = t.machine.hostctl(None, &["upgrade", "--check", "--exit-code"]);
     assert_eq!(out.status.code(), Some(100), "{}", text(&out));
     t.move_tag_back_to_v1();
     t.set_policy("stage");

@@ -176,7 +176,7 @@ async fn registry_check_then_upgrade_fetches_only_the_changed_layer() {
     let layers_before = sysroot.layer_digests().unwrap();
 
     // --check: metadata only, exit 100, the update shows in status.
-    let out = machine.hostctl(None, &["upgrade", "--check"]);
+    let out = machine.hostctl(None, &["upgrade", "--check", "--exit-code"]);
     assert_eq!(out.status.code(), Some(100), "{}", text(&out));
     assert_eq!(sysroot.layer_digests().unwrap(), layers_before, "--check fetched no layer");
     let cached = cached_update(&conn).await;
@@ -186,7 +186,7 @@ async fn registry_check_then_upgrade_fetches_only_the_changed_layer() {
     let changed_size = blob_size(&builder, changed.iter().next().unwrap());
     assert_eq!(cached.download_bytes, Some(changed_size));
     assert!(cached.timestamp.is_some());
-    let out = machine.hostctl(None, &["status"]);
+    let out = machine.hostctl(None, &["status", "--format", "humanreadable"]);
     let shown = text(&out);
     assert!(shown.contains("Update available") && shown.contains(&v2.digest), "{shown}");
     assert_eq!(status(&conn).await.status.other_deployments[0].cached_update.as_ref().unwrap().image_digest, v2.digest);
@@ -213,7 +213,7 @@ async fn registry_check_then_upgrade_fetches_only_the_changed_layer() {
 
     let out = machine.hostctl(None, &["upgrade"]);
     assert!(out.status.success() && text(&out).contains("No update available."), "{}", text(&out));
-    let out = machine.hostctl(None, &["upgrade", "--check"]);
+    let out = machine.hostctl(None, &["upgrade", "--check", "--exit-code"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
@@ -461,13 +461,15 @@ async fn download_only_then_stage_and_cleanup_on_an_offline_sysroot() {
     assert!(text(&out).contains("Stage deploys it"), "{}", text(&out));
     assert_eq!(deployed(&conn).await, [vd(&h.v1)]);
     assert!(h.sysroot.layer_digests().unwrap().len() > layers_v1.len(), "v2's layers are in the repo");
-    let out = machine.hostctl(None, &["status"]);
+    let out = machine.hostctl(None, &["status", "--format", "humanreadable"]);
     assert!(text(&out).contains("downloaded"), "{}", text(&out));
 
     std::fs::remove_dir_all(&h.builder.oci_dir).unwrap(); // Stage must not need the source.
-    let out = machine.hostctl(None, &["stage"]);
+    let out = machine.hostctl(None, &["stage", "--json"]);
     assert!(out.status.success(), "{}\n{}", text(&out), machine.log());
     assert_eq!(deployed(&conn).await, [vd(&v2), vd(&h.v1)]);
+    let last: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["image"], format!("oci:{}", h.builder.oci_name()).as_str(), "the job names the image it stages: {last}");
     let out = machine.hostctl(None, &["stage"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("NothingToStage"), "{}", text(&out));
@@ -553,7 +555,7 @@ fn interrupt_on_a_terminal(s: &SlowUpdate, answer: &str) -> std::process::Output
     s.machine
         .command("python3", None)
         .arg(hostd_tests::repo_root().join("tests/env/pty-session.py"))
-        .args(["--expect", "pulling", "--send", "\\x03", "--expect", "Cancel job", "--send", &format!("{answer}\\r"), "--"])
+        .args(["--expect", "pulling", "--send", "\\x03", "--expect", "Cancel the upgrade", "--send", &format!("{answer}\\r"), "--"])
         .arg(binary("hostctl"))
         .arg("upgrade")
         .stdin(Stdio::null())
@@ -571,13 +573,20 @@ async fn ctrl_c_on_a_terminal_asks_whether_to_cancel_the_job() {
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(8), "{shown}");
     assert!(shown.contains("layers") && shown.contains("ETA"), "a progress bar was drawn: {shown}");
+    assert!(shown.contains(" layers to fetch (") && shown.contains(" cached)"), "{shown}");
+    let checking = shown.split(" pulling ").next().unwrap();
+    assert!(checking.contains("checking") && !checking.contains("[="), "no bar while checking: {checking}");
+    assert!(!shown.contains("0 B/0 B"), "no empty bar drawn full: {shown}");
+    let image = format!("{}/hostd/os:stable", s.link.host());
+    assert!(shown.contains(&format!("Cancel the upgrade of {image}? [y/N]")), "the operation is named: {shown}");
+    assert!(!shown.contains("/org/hostd/Host1/job"), "no D-Bus path: {shown}");
     assert!(shown.contains("Cancelled"), "{shown}");
     assert_eq!(proxy.state().await.unwrap(), "idle");
     assert_eq!(s.h.sysroot.deployment_checksums().unwrap(), before);
 
     let out = interrupt_on_a_terminal(&s, "n");
     assert_eq!(out.status.code(), Some(9), "{}", text(&out));
-    assert!(text(&out).contains("keeps running"), "{}", text(&out));
+    assert!(text(&out).contains("keeps running in hostd; `hostctl watch` follows it again"), "{}", text(&out));
     assert_ne!(proxy.active_job().await.unwrap().as_str(), "/", "the job was left running");
     s.link.set_rate(16 << 20);
     wait_until_idle(&proxy).await;

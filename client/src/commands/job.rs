@@ -9,6 +9,7 @@ use zbus::{Connection, Variant};
 use super::{options, Caller};
 use crate::cli::{ApplyArgs, JobOutput, SwitchArgs, UpgradeArgs};
 use crate::exit::{self, Code};
+use crate::output::{errln, outln};
 use crate::watch::{self, End};
 
 /// `upgrade [--check]`.
@@ -16,7 +17,7 @@ pub async fn upgrade(conn: &Connection, call: &Caller<'_>, args: &UpgradeArgs) -
     if args.check {
         let path = call.start("Check", &(options(&[]),)).await?;
         return match watch::follow(conn, &path, &args.output).await? {
-            End::Finished(Ok(_)) if update_pending(call.host).await? => Ok(Code::UpdateAvailable),
+            End::Finished(Ok(_)) if args.exit_code && update_pending(call.host).await? => Ok(Code::UpdateAvailable),
             end => finish(end),
         };
     }
@@ -29,7 +30,7 @@ pub async fn upgrade(conn: &Connection, call: &Caller<'_>, args: &UpgradeArgs) -
     let path = call.start("Upgrade", &(opts,)).await?;
     if path.as_str() == "/" {
         if !args.output.quiet {
-            println!("Automatic updates are off ([updates] policy = none in hostd.toml).");
+            outln!("Automatic updates are off ([updates] policy = none in hostd.toml).");
         }
         return Ok(Code::Success);
     }
@@ -71,13 +72,28 @@ pub async fn cleanup(conn: &Connection, call: &Caller<'_>, output: &JobOutput) -
 pub async fn cancel(conn: &Connection, host: &Host1Proxy<'_>) -> Result<Code, Error> {
     let path = host.active_job().await?;
     if path.as_str() == "/" {
-        eprintln!("No job is running.");
+        errln!("No job is running.");
         return Ok(Code::Success);
     }
     let job = JobProxy::builder(conn).path(path.clone()).build().await?;
+    let kind = job.kind().await?;
+    let image = job.image().await.unwrap_or_default();
     job.cancel().await?;
-    eprintln!("Cancelling {}.", path.as_str());
+    match image.as_str() {
+        "" => errln!("Cancelling the {kind}."),
+        image => errln!("Cancelling the {kind} of {image}."),
+    }
     Ok(Code::Success)
+}
+
+/// `watch`: follow the running job (again) to its end.
+pub async fn watch(conn: &Connection, host: &Host1Proxy<'_>, output: &JobOutput) -> Result<Code, Error> {
+    let path = host.active_job().await?;
+    if path.as_str() == "/" {
+        errln!("No job is running.");
+        return Ok(Code::Success);
+    }
+    finish(watch::follow(conn, &path, output).await?)
 }
 
 fn finish(end: End) -> Result<Code, Error> {

@@ -12,6 +12,7 @@ use zbus::{OwnedObjectPath, Variant};
 
 use crate::cli::{Cli, Command};
 use crate::exit::{self, Code};
+use crate::polkit_agent::TtyAgent;
 
 /// Run the command line; never panics on bus errors.
 pub async fn run(cli: Cli) -> Code {
@@ -27,7 +28,7 @@ async fn dispatch(cli: Cli) -> Result<Code, Error> {
     let host = Host1Proxy::builder(&conn).cache_properties(zbus::proxy::CacheProperties::No).build().await?;
     let call = Caller { host: &host, interactive: !cli.no_ask_password };
     match cli.command {
-        Command::Status(args) => status::run(&host, &args).await,
+        Command::Status(args) => status::run(&conn, &host, &args).await,
         Command::Upgrade(args) => job::upgrade(&conn, &call, &args).await,
         Command::Switch(args) => job::switch(&conn, &call, &args).await,
         Command::Stage(args) => job::simple(&conn, &call, "Stage", &args).await,
@@ -36,10 +37,12 @@ async fn dispatch(cli: Cli) -> Result<Code, Error> {
         Command::Pin(args) => pin(&call, &args.deployment, true).await,
         Command::Unpin(args) => pin(&call, &args.deployment, false).await,
         Command::Cancel => job::cancel(&conn, &host).await,
+        Command::Watch(output) => job::watch(&conn, &host, &output).await,
         Command::Reload => {
             call.call::<()>("ReloadConfig", &()).await?;
             Ok(Code::Success)
         }
+        Command::GenerateDocs { .. } => unreachable!("handled in main, before the bus"),
     }
 }
 
@@ -60,7 +63,13 @@ impl Caller<'_> {
         R: for<'d> serde::Deserialize<'d> + zbus::Type,
     {
         let flags = if self.interactive { MethodFlags::ALLOW_INTERACTIVE_AUTH } else { MethodFlags::empty() };
-        let reply: Option<R> = self.host.inner().call_with_flags(method, flags, body).await?;
+        // An agent on the terminal for the call, so polkit can ask for a password.
+        let agent = if self.interactive { TtyAgent::start().await } else { None };
+        let reply = self.host.inner().call_with_flags(method, flags, body).await;
+        if let Some(agent) = agent {
+            agent.stop().await;
+        }
+        let reply: Option<R> = reply?;
         reply.ok_or_else(|| Error::Failed(format!("{method} returned no reply")))
     }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hostd_interface::job::{JobKind, JobProperties, JobStatus, Phase};
+use hostd_interface::job::{JobKind, JobProperties, JobStatus, Layer, Phase};
 use hostd_interface::names::JOB_INTERFACE;
 use hostd_interface::Error;
 use zbus::message::Header;
@@ -107,6 +107,20 @@ impl JobObject {
         self.job.props().progress()
     }
 
+    /// The image reference the job fetches or looks at, as a caller writes
+    /// it; empty until known and for jobs without one.
+    #[zbus(property)]
+    fn image(&self) -> String {
+        self.job.props().image().to_string()
+    }
+
+    /// Every layer of that image (digest, kind chunk | derived, size,
+    /// cached), in fetching order; empty until known.
+    #[zbus(property)]
+    fn layers(&self) -> Vec<Layer> {
+        self.job.props().layers().to_vec()
+    }
+
     /// What the job is doing, or its result.
     #[zbus(property)]
     fn message(&self) -> String {
@@ -162,6 +176,8 @@ fn wire_properties(job: &JobShared, props: &JobProps) -> JobProperties {
         layers_done: Some(props.layers_done()),
         layers_total: Some(props.layers_total()),
         progress: Some(props.progress()),
+        image: Some(props.image().to_string()),
+        layers: Some(props.layers().to_vec()),
         message: Some(props.message()),
         error_name: Some(error_name(props)),
         error_message: Some(error_message(props)),

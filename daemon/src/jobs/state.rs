@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Initiator, JobRequest};
-use crate::sysroot::progress::{Phase, Progress};
+use crate::sysroot::progress::{Layer, Phase, Progress};
 
 /// Where a job stands. The end carries the job's result, and only a job
 /// that ended badly carries an error.
@@ -86,6 +86,8 @@ pub struct JobProps {
     bytes_total: u64,
     layers_done: u32,
     layers_total: u32,
+    image: String,
+    layers: Vec<Layer>,
     warnings: Vec<String>,
 }
 
@@ -99,6 +101,8 @@ impl JobProps {
             bytes_total: 0,
             layers_done: 0,
             layers_total: 0,
+            image: String::new(),
+            layers: Vec::new(),
             warnings: Vec::new(),
         }
     }
@@ -131,6 +135,16 @@ impl JobProps {
     /// `LayersTotal`: layers to fetch in all.
     pub fn layers_total(&self) -> u32 {
         self.layers_total
+    }
+
+    /// `Image`: the image the job fetches or looks at; empty until known.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
+    /// `Layers`: the image's layers, cached or to fetch, in fetching order.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
     }
 
     /// `Warnings`: what the user must know about the job's result, in the
@@ -204,6 +218,20 @@ impl JobProps {
         if !self.warnings.iter().any(|w| w == warning) {
             self.warnings.push(warning.to_string());
         }
+        Ok(())
+    }
+
+    /// Name the image the running job fetches or looks at.
+    pub fn set_image(&mut self, image: &str) -> Result<(), Refused> {
+        self.running_message()?;
+        self.image = image.to_string();
+        Ok(())
+    }
+
+    /// The layers of the image, cached or to fetch, in fetching order.
+    pub fn set_layer_plan(&mut self, layers: &[Layer]) -> Result<(), Refused> {
+        self.running_message()?;
+        self.layers = layers.to_vec();
         Ok(())
     }
 
@@ -394,6 +422,14 @@ impl Progress for JobShared {
             }
             Ok(())
         });
+    }
+
+    fn image(&self, image: &str) {
+        self.update(|p| p.set_image(image));
+    }
+
+    fn layer_plan(&self, layers: &[Layer]) {
+        self.update(|p| p.set_layer_plan(layers));
     }
 
     fn layers(&self, done: u32, total: u32) {

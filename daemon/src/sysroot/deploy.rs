@@ -213,11 +213,15 @@ pub async fn stage(
             .with_context(|| format!("removing {STAGED_LOCK_FILE}"))?;
         warn_left_out(&locked.repo(), staged.csum().as_str(), progress);
         let booted = locked.booted_deployment();
+        let origin = origin_reference(&staged).ok().flatten();
+        if let Some(origin) = &origin {
+            progress.image(&super::image::user_reference(origin));
+        }
         let change = Change {
             event: Event::Staged,
             old_checksum: booted.map(|b| b.csum().to_string()),
             new_checksum: Some(staged.csum().to_string()),
-            image: origin_reference(&staged).ok().flatten().map(|r| r.to_string()),
+            image: origin.map(|r| r.to_string()),
         };
         return Ok(Outcome::changed(
             format!("Deployment {} will be applied at the next boot.", staged.csum()),
@@ -225,6 +229,7 @@ pub async fn stage(
         ));
     }
     let (merge, imgref) = super::tracked_image(&locked)?;
+    progress.image(&super::image::user_reference(&imgref));
     let repo = locked.repo();
     let state = store::query_image(&repo, &imgref.imgref)?
         .filter(|s| s.merge_commit != merge.csum().as_str())

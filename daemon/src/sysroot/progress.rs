@@ -1,11 +1,15 @@
 //! How long-running sysroot operations report what they are doing.
 
-pub use hostd_interface::job::Phase;
+pub use hostd_interface::job::{Layer, Phase};
 
 /// Receives progress from an operation; implemented by the job machinery.
 pub trait Progress: Send + Sync {
     /// Entered a new phase.
     fn phase(&self, phase: Phase, message: &str);
+    /// The image the operation fetches or looks at, as a caller writes it.
+    fn image(&self, image: &str);
+    /// Every layer of that image, cached or to fetch, in fetching order.
+    fn layer_plan(&self, layers: &[Layer]);
     /// Layer counts: fetched so far, to fetch in all.
     fn layers(&self, done: u32, total: u32);
     /// Byte counts: fetched so far, to fetch in all.

@@ -19,7 +19,8 @@ use super::local_source::{self, LocalImage, LocalKind, Trust, Unsafe};
 use super::metadata::ImageMetadata;
 use super::signature;
 use super::skopeo::{self, RunAs};
-use super::progress::{Phase, Progress};
+use super::progress::{Layer, Phase, Progress};
+use hostd_interface::job::LayerKind;
 use super::update_rule::{self, ImageFacts, Verdict};
 use super::{tracked_image, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
 
@@ -192,6 +193,23 @@ pub fn summarize(prep: &PreparedImport) -> UpdateSummary {
     summary
 }
 
+/// Every layer of a prepared import, in the order `import` fetches them
+/// (the content chunks, the ostree commit, then derived layers), cached or
+/// not.
+fn layer_plan(prep: &PreparedImport) -> Vec<Layer> {
+    let chunks = prep.ostree_layers.iter().chain(std::iter::once(&prep.ostree_commit_layer));
+    let chunks = chunks.map(|l| (l, LayerKind::Chunk));
+    chunks
+        .chain(prep.layers.iter().map(|l| (l, LayerKind::Derived)))
+        .map(|(l, kind)| Layer {
+            digest: l.layer().digest().to_string(),
+            kind,
+            size: l.layer().size(),
+            cached: l.commit.is_some(),
+        })
+        .collect()
+}
+
 /// `Check`: fetch manifest and config of the tracked image; ostree-ext caches
 /// them on the deployed commit so `Status` shows `cachedUpdate` offline.
 /// What was found is judged by [`update_rule`]; a cached update the check
@@ -204,6 +222,7 @@ pub async fn check(
     progress.phase(Phase::Checking, "fetching the image manifest");
     let locked = sysroot.lock(cancel, || progress.message("waiting for the sysroot lock")).await?;
     let (merge, imgref) = tracked_image(&locked)?;
+    progress.image(&crate::sysroot::image::user_reference(&imgref));
     let repo = locked.repo();
     let current = store::query_image_commit(&repo, merge.csum().as_str()).ok();
     let deployed = current.as_deref().map(update_rule::state_facts);
@@ -418,6 +437,7 @@ pub async fn fetch(
     before_import: impl FnOnce(&PreparedImport, &UpdateSummary) -> Result<Import, Error>,
 ) -> Result<Fetched, Error> {
     progress.phase(Phase::Checking, "fetching the image manifest");
+    progress.image(&crate::sysroot::image::user_reference(imgref));
     let opened = async {
         let (mut imp, run_as) = open(repo, imgref, access.untrusted, cancel).await?;
         let prepared = cancellable(cancel, prepare(&mut imp, imgref, run_as, cancel)).await?;
@@ -450,6 +470,7 @@ pub async fn fetch(
         Phase::Pulling,
         &format!("fetching {} of {} layers", summary.layers_to_fetch, summary.layers_total),
     );
+    progress.layer_plan(&layer_plan(&prep));
     progress.layers(0, summary.layers_to_fetch);
     progress.bytes(0, summary.bytes_to_fetch);
 

@@ -54,18 +54,18 @@ async fn demo() -> Result<()> {
         ADMIN.0
     ));
 
-    hostctl(&machine, &["status"], &[0])?;
+    hostctl(&machine, &["status", "--format", "humanreadable"], &[0])?;
 
     let v2 = builder.build("v2", &["data", "tools"], &BTreeMap::new()).await?;
     say(&format!("v2 is published under the same tag ({}): its data and tools layers changed", v2.digest));
-    hostctl(&machine, &["upgrade", "--check"], &[0, 100])?;
+    hostctl(&machine, &["upgrade", "--check"], &[0])?;
 
     hostctl(&machine, &["upgrade"], &[0])?;
-    hostctl(&machine, &["status"], &[0])?;
+    hostctl(&machine, &["status", "--format", "humanreadable"], &[0])?;
 
     say("Back to v1: rollback makes the previous deployment the default (a second one undoes it)");
     hostctl(&machine, &["rollback"], &[0])?;
-    hostctl(&machine, &["status"], &[0])?;
+    hostctl(&machine, &["status", "--format", "humanreadable"], &[0])?;
 
     say("Cleaning up: hostd, polkitd, the bus, the tmpfs sysroot");
     drop(machine);
