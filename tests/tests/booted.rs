@@ -809,6 +809,18 @@ fn fleet_lock_lets_one_host_of_a_group_reboot_at_a_time() {
 /// A file the `/usr` overlay tests write; the image has none there.
 const USR_FILE: &str = "/usr/share/hostd-usr-overlay-test";
 
+/// Make the host's `/sysroot` read-only, as on a host with
+/// `sysroot.readonly` in ostree's prepare-root.conf (bootc's default).
+fn make_sysroot_read_only(m: &BootedMachine) {
+    m.must(&["mount", "-o", "remount,ro,bind", "/sysroot"]).unwrap();
+    assert!(!sysroot_writable(m));
+}
+
+/// Whether a process of the host can write to `/sysroot`.
+fn sysroot_writable(m: &BootedMachine) -> bool {
+    m.run(&["touch", "/sysroot/hostd-test-probe"]).unwrap().status.success()
+}
+
 /// `hostctl status --json` as served, validated against bootc's schema,
 /// and its `status.usrOverlay`.
 fn usr_overlay_in_status(m: &BootedMachine) -> serde_json::Value {
@@ -825,6 +837,7 @@ fn usr_overlay_makes_usr_writable_until_the_reboot_for_a_wheel_member_only() {
     m.add_user(PLAIN_USER, false).unwrap();
     let write = |m: &BootedMachine| m.run(&["sh", "-c", &format!("echo fix > {USR_FILE}")]).unwrap();
     assert!(!write(&m).status.success(), "/usr is read-only before");
+    make_sysroot_read_only(&m);
     assert_eq!(usr_overlay_in_status(&m), serde_json::Value::Null);
 
     let out = m.hostctl(Some(PLAIN_USER), &["usr-overlay"]).unwrap();
@@ -836,6 +849,7 @@ fn usr_overlay_makes_usr_writable_until_the_reboot_for_a_wheel_member_only() {
     assert!(out.contains("discarded at the next reboot"), "{out}");
     success("writing under /usr", &write(&m));
     assert_eq!(file(&m, USR_FILE), "fix");
+    assert!(!sysroot_writable(&m), "/sysroot was made writable for the helper only");
     // The host sees the overlay, not only hostd: a fresh process of another user reads the file.
     success("reading it as another user", &m.run_as(Some(PLAIN_USER), &["cat", USR_FILE]).unwrap());
     assert_eq!(usr_overlay_in_status(&m), serde_json::json!({"accessMode": "readWrite", "persistence": "transient"}));
@@ -860,11 +874,13 @@ fn usr_overlay_makes_usr_writable_until_the_reboot_for_a_wheel_member_only() {
 fn persisted_usr_overlay_survives_a_reboot() {
     let mut m = booted_v1();
     m.add_user(ADMIN, true).unwrap();
+    make_sysroot_read_only(&m);
     let out = success("hostctl usr-overlay --persist", &m.hostctl(Some(ADMIN), &["usr-overlay", "--persist"]).unwrap());
     assert!(out.contains("stay across reboots"), "{out}");
     m.must(&["sh", "-c", &format!("echo hotfix > {USR_FILE}")]).unwrap();
     let persistent = serde_json::json!({"accessMode": "readWrite", "persistence": "persistent"});
     assert_eq!(usr_overlay_in_status(&m), persistent);
+    assert!(!sysroot_writable(&m), "/sysroot was made writable for the helper only");
     let before = m.status().unwrap();
 
     m.reboot().unwrap();

@@ -31,13 +31,16 @@ pub fn overlay_of(state: DeploymentUnlockedState) -> Option<FilesystemOverlay> {
 }
 
 /// Mount a writable overlay on the booted deployment's `/usr`, in the mount
-/// namespace of this process: discarded at the next reboot, or with
+/// namespace of this process and, through mount propagation, its peers (the
+/// host's, for the helper): discarded at the next reboot, or with
 /// `persist` kept in the deployment and mounted at every boot of it (a
 /// hotfix; libostree then also writes an unchanged clone of the deployment
 /// as the rollback). Takes the sysroot lock, waiting for it as `Pin` does.
 /// Blocking.
 pub fn unlock_booted(persist: bool) -> Result<FilesystemOverlay, Error> {
     let sysroot = ostree::Sysroot::new_default();
+    enter_shared_mount_namespace()?;
+    sysroot.set_mount_namespace_in_use();
     super::pin::lock_within(&sysroot, super::pin::LOCK_WAIT)?;
     let result = (|| {
         sysroot.load(gio::Cancellable::NONE).context("loading the sysroot")?;
@@ -58,6 +61,19 @@ pub fn unlock_booted(persist: bool) -> Result<FilesystemOverlay, Error> {
     })();
     sysroot.unlock();
     result
+}
+
+/// What libostree's `ostree_sysroot_initialize_with_mount_namespace`
+/// (2022.7, newer than the bindings) and `ostree admin` do: a mount
+/// namespace of this process in which libostree may remount a read-only
+/// `/sysroot` and `/boot` writable without the host seeing that. Unlike a
+/// job's namespace (`SysrootPath::lock`) its mounts keep their propagation:
+/// `/usr` stays a peer of the host's, so the overlay mounted on it here
+/// appears on the host's `/usr`, while remounts, which do not propagate,
+/// stay here.
+fn enter_shared_mount_namespace() -> Result<(), Error> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS)")?;
+    Ok(())
 }
 
 #[cfg(test)]
