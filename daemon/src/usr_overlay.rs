@@ -27,6 +27,9 @@ use crate::{errors, sysroot};
 pub const HELPER_ARG: &str = "--usr-overlay-helper";
 /// The transient unit the helper runs as.
 pub const UNIT: &str = "hostd-usr-overlay.service";
+/// Held by a `UsrOverlay` call from after its authorization until the
+/// status shows its overlay, so a second call finds it.
+pub static CALLS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// How long the daemon waits for the helper: the sysroot lock wait, and
 /// with `persist` libostree's write of a rollback clone.
 const LIMIT: Duration = Duration::from_secs(120);

@@ -461,29 +461,7 @@ impl Manager {
     ) -> Result<(), Error> {
         self.ctx.idle.touch();
         let options = Options::parse(Method::UsrOverlay, &options)?;
-        let loaded = self.ensure_image_based().await?;
-        let booted = match &*loaded {
-            Ok(s) if s.booted => s.host.status.booted.as_ref().and_then(|b| b.ostree.as_ref()).map(|o| o.checksum.clone()),
-            _ => {
-                return Err(Error::InvalidArgument(format!(
-                    "UsrOverlay changes /usr of the running system, but {} is not the booted sysroot",
-                    self.ctx.sysroot.path().display()
-                )))
-            }
-        };
-        if let Ok(s) = &*loaded {
-            if let Some(active) = s.host.status.usr_overlay {
-                return Err(Error::InvalidArgument(format!(
-                    "a /usr overlay is already active ({}, {}); it stays until {}",
-                    active.access_mode,
-                    active.persistence,
-                    match active.persistence {
-                        FilesystemOverlayPersistence::Transient => "the next reboot",
-                        FilesystemOverlayPersistence::Persistent => "this deployment is left",
-                    }
-                )));
-            }
-        }
+        self.usr_overlay_possible().await?;
         let auth = Authorizer::new(conn.clone());
         let caller = auth.caller(&header).await?;
         let details = HashMap::from([("verb", "usr-overlay".to_string()), ("options", options_summary(&options))]);
@@ -491,6 +469,9 @@ impl Manager {
         // A running check stops for it; the sysroot lock, which the helper
         // waits for, keeps the two apart until it has.
         self.ctx.jobs.make_way(|| format!("the check was pre-empted by usr-overlay (uid {})", caller.uid))?;
+        // One at a time: a call that waited for another finds its overlay.
+        let _one_at_a_time = crate::usr_overlay::CALLS.lock().await;
+        let booted = self.usr_overlay_possible().await?;
         let persistence = if options.persist {
             FilesystemOverlayPersistence::Persistent
         } else {
@@ -629,6 +610,33 @@ impl Manager {
 }
 
 impl Manager {
+    /// Whether `UsrOverlay` may mount an overlay: the sysroot is the booted
+    /// one and its `/usr` has none yet. The booted commit when it may.
+    async fn usr_overlay_possible(&self) -> Result<Option<String>, Error> {
+        let loaded = self.ensure_image_based().await?;
+        let snapshot = match &*loaded {
+            Ok(s) => s,
+            Err(e) => return Err(errors::name(e)),
+        };
+        if !snapshot.booted {
+            return Err(Error::InvalidArgument(format!(
+                "UsrOverlay changes /usr of the running system, but {} is not the booted sysroot",
+                self.ctx.sysroot.path().display()
+            )));
+        }
+        if let Some(active) = snapshot.host.status.usr_overlay {
+            let until = match active.persistence {
+                FilesystemOverlayPersistence::Transient => "the next reboot",
+                FilesystemOverlayPersistence::Persistent => "this deployment is no longer booted",
+            };
+            return Err(Error::InvalidArgument(format!(
+                "a /usr overlay is already active ({}, {}); it stays until {until}",
+                active.access_mode, active.persistence
+            )));
+        }
+        Ok(snapshot.host.status.booted.as_ref().and_then(|b| b.ostree.as_ref()).map(|o| o.checksum.clone()))
+    }
+
     async fn ensure_image_based(&self) -> Result<crate::sysroot::cache::Loaded, Error> {
         let loaded = self.ctx.status.current().await;
         if let Err(e @ crate::sysroot::Error::NotImageBased(_)) = &*loaded {
