@@ -63,6 +63,9 @@ pub enum Command {
     Pin(PinArgs),
     /// Let a pinned deployment be removed again.
     Unpin(PinArgs),
+    /// Mount a writable overlay on /usr of the booted deployment,
+    /// discarded at the next reboot unless --persist.
+    UsrOverlay(UsrOverlayArgs),
     /// Cancel the running job.
     Cancel,
     /// Follow the running job again (after Ctrl-C, or one started elsewhere).
@@ -240,6 +243,16 @@ pub struct PinArgs {
     /// (checksum.serial, or the checksum alone when unique), or its position
     /// in the boot order (0 boots next).
     pub deployment: String,
+}
+
+/// `usr-overlay` options.
+#[derive(Debug, Args)]
+pub struct UsrOverlayArgs {
+    /// Keep the overlay and its changes across reboots of this deployment
+    /// (a hotfix, as `ostree admin unlock --hotfix`); an unchanged clone of
+    /// the deployment becomes the rollback.
+    #[arg(long)]
+    pub persist: bool,
 }
 
 /// Options of verbs that can reboot.

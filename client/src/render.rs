@@ -2,7 +2,9 @@
 
 use std::io::{self, Write};
 
-use hostd_interface::host::{BootEntry, Host, ImageStatus};
+use hostd_interface::host::{
+    BootEntry, FilesystemOverlay, FilesystemOverlayAccessMode, FilesystemOverlayPersistence, Host, ImageStatus,
+};
 use hostd_interface::job::{JobKind, JobProperties, Phase};
 use hostd_interface::manager::{CachedUpdate, UpdatePolicy, UpdateStrategy};
 
@@ -36,7 +38,8 @@ pub fn status(out: &mut impl Write, host: &Host, booted_only: bool, downloaded: 
         return Ok(());
     }
     if booted_only {
-        return entry_block(out, "Booted", s.booted.as_ref().expect("checked above"), downloaded);
+        entry_block(out, "Booted", s.booted.as_ref().expect("checked above"), downloaded)?;
+        return usr_overlay(out, s.usr_overlay.as_ref());
     }
     let labelled = [("Staged", &s.staged), ("Booted", &s.booted), ("Rollback", &s.rollback)]
         .into_iter()
@@ -48,6 +51,7 @@ pub fn status(out: &mut impl Write, host: &Host, booted_only: bool, downloaded: 
         }
         entry_block(out, label, e, downloaded)?;
     }
+    usr_overlay(out, s.usr_overlay.as_ref())?;
     if s.rollback_queued {
         writeln!(out, "\nRollback queued: the rollback deployment boots next.")?;
     }
@@ -58,6 +62,21 @@ pub fn status(out: &mut impl Write, host: &Host, booted_only: bool, downloaded: 
         writeln!(out, "Reboot required to apply the pending change.")?;
     }
     Ok(())
+}
+
+/// The line about an overlay on the booted deployment's `/usr`; nothing
+/// without one.
+fn usr_overlay(out: &mut impl Write, overlay: Option<&FilesystemOverlay>) -> io::Result<()> {
+    let Some(o) = overlay else { return Ok(()) };
+    let access = match o.access_mode {
+        FilesystemOverlayAccessMode::ReadWrite => "writable",
+        FilesystemOverlayAccessMode::ReadOnly => "read-only",
+    };
+    let lasts = match o.persistence {
+        FilesystemOverlayPersistence::Transient => "its changes are discarded at the next reboot",
+        FilesystemOverlayPersistence::Persistent => "persistent: its changes stay across reboots of this deployment",
+    };
+    writeln!(out, "\n/usr overlay: {access}, {lasts}.")
 }
 
 /// The line for an image the last check found that is older than the
@@ -330,5 +349,28 @@ The staged update is download-only: a reboot keeps the booted deployment; `hostc
         let text = render(&host, false);
         assert!(text.contains("Rollback queued"));
         assert!(text.contains("Reboot required"));
+    }
+
+    #[test]
+    fn a_usr_overlay_is_named_with_its_persistence() {
+        let mut host = Host::new(
+            HostSpec::default(),
+            HostStatus { booted: Some(entry("2")), ty: Some(HostType::BootcHost), ..Default::default() },
+        );
+        assert!(!render(&host, false).contains("/usr overlay"));
+        host.status.usr_overlay = Some(FilesystemOverlay {
+            access_mode: FilesystemOverlayAccessMode::ReadWrite,
+            persistence: FilesystemOverlayPersistence::Transient,
+        });
+        let line = "\n/usr overlay: writable, its changes are discarded at the next reboot.\n";
+        assert!(render(&host, false).ends_with(line), "{}", render(&host, false));
+        assert!(render(&host, true).ends_with(line));
+        host.status.usr_overlay = Some(FilesystemOverlay {
+            access_mode: FilesystemOverlayAccessMode::ReadWrite,
+            persistence: FilesystemOverlayPersistence::Persistent,
+        });
+        assert!(render(&host, false).ends_with(
+            "\n/usr overlay: writable, persistent: its changes stay across reboots of this deployment.\n"
+        ));
     }
 }

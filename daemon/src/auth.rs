@@ -35,6 +35,8 @@ pub enum Action {
     Reboot,
     /// `org.hostd.host1.reload`
     Reload,
+    /// `org.hostd.host1.usr-overlay`
+    UsrOverlay,
 }
 
 impl Action {
@@ -50,6 +52,7 @@ impl Action {
             Action::Cleanup => "cleanup",
             Action::Reboot => "reboot",
             Action::Reload => "reload",
+            Action::UsrOverlay => "usr-overlay",
         }
     }
 
@@ -92,7 +95,8 @@ pub fn details_for(request: &JobRequest) -> HashMap<&'static str, String> {
     d
 }
 
-fn options_summary(o: &Options) -> String {
+/// The `options` detail: the options set, comma-separated.
+pub fn options_summary(o: &Options) -> String {
     let mut parts = Vec::new();
     for (set, name) in [
         (o.download_only, "download-only"),
@@ -101,6 +105,7 @@ fn options_summary(o: &Options) -> String {
         (o.retain, "retain"),
         (o.enforce_container_sigpolicy, "enforce-container-sigpolicy"),
         (o.auto, "auto"),
+        (o.persist, "persist"),
     ] {
         if set {
             parts.push(name);
@@ -229,5 +234,6 @@ mod tests {
     fn action_ids_follow_the_naming_rule() {
         assert_eq!(Action::Upgrade.id(), "org.hostd.host1.upgrade");
         assert_eq!(Action::Reload.id(), "org.hostd.host1.reload");
+        assert_eq!(Action::UsrOverlay.id(), "org.hostd.host1.usr-overlay");
     }
 }

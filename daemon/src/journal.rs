@@ -24,6 +24,8 @@ pub enum Event {
     RebootRequested,
     /// A requested reboot did not happen because something blocks it.
     RebootBlocked,
+    /// A writable overlay was mounted on the booted deployment's `/usr`.
+    UsrOverlay,
 }
 
 impl Event {
@@ -36,6 +38,7 @@ impl Event {
             Event::CleanedUp => "132306e3ef0f4bcf90db4b19e9c23866",
             Event::RebootRequested => "7750f9b2947848bdb17bf0f817cb781c",
             Event::RebootBlocked => "cc99a0dfb0c0420f986aa32459afc800",
+            Event::UsrOverlay => "19e66f27e05443f3b0d78aadc0652db8",
         }
     }
 }
@@ -83,6 +86,20 @@ pub fn record_with_warnings(change: &Change, initiator: &Initiator, job: u64, me
     );
 }
 
+/// The entry for a `/usr` overlay mounted on the booted deployment
+/// `checksum` (`PERSISTENCE` transient or persistent). Not a job's: no
+/// `JOB` field.
+pub fn record_usr_overlay(checksum: Option<&str>, persistence: &str, initiator: &Initiator) {
+    tracing::info!(
+        message_id = Event::UsrOverlay.message_id(),
+        new_checksum = checksum,
+        persistence,
+        initiator_uid = initiator.uid,
+        initiator_unit = initiator.unit.as_deref(),
+        "a writable {persistence} overlay was mounted on /usr"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +113,7 @@ mod tests {
             Event::CleanedUp,
             Event::RebootRequested,
             Event::RebootBlocked,
+            Event::UsrOverlay,
         ];
         let ids: std::collections::BTreeSet<_> = all.iter().map(|e| e.message_id()).collect();
         assert_eq!(ids.len(), all.len());

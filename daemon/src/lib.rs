@@ -17,6 +17,7 @@
 //! - [`context`]: state shared by the bus objects and the job runner.
 //! - [`idle`]: idle-exit bookkeeping.
 //! - [`logging`]: journald or stderr.
+//! - [`usr_overlay`]: `UsrOverlay` through a helper systemd runs in the host's mount namespace.
 //! - [`failpoint`]: moments where the fault tests hold a job (live only in test builds).
 
 pub mod auth;
@@ -36,3 +37,4 @@ pub mod logging;
 pub mod reboot;
 pub mod sysroot;
 pub mod updates;
+pub mod usr_overlay;

@@ -19,6 +19,10 @@ struct Args {
     /// Does nothing unless [updates] strategy = "fleet-lock".
     #[arg(long)]
     report_steady_state: bool,
+    /// Internal: mount the /usr overlay (transient or persistent) in this
+    /// process's mount namespace; hostd has systemd run this for UsrOverlay.
+    #[arg(long, value_name = "MODE", hide = true)]
+    usr_overlay_helper: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -27,6 +31,9 @@ fn main() -> std::process::ExitCode {
     let failpoints = hostd::failpoint::setup();
     if !failpoints.is_empty() {
         tracing::warn!("failpoints configured: {}", failpoints.join(", "));
+    }
+    if let Some(mode) = &args.usr_overlay_helper {
+        return hostd::usr_overlay::helper_main(mode);
     }
     if args.report_steady_state {
         let reported = hostd::config::Config::load(&args.config_root)

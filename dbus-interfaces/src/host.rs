@@ -192,6 +192,40 @@ pub struct HostStatus {
     /// The kind of host; `None` when not booted from an image.
     #[serde(rename = "type")]
     pub ty: Option<HostType>,
+    /// The overlay on the booted deployment's `/usr` (`UsrOverlay`);
+    /// `None` when `/usr` is the image's, read-only.
+    #[serde(default)]
+    pub usr_overlay: Option<FilesystemOverlay>,
+}
+
+/// An overlay on `/usr`, as bootc describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FilesystemOverlay {
+    /// Whether the overlay is writable.
+    pub access_mode: FilesystemOverlayAccessMode,
+    /// Whether it survives a reboot.
+    pub persistence: FilesystemOverlayPersistence,
+}
+
+wire_enum! {
+    /// Whether a `/usr` overlay is mounted read-only or writable.
+    pub enum FilesystemOverlayAccessMode {
+        /// Mounted read-only (libostree's "transient" unlock).
+        ReadOnly = "readOnly",
+        /// Mounted writable.
+        ReadWrite = "readWrite",
+    }
+}
+
+wire_enum! {
+    /// Whether a `/usr` overlay survives a reboot.
+    pub enum FilesystemOverlayPersistence {
+        /// Discarded at the next reboot.
+        Transient = "transient",
+        /// Mounted again at every boot of the deployment (a hotfix).
+        Persistent = "persistent",
+    }
 }
 
 impl Host {
@@ -306,6 +340,7 @@ mod tests {
                 other_deployments: vec![entry("o")],
                 rollback_queued: true,
                 ty: Some(HostType::BootcHost),
+                usr_overlay: None,
             },
         );
         let filtered = booted.filtered_to_booted();

@@ -23,6 +23,8 @@ pub const TRANSPORT: &str = "transport";
 pub const RETAIN: &str = "retain";
 /// Require the containers signature policy to verify the image.
 pub const ENFORCE_CONTAINER_SIGPOLICY: &str = "enforce-container-sigpolicy";
+/// Keep the `/usr` overlay across reboots (a hotfix).
+pub const PERSIST: &str = "persist";
 
 /// Longest accepted option value string.
 pub const MAX_STRING_LEN: usize = 4096;
@@ -57,6 +59,8 @@ pub enum Method {
     Rollback,
     /// `Cleanup`
     Cleanup,
+    /// `UsrOverlay`
+    UsrOverlay,
 }
 
 impl Method {
@@ -73,6 +77,7 @@ impl Method {
                 (APPLY, Bool),
             ],
             Method::Stage | Method::Rollback => &[(APPLY, Bool)],
+            Method::UsrOverlay => &[(PERSIST, Bool)],
         }
     }
 
@@ -86,6 +91,7 @@ impl Method {
             Method::Stage => "Stage",
             Method::Rollback => "Rollback",
             Method::Cleanup => "Cleanup",
+            Method::UsrOverlay => "UsrOverlay",
         }
     }
 }
@@ -107,6 +113,8 @@ pub struct Options {
     pub enforce_container_sigpolicy: bool,
     /// `auto` (`Upgrade` only): the policy decides what the other flags would.
     pub auto: bool,
+    /// `persist` (`UsrOverlay` only)
+    pub persist: bool,
 }
 
 impl Options {
@@ -157,6 +165,7 @@ impl Options {
             RETAIN => self.retain = b,
             ENFORCE_CONTAINER_SIGPOLICY => self.enforce_container_sigpolicy = b,
             AUTO => self.auto = b,
+            PERSIST => self.persist = b,
             _ => unreachable!("boolean option table and setter disagree on {key}"),
         }
     }
@@ -306,6 +315,16 @@ mod tests {
     }
 
     #[test]
+    fn persist_belongs_to_usr_overlay_alone() {
+        let o = Options::parse(Method::UsrOverlay, &dict(&[(PERSIST, Variant::Bool(true))])).unwrap();
+        assert!(o.persist);
+        let e = Options::parse(Method::Upgrade, &dict(&[(PERSIST, Variant::Bool(true))])).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(m) if m.contains("unknown option 'persist'")));
+        let e = Options::parse(Method::UsrOverlay, &dict(&[(APPLY, Variant::Bool(true))])).unwrap_err();
+        assert_eq!(e, Error::InvalidArgument("UsrOverlay: unknown option 'apply' (accepted: persist)".into()));
+    }
+
+    #[test]
     fn key_of_another_method_is_unknown() {
         let e = Options::parse(Method::Upgrade, &dict(&[(TRANSPORT, Variant::from("oci"))]))
             .unwrap_err();
@@ -345,12 +364,12 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        const METHODS: [Method; 7] = [
+        const METHODS: [Method; 8] = [
             Method::Status, Method::Check, Method::Upgrade, Method::Switch,
-            Method::Stage, Method::Rollback, Method::Cleanup,
+            Method::Stage, Method::Rollback, Method::Cleanup, Method::UsrOverlay,
         ];
-        const KEYS: [&str; 7] =
-            [DOWNLOAD_ONLY, APPLY, ALLOW_DOWNGRADE, TRANSPORT, RETAIN, ENFORCE_CONTAINER_SIGPOLICY, "force"];
+        const KEYS: [&str; 8] =
+            [DOWNLOAD_ONLY, APPLY, ALLOW_DOWNGRADE, TRANSPORT, RETAIN, ENFORCE_CONTAINER_SIGPOLICY, PERSIST, "force"];
 
         fn value() -> impl Strategy<Value = OwnedVariant> {
             prop_oneof![

@@ -37,6 +37,9 @@ pub trait Host1 {
     /// Keep a deployment (index in boot order, or checksum[.serial]) through
     /// new deployments and cleanups, or let it go.
     fn pin(&self, deployment: &str, pinned: bool) -> Result<(), Error>;
+    /// Mount a writable overlay on the booted deployment's `/usr`,
+    /// discarded at the next reboot unless `persist` is set.
+    fn usr_overlay(&self, options: OptionsArg<'_>) -> Result<(), Error>;
 
     /// idle | checking | fetching | staging | rolling-back | cleaning | rebooting
     #[zbus(property)]

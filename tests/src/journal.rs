@@ -30,6 +30,8 @@ pub mod message_id {
     pub const REBOOT_REQUESTED: &str = "7750f9b2947848bdb17bf0f817cb781c";
     /// A requested reboot was held off by an inhibitor.
     pub const REBOOT_BLOCKED: &str = "cc99a0dfb0c0420f986aa32459afc800";
+    /// A writable overlay was mounted on `/usr`.
+    pub const USR_OVERLAY: &str = "19e66f27e05443f3b0d78aadc0652db8";
 }
 
 /// One journal entry: field name → value.

@@ -815,3 +815,91 @@ fn fleet_lock_lets_one_host_of_a_group_reboot_at_a_time() {
     assert_eq!(slots(&b.status().unwrap()), (None, Some("v2"), Some("v1")));
     wait_for("B's steady-state report", Duration::from_secs(30), || steady_states(&server) == 1);
 }
+
+/// A file the `/usr` overlay tests write; the image has none there.
+const USR_FILE: &str = "/usr/share/hostd-usr-overlay-test";
+
+/// Make the host's `/sysroot` read-only, as on a host with
+/// `sysroot.readonly` in ostree's prepare-root.conf (bootc's default).
+fn make_sysroot_read_only(m: &BootedMachine) {
+    m.must(&["mount", "-o", "remount,ro,bind", "/sysroot"]).unwrap();
+    assert!(!sysroot_writable(m));
+}
+
+/// Whether a process of the host can write to `/sysroot`.
+fn sysroot_writable(m: &BootedMachine) -> bool {
+    m.run(&["touch", "/sysroot/hostd-test-probe"]).unwrap().status.success()
+}
+
+/// `hostctl status --json` as served, validated against bootc's schema,
+/// and its `status.usrOverlay`.
+fn usr_overlay_in_status(m: &BootedMachine) -> serde_json::Value {
+    let json = success("hostctl status --json", &m.hostctl(None, &["status", "--json"]).unwrap());
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    hostd_tests::schema::validate("bootc-host-v1.schema.json", &value).unwrap();
+    value["status"]["usrOverlay"].clone()
+}
+
+#[test]
+fn usr_overlay_makes_usr_writable_until_the_reboot_for_a_wheel_member_only() {
+    let mut m = booted_v1();
+    let uid = m.add_user(ADMIN, true).unwrap();
+    m.add_user(PLAIN_USER, false).unwrap();
+    let write = |m: &BootedMachine| m.run(&["sh", "-c", &format!("echo fix > {USR_FILE}")]).unwrap();
+    assert!(!write(&m).status.success(), "/usr is read-only before");
+    make_sysroot_read_only(&m);
+    assert_eq!(usr_overlay_in_status(&m), serde_json::Value::Null);
+
+    let out = m.hostctl(Some(PLAIN_USER), &["usr-overlay"]).unwrap();
+    assert_eq!(out.status.code(), Some(5), "exit code of a denied call:\n{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("org.hostd.host1.usr-overlay"), "{}", text(&out));
+    assert!(!write(&m).status.success(), "a denied call leaves /usr read-only");
+
+    let out = success("hostctl usr-overlay", &m.hostctl(Some(ADMIN), &["usr-overlay"]).unwrap());
+    assert!(out.contains("discarded at the next reboot"), "{out}");
+    success("writing under /usr", &write(&m));
+    assert_eq!(file(&m, USR_FILE), "fix");
+    assert!(!sysroot_writable(&m), "/sysroot was made writable for the helper only");
+    // The host sees the overlay, not only hostd: a fresh process of another user reads the file.
+    success("reading it as another user", &m.run_as(Some(PLAIN_USER), &["cat", USR_FILE]).unwrap());
+    assert_eq!(usr_overlay_in_status(&m), serde_json::json!({"accessMode": "readWrite", "persistence": "transient"}));
+    let plain = success("hostctl status", &m.hostctl(None, &["status"]).unwrap());
+    assert!(plain.contains("/usr overlay: writable, its changes are discarded at the next reboot."), "{plain}");
+    let host = m.status().unwrap();
+    let entry = journal_entry(&m, message_id::USR_OVERLAY, &checksum(&host.status.booted), uid);
+    assert_eq!(entry["PERSISTENCE"], "transient");
+
+    let again = m.hostctl(Some(ADMIN), &["usr-overlay"]).unwrap();
+    assert_eq!(again.status.code(), Some(7), "InvalidArgument while one is active:\n{}", text(&again));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already active"), "{}", text(&again));
+
+    m.reboot().unwrap();
+    assert!(!m.exists(USR_FILE).unwrap(), "the overlay's changes are gone after the reboot");
+    assert!(!write(&m).status.success(), "/usr is read-only again");
+    assert_eq!(usr_overlay_in_status(&m), serde_json::Value::Null);
+    assert_eq!(checksum(&m.status().unwrap().status.booted), checksum(&host.status.booted));
+}
+
+#[test]
+fn persisted_usr_overlay_survives_a_reboot() {
+    let mut m = booted_v1();
+    m.add_user(ADMIN, true).unwrap();
+    make_sysroot_read_only(&m);
+    let out = success("hostctl usr-overlay --persist", &m.hostctl(Some(ADMIN), &["usr-overlay", "--persist"]).unwrap());
+    assert!(out.contains("stay across reboots"), "{out}");
+    m.must(&["sh", "-c", &format!("echo hotfix > {USR_FILE}")]).unwrap();
+    let persistent = serde_json::json!({"accessMode": "readWrite", "persistence": "persistent"});
+    assert_eq!(usr_overlay_in_status(&m), persistent);
+    assert!(!sysroot_writable(&m), "/sysroot was made writable for the helper only");
+    let before = m.status().unwrap();
+
+    m.reboot().unwrap();
+    assert_eq!(file(&m, USR_FILE), "hotfix", "the hotfix is still there after the reboot");
+    assert_eq!(usr_overlay_in_status(&m), persistent);
+    let plain = success("hostctl status", &m.hostctl(None, &["status"]).unwrap());
+    assert!(plain.contains("/usr overlay: writable, persistent"), "{plain}");
+    let after = m.status().unwrap();
+    assert_eq!(checksum(&after.status.booted), checksum(&before.status.booted), "the hotfixed deployment booted");
+    // libostree keeps an unchanged clone of it as the rollback.
+    assert_eq!(checksum(&after.status.rollback), checksum(&before.status.booted));
+}

@@ -210,3 +210,29 @@ async fn hostctl_exit_codes_tell_unreachable_daemon_apart() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Hint: hostd is not installed"), "{stderr}");
 }
+
+#[tokio::test]
+async fn usr_overlay_is_refused_on_an_offline_sysroot_and_none_is_shown() {
+    let (sysroot, _built) = sysroot_with(1).await;
+    let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
+    let before = sysroot.deployment_checksums().unwrap();
+    let out = machine.hostctl(None, &["--no-ask-password", "usr-overlay"]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(7), "InvalidArgument's exit code: {said}");
+    assert!(said.contains("is not the booted sysroot"), "{said}");
+    // The option is checked before anything else, on the bus too.
+    let (_conn, host) = machine.manager().await.unwrap();
+    let options = HashMap::from([("persist", Variant::from("yes"))]);
+    match host.usr_overlay(options).await {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("'persist' must be of type 'b'"), "{m}"),
+        other => panic!("UsrOverlay with a string persist: {other:?}"),
+    }
+    let options = HashMap::from([("persist", Variant::from(true))]);
+    match host.usr_overlay(options).await {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("is not the booted sysroot"), "{m}"),
+        other => panic!("UsrOverlay on an offline sysroot: {other:?}"),
+    }
+    let (value, _) = status(&machine).await;
+    assert_eq!(value["status"]["usrOverlay"], serde_json::Value::Null);
+    assert_eq!(sysroot.deployment_checksums().unwrap(), before, "nothing was written");
+}

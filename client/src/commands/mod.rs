@@ -5,6 +5,7 @@ mod status;
 
 use std::collections::HashMap;
 
+use hostd_interface::options::PERSIST;
 use hostd_interface::proxy::Host1Proxy;
 use hostd_interface::Error;
 use zbus::proxy::MethodFlags;
@@ -36,6 +37,7 @@ async fn dispatch(cli: Cli) -> Result<Code, Error> {
         Command::Cleanup(output) => job::cleanup(&conn, &call, &output).await,
         Command::Pin(args) => pin(&call, &args.deployment, true).await,
         Command::Unpin(args) => pin(&call, &args.deployment, false).await,
+        Command::UsrOverlay(args) => usr_overlay(&call, args.persist).await,
         Command::Cancel => job::cancel(&conn, &host).await,
         Command::Watch(output) => job::watch(&conn, &host, &output).await,
         Command::Reload => {
@@ -48,6 +50,16 @@ async fn dispatch(cli: Cli) -> Result<Code, Error> {
 
 async fn pin(call: &Caller<'_>, deployment: &str, pinned: bool) -> Result<Code, Error> {
     call.call::<()>("Pin", &(deployment, pinned)).await?;
+    Ok(Code::Success)
+}
+
+async fn usr_overlay(call: &Caller<'_>, persist: bool) -> Result<Code, Error> {
+    call.call::<()>("UsrOverlay", &(options(&[(PERSIST, Variant::Bool(persist))]),)).await?;
+    if persist {
+        println!("A writable overlay is mounted on /usr; its changes stay across reboots of this deployment.");
+    } else {
+        println!("A writable overlay is mounted on /usr; its changes are discarded at the next reboot.");
+    }
     Ok(Code::Success)
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hostd_interface::host::Transport;
+use hostd_interface::host::{FilesystemOverlayPersistence, Transport};
 use hostd_interface::job::JobStatus;
 use hostd_interface::manager::{CachedUpdate, DeploymentEntry, ManagerState, UpdatePolicy, UpdateStrategy};
 use hostd_interface::names::MANAGER_PATH;
@@ -22,7 +22,7 @@ use zbus::{Connection, ObjectPath, ObjectServer, OwnedObjectPath, OwnedVariant};
 use super::guard::SignatureGuard;
 use super::job::{self, JobObject};
 use super::properties::{self, state_for};
-use crate::auth::{actions_for, details_for, Action, Authorizer};
+use crate::auth::{actions_for, details_for, options_summary, Action, Authorizer};
 use crate::context::Context;
 use crate::jobs::records;
 use crate::jobs::runner::{Course, JobEvents, Runner};
@@ -32,7 +32,7 @@ use crate::jobs::{Initiator, JobKind, JobRequest, JobShared, Reservation};
 use crate::reboot::apply::Logind;
 use crate::sysroot::local_source::{self, Trust};
 use crate::sysroot::pin;
-use crate::{containers_policy, errors, image_ref};
+use crate::{containers_policy, errors, image_ref, journal};
 
 /// The manager object as registered (behind its signature guard).
 pub type ManagerObject = SignatureGuard<Manager>;
@@ -450,6 +450,41 @@ impl Manager {
         Ok(())
     }
 
+    /// UsrOverlay: mount a writable overlay on the booted deployment's
+    /// /usr, discarded at the next reboot. Options: persist b (keep it
+    /// across reboots, a hotfix). Refused (InvalidArgument) on an offline
+    /// sysroot and while an overlay is active. Needs `usr-overlay`.
+    async fn usr_overlay(
+        &self,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        self.ctx.idle.touch();
+        let options = Options::parse(Method::UsrOverlay, &options)?;
+        self.usr_overlay_possible().await?;
+        let auth = Authorizer::new(conn.clone());
+        let caller = auth.caller(&header).await?;
+        let details = HashMap::from([("verb", "usr-overlay".to_string()), ("options", options_summary(&options))]);
+        auth.authorize(&header, &caller, &[Action::UsrOverlay], &details).await?;
+        // A running check stops for it; the sysroot lock, which the helper
+        // waits for, keeps the two apart until it has.
+        self.ctx.jobs.make_way(|| format!("the check was pre-empted by usr-overlay (uid {})", caller.uid))?;
+        // One at a time: a call that waited for another finds its overlay.
+        let _one_at_a_time = crate::usr_overlay::CALLS.lock().await;
+        let booted = self.usr_overlay_possible().await?;
+        let persistence = if options.persist {
+            FilesystemOverlayPersistence::Persistent
+        } else {
+            FilesystemOverlayPersistence::Transient
+        };
+        crate::usr_overlay::mount_on_host(conn, persistence).await?;
+        let initiator = Initiator { uid: caller.uid, unit: caller.unit };
+        journal::record_usr_overlay(booted.as_deref(), persistence.as_str(), &initiator);
+        self.ctx.status.refresh().await;
+        Ok(())
+    }
+
     /// ReloadConfig: re-read /etc/hostd/hostd.toml and drop-ins. A bad file is
     /// an InvalidArgument naming file and key; the previous settings stay.
     async fn reload_config(
@@ -576,6 +611,33 @@ impl Manager {
 }
 
 impl Manager {
+    /// Whether `UsrOverlay` may mount an overlay: the sysroot is the booted
+    /// one and its `/usr` has none yet. The booted commit when it may.
+    async fn usr_overlay_possible(&self) -> Result<Option<String>, Error> {
+        let loaded = self.ensure_image_based().await?;
+        let snapshot = match &*loaded {
+            Ok(s) => s,
+            Err(e) => return Err(errors::name(e)),
+        };
+        if !snapshot.booted {
+            return Err(Error::InvalidArgument(format!(
+                "UsrOverlay changes /usr of the running system, but {} is not the booted sysroot",
+                self.ctx.sysroot.path().display()
+            )));
+        }
+        if let Some(active) = snapshot.host.status.usr_overlay {
+            let until = match active.persistence {
+                FilesystemOverlayPersistence::Transient => "the next reboot",
+                FilesystemOverlayPersistence::Persistent => "this deployment is no longer booted",
+            };
+            return Err(Error::InvalidArgument(format!(
+                "a /usr overlay is already active ({}, {}); it stays until {until}",
+                active.access_mode, active.persistence
+            )));
+        }
+        Ok(snapshot.host.status.booted.as_ref().and_then(|b| b.ostree.as_ref()).map(|o| o.checksum.clone()))
+    }
+
     async fn ensure_image_based(&self) -> Result<crate::sysroot::cache::Loaded, Error> {
         let loaded = self.ctx.status.current().await;
         if let Err(e @ crate::sysroot::Error::NotImageBased(_)) = &*loaded {

@@ -11,6 +11,8 @@
 //! - [`pull`], [`deploy`], [`rollback`], [`cleanup`]: the mutating operations,
 //!   run by jobs on their own thread under the sysroot lock.
 //! - [`pin`]: pinning a deployment, done directly by the `Pin` call.
+//! - [`usr_overlay`]: the overlay on the booted `/usr` (libostree's unlock),
+//!   run by a helper in the host's mount namespace; its state in the Host document.
 //! - [`update_rule`]: what counts as an update, a downgrade or the same
 //!   image (used by `Check`, `Upgrade` and the status read).
 
@@ -32,6 +34,7 @@ pub mod signature;
 pub mod skopeo;
 pub mod status;
 pub mod update_rule;
+pub mod usr_overlay;
 pub mod watch;
 
 use std::path::{Path, PathBuf};

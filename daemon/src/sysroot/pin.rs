@@ -8,8 +8,8 @@ use ostree_ext::{gio, ostree};
 
 use super::{Error, SysrootPath};
 
-/// How long `Pin` waits for another process to release the sysroot lock.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// How long `Pin` and `UsrOverlay` wait for another process to release the sysroot lock.
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(10);
 const LOCK_POLL: Duration = Duration::from_millis(100);
 
 /// Which deployment a caller means.
@@ -109,8 +109,8 @@ fn set_pinned_blocking(path: &std::path::Path, selector: &Selector, pinned: bool
     result
 }
 
-#[expect(clippy::disallowed_methods, reason = "Pin runs on a blocking-pool thread")]
-fn lock_within(sysroot: &ostree::Sysroot, wait: Duration) -> Result<(), Error> {
+#[expect(clippy::disallowed_methods, reason = "Pin runs on a blocking-pool thread, the /usr overlay helper has no runtime")]
+pub(crate) fn lock_within(sysroot: &ostree::Sysroot, wait: Duration) -> Result<(), Error> {
     let deadline = Instant::now() + wait;
     loop {
         match sysroot.try_lock() {

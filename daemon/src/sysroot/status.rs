@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use hostd_interface::host::{
-    BootEntry, BootEntryOstree, BootOrder, Host, HostSpec, HostStatus, HostType, ImageReference,
+    BootEntry, BootEntryOstree, BootOrder, FilesystemOverlay, Host, HostSpec, HostStatus, HostType, ImageReference,
     ImageStatus,
 };
 use ostree_ext::container::deploy::ORIGIN_CONTAINER;
@@ -17,6 +17,7 @@ use ostree_ext::{gio, ostree};
 use super::deploy::STAGED_LOCK_FILE;
 use super::image::{layered_status, parse_origin_reference, reference_to_api};
 use super::update_rule::{self, Verdict};
+use super::usr_overlay;
 use super::Error;
 
 
@@ -158,7 +159,8 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
             cached_downgrade,
         });
     }
-    let mut snapshot = assemble(deployments, booted.is_some());
+    let usr_overlay = booted.as_ref().and_then(|b| usr_overlay::overlay_of(b.unlocked()));
+    let mut snapshot = assemble(deployments, booted.is_some(), usr_overlay);
     // A staged deployment is the update already; with none, a fetched image
     // may wait (offline download-only, or a locked one a reboot dropped).
     if snapshot.staged().is_none() {
@@ -249,7 +251,7 @@ fn origin_is_incompatible(d: &ostree::Deployment) -> bool {
 }
 
 /// Place deployments into the Host document's slots.
-fn assemble(deployments: Vec<Deployment>, booted: bool) -> Snapshot {
+fn assemble(deployments: Vec<Deployment>, booted: bool, usr_overlay: Option<FilesystemOverlay>) -> Snapshot {
     let find = |role: Role| deployments.iter().find(|d| d.role == role);
     let entry_of = |role: Role| find(role).map(|d| d.entry.clone());
     let rollback_queued = match (find(Role::Booted), find(Role::Rollback)) {
@@ -274,6 +276,7 @@ fn assemble(deployments: Vec<Deployment>, booted: bool) -> Snapshot {
         ty: find(Role::Booted)
             .and_then(|d| d.entry.image.as_ref())
             .map(|_| HostType::BootcHost),
+        usr_overlay,
     };
     let host = Host::new(
         HostSpec {
@@ -304,17 +307,17 @@ pub(crate) mod tests {
     pub(crate) fn booted_with_staged(download_only: bool) -> Snapshot {
         let mut staged = deployment(0, Role::Staged, "3");
         staged.entry.download_only = download_only;
-        assemble(vec![staged, deployment(1, Role::Booted, "2"), deployment(2, Role::Rollback, "1")], true)
+        assemble(vec![staged, deployment(1, Role::Booted, "2"), deployment(2, Role::Rollback, "1")], true, None)
     }
 
     /// A booted host whose rollback deployment boots next.
     pub(crate) fn booted_with_queued_rollback() -> Snapshot {
-        assemble(vec![deployment(0, Role::Rollback, "1"), deployment(1, Role::Booted, "2")], true)
+        assemble(vec![deployment(0, Role::Rollback, "1"), deployment(1, Role::Booted, "2")], true, None)
     }
 
     /// An offline sysroot with two deployments.
     pub(crate) fn offline() -> Snapshot {
-        assemble(vec![deployment(0, Role::Other, "2"), deployment(1, Role::Other, "1")], false)
+        assemble(vec![deployment(0, Role::Other, "2"), deployment(1, Role::Other, "1")], false, None)
     }
 
     fn deployment(index: usize, role: Role, version: &str) -> Deployment {
@@ -404,6 +407,7 @@ pub(crate) mod tests {
         let s = assemble(
             vec![deployment(0, Role::Other, "2"), deployment(1, Role::Other, "1")],
             false,
+            None,
         );
         assert!(s.host.status.booted.is_none());
         assert!(s.host.status.ty.is_none());
@@ -425,6 +429,7 @@ pub(crate) mod tests {
         let s = assemble(
             vec![deployment(0, Role::Rollback, "1"), deployment(1, Role::Booted, "2")],
             true,
+            None,
         );
         assert!(s.host.status.rollback_queued);
         assert_eq!(s.host.spec.boot_order, BootOrder::Rollback);
@@ -435,11 +440,11 @@ pub(crate) mod tests {
     #[test]
     fn staged_sets_spec_and_reboot_unless_download_only() {
         let mut staged = deployment(0, Role::Staged, "3");
-        let s = assemble(vec![staged.clone(), deployment(1, Role::Booted, "2")], true);
+        let s = assemble(vec![staged.clone(), deployment(1, Role::Booted, "2")], true, None);
         assert_eq!(s.host.spec.image.as_ref().unwrap().image, "/images/3");
         assert!(s.reboot_required);
         staged.entry.download_only = true;
-        let s = assemble(vec![staged, deployment(1, Role::Booted, "2")], true);
+        let s = assemble(vec![staged, deployment(1, Role::Booted, "2")], true, None);
         assert!(!s.reboot_required);
     }
 }

@@ -242,9 +242,17 @@ fn spawn_nspawn(spec: &BootSpec, name: &str, cgroups: &[PathBuf]) -> Result<Chil
         // norbind: the guest's own mounts below /sysroot must not show up again.
         .arg(format!("--bind={}:/sysroot:norbind", spec.sysroot.display()))
         .arg(format!("--bind={}:/boot", spec.sysroot.join("boot").display()))
-        .arg(format!("--bind={}:/var", var.display()))
-        // /usr is read-only on a booted ostree system.
-        .arg(format!("--bind-ro={}:/usr", spec.deployment.join("usr").display()));
+        .arg(format!("--bind={}:/var", var.display()));
+    // What ostree-prepare-root does in the initramfs: /usr is read-only on
+    // a booted ostree system, unless the deployment was unlocked as a
+    // hotfix (`ostree admin unlock --hotfix`), whose overlay is mounted
+    // again at every boot.
+    let usr = spec.deployment.join("usr");
+    if spec.deployment.join(".usr-ovl-work").is_dir() {
+        cmd.arg(format!("--overlay={}:{}:/usr", usr.display(), spec.deployment.join(".usr-ovl-upper").display()));
+    } else {
+        cmd.arg(format!("--bind-ro={}:/usr", usr.display()));
+    }
     for dir in &spec.shared_read_only {
         cmd.arg(format!("--bind-ro={}", dir.display()));
     }
