@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use crate::etc_diff::EtcDiffTarget;
 use crate::{host::Transport, Error};
 use zbus::{OwnedVariant, Variant};
 
@@ -23,6 +24,8 @@ pub const TRANSPORT: &str = "transport";
 pub const RETAIN: &str = "retain";
 /// Require the containers signature policy to verify the image.
 pub const ENFORCE_CONTAINER_SIGPOLICY: &str = "enforce-container-sigpolicy";
+/// Which deployment's `/etc` `EtcDiff` compares (`booted`, `staged`).
+pub const DEPLOYMENT: &str = "deployment";
 
 /// Longest accepted option value string.
 pub const MAX_STRING_LEN: usize = 4096;
@@ -57,13 +60,18 @@ pub enum Method {
     Rollback,
     /// `Cleanup`
     Cleanup,
+    /// `EtcDiff`
+    EtcDiff,
+    /// `Edit`
+    Edit,
 }
 
 impl Method {
     fn accepted(self) -> &'static [(&'static str, Kind)] {
         use Kind::*;
         match self {
-            Method::Status | Method::Check | Method::Cleanup => &[],
+            Method::Status | Method::Check | Method::Cleanup | Method::Edit => &[],
+            Method::EtcDiff => &[(DEPLOYMENT, Str)],
             Method::Upgrade => &[(DOWNLOAD_ONLY, Bool), (APPLY, Bool), (ALLOW_DOWNGRADE, Bool), (AUTO, Bool)],
             Method::Switch => &[
                 (TRANSPORT, Str),
@@ -86,6 +94,8 @@ impl Method {
             Method::Stage => "Stage",
             Method::Rollback => "Rollback",
             Method::Cleanup => "Cleanup",
+            Method::EtcDiff => "EtcDiff",
+            Method::Edit => "Edit",
         }
     }
 }
@@ -107,6 +117,8 @@ pub struct Options {
     pub enforce_container_sigpolicy: bool,
     /// `auto` (`Upgrade` only): the policy decides what the other flags would.
     pub auto: bool,
+    /// `deployment` (`EtcDiff` only; defaults to booted there)
+    pub deployment: Option<EtcDiffTarget>,
 }
 
 impl Options {
@@ -173,6 +185,18 @@ impl Options {
                     ))
                 })?;
                 self.transport = Some(t);
+                Ok(())
+            }
+            DEPLOYMENT => {
+                let d = s.parse::<EtcDiffTarget>().map_err(|_| {
+                    let names: Vec<_> = EtcDiffTarget::ALL.iter().map(|t| t.as_str()).collect();
+                    invalid(format!(
+                        "unknown deployment '{}' (expected one of: {})",
+                        truncate(s),
+                        names.join(", ")
+                    ))
+                })?;
+                self.deployment = Some(d);
                 Ok(())
             }
             _ => unreachable!("string option table and setter disagree on {key}"),
