@@ -56,6 +56,8 @@ pub enum Command {
     Cancel,
     /// Re-read /etc/hostd/hostd.toml and drop-ins.
     Reload,
+    /// List files in /etc that differ from the image's defaults (/usr/etc).
+    EtcDiff(EtcDiffArgs),
 }
 
 impl Command {
@@ -174,6 +176,32 @@ pub struct SwitchArgs {
     pub apply: bool,
     #[command(flatten)]
     pub output: JobOutput,
+}
+
+/// Which deployment `etc-diff` compares.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DeploymentArg {
+    /// The booted deployment (on an offline sysroot: the default one).
+    Booted,
+    /// The deployment staged for the next boot.
+    Staged,
+}
+
+/// `etc-diff` options.
+///
+/// Each line is a change kind (A added, D removed, M modified), the path,
+/// and for modified paths what changed: type, mode, owner, content. An
+/// added or removed directory is one line. File contents are never shown.
+#[derive(Debug, Args)]
+pub struct EtcDiffArgs {
+    /// Print the changes as JSON ({"deployment", "changes": [{"path", "kind",
+    /// "type", "mode", "previousType", "previousMode", "ownerChanged",
+    /// "contentChanged"}]}).
+    #[arg(long)]
+    pub json: bool,
+    /// Which deployment's /etc to compare with its /usr/etc.
+    #[arg(long, value_enum, default_value = "booted")]
+    pub deployment: DeploymentArg,
 }
 
 /// `pin` and `unpin` arguments.

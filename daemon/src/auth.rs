@@ -35,6 +35,8 @@ pub enum Action {
     Reboot,
     /// `org.hostd.host1.reload`
     Reload,
+    /// `org.hostd.host1.etc-diff`
+    EtcDiff,
 }
 
 impl Action {
@@ -50,6 +52,7 @@ impl Action {
             Action::Cleanup => "cleanup",
             Action::Reboot => "reboot",
             Action::Reload => "reload",
+            Action::EtcDiff => "etc-diff",
         }
     }
 
@@ -229,5 +232,6 @@ mod tests {
     fn action_ids_follow_the_naming_rule() {
         assert_eq!(Action::Upgrade.id(), "org.hostd.host1.upgrade");
         assert_eq!(Action::Reload.id(), "org.hostd.host1.reload");
+        assert_eq!(Action::EtcDiff.id(), "org.hostd.host1.etc-diff");
     }
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hostd_interface::etc_diff::EtcDiffTarget;
 use hostd_interface::host::Transport;
 use hostd_interface::job::JobStatus;
 use hostd_interface::manager::{CachedUpdate, DeploymentEntry, ManagerState, UpdatePolicy, UpdateStrategy};
@@ -31,7 +32,7 @@ use crate::jobs::worker::Worker;
 use crate::jobs::{Initiator, JobKind, JobRequest, JobShared, Reservation};
 use crate::reboot::apply::Logind;
 use crate::sysroot::local_source::{self, Trust};
-use crate::sysroot::pin;
+use crate::sysroot::{etc_diff, pin};
 use crate::{containers_policy, errors, image_ref};
 
 /// The manager object as registered (behind its signature guard).
@@ -447,6 +448,34 @@ impl Manager {
         tracing::info!(uid = caller.uid, deployment = %name, pinned, "set pinned={pinned} on {name}");
         self.ctx.status.refresh().await;
         Ok(())
+    }
+
+    /// EtcDiff: how a deployment's /etc differs from its image's /usr/etc
+    /// (added, removed, modified paths with type and mode changes), as JSON.
+    /// Paths and kinds only, never contents. Options: deployment s (booted,
+    /// the default: on an offline sysroot its default deployment; staged).
+    /// Needs the etc-diff authorization.
+    async fn etc_diff(
+        &self,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        self.ctx.idle.touch();
+        let options = Options::parse(Method::EtcDiff, &options)?;
+        let target = options.deployment.unwrap_or(EtcDiffTarget::Booted);
+        let loaded = self.ensure_image_based().await?;
+        let snapshot = loaded.as_ref().as_ref().map_err(errors::name)?;
+        let (name, dir) = etc_diff::deployment_of(snapshot, self.ctx.sysroot.path(), target).map_err(errors::name_owned)?;
+        let auth = Authorizer::new(conn.clone());
+        let caller = auth.caller(&header).await?;
+        let details = HashMap::from([("verb", "etc-diff".to_string()), ("deployment", target.to_string())]);
+        auth.authorize(&header, &caller, &[Action::EtcDiff], &details).await?;
+        let diff = tokio::task::spawn_blocking(move || etc_diff::diff(name, &dir))
+            .await
+            .map_err(|e| Error::Failed(format!("comparing /etc: {e}")))?
+            .map_err(errors::name_owned)?;
+        serde_json::to_string(&diff).map_err(|e| Error::Failed(format!("serializing the /etc changes: {e}")))
     }
 
     /// ReloadConfig: re-read /etc/hostd/hostd.toml and drop-ins. A bad file is
