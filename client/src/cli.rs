@@ -58,6 +58,8 @@ pub enum Command {
     Reload,
     /// List files in /etc that differ from the image's defaults (/usr/etc).
     EtcDiff(EtcDiffArgs),
+    /// Bring the host to an edited Host spec (image, bootOrder), as `bootc edit`.
+    Edit(EditArgs),
 }
 
 impl Command {
@@ -68,6 +70,7 @@ impl Command {
             Command::Switch(a) => Some(&a.output),
             Command::Stage(a) | Command::Rollback(a) => Some(&a.output),
             Command::Cleanup(o) => Some(o),
+            Command::Edit(a) => Some(&a.output),
             _ => None,
         }
     }
@@ -202,6 +205,25 @@ pub struct EtcDiffArgs {
     /// Which deployment's /etc to compare with its /usr/etc.
     #[arg(long, value_enum, default_value = "booted")]
     pub deployment: DeploymentArg,
+}
+
+/// `edit` options.
+///
+/// The document is a bootc Host document (apiVersion
+/// org.containers.bootc/v1, kind BootcHost) in YAML or JSON; only its
+/// `spec` is read: a new `image` (with `transport`) switches to it,
+/// `bootOrder: rollback` or `default` rolls back when it differs from the
+/// current one; both at once are refused. A `status` section or an unknown
+/// field is an invalid argument (exit 7) and nothing changes. A spec equal
+/// to the current one changes nothing.
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// Read the document from FILE (`-`: standard input) instead of
+    /// opening $EDITOR (else $VISUAL, else vi) on the current spec.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub filename: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub output: JobOutput,
 }
 
 /// `pin` and `unpin` arguments.

@@ -80,7 +80,7 @@ pub async fn cancel(conn: &Connection, host: &Host1Proxy<'_>) -> Result<Code, Er
     Ok(Code::Success)
 }
 
-fn finish(end: End) -> Result<Code, Error> {
+pub(super) fn finish(end: End) -> Result<Code, Error> {
     Ok(match end {
         End::Finished(Ok(_)) => Code::Success,
         End::Finished(Err(e)) => exit::report(&e),

@@ -1,5 +1,6 @@
 //! One function per verb; each is a typed call plus rendering.
 
+mod edit;
 mod etc_diff;
 mod job;
 mod status;
@@ -38,6 +39,7 @@ async fn dispatch(cli: Cli) -> Result<Code, Error> {
         Command::Unpin(args) => pin(&call, &args.deployment, false).await,
         Command::Cancel => job::cancel(&conn, &host).await,
         Command::EtcDiff(args) => etc_diff::run(&call, &args).await,
+        Command::Edit(args) => edit::run(&conn, &call, &args).await,
         Command::Reload => {
             call.call::<()>("ReloadConfig", &()).await?;
             Ok(Code::Success)

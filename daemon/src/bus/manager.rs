@@ -33,7 +33,7 @@ use crate::jobs::{Initiator, JobKind, JobRequest, JobShared, Reservation};
 use crate::reboot::apply::Logind;
 use crate::sysroot::local_source::{self, Trust};
 use crate::sysroot::{etc_diff, pin};
-use crate::{containers_policy, errors, image_ref};
+use crate::{containers_policy, edit, errors, image_ref};
 
 /// The manager object as registered (behind its signature guard).
 pub type ManagerObject = SignatureGuard<Manager>;
@@ -354,17 +354,38 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<JobReply, Error> {
-        let mut options = Options::parse(Method::Switch, &options)?;
-        // Under `[updates] require_signatures` the image is tracked as
-        // verified, so the policy is enforced on its updates too.
-        options.enforce_container_sigpolicy |= self.ctx.config().require_signatures;
-        let transport = options.transport.unwrap_or(Transport::Registry);
-        let reference = image_ref::parse(&image, transport, options.enforce_container_sigpolicy)?;
-        if options.enforce_container_sigpolicy {
-            containers_policy::ensure_enforcing(Path::new(containers_policy::POLICY_PATH), &reference)?;
-        }
-        self.ensure_can_apply(&options).await?;
-        let request = JobRequest { kind: JobKind::Switch, image: Some(reference), options };
+        let options = Options::parse(Method::Switch, &options)?;
+        let request = self.switch_request(&image, options).await?;
+        self.start_job(request, &header, conn, server).await
+    }
+
+    /// Edit: bring the host to the spec of a Host document (YAML or JSON,
+    /// bootc's apiVersion and kind; status and unknown fields are
+    /// InvalidArgument). A changed image runs a Switch job, a changed
+    /// bootOrder a Rollback job, each needing its own authorization; a
+    /// spec the host already has replies "/" and changes nothing. No options yet.
+    async fn edit(
+        &self,
+        document: String,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<JobReply, Error> {
+        self.ctx.idle.touch();
+        Options::parse(Method::Edit, &options)?;
+        let wanted = hostd_interface::edit::parse(&document)?;
+        let loaded = self.ensure_image_based().await?;
+        let current = loaded.as_ref().as_ref().map_err(errors::name)?.host.spec.clone();
+        let request = match edit::plan(&current, &wanted)? {
+            edit::Plan::Nothing => return Ok(ResponseDispatchNotifier::new(no_job()).0),
+            edit::Plan::Switch { image, transport, enforce_container_sigpolicy } => {
+                let options = Options { transport: Some(transport), enforce_container_sigpolicy, ..Options::default() };
+                self.switch_request(&image, options).await?
+            }
+            edit::Plan::Rollback => JobRequest { kind: JobKind::Rollback, image: None, options: Options::default() },
+        };
+        tracing::info!(kind = request.kind.as_str(), "edit: the spec asks for a {}", request.kind.as_str());
         self.start_job(request, &header, conn, server).await
     }
 
@@ -623,6 +644,20 @@ impl Manager {
             )));
         }
         Ok(loaded)
+    }
+
+    /// A validated `Switch` request for `image` (`Switch` and `Edit`).
+    async fn switch_request(&self, image: &str, mut options: Options) -> Result<JobRequest, Error> {
+        // Under `[updates] require_signatures` the image is tracked as
+        // verified, so the policy is enforced on its updates too.
+        options.enforce_container_sigpolicy |= self.ctx.config().require_signatures;
+        let transport = options.transport.unwrap_or(Transport::Registry);
+        let reference = image_ref::parse(image, transport, options.enforce_container_sigpolicy)?;
+        if options.enforce_container_sigpolicy {
+            containers_policy::ensure_enforcing(Path::new(containers_policy::POLICY_PATH), &reference)?;
+        }
+        self.ensure_can_apply(&options).await?;
+        Ok(JobRequest { kind: JobKind::Switch, image: Some(reference), options })
     }
 
     /// What `Upgrade({auto})` does under the configured policy; `None` when
