@@ -114,7 +114,10 @@ fn compare_dirs(defaults: &Dir, current: &Dir, at: &str, out: &mut Vec<EtcChange
                     c.content_changed = match type_now {
                         EtcFileType::File => !same_content(defaults, current, &name, &was, &now)
                             .with_context(|| format!("comparing {path}"))?,
-                        EtcFileType::Symlink => defaults.read_link(&name)? != current.read_link(&name)?,
+                        EtcFileType::Symlink => {
+                            link_target(defaults, &name).with_context(|| format!("reading the link /usr{path}"))?
+                                != link_target(current, &name).with_context(|| format!("reading the link {path}"))?
+                        }
                         EtcFileType::Other => was.rdev() != now.rdev(),
                         EtcFileType::Directory => false,
                     };
@@ -138,6 +141,12 @@ fn compare_dirs(defaults: &Dir, current: &Dir, at: &str, out: &mut Vec<EtcChange
         }
     }
     Ok(())
+}
+
+/// A symlink's target as written, absolute ones included (cap-std's
+/// `read_link` refuses those, as they lead outside the directory).
+fn link_target(dir: &Dir, name: &std::ffi::OsStr) -> Result<PathBuf> {
+    Ok(dir.read_link_contents(name)?)
 }
 
 /// Open the entry `name` of `dir` for reading, failing on a symlink (one
@@ -221,6 +230,11 @@ mod tests {
         std::fs::set_permissions(usr.join("mode"), std::fs::Permissions::from_mode(0o644)).unwrap();
         std::fs::remove_file(etc.join("link")).unwrap();
         symlink("target-b", etc.join("link")).unwrap();
+        // Absolute targets, as /etc/localtime has: compared, not followed.
+        symlink("/usr/share/zoneinfo/UTC", usr.join("localtime")).unwrap();
+        symlink("/usr/share/zoneinfo/UTC", etc.join("localtime")).unwrap();
+        symlink("/usr/share/zoneinfo/CET", usr.join("timezone-link")).unwrap();
+        symlink("/usr/share/zoneinfo/EET", etc.join("timezone-link")).unwrap();
         write(&usr.join("was-file"), "f");
         std::fs::create_dir(etc.join("was-file")).unwrap();
         std::fs::remove_dir_all(etc.join("gone-dir")).unwrap();
@@ -253,6 +267,7 @@ mod tests {
                 ("/etc/mode", Modified, File, None, Some("0644"), false),
                 ("/etc/new-dir", Added, Directory, None, None, false),
                 ("/etc/sub/removed", Removed, File, None, None, false),
+                ("/etc/timezone-link", Modified, Symlink, None, None, true),
                 ("/etc/was-file", Modified, Directory, Some(File), None, false),
             ]
         );
