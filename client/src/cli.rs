@@ -202,7 +202,8 @@ pub struct EtcDiffArgs {
     /// "contentChanged"}]}).
     #[arg(long)]
     pub json: bool,
-    /// Which deployment's /etc to compare with its /usr/etc.
+    /// Which deployment's /etc to compare with its /usr/etc. A staged
+    /// deployment's /etc gets the running system's changes only at shutdown.
     #[arg(long, value_enum, default_value = "booted")]
     pub deployment: DeploymentArg,
 }
