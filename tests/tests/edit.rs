@@ -90,6 +90,23 @@ async fn an_edited_spec_switches_rolls_back_or_changes_nothing() {
     assert!(text(&out).contains("already matches the spec"), "{}", text(&out));
     assert_eq!(h.sysroot.deployment_checksums().unwrap(), before);
 
+    // The same spec on standard input (`--filename -`), as JSON.
+    let same = status(&conn).await;
+    let json = serde_json::json!({"apiVersion": same.api_version, "kind": same.kind, "spec": same.spec}).to_string();
+    let mut child = machine
+        .command(binary("hostctl"), Some(ADMIN.1))
+        .args(["--no-ask-password", "edit", "--filename", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), json.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("already matches the spec"), "{json}: {}", text(&out));
+    assert_eq!(h.sysroot.deployment_checksums().unwrap(), before);
+
     // A whole Host document, status included, is refused and changes nothing.
     let mut full: serde_json::Value = serde_json::from_str(&status_json(&conn).await).unwrap();
     full["spec"]["image"]["image"] = v1_image.image.clone().into();
