@@ -78,6 +78,10 @@ pub enum Command {
         /// Where: DIR/man1 and DIR/completions.
         dir: std::path::PathBuf,
     },
+    /// List files in /etc that differ from the image's defaults (/usr/etc).
+    EtcDiff(EtcDiffArgs),
+    /// Bring the host to an edited Host spec (image, bootOrder), as `bootc edit`.
+    Edit(EditArgs),
 }
 
 impl Command {
@@ -88,6 +92,7 @@ impl Command {
             Command::Switch(a) => Some(&a.output),
             Command::Stage(a) | Command::Rollback(a) => Some(&a.output),
             Command::Cleanup(o) | Command::Watch(o) => Some(o),
+            Command::Edit(a) => Some(&a.output),
             _ => None,
         }
     }
@@ -232,6 +237,52 @@ pub struct SwitchArgs {
     /// Reboot when the update is queued.
     #[arg(long)]
     pub apply: bool,
+    #[command(flatten)]
+    pub output: JobOutput,
+}
+
+/// Which deployment `etc-diff` compares.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DeploymentArg {
+    /// The booted deployment (on an offline sysroot: the default one).
+    Booted,
+    /// The deployment staged for the next boot.
+    Staged,
+}
+
+/// `etc-diff` options.
+///
+/// Each line is a change kind (A added, D removed, M modified), the path,
+/// and for modified paths what changed: type, mode, owner, content. An
+/// added or removed directory is one line. File contents are never shown.
+#[derive(Debug, Args)]
+pub struct EtcDiffArgs {
+    /// Print the changes as JSON ({"deployment", "changes": [{"path", "kind",
+    /// "type", "mode", "previousType", "previousMode", "ownerChanged",
+    /// "contentChanged"}]}).
+    #[arg(long)]
+    pub json: bool,
+    /// Which deployment's /etc to compare with its /usr/etc. A staged
+    /// deployment's /etc gets the running system's changes only at shutdown.
+    #[arg(long, value_enum, default_value = "booted")]
+    pub deployment: DeploymentArg,
+}
+
+/// `edit` options.
+///
+/// The document is a bootc Host document (apiVersion
+/// org.containers.bootc/v1, kind BootcHost) in YAML or JSON; only its
+/// `spec` is read: a new `image` (with `transport`) switches to it,
+/// `bootOrder: rollback` or `default` rolls back when it differs from the
+/// current one; both at once are refused. A `status` section or an unknown
+/// field is an invalid argument (exit 7) and nothing changes. A spec equal
+/// to the current one changes nothing.
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// Read the document from FILE (`-`: standard input) instead of
+    /// opening $EDITOR (else $VISUAL, else vi) on the current spec.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub filename: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub output: JobOutput,
 }

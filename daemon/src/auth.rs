@@ -37,6 +37,8 @@ pub enum Action {
     Reload,
     /// `org.hostd.host1.usr-overlay`
     UsrOverlay,
+    /// `org.hostd.host1.etc-diff`
+    EtcDiff,
 }
 
 impl Action {
@@ -53,6 +55,7 @@ impl Action {
             Action::Reboot => "reboot",
             Action::Reload => "reload",
             Action::UsrOverlay => "usr-overlay",
+            Action::EtcDiff => "etc-diff",
         }
     }
 
@@ -235,5 +238,6 @@ mod tests {
         assert_eq!(Action::Upgrade.id(), "org.hostd.host1.upgrade");
         assert_eq!(Action::Reload.id(), "org.hostd.host1.reload");
         assert_eq!(Action::UsrOverlay.id(), "org.hostd.host1.usr-overlay");
+        assert_eq!(Action::EtcDiff.id(), "org.hostd.host1.etc-diff");
     }
 }

@@ -10,6 +10,7 @@
 //! - [`reboot`]: the logind reboot for `apply`, and `/run/reboot-required`.
 //! - [`journal`]: the journal entries with stable `MESSAGE_ID`s.
 //! - [`initiator`]: who asked for a job (uid, systemd unit).
+//! - [`edit`]: what an edited Host spec asks for (nothing, a switch, a rollback).
 //! - [`image_ref`]: strict parsing of caller-supplied image references.
 //! - [`containers_policy`]: whether the host's containers policy verifies an image.
 //! - [`config`]: `/etc/hostd/hostd.toml` and drop-ins.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod containers_policy;
 pub mod context;
 pub mod daemon;
+pub mod edit;
 pub mod errors;
 pub mod failpoint;
 pub mod idle;

@@ -3,6 +3,8 @@
 //! - [`names`]: bus name, object paths, interface names.
 //! - [`error`]: the `org.hostd.Host1.Error.*` names as one typed enum.
 //! - [`host`]: the Host JSON document returned by `Status` (bootc-compatible).
+//! - [`etc_diff`]: what `EtcDiff` returns: `/etc` paths changed against the image's `/usr/etc`.
+//! - [`edit`]: the Host document `Edit` takes (its `spec`), parsed strictly from YAML or JSON.
 //! - [`proxy`]: typed client proxies for the manager and job objects.
 //! - [`options`]: the option keys each method accepts.
 //! - [`job`]: the job object's values (kind, state, phase) and its properties dictionary.
@@ -12,7 +14,9 @@
 //! The normative interface text is `org.hostd.Host1.xml` next to this crate,
 //! available as [`INTERFACE_XML`].
 
+pub mod edit;
 pub mod error;
+pub mod etc_diff;
 pub mod host;
 pub mod job;
 pub mod manager;

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use crate::etc_diff::EtcDiffTarget;
 use crate::{host::Transport, Error};
 use zbus::{OwnedVariant, Variant};
 
@@ -25,6 +26,8 @@ pub const RETAIN: &str = "retain";
 pub const ENFORCE_CONTAINER_SIGPOLICY: &str = "enforce-container-sigpolicy";
 /// Keep the `/usr` overlay across reboots (a hotfix).
 pub const PERSIST: &str = "persist";
+/// Which deployment's `/etc` `EtcDiff` compares (`booted`, `staged`).
+pub const DEPLOYMENT: &str = "deployment";
 
 /// Longest accepted option value string.
 pub const MAX_STRING_LEN: usize = 4096;
@@ -61,13 +64,18 @@ pub enum Method {
     Cleanup,
     /// `UsrOverlay`
     UsrOverlay,
+    /// `EtcDiff`
+    EtcDiff,
+    /// `Edit`
+    Edit,
 }
 
 impl Method {
     fn accepted(self) -> &'static [(&'static str, Kind)] {
         use Kind::*;
         match self {
-            Method::Status | Method::Check | Method::Cleanup => &[],
+            Method::Status | Method::Check | Method::Cleanup | Method::Edit => &[],
+            Method::EtcDiff => &[(DEPLOYMENT, Str)],
             Method::Upgrade => &[(DOWNLOAD_ONLY, Bool), (APPLY, Bool), (ALLOW_DOWNGRADE, Bool), (AUTO, Bool)],
             Method::Switch => &[
                 (TRANSPORT, Str),
@@ -92,6 +100,8 @@ impl Method {
             Method::Rollback => "Rollback",
             Method::Cleanup => "Cleanup",
             Method::UsrOverlay => "UsrOverlay",
+            Method::EtcDiff => "EtcDiff",
+            Method::Edit => "Edit",
         }
     }
 }
@@ -115,6 +125,8 @@ pub struct Options {
     pub auto: bool,
     /// `persist` (`UsrOverlay` only)
     pub persist: bool,
+    /// `deployment` (`EtcDiff` only; defaults to booted there)
+    pub deployment: Option<EtcDiffTarget>,
 }
 
 impl Options {
@@ -182,6 +194,18 @@ impl Options {
                     ))
                 })?;
                 self.transport = Some(t);
+                Ok(())
+            }
+            DEPLOYMENT => {
+                let d = s.parse::<EtcDiffTarget>().map_err(|_| {
+                    let names: Vec<_> = EtcDiffTarget::ALL.iter().map(|t| t.as_str()).collect();
+                    invalid(format!(
+                        "unknown deployment '{}' (expected one of: {})",
+                        truncate(s),
+                        names.join(", ")
+                    ))
+                })?;
+                self.deployment = Some(d);
                 Ok(())
             }
             _ => unreachable!("string option table and setter disagree on {key}"),

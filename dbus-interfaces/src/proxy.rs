@@ -32,6 +32,12 @@ pub trait Host1 {
     fn rollback(&self, options: OptionsArg<'_>) -> Result<OwnedObjectPath, Error>;
     /// Prune images, layers and objects no deployment needs.
     fn cleanup(&self, options: OptionsArg<'_>) -> Result<OwnedObjectPath, Error>;
+    /// How a deployment's /etc differs from its image's /usr/etc, as JSON
+    /// (`etc_diff::EtcDiff`).
+    fn etc_diff(&self, options: OptionsArg<'_>) -> Result<String, Error>;
+    /// Bring the host to the spec of a Host document (YAML or JSON): the
+    /// switch or rollback job, `/` when the host already matches it.
+    fn edit(&self, document: &str, options: OptionsArg<'_>) -> Result<OwnedObjectPath, Error>;
     /// Re-read the configuration.
     fn reload_config(&self) -> Result<(), Error>;
     /// Keep a deployment (index in boot order, or checksum[.serial]) through

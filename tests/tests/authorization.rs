@@ -41,6 +41,7 @@ const CALLS: &[Call] = &[
     Call { args: &["rollback"], actions: &["rollback"], allowed_exit: 0, creates_job: true },
     Call { args: &["cleanup"], actions: &["cleanup"], allowed_exit: 0, creates_job: true },
     Call { args: &["reload"], actions: &["reload"], allowed_exit: 0, creates_job: false },
+    Call { args: &["etc-diff"], actions: &["etc-diff"], allowed_exit: 0, creates_job: false },
 ];
 
 /// Who calls, and which actions polkit grants them without a password.

@@ -5,11 +5,14 @@
 //! and staged updates are finalized by ostree-finalize-staged at shutdown;
 //! a reboot boots whatever the boot entries make the default.
 
+use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use hostd_interface::host::{BootEntry, Host, Transport};
+use hostd_interface::edit::spec_document;
+use hostd_interface::etc_diff::EtcDiff;
+use hostd_interface::host::{BootEntry, BootOrder, Host, Transport};
 use hostd_tests::booted::bls;
 use hostd_tests::booted::guest::Exit;
 use hostd_tests::booted::image::{KARGS_V11, KARGS_V12, RELEASE_KARG, SETGID_FILE, SETGID_MODE};
@@ -544,7 +547,7 @@ fn bootcs_timer_with_hostd_installed_and_no_configuration_upgrades_and_reboots_i
     // docs/install.md's `systemctl preset` enabled hostd's own units too.
     let enabled = m.must(&["systemctl", "is-enabled", "hostd-fetch-apply-updates.timer", "hostd-steady-state.service"]);
     assert_eq!(enabled.unwrap(), "enabled\nenabled\n");
-    let shown = success("hostctl status", &m.hostctl(None, &["status"]).unwrap());
+    let shown = success("hostctl status", &m.hostctl(None, &["status", "--format", "humanreadable"]).unwrap());
     assert!(shown.contains("Automatic updates: policy none"), "{shown}");
     m.publish("v2").unwrap();
 
@@ -863,7 +866,7 @@ fn usr_overlay_makes_usr_writable_until_the_reboot_for_a_wheel_member_only() {
     // The host sees the overlay, not only hostd: a fresh process of another user reads the file.
     success("reading it as another user", &m.run_as(Some(PLAIN_USER), &["cat", USR_FILE]).unwrap());
     assert_eq!(usr_overlay_in_status(&m), serde_json::json!({"accessMode": "readWrite", "persistence": "transient"}));
-    let plain = success("hostctl status", &m.hostctl(None, &["status"]).unwrap());
+    let plain = success("hostctl status", &m.hostctl(None, &["status", "--format", "humanreadable"]).unwrap());
     assert!(plain.contains("/usr overlay: writable, its changes are discarded at the next reboot."), "{plain}");
     let host = m.status().unwrap();
     let entry = journal_entry(&m, message_id::USR_OVERLAY, &checksum(&host.status.booted), uid);
@@ -896,10 +899,120 @@ fn persisted_usr_overlay_survives_a_reboot() {
     m.reboot().unwrap();
     assert_eq!(file(&m, USR_FILE), "hotfix", "the hotfix is still there after the reboot");
     assert_eq!(usr_overlay_in_status(&m), persistent);
-    let plain = success("hostctl status", &m.hostctl(None, &["status"]).unwrap());
+    let plain = success("hostctl status", &m.hostctl(None, &["status", "--format", "humanreadable"]).unwrap());
     assert!(plain.contains("/usr overlay: writable, persistent"), "{plain}");
     let after = m.status().unwrap();
     assert_eq!(checksum(&after.status.booted), checksum(&before.status.booted), "the hotfixed deployment booted");
     // libostree keeps an unchanged clone of it as the rollback.
     assert_eq!(checksum(&after.status.rollback), checksum(&before.status.booted));
+}
+
+/// `hostctl etc-diff --json` as `user`: (path, kind) of each change, and
+/// the deployment compared.
+fn etc_changes(m: &BootedMachine, user: Option<&str>, args: &[&str]) -> (String, BTreeSet<(String, &'static str)>) {
+    let mut all = vec!["etc-diff", "--json"];
+    all.extend_from_slice(args);
+    let json = success("hostctl etc-diff --json", &m.hostctl(user, &all).unwrap());
+    let diff: EtcDiff = serde_json::from_str(&json).unwrap();
+    (diff.deployment, diff.changes.into_iter().map(|c| (c.path, c.kind.as_str())).collect())
+}
+
+fn deployment_name(entry: &Option<BootEntry>) -> String {
+    let ostree = entry.as_ref().and_then(|e| e.ostree.as_ref()).expect("an ostree deployment");
+    format!("{}.{}", ostree.checksum, ostree.deploy_serial)
+}
+
+#[test]
+fn etc_diff_lists_an_admins_edit_deletion_and_addition_and_the_merge_keeps_them() {
+    let mut m = booted_v1();
+    m.add_user(ADMIN, true).unwrap();
+    m.add_user(PLAIN_USER, false).unwrap();
+    // What the booted host has changed in /etc already (users, machine id).
+    let (name, before) = etc_changes(&m, Some(ADMIN), &[]);
+    assert_eq!(name, deployment_name(&m.status().unwrap().status.booted));
+    let ours = |path: &str| path.starts_with("/etc/testos/");
+    assert!(!before.iter().any(|(p, _)| ours(p)), "{before:?}");
+
+    m.write_file("/etc/testos/b.conf", "b=local-edit\n").unwrap();
+    m.must(&["rm", "/etc/testos/a.conf"]).unwrap();
+    m.write_file("/etc/testos/local.conf", "c=local-only\n").unwrap();
+    let expected = BTreeSet::from([
+        ("/etc/testos/a.conf".to_string(), "removed"),
+        ("/etc/testos/b.conf".to_string(), "modified"),
+        ("/etc/testos/local.conf".to_string(), "added"),
+    ]);
+    let (_, after) = etc_changes(&m, Some(ADMIN), &[]);
+    assert_eq!(after.difference(&before).cloned().collect::<BTreeSet<_>>(), expected, "{after:?}");
+    let shown = success("hostctl etc-diff", &m.hostctl(Some(ADMIN), &["etc-diff"]).unwrap());
+    for line in ["D  /etc/testos/a.conf  (file 0644)", "M  /etc/testos/b.conf  (content)", "A  /etc/testos/local.conf  (file 0644)"] {
+        assert!(shown.lines().any(|l| l == line), "{line} in:\n{shown}");
+    }
+    assert!(!shown.contains("local-edit"), "contents are never shown:\n{shown}");
+    let out = m.hostctl(Some(PLAIN_USER), &["etc-diff"]).unwrap();
+    assert_eq!(out.status.code(), Some(5), "a user outside wheel without a session:\n{}", text(&out));
+
+    // Upgrade and reboot: the 3-way merge keeps the three changes, now
+    // against v2's defaults.
+    m.publish("v2").unwrap();
+    success("hostctl upgrade", &m.hostctl(Some(ADMIN), &["upgrade"]).unwrap());
+    let staged = deployment_name(&m.status().unwrap().status.staged);
+    let (name, in_staged) = etc_changes(&m, Some(ADMIN), &["--deployment", "staged"]);
+    assert_eq!(name, staged);
+    // The running system's changes are merged into it only at shutdown.
+    assert!(in_staged.is_empty(), "a staged /etc holds the image's defaults until finalization: {in_staged:?}");
+    m.reboot().unwrap();
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (None, Some("v2"), Some("v1")));
+    let (name, merged) = etc_changes(&m, Some(ADMIN), &[]);
+    assert_eq!(name, deployment_name(&host.status.booted), "the booted v2 deployment is compared");
+    let testos: BTreeSet<_> = merged.iter().filter(|(p, _)| ours(p)).cloned().collect();
+    assert_eq!(testos, expected, "{merged:?}");
+    assert_eq!(file(&m, "/etc/testos/b.conf"), "b=local-edit");
+    assert!(!m.exists("/etc/testos/a.conf").unwrap(), "a deletion survives the merge");
+}
+
+#[test]
+fn edit_switches_to_the_spec_image_and_the_same_spec_again_changes_nothing() {
+    let mut m = booted_v1();
+    m.add_user(ADMIN, true).unwrap();
+    let mut host = m.status().unwrap();
+    let v2_image = format!("{}:v2", m.oci_dir().display());
+    host.spec.image.as_mut().expect("a tracked image").image = v2_image.clone();
+    m.write_file("/var/tmp/spec.yaml", &spec_document(&host)).unwrap();
+
+    let out = success("hostctl edit", &m.hostctl(Some(ADMIN), &["edit", "--filename", "/var/tmp/spec.yaml"]).unwrap());
+    assert!(out.contains("Staged v2"), "{out}");
+    let after = m.status().unwrap();
+    assert_eq!(slots(&after), (Some("v2"), Some("v1"), None));
+    assert_eq!(after.spec.image.as_ref().map(|i| i.image.as_str()), Some(v2_image.as_str()));
+    assert_eq!(after.spec.image.as_ref().map(|i| i.transport), Some(Transport::Oci));
+
+    let again = success("hostctl edit (again)", &m.hostctl(Some(ADMIN), &["edit", "--filename", "/var/tmp/spec.yaml"]).unwrap());
+    assert!(again.contains("already matches the spec"), "{again}");
+    assert_eq!(checksum(&m.status().unwrap().status.staged), checksum(&after.status.staged), "nothing was staged again");
+
+    // A document with a status section is refused; nothing changes.
+    let full = success("hostctl status --json", &m.hostctl(None, &["status", "--json"]).unwrap());
+    m.write_file("/var/tmp/full.json", &full.replace(&v2_image, &m.tracked_image())).unwrap();
+    let out = m.hostctl(Some(ADMIN), &["edit", "--filename", "/var/tmp/full.json"]).unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert_eq!(slots(&m.status().unwrap()), (Some("v2"), Some("v1"), None));
+
+    m.reboot().unwrap();
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (None, Some("v2"), Some("v1")));
+    assert_eq!(file(&m, "/usr/share/testos/version"), "v2");
+
+    // bootOrder: rollback queues v1; the same spec again is a no-op.
+    let mut rollback = host.clone();
+    rollback.spec.boot_order = BootOrder::Rollback;
+    m.write_file("/var/tmp/rollback.yaml", &spec_document(&rollback)).unwrap();
+    success("hostctl edit (rollback)", &m.hostctl(Some(ADMIN), &["edit", "--filename", "/var/tmp/rollback.yaml"]).unwrap());
+    let queued = m.status().unwrap();
+    assert!(queued.status.rollback_queued);
+    assert_eq!(queued.spec.boot_order, BootOrder::Rollback);
+    let again = success("hostctl edit (rollback again)", &m.hostctl(Some(ADMIN), &["edit", "--filename", "/var/tmp/rollback.yaml"]).unwrap());
+    assert!(again.contains("already matches the spec"), "{again}");
+    m.reboot().unwrap();
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v1"), Some("v2")));
 }

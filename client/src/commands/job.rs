@@ -96,7 +96,7 @@ pub async fn watch(conn: &Connection, host: &Host1Proxy<'_>, output: &JobOutput)
     finish(watch::follow(conn, &path, output).await?)
 }
 
-fn finish(end: End) -> Result<Code, Error> {
+pub(super) fn finish(end: End) -> Result<Code, Error> {
     Ok(match end {
         End::Finished(Ok(_)) => Code::Success,
         End::Finished(Err(e)) => exit::report(&e),

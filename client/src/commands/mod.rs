@@ -1,5 +1,7 @@
 //! One function per verb; each is a typed call plus rendering.
 
+mod edit;
+mod etc_diff;
 mod job;
 mod status;
 
@@ -40,6 +42,8 @@ async fn dispatch(cli: Cli) -> Result<Code, Error> {
         Command::UsrOverlay(args) => usr_overlay(&call, args.persist).await,
         Command::Cancel => job::cancel(&conn, &host).await,
         Command::Watch(output) => job::watch(&conn, &host, &output).await,
+        Command::EtcDiff(args) => etc_diff::run(&call, &args).await,
+        Command::Edit(args) => edit::run(&conn, &call, &args).await,
         Command::Reload => {
             call.call::<()>("ReloadConfig", &()).await?;
             Ok(Code::Success)

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hostd_interface::etc_diff::EtcDiffTarget;
 use hostd_interface::host::{FilesystemOverlayPersistence, Transport};
 use hostd_interface::job::JobStatus;
 use hostd_interface::manager::{CachedUpdate, DeploymentEntry, ManagerState, UpdatePolicy, UpdateStrategy};
@@ -31,8 +32,8 @@ use crate::jobs::worker::Worker;
 use crate::jobs::{Initiator, JobKind, JobRequest, JobShared, Reservation};
 use crate::reboot::apply::Logind;
 use crate::sysroot::local_source::{self, Trust};
-use crate::sysroot::pin;
-use crate::{containers_policy, errors, image_ref, journal};
+use crate::sysroot::{etc_diff, pin};
+use crate::{containers_policy, edit, errors, image_ref, journal};
 
 /// The manager object as registered (behind its signature guard).
 pub type ManagerObject = SignatureGuard<Manager>;
@@ -354,17 +355,38 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<JobReply, Error> {
-        let mut options = Options::parse(Method::Switch, &options)?;
-        // Under `[updates] require_signatures` the image is tracked as
-        // verified, so the policy is enforced on its updates too.
-        options.enforce_container_sigpolicy |= self.ctx.config().require_signatures;
-        let transport = options.transport.unwrap_or(Transport::Registry);
-        let reference = image_ref::parse(&image, transport, options.enforce_container_sigpolicy)?;
-        if options.enforce_container_sigpolicy {
-            containers_policy::ensure_enforcing(Path::new(containers_policy::POLICY_PATH), &reference)?;
-        }
-        self.ensure_can_apply(&options).await?;
-        let request = JobRequest { kind: JobKind::Switch, image: Some(reference), options };
+        let options = Options::parse(Method::Switch, &options)?;
+        let request = self.switch_request(&image, options).await?;
+        self.start_job(request, &header, conn, server).await
+    }
+
+    /// Edit: bring the host to the spec of a Host document (YAML or JSON,
+    /// bootc's apiVersion and kind; status and unknown fields are
+    /// InvalidArgument). A changed image runs a Switch job, a changed
+    /// bootOrder a Rollback job, each needing its own authorization; a
+    /// spec the host already has replies "/" and changes nothing. No options yet.
+    async fn edit(
+        &self,
+        document: String,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<JobReply, Error> {
+        self.ctx.idle.touch();
+        Options::parse(Method::Edit, &options)?;
+        let wanted = hostd_interface::edit::parse(&document)?;
+        let loaded = self.ensure_image_based().await?;
+        let current = loaded.as_ref().as_ref().map_err(errors::name)?.host.spec.clone();
+        let request = match edit::plan(&current, &wanted)? {
+            edit::Plan::Nothing => return Ok(ResponseDispatchNotifier::new(no_job()).0),
+            edit::Plan::Switch { image, transport, enforce_container_sigpolicy } => {
+                let options = Options { transport: Some(transport), enforce_container_sigpolicy, ..Options::default() };
+                self.switch_request(&image, options).await?
+            }
+            edit::Plan::Rollback => JobRequest { kind: JobKind::Rollback, image: None, options: Options::default() },
+        };
+        tracing::info!(kind = request.kind.as_str(), "edit: the spec asks for a {}", request.kind.as_str());
         self.start_job(request, &header, conn, server).await
     }
 
@@ -483,6 +505,34 @@ impl Manager {
         journal::record_usr_overlay(booted.as_deref(), persistence.as_str(), &initiator);
         self.ctx.status.refresh().await;
         Ok(())
+    }
+
+    /// EtcDiff: how a deployment's /etc differs from its image's /usr/etc
+    /// (added, removed, modified paths with type and mode changes), as JSON.
+    /// Paths and kinds only, never contents. Options: deployment s (booted,
+    /// the default: on an offline sysroot its default deployment; staged).
+    /// Needs the etc-diff authorization.
+    async fn etc_diff(
+        &self,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        self.ctx.idle.touch();
+        let options = Options::parse(Method::EtcDiff, &options)?;
+        let target = options.deployment.unwrap_or(EtcDiffTarget::Booted);
+        let loaded = self.ensure_image_based().await?;
+        let snapshot = loaded.as_ref().as_ref().map_err(errors::name)?;
+        let (name, dir) = etc_diff::deployment_of(snapshot, self.ctx.sysroot.path(), target).map_err(errors::name_owned)?;
+        let auth = Authorizer::new(conn.clone());
+        let caller = auth.caller(&header).await?;
+        let details = HashMap::from([("verb", "etc-diff".to_string()), ("deployment", target.to_string())]);
+        auth.authorize(&header, &caller, &[Action::EtcDiff], &details).await?;
+        let diff = tokio::task::spawn_blocking(move || etc_diff::diff(name, &dir))
+            .await
+            .map_err(|e| Error::Failed(format!("comparing /etc: {e}")))?
+            .map_err(errors::name_owned)?;
+        serde_json::to_string(&diff).map_err(|e| Error::Failed(format!("serializing the /etc changes: {e}")))
     }
 
     /// ReloadConfig: re-read /etc/hostd/hostd.toml and drop-ins. A bad file is
@@ -657,6 +707,20 @@ impl Manager {
             )));
         }
         Ok(loaded)
+    }
+
+    /// A validated `Switch` request for `image` (`Switch` and `Edit`).
+    async fn switch_request(&self, image: &str, mut options: Options) -> Result<JobRequest, Error> {
+        // Under `[updates] require_signatures` the image is tracked as
+        // verified, so the policy is enforced on its updates too.
+        options.enforce_container_sigpolicy |= self.ctx.config().require_signatures;
+        let transport = options.transport.unwrap_or(Transport::Registry);
+        let reference = image_ref::parse(image, transport, options.enforce_container_sigpolicy)?;
+        if options.enforce_container_sigpolicy {
+            containers_policy::ensure_enforcing(Path::new(containers_policy::POLICY_PATH), &reference)?;
+        }
+        self.ensure_can_apply(&options).await?;
+        Ok(JobRequest { kind: JobKind::Switch, image: Some(reference), options })
     }
 
     /// What `Upgrade({auto})` does under the configured policy; `None` when

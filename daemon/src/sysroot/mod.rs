@@ -10,6 +10,8 @@
 //! - [`signature`]: enforcing the containers signature policy before a pull.
 //! - [`pull`], [`deploy`], [`rollback`], [`cleanup`]: the mutating operations,
 //!   run by jobs on their own thread under the sysroot lock.
+//! - [`etc_diff`]: a deployment's `/etc` against its image's `/usr/etc`,
+//!   read by the `EtcDiff` call on a blocking thread.
 //! - [`pin`]: pinning a deployment, done directly by the `Pin` call.
 //! - [`usr_overlay`]: the overlay on the booted `/usr` (libostree's unlock),
 //!   run by a helper in the host's mount namespace; its state in the Host document.
@@ -21,6 +23,7 @@ pub mod cancel;
 pub mod cleanup;
 pub mod deploy;
 pub mod errors;
+pub mod etc_diff;
 pub mod filtered;
 pub mod image;
 pub mod kargs;
