@@ -213,6 +213,24 @@ async fn sigstore_signed_with_a_cosign_key_only_the_publishers_images_deploy_or_
     assert!(!s.fetched_any_of(&s.own_layers(&s.v2)), "nothing fetched");
 }
 
+/// The signed v2 as `hostd/os:signed` (signed for the name hosts pull it
+/// by through the stand-in) and the unsigned v3 as `hostd/os:unsigned`,
+/// behind a stand-in that serves `first` for the first `moves_after`
+/// requests for `hostd/os:latest` and `then` after; the enforced Switch to
+/// it and the stand-in, on a host whose policy trusts the publisher.
+async fn switch_through_a_moving_tag(s: &Signed, first: &str, then: &str, moves_after: usize) -> (JobRecord, MovingTagRegistry) {
+    let publisher = GpgKey::generate(s.h.sysroot.dir.path(), "publisher").unwrap();
+    let relay = MovingTagRegistry::start(s.registry.port, "hostd/os", "latest", first, then, moves_after).unwrap();
+    let image = format!("{}/hostd/os:latest", relay.host());
+    push_signed(&s.registry, &s.oci(&s.v2), "hostd/os:signed", Signer::Gpg(&publisher), Some(&image), &s.push_config).unwrap();
+    s.push(&s.v3, "hostd/os:unsigned", None);
+    let machine = TestMachine::start(s.h.sysroot.path(), CONFIG).unwrap();
+    s.configure_host(&machine, signed_by(&publisher), &[relay.host()]);
+    let conn = machine.connect().await.unwrap();
+    let job = switch_enforced(&conn, &image).await;
+    (job, relay)
+}
+
 /// The stand-in serves the signed v2 to the first request for
 /// `hostd/os:latest` and the unsigned v3 to every later one: what the
 /// import read first is verified against what the tag names when it is
@@ -220,18 +238,8 @@ async fn sigstore_signed_with_a_cosign_key_only_the_publishers_images_deploy_or_
 #[tokio::test]
 async fn a_tag_that_moves_after_its_first_request_never_deploys_the_unsigned_image() {
     let s = signed_setup().await;
-    let publisher = GpgKey::generate(s.h.sysroot.dir.path(), "publisher").unwrap();
-    let relay = MovingTagRegistry::start(s.registry.port, "hostd/os", "latest", "signed", "unsigned", 1).unwrap();
-    // Signed for the name hosts pull it by.
-    let identity = format!("{}/hostd/os:latest", relay.host());
-    push_signed(&s.registry, &s.oci(&s.v2), "hostd/os:signed", Signer::Gpg(&publisher), Some(&identity), &s.push_config).unwrap();
-    s.push(&s.v3, "hostd/os:unsigned", None);
-    let machine = TestMachine::start(s.h.sysroot.path(), CONFIG).unwrap();
-    s.configure_host(&machine, signed_by(&publisher), &[relay.host()]);
-    let conn = machine.connect().await.unwrap();
     let before = s.h.sysroot.deployment_checksums().unwrap();
-
-    let job = switch_enforced(&conn, &format!("{}/hostd/os:latest", relay.host())).await;
+    let (job, relay) = switch_through_a_moving_tag(&s, "signed", "unsigned", 1).await;
     assert!(relay.tag_requests.load(std::sync::atomic::Ordering::SeqCst) >= 2, "the tag was read twice through the stand-in");
     let message = expect_rejected(&job);
     assert!(message.contains("moved") && message.contains(&s.v2.digest) && message.contains(&s.v3.digest), "{message}");
@@ -246,17 +254,9 @@ async fn a_tag_that_moves_after_its_first_request_never_deploys_the_unsigned_ima
 #[tokio::test]
 async fn a_signed_image_shown_only_to_the_evaluation_does_not_let_the_pulled_one_in() {
     let s = signed_setup().await;
-    let publisher = GpgKey::generate(s.h.sysroot.dir.path(), "publisher").unwrap();
-    let relay = MovingTagRegistry::start(s.registry.port, "hostd/os", "latest", "unsigned", "signed", 2).unwrap();
-    let identity = format!("{}/hostd/os:latest", relay.host());
-    push_signed(&s.registry, &s.oci(&s.v2), "hostd/os:signed", Signer::Gpg(&publisher), Some(&identity), &s.push_config).unwrap();
-    s.push(&s.v3, "hostd/os:unsigned", None);
-    let machine = TestMachine::start(s.h.sysroot.path(), CONFIG).unwrap();
-    s.configure_host(&machine, signed_by(&publisher), &[relay.host()]);
-    let conn = machine.connect().await.unwrap();
     let before = s.h.sysroot.deployment_checksums().unwrap();
-
-    let message = expect_rejected(&switch_enforced(&conn, &format!("{}/hostd/os:latest", relay.host())).await);
+    let (job, _relay) = switch_through_a_moving_tag(&s, "unsigned", "signed", 2).await;
+    let message = expect_rejected(&job);
     assert!(message.contains(&s.v3.digest) && message.contains("another image"), "{message}");
     assert_eq!(s.h.sysroot.deployment_checksums().unwrap(), before, "nothing deployed");
     assert!(!s.fetched_any_of(&s.own_layers(&s.v3)), "nothing of the pulled image was fetched");

@@ -55,7 +55,7 @@ use super::{Error, ImageFailure};
 const SCRATCH_TAG: &str = "policy-check";
 
 /// The image to evaluate: `imgref` read as the pull reads it (`run_as`),
-/// pinned to a manifest digest where its transport can name one.
+/// and the manifest the import reads, which the evaluated one must match.
 #[derive(Debug, Clone)]
 pub struct Subject<'a> {
     /// The reference the caller tracks.
@@ -137,7 +137,11 @@ fn rejected(subject: &Subject<'_>, reason: &str) -> Error {
 /// Its manifest may differ in form only: skopeo converts a Docker manifest
 /// to OCI for the scratch layout, keeping every blob digest.
 fn ensure_same_image(subject: &Subject<'_>, accepted: Option<&ImageManifest>) -> Result<(), Error> {
-    let (Some((_, imported)), Some(accepted)) = (&subject.manifest, accepted) else { return Ok(()) };
+    let Some((_, imported)) = &subject.manifest else { return Ok(()) };
+    // Accepted, but what was accepted cannot be told: not let through.
+    let accepted = accepted.ok_or_else(|| {
+        Error::Other(anyhow::anyhow!("{}: the manifest the policy evaluation copied could not be read back", described(subject)))
+    })?;
     let blobs = |m: &ImageManifest| -> Vec<String> {
         std::iter::once(m.config()).chain(m.layers()).map(|d| d.digest().to_string()).collect()
     };
