@@ -79,8 +79,24 @@ pub enum Command {
         dir: std::path::PathBuf,
     },
     /// List files in /etc that differ from the image's defaults (/usr/etc).
+    ///
+    /// Each line is a change kind (A added, D removed, M modified), the
+    /// path, and for modified paths what changed: type, mode, owner,
+    /// content. An added or removed directory is one line. File contents
+    /// are never shown. Control characters and bytes that are not UTF-8 in
+    /// a name are written as \\, \n, \t or \xNN.
     EtcDiff(EtcDiffArgs),
     /// Bring the host to an edited Host spec (image, bootOrder), as `bootc edit`.
+    ///
+    /// The document is a bootc Host document (apiVersion
+    /// org.containers.bootc/v1, kind BootcHost) in YAML or JSON; only its
+    /// `spec` is read: a new `image` (with `transport`) switches to it,
+    /// `bootOrder: rollback` or `default` rolls back when it differs from
+    /// the current one; both at once are refused. A `status` section or an
+    /// unknown field is an invalid argument (exit 7) and nothing changes. A
+    /// spec equal to the current one changes nothing. Without --filename,
+    /// $EDITOR (else $VISUAL, else vi, which needs a terminal) opens the
+    /// current spec.
     Edit(EditArgs),
 }
 

@@ -433,10 +433,16 @@ impl BootcProgress {
     }
 }
 
-/// `--progress-fd` must name a descriptor that is open (any, stdout too).
+/// `--progress-fd` must name a descriptor that is open for writing (any,
+/// stdout too): events written to a read-only one would be lost unseen.
 pub fn check_progress_fd(fd: i32) -> Result<(), Error> {
-    if fd < 0 || !std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists() {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = (fd >= 0).then(|| fcntl(fd, FcntlArg::F_GETFL).ok()).flatten();
+    let Some(flags) = flags else {
         return Err(Error::InvalidArgument(format!("--progress-fd {fd} is not an open file descriptor")));
+    };
+    if OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE == OFlag::O_RDONLY {
+        return Err(Error::InvalidArgument(format!("--progress-fd {fd} is open for reading only")));
     }
     Ok(())
 }

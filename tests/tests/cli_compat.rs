@@ -222,6 +222,10 @@ async fn progress_fd_streams_bootc_events_with_a_subtask_per_fetched_layer_and_t
     let out = machine.hostctl(None, &["upgrade", "--progress-fd", "9"]);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
     assert!(text(&out).contains("--progress-fd 9 is not an open file descriptor"), "{}", text(&out));
+    // Nor is one open for reading only (stdin from /dev/null): its events would be lost.
+    let out = machine.hostctl(None, &["upgrade", "--progress-fd", "0"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(text(&out).contains("--progress-fd 0 is open for reading only"), "{}", text(&out));
 }
 
 /// Start hostctl with its stdout a pipe whose reader reads `lines` lines
@@ -258,6 +262,19 @@ async fn a_closed_stdout_ends_hostctl_quietly_and_json_never_repeats_itself() {
     );
     assert!([0, 141].contains(&shell_status(&out)), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "", "nothing on stderr");
+
+    // Every verb that prints: `etc-diff` (text and JSON) and an `edit` that
+    // changes nothing, with the reader gone.
+    let spec = h.sysroot.dir.path().join("spec.json");
+    let current = hostd_tests::offline::status_json(&machine.connect().await.unwrap()).await;
+    let current: serde_json::Value = serde_json::from_str(&current).unwrap();
+    let document = serde_json::json!({"apiVersion": current["apiVersion"], "kind": current["kind"], "spec": current["spec"]});
+    std::fs::write(&spec, document.to_string()).unwrap();
+    for args in [&["etc-diff"][..], &["etc-diff", "--json"][..], &["edit", "--filename", spec.to_str().unwrap()][..]] {
+        let (out, _) = with_reader_gone_after({ let mut c = machine.command(binary("hostctl"), None); c.args(args); c }, 0);
+        assert!([0, 141].contains(&shell_status(&out)), "{args:?}: {}", text(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}: nothing on stderr");
+    }
 
     // `hostctl switch … --json | head -1`: the job goes on in hostd.
     let v2 = h.builder.build("v2", &["data"], &BTreeMap::new()).await.unwrap();

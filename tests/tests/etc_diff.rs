@@ -82,3 +82,46 @@ async fn edited_deleted_and_added_files_are_listed_with_their_kinds_and_nothing_
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
     assert!(text(&out).contains("is not the booted sysroot"), "{}", text(&out));
 }
+
+/// Names that would forge or blur a line, and a tree deeper than any thread
+/// stack would hold by recursion: each name is listed exactly, once, on one
+/// line, and the deep tree gets an answer while hostd stays up.
+#[tokio::test]
+async fn odd_names_are_quoted_and_a_tree_of_any_depth_is_answered() {
+    use std::os::unix::ffi::OsStrExt;
+    let sysroot = TestSysroot::new("256m").unwrap();
+    let builder = ImageBuilder::new(&sysroot.dir.path().join("images")).unwrap();
+    let defaults = BTreeMap::from([("usr/etc/issue".to_string(), "hostd fixture\n".to_string())]);
+    let v1 = builder.build("v1", &[], &defaults).await.unwrap();
+    sysroot.deploy_image(&v1.reference).await.unwrap();
+    let checksum = sysroot.deployment_checksums().unwrap().remove(0);
+    let root = sysroot.path().join("ostree/deploy/default/deploy").join(format!("{checksum}.0"));
+    let etc = root.join("etc");
+    std::fs::write(etc.join("a\nM  forged  (content)"), "x").unwrap();
+    for bytes in [&b"bad\xffname"[..], &b"bad\xfename"[..]] {
+        std::fs::write(etc.join(std::ffi::OsStr::from_bytes(bytes)), "x").unwrap();
+    }
+    // The same deep tree in the image's defaults and in /etc: it is walked.
+    for base in [root.join("usr/etc"), etc.clone()] {
+        let deep: std::path::PathBuf = std::iter::once(base.join("deep")).chain((0..700).map(|_| "d".into())).collect();
+        std::fs::create_dir_all(&deep).unwrap();
+    }
+    let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
+    let rules = std::fs::read_to_string(repo_root().join("polkit-rules/50-hostd.rules")).unwrap();
+    machine.add_polkit_rule("50-hostd.rules", &rules).unwrap();
+
+    let out = machine.hostctl(Some(ADMIN.1), &["etc-diff"]);
+    assert!(machine.hostd_running(), "hostd is still up: {}\n{}", text(&out), machine.log());
+    assert!(out.status.success(), "{}\n{}", text(&out), machine.log());
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "A  /etc/a\\nM  forged  (content)  (file 0644)",
+            "A  /etc/bad\\xfename  (file 0644)",
+            "A  /etc/bad\\xffname  (file 0644)",
+        ],
+        "{shown}"
+    );
+}

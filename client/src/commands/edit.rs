@@ -38,7 +38,7 @@ pub async fn run(conn: &Connection, call: &Caller<'_>, args: &EditArgs) -> Resul
             let edited = edit_in_editor(&shown).await?;
             if edited == shown {
                 if !args.output.quiet {
-                    println!("The spec was not changed; nothing to do.");
+                    crate::output::outln!("The spec was not changed; nothing to do.");
                 }
                 return Ok(Code::Success);
             }
@@ -48,21 +48,28 @@ pub async fn run(conn: &Connection, call: &Caller<'_>, args: &EditArgs) -> Resul
     let path = call.start("Edit", &(document.as_str(), options(&[]))).await?;
     if path.as_str() == "/" {
         if !args.output.quiet {
-            println!("The host already matches the spec; nothing to do.");
+            crate::output::outln!("The host already matches the spec; nothing to do.");
         }
         return Ok(Code::Success);
     }
     finish(watch::follow(conn, &path, &args.output).await?)
 }
 
-/// Open `$EDITOR` (else `$VISUAL`, else `vi`) on `text` in a file of our
-/// own; what the file holds when the editor exits successfully.
+/// Open `$EDITOR` (else `$VISUAL`, else `vi`; an empty one counts as
+/// unset) on `text` in a file of our own; what the file holds when the
+/// editor exits successfully. `vi` without a terminal would wait forever:
+/// with neither variable set and no terminal, `--filename` is the way.
 async fn edit_in_editor(text: &str) -> Result<String, Error> {
-    let editor = std::env::var("EDITOR")
-        .or_else(|_| std::env::var("VISUAL"))
-        .ok()
-        .filter(|e| !e.trim().is_empty())
-        .unwrap_or_else(|| "vi".to_string());
+    let set = |name: &str| std::env::var(name).ok().filter(|e| !e.trim().is_empty());
+    let chosen = set("EDITOR").or_else(|| set("VISUAL"));
+    if chosen.is_none() && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(Error::InvalidArgument(
+            "neither $EDITOR nor $VISUAL is set and stdin is no terminal for vi; \
+             give the spec with --filename FILE (or - for stdin)"
+                .into(),
+        ));
+    }
+    let editor = chosen.unwrap_or_else(|| "vi".to_string());
     let file = EditFile::create(text).await?;
     // Through the shell, so EDITOR may carry arguments ("code --wait").
     let status = tokio::process::Command::new("/bin/sh")

@@ -27,7 +27,9 @@ pub async fn run(call: &Caller<'_>, args: &EtcDiffArgs) -> Result<Code, Error> {
     } else {
         render(&mut out, &diff)
     };
-    written.map_err(|e| Error::Failed(format!("writing to stdout: {e}")))?;
+    if let Err(e) = written.and_then(|()| out.flush()) {
+        crate::output::stdout_failed(&e);
+    }
     Ok(Code::Success)
 }
 

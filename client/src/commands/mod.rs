@@ -60,9 +60,9 @@ async fn pin(call: &Caller<'_>, deployment: &str, pinned: bool) -> Result<Code, 
 async fn usr_overlay(call: &Caller<'_>, persist: bool) -> Result<Code, Error> {
     call.call::<()>("UsrOverlay", &(options(&[(PERSIST, Variant::Bool(persist))]),)).await?;
     if persist {
-        println!("A writable overlay is mounted on /usr; its changes stay across reboots of this deployment.");
+        crate::output::outln!("A writable overlay is mounted on /usr; its changes stay across reboots of this deployment.");
     } else {
-        println!("A writable overlay is mounted on /usr; its changes are discarded at the next reboot.");
+        crate::output::outln!("A writable overlay is mounted on /usr; its changes are discarded at the next reboot.");
     }
     Ok(Code::Success)
 }

@@ -54,7 +54,7 @@ pub fn diff(name: String, deployment: &Path) -> Result<EtcDiff, Error> {
     let defaults = open("usr/etc")?;
     let current = open("etc")?;
     let mut changes = Vec::new();
-    compare_dirs(&defaults, &current, "/etc", &mut changes)
+    compare_dirs(defaults, current, "/etc", &mut changes)
         .with_context(|| format!("comparing etc with usr/etc of {}", deployment.display()))?;
     changes.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(EtcDiff { deployment: name, changes })
@@ -86,61 +86,120 @@ fn entry(dir: &Dir, name: &std::ffi::OsStr) -> Result<Option<Metadata>> {
     }
 }
 
-fn compare_dirs(defaults: &Dir, current: &Dir, at: &str, out: &mut Vec<EtcChange>) -> Result<()> {
-    let mut all = names(defaults)?;
-    all.extend(names(current)?);
-    for name in all {
-        let path = format!("{at}/{}", name.to_string_lossy());
-        let change = |kind, m: &Metadata| EtcChange {
-            path: path.clone(),
-            kind,
-            file_type: file_type(m),
-            previous_type: None,
-            mode: format_mode(m.mode()),
-            previous_mode: None,
-            owner_changed: false,
-            content_changed: false,
+/// A directory pair being compared, with the names still to look at.
+struct Frame {
+    defaults: Dir,
+    current: Dir,
+    at: String,
+    names: std::collections::btree_set::IntoIter<std::ffi::OsString>,
+}
+
+impl Frame {
+    fn new(defaults: Dir, current: Dir, at: String) -> Result<Frame> {
+        let mut all = names(&defaults)?;
+        all.extend(names(&current)?);
+        Ok(Frame { defaults, current, at, names: all.into_iter() })
+    }
+}
+
+/// Compare the trees under `defaults` and `current` depth first, with an
+/// explicit stack: a tree of any depth is an answer or an error (too many
+/// open directories), never an overflowed thread stack.
+fn compare_dirs(defaults: Dir, current: Dir, at: &str, out: &mut Vec<EtcChange>) -> Result<()> {
+    let mut stack = vec![Frame::new(defaults, current, at.to_string())?];
+    while let Some(frame) = stack.last_mut() {
+        let Some(name) = frame.names.next() else {
+            stack.pop();
+            continue;
         };
-        match (entry(defaults, &name)?, entry(current, &name)?) {
-            (None, None) => {}
-            (None, Some(now)) => out.push(change(EtcChangeKind::Added, &now)),
-            (Some(was), None) => out.push(change(EtcChangeKind::Removed, &was)),
-            (Some(was), Some(now)) => {
-                let (type_was, type_now) = (file_type(&was), file_type(&now));
-                let mut c = change(EtcChangeKind::Modified, &now);
-                if type_was != type_now {
-                    c.previous_type = Some(type_was);
-                } else {
-                    c.content_changed = match type_now {
-                        EtcFileType::File => !same_content(defaults, current, &name, &was, &now)
-                            .with_context(|| format!("comparing {path}"))?,
-                        EtcFileType::Symlink => {
-                            link_target(defaults, &name).with_context(|| format!("reading the link /usr{path}"))?
-                                != link_target(current, &name).with_context(|| format!("reading the link {path}"))?
-                        }
-                        EtcFileType::Other => was.rdev() != now.rdev(),
-                        EtcFileType::Directory => false,
-                    };
-                }
-                // A symlink's own bits mean nothing on Linux; across a
-                // type change, the type says it.
-                if type_was == type_now && type_now != EtcFileType::Symlink && (was.mode() & 0o7777) != (now.mode() & 0o7777) {
-                    c.previous_mode = Some(format_mode(was.mode()));
-                }
-                c.owner_changed = (was.uid(), was.gid()) != (now.uid(), now.gid());
-                let changed = c.previous_type.is_some() || c.previous_mode.is_some() || c.owner_changed || c.content_changed;
-                if changed {
-                    out.push(c);
-                }
-                if type_was == EtcFileType::Directory && type_now == EtcFileType::Directory {
-                    let sub_defaults = open_subdir(defaults, &name).with_context(|| format!("opening /usr{path}"))?;
-                    let sub_current = open_subdir(current, &name).with_context(|| format!("opening {path}"))?;
-                    compare_dirs(&sub_defaults, &sub_current, &path, out)?;
-                }
-            }
+        if let Some(deeper) = compare_entry(frame, &name, out)? {
+            stack.push(deeper);
         }
     }
     Ok(())
+}
+
+/// Compare `name` of `frame`'s two directories; the pair to descend into
+/// when both are directories.
+fn compare_entry(frame: &Frame, name: &std::ffi::OsStr, out: &mut Vec<EtcChange>) -> Result<Option<Frame>> {
+    let (defaults, current, at) = (&frame.defaults, &frame.current, frame.at.as_str());
+    let path = format!("{at}/{}", escaped(name));
+    let change = |kind, m: &Metadata| EtcChange {
+        path: path.clone(),
+        kind,
+        file_type: file_type(m),
+        previous_type: None,
+        mode: format_mode(m.mode()),
+        previous_mode: None,
+        owner_changed: false,
+        content_changed: false,
+    };
+    match (entry(defaults, name)?, entry(current, name)?) {
+        (None, None) => {}
+        (None, Some(now)) => out.push(change(EtcChangeKind::Added, &now)),
+        (Some(was), None) => out.push(change(EtcChangeKind::Removed, &was)),
+        (Some(was), Some(now)) => {
+            let (type_was, type_now) = (file_type(&was), file_type(&now));
+            let mut c = change(EtcChangeKind::Modified, &now);
+            if type_was != type_now {
+                c.previous_type = Some(type_was);
+            } else {
+                c.content_changed = match type_now {
+                    EtcFileType::File => !same_content(defaults, current, name, &was, &now)
+                        .with_context(|| format!("comparing {path}"))?,
+                    EtcFileType::Symlink => {
+                        link_target(defaults, name).with_context(|| format!("reading the link /usr{path}"))?
+                            != link_target(current, name).with_context(|| format!("reading the link {path}"))?
+                    }
+                    EtcFileType::Other => was.rdev() != now.rdev(),
+                    EtcFileType::Directory => false,
+                };
+            }
+            // A symlink's own bits mean nothing on Linux; across a
+            // type change, the type says it.
+            if type_was == type_now && type_now != EtcFileType::Symlink && (was.mode() & 0o7777) != (now.mode() & 0o7777) {
+                c.previous_mode = Some(format_mode(was.mode()));
+            }
+            c.owner_changed = (was.uid(), was.gid()) != (now.uid(), now.gid());
+            let changed = c.previous_type.is_some() || c.previous_mode.is_some() || c.owner_changed || c.content_changed;
+            if changed {
+                out.push(c);
+            }
+            if type_was == EtcFileType::Directory && type_now == EtcFileType::Directory {
+                let sub_defaults = open_subdir(defaults, name).with_context(|| format!("opening /usr{path}"))?;
+                let sub_current = open_subdir(current, name).with_context(|| format!("opening {path}"))?;
+                return Ok(Some(Frame::new(sub_defaults, sub_current, path)?));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `name` as one unambiguous line of text: a backslash, control characters
+/// (a newline in a name would forge another line) and bytes that are not
+/// UTF-8 are written as `\\`, `\n`, `\t` or `\xNN`, as `ls -b` quotes them;
+/// two different names never look alike.
+fn escaped(name: &std::ffi::OsStr) -> String {
+    use std::fmt::Write as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut text = String::new();
+    for chunk in name.as_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => text.push_str("\\\\"),
+                '\n' => text.push_str("\\n"),
+                '\t' => text.push_str("\\t"),
+                c if c.is_control() => {
+                    let _ = write!(text, "\\x{:02x}", u32::from(c));
+                }
+                c => text.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(text, "\\x{byte:02x}");
+        }
+    }
+    text
 }
 
 /// A symlink's target as written, absolute ones included (cap-std's
