@@ -18,6 +18,8 @@
 //! - [`context`]: state shared by the bus objects and the job runner.
 //! - [`idle`]: idle-exit bookkeeping.
 //! - [`logging`]: journald or stderr.
+//! - `systemd`: the parts of systemd's D-Bus API hostd calls (starting
+//!   units, their jobs' end, a unit's state).
 //! - [`usr_overlay`]: `UsrOverlay` through a helper systemd runs in the host's mount namespace.
 //! - [`failpoint`]: moments where the fault tests hold a job (live only in test builds).
 
@@ -38,5 +40,6 @@ pub mod journal;
 pub mod logging;
 pub mod reboot;
 pub mod sysroot;
+mod systemd;
 pub mod updates;
 pub mod usr_overlay;

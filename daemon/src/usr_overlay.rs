@@ -19,8 +19,9 @@ use futures_util::StreamExt;
 use hostd_interface::host::FilesystemOverlayPersistence;
 use hostd_interface::Error;
 use zbus::{Fd, Variant};
-use zbus::{Connection, OwnedObjectPath};
+use zbus::Connection;
 
+use crate::systemd::Systemd1ManagerProxy;
 use crate::{errors, sysroot};
 
 /// The argument that runs `hostd` as the helper.
@@ -33,25 +34,6 @@ pub static CALLS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// How long the daemon waits for the helper: the sysroot lock wait, and
 /// with `persist` libostree's write of a rollback clone.
 const LIMIT: Duration = Duration::from_secs(120);
-
-#[zbus::proxy(
-    interface = "org.freedesktop.systemd1.Manager",
-    default_service = "org.freedesktop.systemd1",
-    default_path = "/org/freedesktop/systemd1"
-)]
-trait Systemd1Manager {
-    fn subscribe(&self) -> zbus::Result<()>;
-    fn unsubscribe(&self) -> zbus::Result<()>;
-    fn start_transient_unit(
-        &self,
-        name: &str,
-        mode: &str,
-        properties: &[(&str, Variant<'_>)],
-        aux: &[(&str, Vec<(&str, Variant<'_>)>)],
-    ) -> zbus::Result<OwnedObjectPath>;
-    #[zbus(signal)]
-    fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
-}
 
 /// Run the helper as a transient unit and wait for its end. `Ok` once the
 /// overlay is mounted on the host's `/usr`.

@@ -6,28 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use zbus::{Connection, OwnedObjectPath};
+use zbus::Connection;
+
+use crate::systemd::{Systemd1ManagerProxy, Systemd1UnitProxy};
 
 /// The unit whose stop finalizes a staged deployment.
 const FINALIZE_UNIT: &str = "ostree-finalize-staged.service";
 const WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
-
-#[zbus::proxy(
-    interface = "org.freedesktop.systemd1.Manager",
-    default_service = "org.freedesktop.systemd1",
-    default_path = "/org/freedesktop/systemd1"
-)]
-trait Systemd1Manager {
-    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
-    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
-}
-
-#[zbus::proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]
-trait Systemd1Unit {
-    #[zbus(property)]
-    fn active_state(&self) -> zbus::Result<String>;
-}
 
 /// Why finalization could not be armed.
 #[derive(Debug, thiserror::Error)]
