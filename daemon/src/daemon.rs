@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use hostd_interface::names::BUS_NAME;
 use sd_notify::NotifyState;
 
-use crate::config::{Config, Loader};
+use crate::config::{Explained, Loader};
 use crate::context::Context;
 use crate::reboot::marker::{self, Marker};
 use crate::sysroot::{cleanup, watch, SysrootPath};
@@ -25,9 +25,9 @@ pub struct Settings {
 pub async fn run(settings: Settings) -> Result<()> {
     // Bounded like ReloadConfig: a file that cannot be read in time must not
     // keep the daemon from serving.
-    let config = Loader::default().load(&settings.config_root).await.unwrap_or_else(|e| {
+    let config = Loader::default().explain(&settings.config_root, None).await.unwrap_or_else(|e| {
         tracing::error!("ignoring the configuration, using defaults: {e:#}");
-        Config::default()
+        Explained::default()
     });
     let ctx = Context::new(SysrootPath::new(&settings.sysroot), settings.config_root.clone(), config);
     // Read the sysroot while connecting to the bus; Status waits for it.

@@ -23,6 +23,8 @@ wire_enum! {
         RollingBack = "rolling-back",
         /// Unused images and objects are pruned.
         Cleaning = "cleaning",
+        /// A staged or downloaded update is dropped.
+        Discarding = "discarding",
         /// A reboot is asked for.
         Rebooting = "rebooting",
     }
