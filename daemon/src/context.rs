@@ -126,7 +126,7 @@ impl Context {
             .map_err(|e| Error::Failed(format!("{method}: reading {}: {e}", path.display())))?;
         let table = settings::parse(before.as_deref())
             .map_err(|e| Error::InvalidArgument(format!("{method}: {}: {e}; fix or remove it", path.display())))?;
-        let text = settings::render(&settings::edited(table, &edit));
+        let text = settings::render(&settings::edited(table, edit));
         let replacement = Replacement { path: path.clone(), text: text.clone() };
         let explained = self
             .config_loader
