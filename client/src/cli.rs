@@ -15,7 +15,7 @@ use hostd_interface::host::Transport;
 /// is an update, as `bootc upgrade --check` does. A closed standard output
 /// (`hostctl … | head -1`) ends hostctl quietly with 141, as SIGPIPE would.
 ///
-/// Jobs (upgrade, switch, stage, rollback, cleanup) are followed to their
+/// Jobs (upgrade, switch, stage, rollback, cleanup, discard) are followed to their
 /// end: on a terminal with a spinner while the image is looked at, then a
 /// progress bar (the image, "N of M layers to fetch (K cached)", bytes,
 /// rate, ETA) and a closing line with what was fetched and the time taken,

@@ -226,7 +226,10 @@ pub fn write(path: &Path, text: Option<&str>) -> std::io::Result<()> {
         }
     };
     if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).create(dir)?;
+        // 0755 for every directory made (also /etc/hostd): the reader
+        // refuses one others may write, whatever the umask.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     }
     let mut file = tempfile::Builder::new().prefix(".90-settings.").suffix(".tmp").tempfile_in(dir)?;
