@@ -21,12 +21,14 @@
 pub mod cache;
 pub mod cancel;
 pub mod cleanup;
+pub mod containers_storage;
 pub mod deploy;
 pub mod errors;
 pub mod etc_diff;
 pub mod filtered;
 pub mod image;
 pub mod kargs;
+pub mod layer_reuse;
 pub mod local_source;
 pub mod metadata;
 pub mod pin;
