@@ -110,8 +110,8 @@ impl Found {
         match self {
             Found::Image(k) => k == kind,
             Found::BothArchives => kind.is_archive(),
+            Found::OtherArchive | Found::NotAnArchive => false,
             // Left for skopeo to judge and name.
-            Found::OtherArchive | Found::NotAnArchive => kind.is_archive(),
             Found::OtherDirectory => !kind.is_archive(),
         }
     }
@@ -286,6 +286,9 @@ pub fn inspect(path: &Path, kind: LocalKind) -> Result<LocalImage, Unsafe> {
     }
 }
 
+/// The first bytes of gzip, bzip2, xz and zstd streams.
+const COMPRESSED_MAGIC: [&[u8]; 4] = [b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd"];
+
 /// Tar members looked at before an archive counts as holding no image;
 /// `podman save` writes a handful per layer.
 const MAX_ARCHIVE_MEMBERS: usize = 100_000;
@@ -293,10 +296,18 @@ const MAX_ARCHIVE_MEMBERS: usize = 100_000;
 impl LocalImage {
     /// What the archive file holds, by its top-level tar members (read
     /// header by header, skipping content); `None` where hostd may not
-    /// read the file (see [`LocalImage::read_index`]).
+    /// read the file (see [`LocalImage::read_index`]) or it is compressed
+    /// (skopeo reads a compressed docker-archive; hostd leaves it to it).
     fn archive_format(&self) -> Option<Found> {
-        let fd = self.open_readable(".")?;
-        let mut archive = tar::Archive::new(std::fs::File::from(fd));
+        use std::io::{Seek, SeekFrom};
+        let mut file = std::fs::File::from(self.open_readable(".")?);
+        let mut magic = [0u8; 6];
+        let n = file.read(&mut magic).ok()?;
+        if COMPRESSED_MAGIC.iter().any(|m| magic[..n].starts_with(m)) {
+            return None;
+        }
+        file.seek(SeekFrom::Start(0)).ok()?;
+        let mut archive = tar::Archive::new(file);
         let Ok(entries) = archive.entries_with_seek() else { return Some(Found::NotAnArchive) };
         let (mut oci, mut docker, mut members) = (false, false, 0usize);
         for entry in entries.take(MAX_ARCHIVE_MEMBERS) {

@@ -21,7 +21,7 @@
 pub mod cache;
 pub mod cancel;
 pub mod cleanup;
-pub mod containers_storage;
+pub mod copied_layout;
 pub mod deploy;
 pub mod errors;
 pub mod etc_diff;

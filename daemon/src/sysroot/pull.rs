@@ -15,7 +15,7 @@ use ostree_ext::oci_spec::image::ImageIndex;
 use ostree_ext::{gio, glib, ostree};
 use tokio_util::sync::CancellationToken;
 
-use super::containers_storage::{self, CopiedLayout, Route};
+use super::copied_layout::{self, CopiedLayout, Route};
 use super::layer_reuse::{self, Record};
 use super::local_source::{self, LocalImage, LocalKind, Trust, Unsafe};
 use super::metadata::ImageMetadata;
@@ -113,7 +113,7 @@ pub struct Opened {
     /// Who its skopeo runs as.
     pub run_as: RunAs,
     /// What the importer reads: the caller's reference, or the temporary
-    /// layout a containers-storage image was copied to.
+    /// layout the image was copied to.
     pub source: OstreeImageReference,
     /// That layout, removed when the import is done with it.
     pub copied: Option<CopiedLayout>,
@@ -121,8 +121,9 @@ pub struct Opened {
 
 /// An importer for `imgref` writing into `repo`, and who its skopeo runs
 /// as; that skopeo ends when `cancel` fires, opening included. A
-/// containers-storage image the installed skopeo cannot read through its
-/// proxy is copied into a temporary layout first ([`containers_storage`]).
+/// docker-archive, or a containers-storage image the installed skopeo cannot
+/// read through its proxy, is copied into a temporary layout first
+/// ([`copied_layout`]).
 pub async fn open(
     repo: &ostree::Repo,
     imgref: &OstreeImageReference,
@@ -133,12 +134,9 @@ pub async fn open(
     require_skopeo()?;
     let local = inspect_local(imgref, untrusted)?;
     let run_as = skopeo::run_as(imgref.imgref.transport, local.as_ref());
-    let copied = match imgref.imgref.transport {
-        ostree_ext::container::Transport::ContainerStorage => match containers_storage::route().await? {
-            Route::Proxy => None,
-            Route::CopiedLayout => Some(containers_storage::copy(repo, imgref, progress, cancel).await?),
-        },
-        _ => None,
+    let copied = match copied_layout::route(imgref.imgref.transport).await? {
+        Route::Proxy => None,
+        Route::CopiedLayout => Some(copied_layout::copy(repo, imgref, run_as, progress, cancel).await?),
     };
     let source = copied.as_ref().map_or_else(|| imgref.clone(), |c| c.source.clone());
     let config = skopeo::proxy_config(run_as, cancel).map_err(|e| Error::image(imgref, e))?;

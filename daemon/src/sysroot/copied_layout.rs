@@ -1,5 +1,14 @@
-//! Images in podman's storage (`containers-storage:`), read on the skopeo
-//! the host has.
+//! Images ostree-ext cannot import from where they are, copied once with
+//! `skopeo copy` into a temporary OCI layout on the sysroot's file system
+//! and imported from there, recorded as the reference they came from.
+//! Removed afterwards, also when the job fails or is cancelled, and any
+//! left by a hostd that stopped mid-copy at the next copy.
+//!
+//! - **docker-archive** (`podman save`): skopeo's image proxy describes
+//!   its uncompressed layers as gzip-compressed (docker's schema 2 has no
+//!   other type in use), which ostree-ext then fails to decompress;
+//!   `skopeo copy` writes them with their true media type.
+//! - **containers-storage** (podman's image store) on an older skopeo:
 //!
 //! ostree-ext reads a layer from containers-storage by its uncompressed
 //! digest, which it asks skopeo's image proxy for (`GetLayerInfo`, protocol
@@ -31,7 +40,7 @@ use super::{Error, ImageFailure};
 /// (containers-image-proxy's `layer_info_proto_version`).
 pub const LAYER_INFO_PROTOCOL: semver::Version = semver::Version::new(0, 2, 5);
 
-/// How an image in containers-storage is read.
+/// How an image is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// Through the image proxy, layer by layer.
@@ -40,10 +49,16 @@ pub enum Route {
     CopiedLayout,
 }
 
-/// The route for the installed skopeo, or why there is none: a proxy that
-/// does not tell its protocol cannot be relied on for either. Decided
-/// before the job reads anything.
-pub async fn route() -> Result<Route, Error> {
+/// The route for an image of `transport` on the installed skopeo, or why
+/// there is none: for containers-storage, a proxy that does not tell its
+/// protocol cannot be relied on for either. Decided before the job reads
+/// anything.
+pub async fn route(transport: Transport) -> Result<Route, Error> {
+    match transport {
+        Transport::DockerArchive => return Ok(Route::CopiedLayout),
+        Transport::ContainerStorage => {}
+        _ => return Ok(Route::Proxy),
+    }
     match skopeo::proxy_protocol().await {
         Some(v) if v >= LAYER_INFO_PROTOCOL => Ok(Route::Proxy),
         Some(_) => Ok(Route::CopiedLayout),
@@ -58,12 +73,12 @@ pub async fn route() -> Result<Route, Error> {
 }
 
 /// Prefix of the temporary layouts in the repository's `tmp` directory.
-const COPY_PREFIX: &str = "hostd-containers-storage-";
+pub const COPY_PREFIX: &str = "hostd-copied-image-";
 
 /// The tag the copied image carries in its temporary layout.
 const COPY_TAG: &str = "image";
 
-/// A temporary OCI layout holding a copy of a containers-storage image;
+/// A temporary OCI layout holding a copy of an image;
 /// removed on drop (after the import, a failure or a cancellation).
 #[derive(Debug)]
 pub struct CopiedLayout {
@@ -80,15 +95,17 @@ impl CopiedLayout {
     }
 }
 
-/// Copy `imgref` (a `containers-storage:` reference) into a temporary OCI
-/// layout in the repository's `tmp` directory, which is on the sysroot's
-/// file system, so its blobs never fill a small `/tmp`. Layouts left by a
-/// hostd that stopped mid-copy are removed first: the caller holds the
+/// Copy `imgref` into a temporary OCI layout in the repository's `tmp`
+/// directory, which is on the sysroot's file system, so its blobs never
+/// fill a small `/tmp`, with skopeo run as `run_as` (who reads `imgref`;
+/// a layout written by `nobody` is read by `nobody` too). Layouts left by
+/// a hostd that stopped mid-copy are removed first: the caller holds the
 /// sysroot lock, so no other job is using one. skopeo ends when `cancel`
 /// fires; the layout is removed once it has exited.
 pub async fn copy(
     repo: &ostree::Repo,
     imgref: &OstreeImageReference,
+    run_as: RunAs,
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<CopiedLayout, Error> {
@@ -96,16 +113,22 @@ pub async fn copy(
     remove_stale(&tmp);
     progress.phase(
         Phase::Checking,
-        &format!("copying {} out of podman's storage (skopeo copy)", super::image::user_reference(imgref)),
+        &format!("copying {} into a temporary OCI layout (skopeo copy)", super::image::user_reference(imgref)),
     );
+    let failed = |what: String| move |e: std::io::Error| Error::Other(anyhow::Error::new(e).context(what));
     let dir = tempfile::Builder::new()
         .prefix(COPY_PREFIX)
         .tempdir_in(&tmp)
-        .map_err(|e| Error::Other(anyhow::Error::new(e).context(format!("creating a temporary layout in {}", tmp.display()))))?;
-    let mut command = skopeo::watched_command(RunAs::Root, cancel).map_err(|e| Error::image(imgref, e))?;
+        .map_err(failed(format!("creating a temporary layout in {}", tmp.display())))?;
+    if run_as == RunAs::Nobody {
+        let (uid, gid) = skopeo::nobody_ids();
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+            .map_err(failed(format!("handing {} to nobody", dir.path().display())))?;
+    }
+    let mut command = skopeo::watched_command(run_as, cancel).map_err(|e| Error::image(imgref, e))?;
     command
         .args(["copy", "--quiet", "--remove-signatures"])
-        .arg(format!("containers-storage:{}", imgref.imgref.name))
+        .arg(imgref.imgref.to_string())
         .arg(format!("oci:{}:{COPY_TAG}", dir.path().display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -141,11 +164,13 @@ fn run_to_end(mut command: std::process::Command) -> std::io::Result<std::proces
     command.output()
 }
 
-/// The repository's `tmp` directory.
+/// The repository's `tmp` directory, by its real path (a repository
+/// opened through a descriptor has a `/proc/self/fd` path).
 fn repo_tmp(repo: &ostree::Repo) -> Result<PathBuf, Error> {
     let path = ostree_ext::gio::prelude::FileExt::path(&repo.path());
     let path = path.ok_or_else(|| Error::Other(anyhow::anyhow!("the ostree repository has no local path")))?;
-    Ok(path.join("tmp"))
+    std::fs::canonicalize(path.join("tmp"))
+        .map_err(|e| Error::Other(anyhow::Error::new(e).context(format!("resolving {}/tmp", path.display()))))
 }
 
 /// Remove the temporary layouts under `tmp` a stopped hostd left behind.
