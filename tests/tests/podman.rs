@@ -221,3 +221,35 @@ async fn a_switch_from_podmans_storage_deploys_tracks_the_storage_reference_and_
     assert_eq!(h.sysroot.deployment_checksums().unwrap(), deployments);
     assert_eq!(leftovers(), Vec::<String>::new());
 }
+
+/// A skopeo whose image proxy does not answer (a stand-in: the real skopeo
+/// for everything else, as where `experimental-image-proxy` is missing or
+/// broken) can neither read podman's storage nor be asked whether it can:
+/// the job fails before it reads anything, saying so and what to do, and
+/// copies and deploys nothing.
+#[tokio::test]
+async fn containers_storage_without_a_usable_image_proxy_fails_before_reading_saying_what_to_do() {
+    let (h, podman) = host_and_podman().await;
+    build_derived(&podman, "localhost/myos:latest", "v2").unwrap();
+    let standin = tempfile::Builder::new().prefix("hostd-no-proxy-skopeo-").tempdir().unwrap();
+    let script = standin.path().join("skopeo");
+    std::fs::write(&script, "#!/bin/sh\n# Stand-in: skopeo without a working image proxy.\n[ \"$1\" = experimental-image-proxy ] && exit 1\nexec /usr/bin/skopeo \"$@\"\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = ("PATH", format!("{}:/usr/bin:/usr/sbin:/bin:/sbin", standin.path().display()));
+    let extras = hostd_tests::machine::Extras { hostd_env: vec![path], ..Default::default() };
+    let machine = TestMachine::start_with(h.sysroot.path(), CONFIG, extras).unwrap();
+    std::fs::write(machine.etc().join("containers/storage.conf"), podman.storage_conf_text()).unwrap();
+    let conn = machine.connect().await.unwrap();
+    let deployments = h.sysroot.deployment_checksums().unwrap();
+
+    let job = run_job(&conn, "Switch", &("localhost/myos:latest", transport("containers-storage"))).await.unwrap();
+    assert_eq!(job.state, "failed", "{job:?}");
+    assert_eq!(job.error_name, "org.hostd.Host1.Error.Failed", "{job:?}");
+    assert!(job.error_message.contains("did not tell its image proxy's protocol"), "{}", job.error_message);
+    assert!(job.error_message.contains("--transport docker-archive"), "says what to do instead: {}", job.error_message);
+    assert!(!job.phases.iter().any(|p| p == "pulling"), "nothing fetched: {job:?}");
+    assert_eq!(h.sysroot.deployment_checksums().unwrap(), deployments);
+    let repo_tmp = h.sysroot.path().join("ostree/repo/tmp");
+    let copies = std::fs::read_dir(repo_tmp).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("hostd-copied-image-")).count();
+    assert_eq!(copies, 0, "nothing copied");
+}
