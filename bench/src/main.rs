@@ -8,6 +8,7 @@
 //! whose timestamps show where its time goes.
 
 mod check;
+mod derived;
 mod figures;
 mod host;
 mod images;
@@ -79,6 +80,7 @@ async fn main() -> Result<()> {
     let main_set = ImageSet::get(plan.main)?;
     pull::overhead(&main_set, plan.pull_rounds, &mut report).await?;
     pull::incremental(&main_set, plan.runs, &mut report).await?;
+    derived::derived_switch(&main_set, plan.runs, &mut report).await?;
     status::latency(&main_set, plan.status_calls, &mut report).await?;
     status::cold(&main_set, plan.runs.max(5), &mut report).await?;
     status::during_pull(&main_set, plan.callers, &mut report).await?;
