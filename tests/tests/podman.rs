@@ -46,8 +46,11 @@ async fn default_deployment(conn: &Connection, sysroot: &Path) -> PathBuf {
 }
 
 /// What the Containerfile put in the deployed tree: the tool of `version`
-/// under /usr, the /etc default (kept as /usr/etc by ostree), the kargs.d file.
+/// under /usr, the /etc default (kept as /usr/etc by ostree), the kargs.d
+/// file, whose kernel argument is on the default boot entry.
 async fn assert_built_content(conn: &Connection, sysroot: &Path, version: &str) {
+    let entry = hostd_tests::booted::bls::default_entry(sysroot).unwrap();
+    assert!(entry.options.split_whitespace().any(|a| a == "podman.built=1"), "{}", entry.options);
     let deployment = default_deployment(conn, sysroot).await;
     let tool = std::fs::read_to_string(deployment.join("usr/bin/hostd-test-tool")).unwrap();
     assert_eq!(tool, format!("#!/bin/sh\necho tool {version}\n"));
@@ -244,7 +247,7 @@ async fn containers_storage_without_a_usable_image_proxy_fails_before_reading_sa
 
     let job = run_job(&conn, "Switch", &("localhost/myos:latest", transport("containers-storage"))).await.unwrap();
     assert_eq!(job.state, "failed", "{job:?}");
-    assert_eq!(job.error_name, "org.hostd.Host1.Error.Failed", "{job:?}");
+    assert_eq!(job.error_name, "org.hostd.Host1.Error.Failed", "{job:?}\n{}", machine.log());
     assert!(job.error_message.contains("did not tell its image proxy's protocol"), "{}", job.error_message);
     assert!(job.error_message.contains("--transport docker-archive"), "says what to do instead: {}", job.error_message);
     assert!(!job.phases.iter().any(|p| p == "pulling"), "nothing fetched: {job:?}");
