@@ -683,6 +683,72 @@ mod tests {
         assert!(matches!(e, Unsafe::UntrustedSymlink { .. }), "{e}");
     }
 
+    /// A tar file with empty members named `members`.
+    fn archive(path: &Path, members: &[&str]) {
+        let mut tar = tar::Builder::new(std::fs::File::create(path).unwrap());
+        for name in members {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(0);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut header, name, std::io::empty()).unwrap();
+        }
+        tar.finish().unwrap();
+    }
+
+    fn found(e: Unsafe) -> Found {
+        match e {
+            Unsafe::WrongFormat { found, .. } => found,
+            other => panic!("not a format error: {other}"),
+        }
+    }
+
+    #[test]
+    fn an_archive_is_told_by_its_members_and_refused_under_another_transport() {
+        let t = private_dir();
+        let docker = t.path().join("docker.tar");
+        archive(&docker, &["0123.tar", "cafe.json", "manifest.json", "repositories"]);
+        let oci = t.path().join("oci.tar");
+        archive(&oci, &["blobs/sha256/aa", "index.json", "oci-layout"]);
+        assert!(inspect(&docker, LocalKind::DockerArchive).is_ok());
+        assert!(inspect(&oci, LocalKind::OciArchive).is_ok());
+        let e = inspect(&docker, LocalKind::OciArchive).unwrap_err();
+        assert!(e.to_string().contains("give --transport docker-archive"), "{e}");
+        assert_eq!(found(e), Found::Image(LocalKind::DockerArchive));
+        assert_eq!(found(inspect(&oci, LocalKind::DockerArchive).unwrap_err()), Found::Image(LocalKind::OciArchive));
+        assert_eq!(found(inspect(&oci, LocalKind::OciDir).unwrap_err()), Found::Image(LocalKind::OciArchive));
+        // Docker 25 writes both; either transport reads it.
+        let both = t.path().join("both.tar");
+        archive(&both, &["index.json", "manifest.json", "oci-layout"]);
+        assert!(inspect(&both, LocalKind::DockerArchive).is_ok() && inspect(&both, LocalKind::OciArchive).is_ok());
+        let text = t.path().join("notes.txt");
+        std::fs::write(&text, "not an image\n").unwrap();
+        assert_eq!(found(inspect(&text, LocalKind::DockerArchive).unwrap_err()), Found::NotAnArchive);
+        let other = t.path().join("other.tar");
+        archive(&other, &["etc/hosts"]);
+        assert_eq!(found(inspect(&other, LocalKind::OciArchive).unwrap_err()), Found::OtherArchive);
+        // A compressed archive is skopeo's to read.
+        let gz = t.path().join("os.tar.gz");
+        std::fs::write(&gz, b"\x1f\x8b\x08\x00rest").unwrap();
+        assert!(inspect(&gz, LocalKind::DockerArchive).is_ok());
+    }
+
+    #[test]
+    fn a_directory_is_told_by_its_files() {
+        let t = private_dir();
+        let img = t.path().join("os");
+        layout(&img);
+        let e = inspect(&img, LocalKind::DockerArchive).unwrap_err();
+        assert!(e.to_string().contains("an OCI layout directory; give --transport oci"), "{e}");
+        assert_eq!(found(inspect(&img, LocalKind::Dir).unwrap_err()), Found::Image(LocalKind::OciDir));
+        let dir_image = t.path().join("dir-image");
+        std::fs::create_dir(&dir_image).unwrap();
+        std::fs::write(dir_image.join("manifest.json"), b"{}").unwrap();
+        std::fs::write(dir_image.join("version"), b"Directory Transport Version: 1.1\n").unwrap();
+        assert!(inspect(&dir_image, LocalKind::Dir).is_ok());
+        assert_eq!(found(inspect(&dir_image, LocalKind::OciDir).unwrap_err()), Found::Image(LocalKind::Dir));
+    }
+
     #[test]
     fn a_symlinked_image_path_resolves_through_trusted_directories() {
         let t = private_dir();
