@@ -166,6 +166,42 @@ fn reuse_inner(repo: &ostree::Repo, prep: &mut PreparedImport, record: Record) -
 mod tests {
     use super::*;
 
+    fn digest(n: u8) -> String {
+        format!("sha256:{}", format!("{n:x}").repeat(64))
+    }
+
+    /// A manifest of four layers and a config whose `ostree.final-diffid`
+    /// label names the diff_id of layer `last_chunk`, if any.
+    fn image(last_chunk: Option<usize>) -> (ImageManifest, ImageConfiguration) {
+        let layer = |n: u8| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(n), "size": 1});
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(0), "size": 1},
+            "layers": [layer(1), layer(2), layer(3), layer(4)],
+        });
+        let diff_ids: Vec<String> = (5..9).map(digest).collect();
+        let labels = last_chunk.map(|i| serde_json::json!({DIFFID_LABEL: diff_ids[i]}));
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Labels": labels},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": [],
+        });
+        (serde_json::from_value(manifest).unwrap(), serde_json::from_value(config).unwrap())
+    }
+
+    #[test]
+    fn roles_follow_ostree_ext_s_layout() {
+        let (manifest, config) = image(Some(2));
+        assert_eq!(roles(&manifest, &config), Some(vec![Role::Commit, Role::Chunk, Role::Chunk, Role::Derived]));
+        let (manifest, config) = image(Some(0));
+        assert_eq!(roles(&manifest, &config), Some(vec![Role::Commit, Role::Derived, Role::Derived, Role::Derived]));
+        // Not ostree-encapsulated: nothing is reused for or from it.
+        let (manifest, config) = image(None);
+        assert_eq!(roles(&manifest, &config), None);
+    }
+
     #[test]
     fn layer_refs_are_named_as_ostree_ext_names_them() {
         // ostree-ext's own test vector for `ref_for_layer`.
