@@ -256,3 +256,48 @@ async fn containers_storage_without_a_usable_image_proxy_fails_before_reading_sa
     let copies = std::fs::read_dir(repo_tmp).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("hostd-copied-image-")).count();
     assert_eq!(copies, 0, "nothing copied");
 }
+
+/// The temporary layout of a copied image goes with the job: a job
+/// cancelled while it holds one (held at the `after-copy` failpoint, live in
+/// the test build) leaves none behind, and one left by a hostd killed at
+/// that moment is removed by the next copy, which then succeeds.
+#[tokio::test]
+async fn a_copy_cancelled_or_cut_short_by_a_crash_leaves_no_temporary_layout() {
+    use hostd::failpoint::{held_message, points};
+    let (h, podman) = host_and_podman().await;
+    build_derived(&podman, "localhost/myos:latest", "v2").unwrap();
+    let extras = hostd_tests::machine::Extras { hostd_env: vec![("FAILPOINTS", format!("{}=return", points::AFTER_COPY))], ..Default::default() };
+    let machine = TestMachine::start_with(h.sysroot.path(), CONFIG, extras).unwrap();
+    std::fs::write(machine.etc().join("containers/storage.conf"), podman.storage_conf_text()).unwrap();
+    let conn = machine.connect().await.unwrap();
+    let deployments = h.sysroot.deployment_checksums().unwrap();
+    let repo_tmp = h.sysroot.path().join("ostree/repo/tmp");
+    let copies = || {
+        std::fs::read_dir(&repo_tmp).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("hostd-copied-image-")).count()
+    };
+    let held = held_message(points::AFTER_COPY);
+    let args = ("localhost/myos:latest", transport("containers-storage"));
+    let switch = || hostd_tests::jobs::JobWatch::start(&conn, "Switch", &args);
+
+    // Cancelled while the copy is there.
+    let mut watch = switch().await.unwrap();
+    let record = watch.until(|r| r.message == held).await.unwrap().clone();
+    assert_eq!(record.state, "running", "never held at {} (a build without hostd/failpoints?): {record:?}\n{}", points::AFTER_COPY, machine.log());
+    assert_eq!(copies(), 1, "the layout exists while the job holds it");
+    watch.cancel().await.unwrap();
+    let end = watch.finish().await.unwrap();
+    assert_eq!((end.state.as_str(), end.error_name.as_str()), ("cancelled", "org.hostd.Host1.Error.Cancelled"), "{end:?}");
+    assert_eq!(copies(), 0, "a cancelled job leaves no layout");
+    assert_eq!(h.sysroot.deployment_checksums().unwrap(), deployments);
+
+    // hostd killed while the copy is there: the next copy removes it.
+    let mut watch = switch().await.unwrap();
+    watch.until(|r| r.message == held).await.unwrap();
+    machine.kill_hostd();
+    assert_eq!(copies(), 1, "a killed hostd cannot remove its layout");
+    machine.set_hostd_env(&[]).unwrap();
+    let retry = run_job(&conn, "Switch", &("localhost/myos:latest", transport("containers-storage"))).await.unwrap();
+    assert_eq!(retry.state, "succeeded", "{retry:?}\n{}", machine.log());
+    assert_eq!(copies(), 0, "the stale layout is gone");
+    assert_built_content(&conn, h.sysroot.path(), "v2").await;
+}

@@ -150,6 +150,11 @@ pub async fn copy(
         let said = String::from_utf8_lossy(&output.stderr).trim().to_string();
         return Err(Error::image_failure(imgref, ImageFailure::SkopeoSaid(said)));
     }
+    crate::failpoint::hold(crate::failpoint::points::AFTER_COPY, |m| progress.message(m), cancel);
+    if cancel.is_cancelled() {
+        // `dir` goes with this return: nothing reads it any more.
+        return Err(Error::cancelled());
+    }
     let source = OstreeImageReference {
         sigverify: imgref.sigverify.clone(),
         imgref: ImageReference { transport: Transport::OciDir, name: format!("{}:{COPY_TAG}", dir.path().display()) },
