@@ -204,6 +204,10 @@ async fn a_switch_from_podmans_storage_deploys_tracks_the_storage_reference_and_
     // A rebuild in the storage: Upgrade re-reads it, fetching (copying)
     // the changed layer only into the repository.
     build_derived(&podman, "localhost/myos:latest", "v3").unwrap();
+    let check = machine.hostctl(None, &["upgrade", "--check"]);
+    let said = text(&check);
+    assert!(check.status.success() && said.contains("v3") && said.contains("1 of"), "the check finds v3, one layer to fetch: {said}");
+    assert_eq!(leftovers(), Vec::<String>::new());
     let upgrade = run_job(&conn, "Upgrade", &(HashMap::<&str, Variant>::new(),)).await.unwrap();
     assert_eq!(upgrade.state, "succeeded", "{upgrade:?}\n{}", machine.log());
     assert_eq!(upgrade.layers_total, 1, "only the changed layer is imported: {upgrade:?}\n{}", machine.log());
