@@ -68,13 +68,15 @@ pub enum Method {
     EtcDiff,
     /// `Edit`
     Edit,
+    /// `Diff`
+    Diff,
 }
 
 impl Method {
     fn accepted(self) -> &'static [(&'static str, Kind)] {
         use Kind::*;
         match self {
-            Method::Status | Method::Check | Method::Cleanup | Method::Edit => &[],
+            Method::Status | Method::Check | Method::Cleanup | Method::Edit | Method::Diff => &[],
             Method::EtcDiff => &[(DEPLOYMENT, Str)],
             Method::Upgrade => &[(DOWNLOAD_ONLY, Bool), (APPLY, Bool), (ALLOW_DOWNGRADE, Bool), (AUTO, Bool)],
             Method::Switch => &[
@@ -102,6 +104,7 @@ impl Method {
             Method::UsrOverlay => "UsrOverlay",
             Method::EtcDiff => "EtcDiff",
             Method::Edit => "Edit",
+            Method::Diff => "Diff",
         }
     }
 }

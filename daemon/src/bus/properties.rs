@@ -51,6 +51,7 @@ pub fn cached_update(ctx: &Context) -> CachedUpdate {
             downgrade: Some(true),
             version: older.version.clone(),
             timestamp: older.timestamp.clone(),
+            labels: labels(&older.labels),
             ..CachedUpdate::default()
         };
     }
@@ -65,7 +66,13 @@ pub fn cached_update(ctx: &Context) -> CachedUpdate {
         download_bytes: checked.as_ref().map(|s| s.bytes_to_fetch),
         layers_to_fetch: checked.as_ref().map(|s| s.layers_to_fetch),
         layers_total: checked.as_ref().map(|s| s.layers_total),
+        labels: labels(&update.labels),
     }
+}
+
+/// Description labels as an `a{ss}`; `None` (the key absent) when there are none.
+fn labels(labels: &std::collections::BTreeMap<String, String>) -> Option<std::collections::HashMap<String, String>> {
+    (!labels.is_empty()).then(|| labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
 /// `Deployments`: every deployment in boot order.
@@ -90,6 +97,7 @@ fn deployment_entry(d: &Deployment) -> DeploymentEntry {
         digest: image.map(|i| i.image_digest.clone()),
         version: image.and_then(|i| i.version.clone()),
         timestamp: image.and_then(|i| i.timestamp.clone()),
+        labels: image.and_then(|i| labels(&i.labels)),
     }
 }
 
