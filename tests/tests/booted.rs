@@ -1058,8 +1058,11 @@ fn diff_booted_to_staged_lists_the_package_v2_adds_and_its_kernel_argument() {
     assert_eq!(package_changes(&d), [(PackageChangeKind::Added, V2_PACKAGE.to_string())]);
     assert_eq!(d.to.packages, d.from.packages.map(|n| n + 1));
     assert!(!d.kernel_changed);
-    assert_eq!(d.kargs.removed, [format!("{RELEASE_KARG}=v1")]);
+    // v1 was installed with the installer's arguments, not its kargs.d;
+    // the upgrade added v2's, which the staged deployment boots with.
+    assert_eq!(d.kargs.removed, Vec::<String>::new());
     assert_eq!(d.kargs.added, [format!("{RELEASE_KARG}=v2")]);
+    assert!(d.to.kargs.contains(&format!("{RELEASE_KARG}=v2")) && !d.to.kargs.iter().any(|k| k.starts_with("ostree=")), "{:?}", d.to.kargs);
     let shown = success("hostctl diff", &m.hostctl(Some(PLAIN_USER), &["diff"]).unwrap());
     assert!(shown.contains(&format!("  + {V2_PACKAGE} ")), "{shown}");
     assert!(shown.contains(&format!("Kernel argument added: {RELEASE_KARG}=v2")), "{shown}");
