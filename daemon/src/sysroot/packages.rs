@@ -31,8 +31,10 @@ pub const MAX_STATUS_BYTES: u64 = 64 << 20;
 /// has about 65 000 binary packages per architecture).
 pub const MAX_PACKAGES: usize = 200_000;
 
+/// A package's name and architecture: dpkg's key of an installed package.
+pub type PackageKey = (String, String);
 /// Installed packages: (name, architecture) → version as written.
-pub type Installed = BTreeMap<(String, String), String>;
+pub type Installed = BTreeMap<PackageKey, String>;
 
 /// A status file that cannot be read as dpkg writes it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,7 +75,7 @@ impl Paragraph {
 
     /// The installed package this paragraph describes; `None` for one whose
     /// files are not on disk (`not-installed`, `config-files`).
-    fn installed(self) -> Result<Option<((String, String), String)>, Malformed> {
+    fn installed(self) -> Result<Option<(PackageKey, String)>, Malformed> {
         let line = self.line;
         let missing = |field: &str| Malformed { line, reason: format!("a paragraph has no {field} field") };
         let name = self.package.ok_or_else(|| missing("Package"))?;
@@ -156,7 +158,7 @@ pub fn parse_dpkg_status(text: &str) -> Result<Installed, Malformed> {
 /// are the same.
 pub fn diff(from: &Installed, to: &Installed) -> Vec<PackageChange> {
     let mut changes = Vec::new();
-    let change = |(name, arch): &(String, String), kind, from: Option<&String>, to: Option<&String>| PackageChange {
+    let change = |(name, arch): &PackageKey, kind, from: Option<&String>, to: Option<&String>| PackageChange {
         name: name.clone(),
         architecture: arch.clone(),
         kind,
