@@ -144,8 +144,12 @@ fn read_side(root: &ostree::Sysroot, repo: &ostree::Repo, source: &Source) -> Re
                 .into_iter()
                 .nth(*index)
                 .filter(|d| d.csum() == checksum.as_str() && u32::try_from(d.deployserial()).ok() == Some(*serial))
+                // Not the caller's fault: another tool changed the
+                // deployments between the status read and this one.
                 .ok_or_else(|| {
-                    Error::Refused(format!("deployment {checksum}.{serial} is gone or has moved: the deployments changed; try again"))
+                    Error::Other(anyhow::anyhow!(
+                        "deployment {checksum}.{serial} is gone or has moved: the deployments changed; try again"
+                    ))
                 })?;
             let kargs = deployment_kargs(&d);
             (checksum.clone(), Some(format!("{checksum}.{serial}")), kargs)
@@ -201,7 +205,7 @@ fn downloaded(root: &ostree::Sysroot, repo: &ostree::Repo, digest: &str) -> Resu
     let state = store::query_image(repo, &reference.imgref)
         .context("reading the downloaded image")?
         .filter(|s| s.manifest_digest.to_string() == digest)
-        .ok_or_else(|| Error::Refused(format!("the downloaded update {digest} is no longer in the repo; try again")))?;
+        .ok_or_else(|| Error::Other(anyhow::anyhow!("the downloaded update {digest} is no longer in the repo; try again")))?;
     let arch = kargs::host_architectures();
     let read = |commit: &str| -> Result<Kargs> { Ok(kargs::parse_files(&kargs::files_of_commit(repo, commit)?, &arch).0) };
     let delta = kargs::Delta::between(&read(merge.csum().as_str())?, &read(&state.merge_commit)?);
