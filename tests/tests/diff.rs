@@ -97,6 +97,12 @@ async fn diff_between_the_test_os_images_lists_exactly_the_package_v2_adds() {
     assert_eq!(packages(&deployed), [(PackageChangeKind::Added, V2_PACKAGE.to_string())]);
     assert_eq!(deployed.kargs, cached.kargs, "the downloaded update's kargs were predicted right");
     assert_eq!(deployed.to.kargs, cached.to.kargs);
+    // The same labels in the Deployments property, for a GUI that lists
+    // deployments without asking for a comparison.
+    let conn = machine.connect().await.unwrap();
+    let entries = hostd_interface::proxy::Host1Proxy::new(&conn).await.unwrap().deployments().await.unwrap();
+    let labels = entries[0].labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("org.opencontainers.image.version").map(String::as_str), Some("v2"), "{entries:?}");
     let back = diff(&machine, &["0", "1"]);
     assert_eq!(packages(&back), [(PackageChangeKind::Removed, V2_PACKAGE.to_string())]);
     assert!(diff(&machine, &["0", "0"]).is_empty());
