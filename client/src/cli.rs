@@ -101,6 +101,20 @@ pub enum Command {
     /// are never shown. Control characters and bytes that are not UTF-8 in
     /// a name are written as \\, \n, \t or \xNN.
     EtcDiff(EtcDiffArgs),
+    /// Show what changes between two deployments: packages, kernel, kernel arguments.
+    ///
+    /// FROM and TO name a deployment: booted (on an offline sysroot: the
+    /// default one), staged, rollback, cached (the update downloaded with
+    /// `upgrade --download-only` and not deployed), or its index in the
+    /// boot order (0 boots next). Without them: booted to staged, else
+    /// booted to the downloaded update. Packages are read from each tree's
+    /// dpkg database and compared by dpkg's version rules; lines are
+    /// `+ name version` (added), `- name version` (removed), `↑ name old ->
+    /// new` (upgraded), `↓ name old -> new` (downgraded), as `rpm-ostree db
+    /// diff`. Trees with an rpm database are not compared package by
+    /// package (said in the output). A malformed package database exits 1
+    /// naming the file and line.
+    Diff(DiffArgs),
     /// Bring the host to an edited Host spec (image, bootOrder), as `bootc edit`.
     ///
     /// The document is a bootc Host document (apiVersion
@@ -301,6 +315,23 @@ pub struct EtcDiffArgs {
     /// deployment's /etc gets the running system's changes only at shutdown.
     #[arg(long, value_enum, default_value = "booted")]
     pub deployment: DeploymentArg,
+}
+
+/// `diff` arguments.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The deployment to compare from: booted, staged, rollback, cached or
+    /// an index (default: booted).
+    #[arg(value_name = "FROM")]
+    pub from: Option<String>,
+    /// The deployment to compare to (default: staged, else cached).
+    #[arg(value_name = "TO")]
+    pub to: Option<String>,
+    /// Print the comparison as JSON ({"from", "to", "packages": [{"name",
+    /// "architecture", "kind", "from", "to"}], "kernelChanged", "kargs":
+    /// {"removed", "added"}}).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `edit` options.

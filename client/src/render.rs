@@ -203,6 +203,7 @@ mod tests {
                 timestamp: Some("2026-01-01T00:00:00Z".into()),
                 image_digest: format!("sha256:{version}"),
                 architecture: "amd64".into(),
+                labels: Default::default(),
             }),
             cached_update: None,
             incompatible: false,

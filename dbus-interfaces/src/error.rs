@@ -39,6 +39,10 @@ pub enum Error {
     NoSpace(String),
     /// `Stage` found no downloaded update to queue.
     NothingToStage(String),
+    /// A deployment's package database (dpkg's status file) cannot be
+    /// read: malformed, too large, or not UTF-8; the message names the
+    /// commit, the file and the line.
+    MalformedPackageDatabase(String),
     /// The job was cancelled.
     Cancelled(String),
     /// Anything else; the message carries the cause chain.
@@ -62,6 +66,7 @@ impl Error {
             Error::SignatureRejected(_) => "SignatureRejected",
             Error::NoSpace(_) => "NoSpace",
             Error::NothingToStage(_) => "NothingToStage",
+            Error::MalformedPackageDatabase(_) => "MalformedPackageDatabase",
             Error::Cancelled(_) => "Cancelled",
             Error::Failed(_) => "Failed",
         }
@@ -83,6 +88,7 @@ impl Error {
             | Error::SignatureRejected(m)
             | Error::NoSpace(m)
             | Error::NothingToStage(m)
+            | Error::MalformedPackageDatabase(m)
             | Error::Cancelled(m)
             | Error::Failed(m) => m.clone(),
         }
@@ -104,6 +110,7 @@ impl Error {
             "SignatureRejected" => Error::SignatureRejected(message),
             "NoSpace" => Error::NoSpace(message),
             "NothingToStage" => Error::NothingToStage(message),
+            "MalformedPackageDatabase" => Error::MalformedPackageDatabase(message),
             "Cancelled" => Error::Cancelled(message),
             _ => Error::Failed(message),
         }
@@ -143,6 +150,7 @@ mod tests {
             Error::SignatureRejected("m".into()),
             Error::NoSpace("m".into()),
             Error::NothingToStage("m".into()),
+            Error::MalformedPackageDatabase("m".into()),
             Error::Cancelled("m".into()),
             Error::Failed("m".into()),
         ] {

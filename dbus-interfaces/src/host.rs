@@ -134,6 +134,13 @@ pub struct ImageStatus {
     pub image_digest: String,
     /// The image architecture, e.g. `amd64`.
     pub architecture: String,
+    /// hostd's extension of bootc's schema: the image's description
+    /// labels (`org.opencontainers.image.title`, `description`, `url`,
+    /// `source`, `revision`, `version`) that have a usable value, by their
+    /// full names; absent when none has. Rules: docs/dbus-api.md, "Image
+    /// metadata".
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The ostree side of a deployment.
@@ -290,6 +297,7 @@ mod tests {
                 timestamp: None,
                 image_digest: "sha256:00".into(),
                 architecture: "amd64".into(),
+                labels: Default::default(),
             }),
             cached_update: None,
             incompatible: false,

@@ -3,6 +3,7 @@
 //! - [`names`]: bus name, object paths, interface names.
 //! - [`error`]: the `org.hostd.Host1.Error.*` names as one typed enum.
 //! - [`host`]: the Host JSON document returned by `Status` (bootc-compatible).
+//! - [`diff`]: what `Diff` compares (deployment selectors) and returns: packages, kernel, kargs.
 //! - [`etc_diff`]: what `EtcDiff` returns: `/etc` paths changed against the image's `/usr/etc`.
 //! - [`edit`]: the Host document `Edit` takes (its `spec`), parsed strictly from YAML or JSON.
 //! - [`proxy`]: typed client proxies for the manager and job objects.
@@ -15,6 +16,7 @@
 //! The normative interface text is `org.hostd.Host1.xml` next to this crate,
 //! available as [`INTERFACE_XML`].
 
+pub mod diff;
 pub mod edit;
 pub mod error;
 pub mod etc_diff;

@@ -107,6 +107,10 @@ pub struct DeploymentEntry {
     pub version: Option<String>,
     /// `timestamp` s: the image's build time (RFC 3339).
     pub timestamp: Option<String>,
+    /// `labels` a{ss}: the image's description labels by their full names
+    /// (`org.opencontainers.image.title`, `description`, `url`, `source`,
+    /// `revision`, `version`); absent when none has a usable value.
+    pub labels: Option<std::collections::HashMap<String, String>>,
 }
 
 /// `CachedUpdate` (an `a{sv}`): the image the last check found for the
@@ -132,6 +136,9 @@ pub struct CachedUpdate {
     pub layers_to_fetch: Option<u32>,
     /// `layers-total` u
     pub layers_total: Option<u32>,
+    /// `labels` a{ss}: the found image's description labels, as in
+    /// `Deployments`.
+    pub labels: Option<std::collections::HashMap<String, String>>,
 }
 
 impl CachedUpdate {
@@ -179,6 +186,7 @@ mod tests {
             digest: None,
             version: None,
             timestamp: None,
+            labels: None,
         };
         assert_eq!(keys(&bare), ["download-only", "incompatible", "index", "pinned", "role"]);
         let full = DeploymentEntry {
@@ -190,12 +198,13 @@ mod tests {
             digest: Some("sha256:1".into()),
             version: Some("1".into()),
             timestamp: Some("2026-01-01T00:00:00Z".into()),
+            labels: Some([("org.opencontainers.image.url".to_string(), "https://example.org".to_string())].into()),
             ..bare
         };
         assert_eq!(
             keys(&full),
             [
-                "checksum", "digest", "download-only", "image", "incompatible", "index", "pinned", "role",
+                "checksum", "digest", "download-only", "image", "incompatible", "index", "labels", "pinned", "role",
                 "serial", "stateroot", "timestamp", "transport", "version"
             ]
         );
@@ -217,6 +226,7 @@ mod tests {
             download_bytes: Some(10),
             layers_to_fetch: Some(1),
             layers_total: Some(3),
+            labels: None,
         };
         assert_eq!(
             keys(&update),

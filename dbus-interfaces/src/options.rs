@@ -76,6 +76,8 @@ pub enum Method {
     SetSettings,
     /// `ResetSettings`
     ResetSettings,
+    /// `Diff`
+    Diff,
 }
 
 impl Method {
@@ -89,7 +91,8 @@ impl Method {
             | Method::Discard
             | Method::Settings
             | Method::SetSettings
-            | Method::ResetSettings => &[],
+            | Method::ResetSettings
+            | Method::Diff => &[],
             Method::EtcDiff => &[(DEPLOYMENT, Str)],
             Method::Upgrade => &[(DOWNLOAD_ONLY, Bool), (APPLY, Bool), (ALLOW_DOWNGRADE, Bool), (AUTO, Bool)],
             Method::Switch => &[
@@ -121,6 +124,7 @@ impl Method {
             Method::Settings => "Settings",
             Method::SetSettings => "SetSettings",
             Method::ResetSettings => "ResetSettings",
+            Method::Diff => "Diff",
         }
     }
 }

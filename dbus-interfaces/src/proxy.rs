@@ -47,6 +47,10 @@ pub trait Host1 {
     /// How a deployment's /etc differs from its image's /usr/etc, as JSON
     /// (`etc_diff::EtcDiff`).
     fn etc_diff(&self, options: OptionsArg<'_>) -> Result<String, Error>;
+    /// What changes from one deployment to another, or to the downloaded
+    /// update (`from`, `to`: booted, staged, rollback, cached, an index, or
+    /// "" for the default), as JSON (`diff::Diff`).
+    fn diff(&self, from: &str, to: &str, options: OptionsArg<'_>) -> Result<String, Error>;
     /// Bring the host to the spec of a Host document (YAML or JSON): the
     /// switch or rollback job, `/` when the host already matches it.
     fn edit(&self, document: &str, options: OptionsArg<'_>) -> Result<OwnedObjectPath, Error>;

@@ -10,12 +10,13 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use hostd_interface::diff::{Diff, PackageChangeKind, PackageDatabase};
 use hostd_interface::edit::spec_document;
 use hostd_interface::etc_diff::EtcDiff;
 use hostd_interface::host::{BootEntry, BootOrder, Host, Transport};
 use hostd_tests::booted::bls;
 use hostd_tests::booted::guest::Exit;
-use hostd_tests::booted::image::{KARGS_V11, KARGS_V12, RELEASE_KARG, SETGID_FILE, SETGID_MODE};
+use hostd_tests::booted::image::{KARGS_V11, KARGS_V12, RELEASE_KARG, SETGID_FILE, SETGID_MODE, V2_PACKAGE};
 use hostd_tests::booted::BootedMachine;
 use hostd_tests::fleetlock::StandInServer;
 use hostd_tests::journal::message_id;
@@ -1079,4 +1080,79 @@ fn discard_drops_the_staged_update_and_the_next_boot_is_the_current_one() {
     assert!(file(&m, "/etc/hostd/hostd.d/90-settings.toml").contains("policy = \"check\""));
     let policy = success("hostctl config get policy", &m.hostctl(None, &["config", "get", "policy"]).unwrap());
     assert_eq!(policy, "check\n");
+}
+
+/// `hostctl diff` as JSON, run as `user`.
+fn diff_json(m: &BootedMachine, user: Option<&str>, args: &[&str]) -> Diff {
+    let mut all = vec!["diff", "--json"];
+    all.extend_from_slice(args);
+    let out = success("hostctl diff --json", &m.hostctl(user, &all).unwrap());
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// (kind, name) of each package change.
+fn package_changes(d: &Diff) -> Vec<(PackageChangeKind, String)> {
+    d.packages.as_ref().expect("packages compared").iter().map(|c| (c.kind, c.name.clone())).collect()
+}
+
+#[test]
+fn diff_booted_to_staged_lists_the_package_v2_adds_and_its_kernel_argument() {
+    let m = booted_v1();
+    m.add_user(PLAIN_USER, false).unwrap();
+    // Nothing staged: the default names nothing to compare; the booted
+    // deployment against itself lists nothing.
+    let out = m.hostctl(Some(PLAIN_USER), &["diff"]).unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    let same = diff_json(&m, Some(PLAIN_USER), &["booted", "booted"]);
+    assert!(same.is_empty() && same.packages == Some(vec![]), "{same:?}");
+    assert_eq!(same.from.package_database, PackageDatabase::Dpkg);
+
+    m.publish("v2").unwrap();
+    success("hostctl upgrade", &m.hostctl(None, &["upgrade", "--quiet"]).unwrap());
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (Some("v2"), Some("v1"), None));
+    // The image labels reach the Host document, which stays bootc's.
+    let staged_labels = &host.status.staged.as_ref().unwrap().image.as_ref().unwrap().labels;
+    assert_eq!(staged_labels.get("org.opencontainers.image.version").map(String::as_str), Some("v2"));
+
+    // A user outside wheel may read what the update changes.
+    let d = diff_json(&m, Some(PLAIN_USER), &[]);
+    assert_eq!((d.from.target.as_str(), d.to.target.as_str()), ("booted", "staged"));
+    assert_eq!(d.to.deployment, Some(deployment_name(&host.status.staged)));
+    assert_eq!(package_changes(&d), [(PackageChangeKind::Added, V2_PACKAGE.to_string())]);
+    assert_eq!(d.to.packages, d.from.packages.map(|n| n + 1));
+    assert!(!d.kernel_changed);
+    // v1 was installed with the installer's arguments, not its kargs.d;
+    // the upgrade added v2's, which the staged deployment boots with.
+    assert_eq!(d.kargs.removed, Vec::<String>::new());
+    assert_eq!(d.kargs.added, [format!("{RELEASE_KARG}=v2")]);
+    assert!(d.to.kargs.contains(&format!("{RELEASE_KARG}=v2")) && !d.to.kargs.iter().any(|k| k.starts_with("ostree=")), "{:?}", d.to.kargs);
+    let shown = success("hostctl diff", &m.hostctl(Some(PLAIN_USER), &["diff"]).unwrap());
+    assert!(shown.contains(&format!("  + {V2_PACKAGE} ")), "{shown}");
+    assert!(shown.contains(&format!("Kernel argument added: {RELEASE_KARG}=v2")), "{shown}");
+    // The package is really missing from the booted v1, by dpkg's own account.
+    let query = |package: &str| m.run_as(None, &["dpkg-query", "--admindir=/usr/share/factory/var/lib/dpkg", "-W", package]).unwrap();
+    assert!(query("base-files").status.success(), "v1's database is where hostd reads it: {}", text(&query("base-files")));
+    let missing = query(V2_PACKAGE);
+    assert!(!missing.status.success() && text(&missing).contains("no packages found"), "{V2_PACKAGE} is not in v1: {}", text(&missing));
+}
+
+#[test]
+fn diff_of_a_downloaded_update_reads_the_image_before_it_is_deployed() {
+    let mut m = booted_v1();
+    m.publish("v2").unwrap();
+    success("hostctl upgrade --download-only", &m.hostctl(None, &["upgrade", "--quiet", "--download-only"]).unwrap());
+    let locked = diff_json(&m, None, &["booted", "cached"]);
+    assert_eq!(locked.to.target, "cached");
+    assert_eq!(package_changes(&locked), [(PackageChangeKind::Added, V2_PACKAGE.to_string())]);
+    // A plain reboot drops the locked deployment; the image stays pulled,
+    // and the default compares with it, read from its commit.
+    m.reboot().unwrap();
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v1"), None));
+    let d = diff_json(&m, None, &[]);
+    assert_eq!(d.to.target, "cached");
+    assert_eq!(d.to.deployment, None, "not deployed");
+    assert_eq!(d.to.digest.as_deref(), Some(m.images().v2.digest.as_str()));
+    assert_eq!(package_changes(&d), [(PackageChangeKind::Added, V2_PACKAGE.to_string())]);
+    assert_eq!(d.kargs.added, [format!("{RELEASE_KARG}=v2")]);
 }

@@ -1,6 +1,7 @@
 //! One function per verb; each is a typed call plus rendering.
 
 mod config;
+mod diff;
 mod edit;
 mod etc_diff;
 mod job;
@@ -46,6 +47,7 @@ async fn dispatch(cli: Cli) -> Result<Code, Error> {
         Command::Cancel => job::cancel(&conn, &host).await,
         Command::Watch(output) => job::watch(&conn, &host, &output).await,
         Command::EtcDiff(args) => etc_diff::run(&call, &args).await,
+        Command::Diff(args) => diff::run(&call, &args).await,
         Command::Edit(args) => edit::run(&conn, &call, &args).await,
         Command::Reload => {
             call.call::<()>("ReloadConfig", &()).await?;

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hostd_interface::diff::DiffTarget;
 use hostd_interface::etc_diff::EtcDiffTarget;
 use hostd_interface::host::{FilesystemOverlayPersistence, Transport};
 use hostd_interface::job::JobStatus;
@@ -35,11 +36,15 @@ use crate::jobs::{Initiator, JobKind, JobRequest, JobShared, Reservation};
 use crate::reboot::apply::Logind;
 use crate::settings::Edit as SettingsEdit;
 use crate::sysroot::local_source::{self, Trust};
-use crate::sysroot::{discard, etc_diff, pin};
+use crate::sysroot::{diff, discard, etc_diff, pin};
 use crate::{containers_policy, edit, errors, image_ref, journal};
 
 /// The manager object as registered (behind its signature guard).
 pub type ManagerObject = SignatureGuard<Manager>;
+
+/// The longest `Diff` takes before it answers `Failed`: reading two
+/// package databases of a few MiB each takes well under a second.
+const DIFF_TIME_LIMIT: Duration = Duration::from_secs(60);
 
 /// Finished jobs stay on the bus this long, for late readers.
 const LINGER: Duration = Duration::from_secs(10);
@@ -559,6 +564,32 @@ impl Manager {
             .map_err(|e| Error::Failed(format!("comparing /etc: {e}")))?
             .map_err(errors::name_owned)?;
         serde_json::to_string(&diff).map_err(|e| Error::Failed(format!("serializing the /etc changes: {e}")))
+    }
+
+    /// Diff: what changes from one deployment to another (or to the
+    /// downloaded update), as JSON: packages added, removed, upgraded and
+    /// downgraded, kernel version and kernel arguments, the images'
+    /// description labels. from and to: booted, staged, rollback, cached,
+    /// an index into Deployments, or "" (from: booted; to: staged, else
+    /// cached). Takes no options yet. Anyone may call it, like Status.
+    async fn diff(&self, from: String, to: String, options: HashMap<String, OwnedVariant>) -> Result<String, Error> {
+        self.ctx.idle.touch();
+        Options::parse(Method::Diff, &options)?;
+        let parse = |arg: &str, text: &str| {
+            DiffTarget::parse(text).map_err(|e| Error::InvalidArgument(format!("{arg}: {e}")))
+        };
+        let (from, to) = (parse("from", &from)?, parse("to", &to)?);
+        let loaded = self.ensure_image_based().await?;
+        let snapshot = loaded.as_ref().as_ref().map_err(errors::name)?;
+        let (from, to) = diff::resolve(snapshot, from, to).map_err(errors::name_owned)?;
+        let sysroot = self.ctx.sysroot.path().to_path_buf();
+        let work = tokio::task::spawn_blocking(move || diff::diff(&sysroot, &from, &to));
+        let answer = tokio::time::timeout(DIFF_TIME_LIMIT, work)
+            .await
+            .map_err(|_| Error::Failed(format!("comparing the deployments took longer than {} s", DIFF_TIME_LIMIT.as_secs())))?
+            .map_err(|e| Error::Failed(format!("comparing the deployments: {e}")))?
+            .map_err(errors::name_owned)?;
+        serde_json::to_string(&answer).map_err(|e| Error::Failed(format!("serializing the comparison: {e}")))
     }
 
     /// ReloadConfig: re-read /etc/hostd/hostd.toml and drop-ins. A bad file is

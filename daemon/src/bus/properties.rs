@@ -52,6 +52,7 @@ pub fn cached_update(ctx: &Context) -> CachedUpdate {
             downgrade: Some(true),
             version: older.version.clone(),
             timestamp: older.timestamp.clone(),
+            labels: labels(&older.labels),
             ..CachedUpdate::default()
         };
     }
@@ -66,7 +67,13 @@ pub fn cached_update(ctx: &Context) -> CachedUpdate {
         download_bytes: checked.as_ref().map(|s| s.bytes_to_fetch),
         layers_to_fetch: checked.as_ref().map(|s| s.layers_to_fetch),
         layers_total: checked.as_ref().map(|s| s.layers_total),
+        labels: labels(&update.labels),
     }
+}
+
+/// Description labels as an `a{ss}`; `None` (the key absent) when there are none.
+fn labels(labels: &std::collections::BTreeMap<String, String>) -> Option<std::collections::HashMap<String, String>> {
+    (!labels.is_empty()).then(|| labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
 /// `Deployments`: every deployment in boot order.
@@ -91,6 +98,7 @@ fn deployment_entry(d: &Deployment) -> DeploymentEntry {
         digest: image.map(|i| i.image_digest.clone()),
         version: image.and_then(|i| i.version.clone()),
         timestamp: image.and_then(|i| i.timestamp.clone()),
+        labels: image.and_then(|i| labels(&i.labels)),
     }
 }
 

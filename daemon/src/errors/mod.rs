@@ -57,6 +57,7 @@ pub fn name(e: &sysroot::Error) -> Named {
         E::Refused(m) => Named::InvalidArgument(m.clone()),
         E::NotImageBased(m) => Named::NotImageBased(m.clone()),
         E::NothingToStage(m) => Named::NothingToStage(m.clone()),
+        E::MalformedPackageDatabase(m) => Named::MalformedPackageDatabase(m.clone()),
         E::LockHeld(m) => Named::Busy(m.clone()),
         E::NotEnoughSpace(m) => Named::NoSpace(m.clone()),
         E::SignatureRejected(m) => Named::SignatureRejected(m.clone()),

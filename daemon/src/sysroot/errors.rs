@@ -21,6 +21,9 @@ pub enum Error {
     /// `Stage` found nothing to queue.
     #[error("{0}")]
     NothingToStage(String),
+    /// A tree's package database cannot be read (malformed, too large).
+    #[error("{0}")]
+    MalformedPackageDatabase(String),
     /// Another process holds the sysroot lock for longer than hostd waits.
     #[error("{0}")]
     LockHeld(String),

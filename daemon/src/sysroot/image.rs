@@ -70,6 +70,7 @@ pub fn image_status(
         version: meta.version,
         image_digest: digest.to_string(),
         architecture: config.architecture().to_string(),
+        labels: super::metadata::description_labels(config),
     }
 }
 

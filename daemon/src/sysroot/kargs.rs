@@ -59,6 +59,13 @@ impl Kargs {
     }
 }
 
+impl From<Vec<String>> for Kargs {
+    /// Arguments already split, each as written.
+    fn from(args: Vec<String>) -> Kargs {
+        Kargs(args)
+    }
+}
+
 impl std::fmt::Display for Kargs {
     /// The command line: the arguments separated by single spaces.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -232,7 +239,7 @@ pub fn files_of_commit(repo: &ostree::Repo, commit: &str) -> Result<Vec<(String,
 /// asks the file's stream for its etag as if it were a `GFileInputStream`,
 /// which the stream of an ostree `RepoFile` is not, and GLib logs a
 /// CRITICAL for every file read so (ostree issue 2703).
-fn read_commit_file(repo: &ostree::Repo, file: &gio::File) -> Result<Vec<u8>> {
+pub(super) fn read_commit_file(repo: &ostree::Repo, file: &gio::File) -> Result<Vec<u8>> {
     use std::io::Read;
     let file = file.downcast_ref::<ostree::RepoFile>().context("not a file of an ostree commit")?;
     file.ensure_resolved()?;

@@ -17,10 +17,15 @@
 //!   normalized to UTC (`2026-01-01T00:00:00Z`, fractional seconds kept).
 //!   Anything else (empty, a date without a time, no offset, prose) is not
 //!   usable.
+//! - **Description labels**: the config labels
+//!   `org.opencontainers.image.{title,description,url,source,revision,version}`
+//!   ([`DESCRIPTION_LABELS`]), each trimmed; one is left out when nothing is
+//!   left, when it holds a control character other than a line break or a
+//!   tab, or when it is longer than [`MAX_LABEL_CHARS`] characters.
 //! - Nothing usable: unknown (`None`; `null` in JSON, absent from an `a{sv}`),
 //!   never an empty string.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use ostree_ext::oci_spec::image::{ImageConfiguration, ImageManifest};
@@ -34,6 +39,35 @@ pub const OCI_CREATED: &str = "org.opencontainers.image.created";
 /// Longer versions are not usable: no one names a release that way, and the
 /// text status and the journal would carry it on every line.
 pub const MAX_VERSION_CHARS: usize = 128;
+
+/// The labels that describe an image to a person (what a GUI links release
+/// notes with), passed on by their full names.
+pub const DESCRIPTION_LABELS: [&str; 6] = [
+    "org.opencontainers.image.title",
+    "org.opencontainers.image.description",
+    "org.opencontainers.image.url",
+    "org.opencontainers.image.source",
+    "org.opencontainers.image.revision",
+    OCI_VERSION,
+];
+/// Longer label values are left out: a description is a paragraph, not a
+/// document, and every `Deployments` read carries them.
+pub const MAX_LABEL_CHARS: usize = 1024;
+
+/// The usable [`DESCRIPTION_LABELS`] of an image config, by full name.
+pub fn description_labels(config: &ImageConfiguration) -> BTreeMap<String, String> {
+    let Some(labels) = config.config().as_ref().and_then(|c| c.labels().as_ref()) else { return BTreeMap::new() };
+    DESCRIPTION_LABELS
+        .iter()
+        .filter_map(|key| {
+            let v = labels.get(*key)?.trim();
+            let usable = !v.is_empty()
+                && !v.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+                && v.chars().count() <= MAX_LABEL_CHARS;
+            usable.then(|| (key.to_string(), v.to_string()))
+        })
+        .collect()
+}
 
 /// A version and a build time, normalized.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -146,6 +180,32 @@ mod tests {
             let got = version(map(labels).as_ref(), map(annotations).as_ref());
             assert_eq!(got.as_deref(), *expected, "labels {labels:?}, annotations {annotations:?}");
         }
+    }
+
+    #[test]
+    fn description_labels_are_the_six_oci_ones_when_usable() {
+        let long = "x".repeat(MAX_LABEL_CHARS + 1);
+        let config: ImageConfiguration = serde_json::from_value(serde_json::json!({
+            "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "history": [],
+            "config": {"Labels": {
+                "org.opencontainers.image.title": " Test OS ",
+                "org.opencontainers.image.description": "line one\nline two",
+                "org.opencontainers.image.url": "",
+                "org.opencontainers.image.source": "https://example.org/src\u{1b}[31m",
+                "org.opencontainers.image.revision": long,
+                "org.opencontainers.image.version": "2",
+                "org.opencontainers.image.vendor": "not passed on",
+            }}
+        }))
+        .unwrap();
+        let labels = description_labels(&config);
+        let keys: Vec<&str> = labels.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["org.opencontainers.image.description", "org.opencontainers.image.title", "org.opencontainers.image.version"]
+        );
+        assert_eq!(labels["org.opencontainers.image.title"], "Test OS");
+        assert_eq!(labels["org.opencontainers.image.description"], "line one\nline two");
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //!   run by jobs on their own thread under the sysroot lock.
 //! - [`etc_diff`]: a deployment's `/etc` against its image's `/usr/etc`,
 //!   read by the `EtcDiff` call on a blocking thread.
+//! - [`diff`]: what changes between two deployments or a deployment and
+//!   the downloaded update (packages, kernel, kargs), read from their
+//!   commits by the `Diff` call on a blocking thread; [`packages`] reads
+//!   package databases and compares versions (no I/O).
 //! - [`pin`]: pinning a deployment, done directly by the `Pin` call.
 //! - [`usr_overlay`]: the overlay on the booted `/usr` (libostree's unlock),
 //!   run by a helper in the host's mount namespace; its state in the Host document.
@@ -23,6 +27,7 @@ pub mod cancel;
 pub mod cleanup;
 pub mod copied_layout;
 pub mod deploy;
+pub mod diff;
 pub mod discard;
 pub mod errors;
 pub mod etc_diff;
@@ -32,6 +37,7 @@ pub mod kargs;
 pub mod layer_reuse;
 pub mod local_source;
 pub mod metadata;
+pub mod packages;
 pub mod pin;
 pub mod progress;
 pub mod pull;

@@ -337,6 +337,7 @@ pub(crate) mod tests {
                     timestamp: None,
                     image_digest: format!("sha256:{version}"),
                     architecture: "amd64".into(),
+                    labels: Default::default(),
                 }),
                 cached_update: None,
                 incompatible: false,

@@ -7,7 +7,10 @@
 //!   `/etc/testos/a.conf` and `b.conf`, and the image's kernel arguments
 //!   (`/usr/lib/bootc/kargs.d`), and adds [`SETGID_FILE`], setgid to group
 //!   `shadow` like `chage`: a file whose setgid bit root keeps on `chmod`
-//!   only with `CAP_FSETID`;
+//!   only with `CAP_FSETID`, and installs one more Debian package,
+//!   [`V2_PACKAGE`] (the real `.deb` from this machine's apt mirror,
+//!   installed by `dpkg --root` onto v1's package database, so v2's dpkg
+//!   status file is dpkg's own);
 //! - `v3` is `v1` plus a large incompressible file, for pulls slow enough to
 //!   interrupt;
 //! - `v11` and `v12` are `v1` with a second kargs.d file
@@ -65,6 +68,14 @@ pub const SETGID_FILE: &str = "usr/libexec/testos/shadow-helper";
 /// Its mode.
 pub const SETGID_MODE: u32 = 0o2755;
 const SHADOW_GID: u64 = 42;
+
+/// The Debian package v2 installs on top of v1: small, no maintainer
+/// scripts, files only under `/usr`, and its one dependency (libc6) in v1.
+pub const V2_PACKAGE: &str = "hello";
+/// Where the test OS keeps dpkg's database: where ostree-ext 0.15 puts an
+/// image's `/var/lib/dpkg` when it imports a layer (it moves `/var` to
+/// `/usr/share/factory/var`), so v1's base and v2's derived layer agree.
+pub const DPKG_DIR: &str = "usr/share/factory/var/lib/dpkg";
 
 /// bootc's `systemd/bootc-fetch-apply-updates.service`, as bootc ships it.
 pub const BOOTC_SERVICE: &str = include_str!("bootc/bootc-fetch-apply-updates.service");
@@ -196,6 +207,8 @@ fn build(rootfs: &Path, installed: &Path, dir: &Path) -> Result<()> {
     let mut files: Vec<LayerFile> = v2.iter().map(|(path, content)| LayerFile::plain(path, content)).collect();
     let helper = b"#!/bin/sh\n";
     files.push(LayerFile { path: SETGID_FILE, content: helper, mode: SETGID_MODE, uid: 0, gid: SHADOW_GID });
+    let package = package_files(&tree.join(DPKG_DIR), &dir.join("package"))?;
+    files.extend(package.iter().map(|(path, content, mode)| LayerFile { path, content, mode: *mode, uid: 0, gid: 0 }));
     builder.derive_files(&v1, "v2", &files)?;
     oci::retag(&oci, "latest", "v2")?;
     builder.derive(&v1, "v3", &v3_files())?;
@@ -204,10 +217,57 @@ fn build(rootfs: &Path, installed: &Path, dir: &Path) -> Result<()> {
         builder.derive(&v1, version, &kargs_files(version, kargs))?;
         oci::retag(&oci, "latest", version)?;
     }
-    for scratch in [tree, dir.join("repo"), dir.join("derive")] {
+    for scratch in [tree, dir.join("repo"), dir.join("derive"), dir.join("package")] {
         remove_tree(&scratch)?;
     }
     Ok(())
+}
+
+/// What installing [`V2_PACKAGE`] on v1 adds or changes, as a layer's
+/// files (path, content, mode): `apt-get download` fetches the `.deb` from
+/// this machine's apt sources into `scratch`, and `dpkg --root` installs it
+/// into `scratch/root`, which holds a copy of v1's dpkg database
+/// (`v1_dpkg`) at `/var/lib/dpkg`, the path dpkg and an image's layer use.
+/// The package has no maintainer scripts, so nothing runs in that root.
+fn package_files(v1_dpkg: &Path, scratch: &Path) -> Result<Vec<(String, Vec<u8>, u32)>> {
+    let root = scratch.join("root");
+    let admin = root.join("var/lib/dpkg");
+    std::fs::create_dir_all(admin.parent().expect("has a parent"))?;
+    run(Command::new("cp").arg("-a").arg(v1_dpkg).arg(&admin))?;
+    run(Command::new("apt-get").current_dir(scratch).args(["download", V2_PACKAGE]))?;
+    let deb = std::fs::read_dir(scratch)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .with_context(|| format!("apt-get download {V2_PACKAGE} left no .deb"))?;
+    run(Command::new("dpkg").arg(format!("--root={}", root.display())).arg("--log=/dev/null").arg("-i").arg(&deb))?;
+    let mut files = Vec::new();
+    let mut pending = vec![root.clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let meta = std::fs::symlink_metadata(&path)?;
+            let rel = path.strip_prefix(&root)?.to_string_lossy().into_owned();
+            if meta.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            anyhow::ensure!(meta.is_file(), "{V2_PACKAGE} installed {rel}, which is not a regular file");
+            // dpkg's locks and backups are no part of the database.
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.starts_with("lock") || name == "Lock" || name.ends_with("-old") {
+                continue;
+            }
+            let content = std::fs::read(&path)?;
+            let unchanged = rel
+                .strip_prefix("var/lib/dpkg/")
+                .is_some_and(|inner| std::fs::read(v1_dpkg.join(inner)).is_ok_and(|old| old == content));
+            if !unchanged {
+                files.push((rel, content, meta.mode() & 0o7777));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// What the base image brings besides Debian: no timers of its own (apt-daily
@@ -249,6 +309,11 @@ fn enable_polkit_rules(tree: &Path) -> Result<()> {
 /// left empty, the toplevel directories that live in `/var` become links,
 /// and a kernel and initramfs appear where libostree looks for them.
 fn make_ostree_tree(tree: &Path) -> Result<()> {
+    // dpkg's database is the image's record of its packages, not state:
+    // keep it where ostree-ext puts an image's /var (see DPKG_DIR).
+    let dpkg = tree.join(DPKG_DIR);
+    std::fs::create_dir_all(dpkg.parent().expect("has a parent"))?;
+    std::fs::rename(tree.join("var/lib/dpkg"), &dpkg)?;
     for dir in ["dev", "proc", "sys", "run", "tmp", "var", "boot"] {
         empty_dir(&tree.join(dir))?;
     }
