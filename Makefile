@@ -68,8 +68,8 @@ FISHCOMPDIR := $(PREFIX)/share/fish/vendor_completions.d
 GENERATED_DOCS := target/hostctl-docs
 MAN_PAGES := docs/man/hostd.8 docs/man/hostd.toml.5 docs/man/org.hostd.Host1.5
 
-.PHONY: install-man
-install: install-man
+.PHONY: install-man install-cockpit
+install: install-man install-cockpit
 install-man:
 	rm -rf $(GENERATED_DOCS)
 	$(RELEASE)/hostctl generate-docs $(GENERATED_DOCS)
@@ -79,6 +79,14 @@ install-man:
 	install -D -m 0644 $(GENERATED_DOCS)/completions/hostctl $(DESTDIR)$(BASHCOMPDIR)/hostctl
 	install -D -m 0644 $(GENERATED_DOCS)/completions/_hostctl $(DESTDIR)$(ZSHCOMPDIR)/_hostctl
 	install -D -m 0644 $(GENERATED_DOCS)/completions/hostctl.fish $(DESTDIR)$(FISHCOMPDIR)/hostctl.fish
+
+# The Cockpit page (docs/cockpit.md): static files, no build step.
+COCKPITDIR := $(PREFIX)/share/cockpit/hostd
+COCKPIT_FILES := manifest.json index.html hostd.js hostd.css
+install-cockpit:
+	for f in $(COCKPIT_FILES); do \
+		install -D -m 0644 client/cockpit/$$f $(DESTDIR)$(COCKPITDIR)/$$f || exit 1; \
+	done
 
 deps:
 	bash scripts/deps

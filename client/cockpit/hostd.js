@@ -154,7 +154,7 @@ function shortDigest(d) {
 /* State shared by the views. */
 const state = {
     client: null,
-    manager: null,
+    props: {},
     deployments: [],
     cached: {},
     job: null,
@@ -163,6 +163,7 @@ const state = {
     configureWhy: "",
     settings: {},
     sources: {},
+    lastCheckTime: null,
 };
 
 function call(method, args, signature, interactive) {
@@ -294,7 +295,7 @@ function renderLastCheck(time, result) {
 }
 
 function renderReboot() {
-    const m = state.manager;
+    const m = state.props;
     $("reboot").hidden = !m.RebootRequired;
     $("reboot-reason").textContent = m.RebootPendingReason || "";
 }
@@ -485,6 +486,7 @@ function jobRemoved(path, result) {
         renderButtons();
     }
     refreshSettings();
+    refreshManager();
 }
 
 function startJob(method, args, signature) {
@@ -511,7 +513,7 @@ function refreshSettings() {
 }
 
 function renderSettings() {
-    const m = state.manager;
+    const m = state.props;
     $("policy").value = state.settings["updates.policy"] || m.AutomaticUpdatePolicy || "none";
     $("strategy").value = state.settings["updates.strategy"] || m.UpdateStrategy || "immediate";
     $("next-window").textContent = m.NextMaintenanceWindow ? formatUsec(m.NextMaintenanceWindow) : _("none configured");
@@ -520,12 +522,18 @@ function renderSettings() {
     renderSettingsControls();
 }
 
-/* Whether the user may change the settings, asked of hostd itself:
- * ResetSettings with no keys changes nothing and needs the same
- * authorization (org.hostd.host1.configure) as SetSettings, without a
- * prompt. */
+/* Whether the user may change the settings, asked of hostd itself without
+ * a prompt: ResetSettings of a key that /etc/hostd/hostd.d/90-settings.toml
+ * does not set changes nothing, and needs the same authorization
+ * (org.hostd.host1.configure) as SetSettings. */
+const SETTINGS_KEYS = ["updates.fleet_lock.group", "updates.fleet_lock.url", "updates.time_zone",
+    "updates.window", "updates.strategy", "updates.policy"];
+
 function refreshPermissions() {
-    return call("ResetSettings", [[], {}], "asa{sv}", false)
+    const untouched = SETTINGS_KEYS.find(k => !(state.sources[k] || "").endsWith("/90-settings.toml"));
+    if (!untouched)
+        return Promise.resolve();
+    return call("ResetSettings", [[untouched], {}], "asa{sv}", false)
         .then(() => {
             state.canConfigure = true;
             state.configureWhy = "";
@@ -554,9 +562,9 @@ function saveSettings(ev) {
     const change = {};
     const policy = $("policy").value;
     const strategy = $("strategy").value;
-    if (policy !== (state.settings["updates.policy"] || state.manager.AutomaticUpdatePolicy))
+    if (policy !== (state.settings["updates.policy"] || state.props.AutomaticUpdatePolicy))
         change["updates.policy"] = cockpit.variant("s", policy);
-    if (strategy !== (state.settings["updates.strategy"] || state.manager.UpdateStrategy))
+    if (strategy !== (state.settings["updates.strategy"] || state.props.UpdateStrategy))
         change["updates.strategy"] = cockpit.variant("s", strategy);
     if (Object.keys(change).length === 0) {
         showAlert("info", _("The settings are unchanged."));
@@ -629,16 +637,36 @@ function unavailable(title, body) {
 }
 
 function onManagerChanged() {
-    const m = state.manager;
+    const m = state.props;
     state.deployments = unwrap(m.Deployments || []);
     state.cached = unwrap(m.CachedUpdate || {});
     renderDeployments();
     renderUpdate();
     renderReboot();
     renderLastCheck(m.LastCheckTime, m.LastCheckResult);
+    if (m.LastCheckTime !== state.lastCheckTime) {
+        /* A daemon that announces only LastCheckTime when a check ends:
+         * read the result that goes with it. */
+        state.lastCheckTime = m.LastCheckTime;
+        state.client.call(PATH, "org.freedesktop.DBus.Properties", "Get", [IFACE, "LastCheckResult"], { type: "ss" })
+            .then(([v]) => renderLastCheck(state.lastCheckTime, unwrap(v)))
+            .catch(ex => console.warn("LastCheckResult:", ex.message));
+    }
     if (m.ActiveJob && m.ActiveJob !== "/")
         watchJob(m.ActiveJob);
     renderSettings();
+}
+
+/* The manager's properties, read whole; PropertiesChanged updates them,
+ * and they are read again when a job ends, so that what a daemon changes
+ * without announcing it (the update a download found) shows too. */
+function refreshManager() {
+    return state.client.call(PATH, "org.freedesktop.DBus.Properties", "GetAll", [IFACE], { type: "s" })
+        .then(([props]) => {
+            Object.assign(state.props, unwrap(props));
+            onManagerChanged();
+        })
+        .catch(ex => console.warn("GetAll:", ex.message));
 }
 
 function start() {
@@ -649,20 +677,25 @@ function start() {
      * one that is not, and a host without hostd from both. */
     state.client.call(PATH, IFACE, "Status", [{}], { type: "a{sv}" })
         .then(() => {
-            const m = state.client.proxy(IFACE, PATH);
-            state.manager = m;
-            return m.wait().then(() => {
-                $("loading").hidden = true;
-                $("page").hidden = false;
-                m.addEventListener("changed", onManagerChanged);
-                state.client.subscribe({ interface: IFACE, path: PATH, member: "JobNew" },
-                                       (path, iface, signal, args) => watchJob(args[1]));
-                state.client.subscribe({ interface: IFACE, path: PATH, member: "JobRemoved" },
-                                       (path, iface, signal, args) => jobRemoved(args[1], args[2]));
-                onManagerChanged();
-                refreshSettings();
-                refreshPermissions();
-            });
+            $("loading").hidden = true;
+            $("page").hidden = false;
+            state.client.subscribe({ interface: "org.freedesktop.DBus.Properties", path: PATH, member: "PropertiesChanged" },
+                                   (path, iface, signal, args) => {
+                                       if (args[0] !== IFACE)
+                                           return;
+                                       Object.assign(state.props, unwrap(args[1]));
+                                       if (args[2] && args[2].length)
+                                           refreshManager();
+                                       else
+                                           onManagerChanged();
+                                   });
+            state.client.subscribe({ interface: IFACE, path: PATH, member: "JobNew" },
+                                   (path, iface, signal, args) => watchJob(args[1]));
+            state.client.subscribe({ interface: IFACE, path: PATH, member: "JobRemoved" },
+                                   (path, iface, signal, args) => jobRemoved(args[1], args[2]));
+            return refreshManager()
+                .then(refreshSettings)
+                .then(refreshPermissions);
         })
         .catch(ex => {
             const name = errorName(ex);

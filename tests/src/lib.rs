@@ -21,12 +21,14 @@
 //! - [`fleetlock`]: a stand-in FleetLock lock manager on 127.0.0.1.
 //! - [`journal`]: the journal entries hostd sends, caught at the socket.
 //! - [`consistency`]: what a host must look like after any fault.
+//! - [`cockpit`]: cockpit-ws serving hostd's page, driven in Chromium.
 //! - [`inject`]: a `PATH` without skopeo, a skopeo that crashes on demand,
 //!   and `ostree admin` holding the sysroot lock.
 //!
 //! Everything started is stopped on drop, also when a test panics.
 
 pub mod booted;
+pub mod cockpit;
 pub mod consistency;
 pub mod fixture;
 pub mod fleetlock;
