@@ -26,7 +26,7 @@ RELEASE := target/release
 ACTIVATION := systemd-units/org.hostd.Host1.service
 UNITS := $(filter-out $(ACTIVATION),$(wildcard systemd-units/*.service systemd-units/*.timer))
 
-.PHONY: all build install deps demo test test-fast torture bench fuzz verify-units
+.PHONY: all build install deps demo demo-cockpit test test-fast torture bench fuzz verify-units
 
 all: build
 
@@ -57,6 +57,8 @@ install:
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	install -d -m 0755 $(DESTDIR)$(DOCDIR)/docs
 	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
+	install -d -m 0755 $(DESTDIR)$(DOCDIR)/docs/images
+	install -m 0644 docs/images/*.png $(DESTDIR)$(DOCDIR)/docs/images/
 
 # Man pages and shell completions. hostctl's are generated from its command
 # line definition by the binary being installed (`hostctl generate-docs`);
@@ -93,6 +95,15 @@ deps:
 
 demo: deps
 	bash scripts/demo
+
+# The Cockpit page's browser tests (tests/tests/cockpit.rs), keeping a
+# screenshot of every state they reach in target/cockpit-demo/.
+COCKPIT_SHOTS := target/cockpit-demo
+demo-cockpit: deps
+	$(CARGO) build -p hostd -p hostctl
+	rm -rf $(COCKPIT_SHOTS)
+	HOSTD_COCKPIT_SHOTS=$(CURDIR)/$(COCKPIT_SHOTS) $(CARGO) test -p hostd-tests --test cockpit -- --test-threads=2
+	@echo "screenshots: $(COCKPIT_SHOTS)/"
 
 test: deps
 	bash scripts/test

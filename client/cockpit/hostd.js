@@ -445,7 +445,11 @@ function renderJob() {
     $("job").hidden = false;
     $("job").dataset.path = job.path;
     $("job").dataset.state = job.State || "";
-    $("job-title").textContent = KINDS[job.Kind] || job.Kind || "";
+    const kind = KINDS[job.Kind] || job.Kind || "";
+    const ended = { failed: _("$0: failed"), cancelled: _("$0: cancelled") }[job.State];
+    $("job-title").textContent = ended ? cockpit.format(ended, kind) : kind;
+    $("job-progress").classList.toggle("pf-m-danger", !!ended);
+    $("cancel").hidden = job.State !== "running";
     const progress = Math.max(0, Math.min(1, Number(job.Progress) || 0));
     const pct = job.State === "succeeded" ? 100 : Math.round(progress * 1000) / 10;
     $("job-indicator").style.width = pct + "%";
