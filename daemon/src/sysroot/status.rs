@@ -219,8 +219,26 @@ fn boot_entry(
             checksum,
             deploy_serial: u32::try_from(d.deployserial()).unwrap_or_default(),
         }),
+        bound_images: bound_images_of(repo, d),
     };
     Ok((entry, cached_downgrade))
+}
+
+/// The images `d`'s commit binds; none, with a log line, when its
+/// `bound-images.d` cannot be read (the deployment is there all the same).
+fn bound_images_of(repo: &ostree::Repo, d: &ostree::Deployment) -> Vec<hostd_interface::host::BoundImage> {
+    let images = match super::bound_images::of_commit(repo, d.csum().as_str()) {
+        Ok(Ok(images)) => images,
+        Ok(Err(bad)) => {
+            tracing::warn!(deployment = %d.csum(), "{bad}");
+            return Vec::new();
+        }
+        Err(e) => {
+            tracing::warn!(deployment = %d.csum(), "reading its bound images: {e:#}");
+            return Vec::new();
+        }
+    };
+    images.into_iter().map(|i| hostd_interface::host::BoundImage { image: i.image, file: i.file }).collect()
 }
 
 /// ostree-ext's cached update of a deployed image, `cached` as the Host
@@ -347,6 +365,7 @@ pub(crate) mod tests {
                     checksum: format!("c{version}"),
                     deploy_serial: 0,
                 }),
+                bound_images: Vec::new(),
             },
         }
     }
