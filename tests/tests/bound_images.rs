@@ -6,12 +6,16 @@
 //! named error and deploys nothing; bound images no deployment references
 //! are removed, those of the rollback deployment kept.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use hostd_tests::bound::{self, binding, image_file, stored_names};
-use hostd_tests::machine::TestMachine;
+use hostd_tests::jobs::JobWatch;
+use hostd_tests::machine::{children_of, TestMachine};
 use hostd_tests::offline::{deployed, host_with_v1, status, text, vd, OfflineHost};
 use hostd_tests::registry::{free_port, TestRegistry};
+use hostd_tests::standin_registry::SilentRegistry;
+use zbus::Variant;
 
 const CONFIG: &str = "[daemon]\nidle_exit_secs = 120\n";
 
@@ -195,4 +199,32 @@ async fn bound_images_stay_while_a_deployment_references_them_and_go_after() {
     let said = hostctl(&machine, &["cleanup"]);
     assert!(said.contains("0 bound images"), "{said}");
     assert_eq!(stored(&h), [app2]);
+}
+
+#[tokio::test]
+async fn a_bound_image_pull_that_hangs_is_ended_by_cancel_and_nothing_is_deployed() {
+    let mut h = host_with_v1("512m", &[]).await;
+    // A stand-in: a real registry cannot be told to never answer.
+    let silent = SilentRegistry::start().unwrap();
+    let machine = TestMachine::start(h.sysroot.path(), CONFIG).unwrap();
+    machine.trust_registry(&silent.host()).unwrap();
+    let conn = machine.connect().await.unwrap();
+    build_binding(&mut h, "v2", &[("app.image", image_file(&format!("{}/app:v1", silent.host()), None))]).await;
+
+    let no_options: HashMap<&str, Variant<'_>> = HashMap::new();
+    let mut watch = JobWatch::start(&conn, "Upgrade", &(no_options,)).await.unwrap();
+    let seen = watch.until(|r| r.phases.iter().any(|p| p == "bound-images")).await.unwrap().clone();
+    assert_eq!(seen.phases.last().map(String::as_str), Some("bound-images"), "{seen:?}");
+    assert!(seen.phases.iter().any(|p| p == "pulling"), "the OS image was fetched first: {seen:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = machine.hostd_pid().expect("hostd runs");
+    assert!(children_of(pid).iter().any(|c| std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() == "skopeo")), "skopeo waits on the registry");
+    let cancelled = Instant::now();
+    watch.cancel().await.unwrap();
+    let job = watch.finish().await.unwrap();
+    assert!(cancelled.elapsed() < Duration::from_secs(10), "Cancel took {:?}", cancelled.elapsed());
+    assert_eq!((job.state.as_str(), job.error_name.as_str()), ("cancelled", "org.hostd.Host1.Error.Cancelled"), "{job:?}");
+    assert_eq!((job.layers_done, job.layers_total), (0, 1), "no bound image pulled of one");
+    assert!(!children_of(pid).iter().any(|c| std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() == "skopeo")), "no skopeo left");
+    assert_eq!(deployed(&conn).await, [vd(&h.v1)], "nothing deployed");
 }
