@@ -178,7 +178,7 @@ fn first_status_call_activates_hostd_through_systemd_and_shows_v1_booted() {
 
 /// The capabilities `systemd-units/hostd.service` keeps, with their numbers
 /// (linux/capability.h); the unit says why each is needed.
-const KEPT_CAPABILITIES: [(&str, u32); 11] = [
+const KEPT_CAPABILITIES: [(&str, u32); 12] = [
     ("cap_chown", 0),
     ("cap_dac_override", 1),
     ("cap_fowner", 3),
@@ -189,6 +189,7 @@ const KEPT_CAPABILITIES: [(&str, u32); 11] = [
     ("cap_setpcap", 8),
     ("cap_linux_immutable", 9),
     ("cap_sys_admin", 21),
+    ("cap_mknod", 27),
     ("cap_setfcap", 31),
 ];
 
@@ -1031,7 +1032,8 @@ fn derive_from_v1(m: &BootedMachine, version: &str, files: &[LayerFile<'_>]) -> 
     built
 }
 
-/// v1 binding `image` through `app.image` in bound-images.d (a link to the
+/// v1 (built at the time of `version`, `vN`: see `created_for`) binding
+/// `image` through `app.image` in bound-images.d (a link to the
 /// quadlet file in /usr/share/containers/systemd), or binding nothing.
 fn derive_binding(m: &BootedMachine, version: &str, image: Option<&str>) -> BuiltImage {
     let version_file = format!("{version}\n");
@@ -1064,8 +1066,8 @@ fn a_bound_image_is_pulled_before_staging_runs_offline_after_the_reboot_and_goes
     let app = format!("{}/app:v1", registry.host());
 
     // A bound image that cannot be pulled fails the upgrade; nothing is staged.
-    derive_binding(&m, "unreachable", Some(&format!("{closed}/app:v1")));
-    m.publish("unreachable").unwrap();
+    derive_binding(&m, "v21", Some(&format!("{closed}/app:v1")));
+    m.publish("v21").unwrap();
     let out = m.hostctl(None, &["upgrade"]).unwrap();
     assert!(!out.status.success() && text(&out).contains("Network"), "{}", text(&out));
     assert!(text(&out).contains("/usr/lib/bootc/bound-images.d/app.image"), "{}", text(&out));
@@ -1074,13 +1076,13 @@ fn a_bound_image_is_pulled_before_staging_runs_offline_after_the_reboot_and_goes
     assert!(!reboot_required(&m));
 
     // Staged with its bound image in the store before the reboot.
-    derive_binding(&m, "bound", Some(&app));
-    m.publish("bound").unwrap();
+    derive_binding(&m, "v22", Some(&app));
+    m.publish("v22").unwrap();
     let out = success("hostctl upgrade", &m.hostctl(None, &["upgrade"]).unwrap());
-    assert!(out.contains("Staged bound"), "{out}");
-    assert_eq!(bound_store(&m), [app.clone()], "pulled before the reboot");
+    assert!(out.contains("Staged v22"), "{out}");
+    assert_eq!(bound_store(&m), std::slice::from_ref(&app), "pulled before the reboot");
     let host = m.status().unwrap();
-    assert_eq!(slots(&host), (Some("bound"), Some("v1"), None));
+    assert_eq!(slots(&host), (Some("v22"), Some("v1"), None));
     let staged_bound: Vec<&str> = host.status.staged.as_ref().unwrap().bound_images.iter().map(|b| b.image.as_str()).collect();
     assert_eq!(staged_bound, [app.as_str()]);
     let json: serde_json::Value = serde_json::from_str(&success("status", &m.hostctl(None, &["status", "--format", "json"]).unwrap())).unwrap();
@@ -1091,7 +1093,7 @@ fn a_bound_image_is_pulled_before_staging_runs_offline_after_the_reboot_and_goes
     // the bound-image store.
     m.reboot().unwrap();
     registry.kill();
-    assert_eq!(slots(&m.status().unwrap()), (None, Some("bound"), Some("v1")));
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v22"), Some("v1")));
     let store = "additionalimagestore=/usr/lib/bootc/storage";
     let run = m.run(&["podman", "--storage-opt", store, "run", "--rm", "--network=none", &app, "true"]).unwrap();
     assert!(run.status.success(), "podman run from the bound-image store: {}", text(&run));
@@ -1100,24 +1102,24 @@ fn a_bound_image_is_pulled_before_staging_runs_offline_after_the_reboot_and_goes
 
     // An upgrade that drops the binding, and a cleanup: the booted
     // deployment still references the image.
-    derive_binding(&m, "unbound", None);
-    m.publish("unbound").unwrap();
+    derive_binding(&m, "v23", None);
+    m.publish("v23").unwrap();
     success("hostctl upgrade", &m.hostctl(None, &["upgrade"]).unwrap());
     success("hostctl cleanup", &m.hostctl(None, &["cleanup"]).unwrap());
-    assert_eq!(bound_store(&m), [app.clone()], "kept for the booted deployment");
+    assert_eq!(bound_store(&m), std::slice::from_ref(&app), "kept for the booted deployment");
     // Rebooted into it: the rollback deployment references the image.
     m.reboot().unwrap();
-    assert_eq!(slots(&m.status().unwrap()), (None, Some("unbound"), Some("bound")));
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v23"), Some("v22")));
     success("hostctl cleanup", &m.hostctl(None, &["cleanup"]).unwrap());
-    assert_eq!(bound_store(&m), [app.clone()], "kept for the rollback deployment");
+    assert_eq!(bound_store(&m), std::slice::from_ref(&app), "kept for the rollback deployment");
     let rollback_ok = m.run(&["podman", "--storage-opt", store, "image", "exists", &app]).unwrap();
     assert!(rollback_ok.status.success(), "{}", text(&rollback_ok));
     // One more update and reboot: no deployment references it any more.
-    derive_binding(&m, "unbound2", None);
-    m.publish("unbound2").unwrap();
+    derive_binding(&m, "v24", None);
+    m.publish("v24").unwrap();
     success("hostctl upgrade", &m.hostctl(None, &["upgrade"]).unwrap());
     m.reboot().unwrap();
-    assert_eq!(slots(&m.status().unwrap()), (None, Some("unbound2"), Some("unbound")));
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v24"), Some("v23")));
     let out = success("hostctl cleanup", &m.hostctl(None, &["cleanup"]).unwrap());
     assert!(out.contains("1 bound images"), "{out}");
     assert!(bound_store(&m).is_empty(), "{:?}", bound_store(&m));

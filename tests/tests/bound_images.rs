@@ -68,7 +68,7 @@ async fn an_upgrade_pulls_the_bound_image_before_deploying_and_status_lists_it()
     let said = hostctl(&machine, &["upgrade"]);
     assert!(said.contains("bound-images"), "the job passes the bound-images phase: {said}");
     assert_eq!(deployed(&conn).await, [vd(&v2), vd(&h.v1)]);
-    assert_eq!(stored(&h), [app.clone()], "pulled into the bound-image store");
+    assert_eq!(stored(&h), std::slice::from_ref(&app), "pulled into the bound-image store");
     let host = status(&conn).await;
     let entries: Vec<_> = host.entries().collect();
     let bound: Vec<(&str, &str)> = entries[0].bound_images.iter().map(|b| (b.image.as_str(), b.file.as_str())).collect();
@@ -144,7 +144,8 @@ async fn a_malformed_bound_images_entry_refuses_the_image_naming_the_file_and_no
     let quadlet = bound::QUADLET_DIR;
     let dir = bound::BOUND_IMAGES_DIR;
     // (link name → target, files, the reason hostd gives)
-    let cases: [(&str, &str, Vec<(String, String)>, &str); 6] = [
+    type Case<'a> = (&'a str, &'a str, Vec<(String, String)>, &'a str);
+    let cases: [Case<'_>; 6] = [
         ("app.image", "/usr/share/containers/systemd/app.image", vec![(format!("{quadlet}/app.image"), "[Image]\n".into())], "has no Image="),
         ("app.image", "/usr/share/containers/systemd/app.image", vec![(format!("{quadlet}/app.image"), "[Image]\nImage=quay.io/%u/app\n".into())], "specifiers"),
         ("app.image", "/usr/share/containers/systemd/gone.image", vec![], "which the image does not have"),
@@ -195,7 +196,7 @@ async fn bound_images_stay_while_a_deployment_references_them_and_go_after() {
     let v4 = build_binding(&mut h, "v4", &[]).await;
     hostctl(&machine, &["upgrade"]);
     assert_eq!(deployed(&conn).await, [vd(&v4), vd(&v3)]);
-    assert_eq!(stored(&h), [app2.clone()], "the automatic cleanup after the deployment removed app:v1");
+    assert_eq!(stored(&h), std::slice::from_ref(&app2), "the automatic cleanup after the deployment removed app:v1");
     let said = hostctl(&machine, &["cleanup"]);
     assert!(said.contains("0 bound images"), "{said}");
     assert_eq!(stored(&h), [app2]);
@@ -227,4 +228,30 @@ async fn a_bound_image_pull_that_hangs_is_ended_by_cancel_and_nothing_is_deploye
     assert_eq!((job.layers_done, job.layers_total), (0, 1), "no bound image pulled of one");
     assert!(!children_of(pid).iter().any(|c| std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() == "skopeo")), "no skopeo left");
     assert_eq!(deployed(&conn).await, [vd(&h.v1)], "nothing deployed");
+}
+
+#[tokio::test]
+async fn a_downloaded_update_names_its_bound_images_and_stage_pulls_them() {
+    let mut h = host_with_v1("512m", &[]).await;
+    let registry = registry_with_app(&h, &["v1"]);
+    let machine = TestMachine::start(h.sysroot.path(), CONFIG).unwrap();
+    machine.trust_registry(&registry.host()).unwrap();
+    let (conn, proxy) = machine.manager().await.unwrap();
+    let app = format!("{}/app:v1", registry.host());
+    let v2 = build_binding(&mut h, "v2", &[("app.image", image_file(&app, None))]).await;
+
+    // A check reads no layer: it cannot know.
+    let check = machine.hostctl(None, &["upgrade", "--check", "--exit-code"]);
+    assert_eq!(check.status.code(), Some(100), "{}", text(&check));
+    let cached = proxy.cached_update().await.unwrap();
+    assert_eq!((cached.downloaded, cached.bound_images.clone()), (Some(false), None), "{cached:?}");
+
+    hostctl(&machine, &["upgrade", "--download-only"]);
+    let cached = proxy.cached_update().await.unwrap();
+    assert_eq!((cached.downloaded, cached.bound_images.clone()), (Some(true), Some(vec![app.clone()])), "{cached:?}");
+    assert!(stored(&h).is_empty(), "an offline download-only fetch deploys nothing and pulls nothing");
+
+    hostctl(&machine, &["stage"]);
+    assert_eq!(deployed(&conn).await, [vd(&v2), vd(&h.v1)]);
+    assert_eq!(stored(&h), [app], "Stage pulled the bound image before it deployed v2");
 }

@@ -192,11 +192,11 @@ pub async fn stage(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<Outcome, Error> {
-    progress.phase(Phase::Staging, "queuing the downloaded update");
     let locked = sysroot
         .lock(cancel, || progress.message("waiting for the sysroot lock"))
         .await?;
     if let Some(staged) = locked.staged_deployment() {
+        progress.phase(Phase::Staging, "queuing the downloaded update");
         if !Path::new(STAGED_LOCK_FILE).exists() {
             if options.queued_is_enough {
                 return Ok(Outcome::message(format!("Deployment {} is queued for the next boot.", staged.csum())));

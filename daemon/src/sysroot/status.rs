@@ -65,6 +65,9 @@ pub struct Snapshot {
     /// With nothing staged: manifest digest of a pulled image of the tracked
     /// reference that the merge deployment does not run.
     pub downloaded_update: Option<String>,
+    /// The images that downloaded update binds (`bound-images.d` of its
+    /// commit), as written; empty without one.
+    pub downloaded_bound_images: Vec<String>,
 }
 
 impl Snapshot {
@@ -164,7 +167,13 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
     // A staged deployment is the update already; with none, a fetched image
     // may wait (offline download-only, or a locked one a reboot dropped).
     if snapshot.staged().is_none() {
-        snapshot.downloaded_update = downloaded_update(&repo, &snapshot);
+        if let Some((digest, commit)) = downloaded_update(&repo, &snapshot) {
+            snapshot.downloaded_update = Some(digest);
+            snapshot.downloaded_bound_images = match super::bound_images::of_commit(&repo, &commit) {
+                Ok(Ok(images)) => images.into_iter().map(|i| i.image).collect(),
+                _ => Vec::new(),
+            };
+        }
     }
     Ok(snapshot)
 }
@@ -181,12 +190,13 @@ fn rollback_deployment(
     pending.filter(|p| staged.is_none_or(|s| !s.equal(p))).or(after_booted)
 }
 
-/// The digest of the tracked image in the repo, when it is not the default deployment.
-fn downloaded_update(repo: &ostree::Repo, snapshot: &Snapshot) -> Option<String> {
+/// The digest and merged commit of the tracked image in the repo, when it
+/// is not the default deployment.
+fn downloaded_update(repo: &ostree::Repo, snapshot: &Snapshot) -> Option<(String, String)> {
     let merge = snapshot.merge_deployment()?;
     let reference = parse_origin_reference(merge.origin_reference.as_deref()?).ok()?;
     let state = store::query_image(repo, &reference.imgref).ok()??;
-    (state.merge_commit != merge.checksum()).then(|| state.manifest_digest.to_string())
+    (state.merge_commit != merge.checksum()).then(|| (state.manifest_digest.to_string(), state.merge_commit.clone()))
 }
 
 /// The Host document entry of `d`, and the downgrade cached on it (see
@@ -312,6 +322,7 @@ fn assemble(deployments: Vec<Deployment>, booted: bool, usr_overlay: Option<File
         reboot_required,
         booted,
         downloaded_update: None,
+        downloaded_bound_images: Vec::new(),
     }
 }
 
