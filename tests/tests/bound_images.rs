@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use hostd_tests::bound::{self, binding, image_file, stored_names};
+use hostd_tests::fixture::ImageBuilder;
 use hostd_tests::jobs::JobWatch;
 use hostd_tests::machine::{children_of, TestMachine};
 use hostd_tests::offline::{deployed, host_with_v1, status, text, vd, OfflineHost};
@@ -254,4 +255,25 @@ async fn a_downloaded_update_names_its_bound_images_and_stage_pulls_them() {
     hostctl(&machine, &["stage"]);
     assert_eq!(deployed(&conn).await, [vd(&v2), vd(&h.v1)]);
     assert_eq!(stored(&h), [app], "Stage pulled the bound image before it deployed v2");
+}
+
+#[tokio::test]
+async fn a_switch_pulls_the_bound_images_of_the_image_it_switches_to() {
+    let h = host_with_v1("512m", &[]).await;
+    let registry = registry_with_app(&h, &["v1"]);
+    let machine = TestMachine::start(h.sysroot.path(), CONFIG).unwrap();
+    machine.trust_registry(&registry.host()).unwrap();
+    let conn = machine.connect().await.unwrap();
+    let app = format!("{}/app:v1", registry.host());
+    // Another image, in an OCI directory of its own.
+    let mut other = ImageBuilder::new(&h.sysroot.dir.path().join("other-images")).unwrap();
+    let (file, link, target) = binding("app.container");
+    other.symlinks.insert(link, target);
+    let extra = BTreeMap::from([(file, bound::container_file(&app))]);
+    let built = other.build("v5", &["data"], &extra).await.unwrap();
+
+    let said = hostctl(&machine, &["switch", "--transport", "oci", &other.oci_name()]);
+    assert!(said.contains("bound-images"), "{said}");
+    assert_eq!(deployed(&conn).await, [vd(&built), vd(&h.v1)]);
+    assert_eq!(stored(&h), [app]);
 }
