@@ -277,3 +277,25 @@ async fn a_switch_pulls_the_bound_images_of_the_image_it_switches_to() {
     assert_eq!(deployed(&conn).await, [vd(&built), vd(&h.v1)]);
     assert_eq!(stored(&h), [app]);
 }
+
+#[tokio::test]
+async fn a_deployment_whose_entries_cannot_be_read_makes_cleanup_keep_every_bound_image_with_a_warning() {
+    let mut h = host_with_v1("512m", &[]).await;
+    let registry = registry_with_app(&h, &["v1"]);
+    let machine = TestMachine::start(h.sysroot.path(), CONFIG).unwrap();
+    machine.trust_registry(&registry.host()).unwrap();
+    let app = format!("{}/app:v1", registry.host());
+    build_binding(&mut h, "v2", &[("app.image", image_file(&app, None))]).await;
+    hostctl(&machine, &["upgrade"]);
+    // Another tool deploys an image hostd would refuse (an entry that is no
+    // link), which no longer binds the application image.
+    h.builder.symlinks.clear();
+    let extra = BTreeMap::from([(format!("{}/x.image", bound::BOUND_IMAGES_DIR), "[Image]\nImage=quay.io/org/x\n".to_string())]);
+    let v3 = h.builder.build("v3", &["data"], &extra).await.unwrap();
+    h.sysroot.deploy_image(&v3.reference).await.unwrap();
+
+    let said = hostctl(&machine, &["cleanup"]);
+    assert!(said.contains("and no bound image (see the warning)"), "{said}");
+    assert!(said.contains("Warning: bound images no deployment references were not removed") && said.contains("x.image is malformed"), "{said}");
+    assert_eq!(stored(&h), [app], "nothing removed while a deployment's bound images are unknown");
+}

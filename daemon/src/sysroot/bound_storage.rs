@@ -61,11 +61,6 @@ impl Store {
         Store { root, runroot }
     }
 
-    /// The store's root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// `containers-storage:` with this store's driver, root and runroot.
     fn transport(&self) -> String {
         format!("containers-storage:[overlay@{}+{}]", self.root.display(), self.runroot.display())

@@ -35,11 +35,16 @@ pub async fn cleanup(
         return Err(Error::cancelled());
     }
     let pruned = ostree_ext::container::deploy::prune(&locked.as_ostree_ext_lock())?;
-    let referenced = bound_images_referenced(&locked)?;
-    let bound = bound_storage::Store::of(sysroot.path()).remove_all_but(&referenced, cancel).await?;
+    let bound = match prune_bound_images(sysroot, &locked, progress, cancel).await {
+        Some(removed) => format!("and {removed} bound images"),
+        None => "and no bound image (see the warning)".to_string(),
+    };
+    if cancel.is_cancelled() {
+        return Err(Error::cancelled());
+    }
     let message = format!(
-        "Removed {} images, {} layers and {} objects ({} bytes), and {} bound images.",
-        pruned.n_images, pruned.n_layers, pruned.n_objects_pruned, pruned.objsize, bound.len()
+        "Removed {} images, {} layers and {} objects ({} bytes), {bound}.",
+        pruned.n_images, pruned.n_layers, pruned.n_objects_pruned, pruned.objsize
     );
     Ok(Outcome::changed(message, Change::event(Event::CleanedUp)))
 }
@@ -61,16 +66,27 @@ fn bound_images_referenced(sysroot: &ostree::Sysroot) -> Result<BTreeSet<String>
     Ok(referenced)
 }
 
-/// The automatic cleanup after an offline deployment write: remove the
-/// bound images no deployment references any more. A failure is a warning
-/// on the job: the deployment is written, and `Cleanup` can try again.
-pub async fn prune_bound_images(sysroot: &SysrootPath, locked: &ostree::Sysroot, progress: &dyn Progress, cancel: &CancellationToken) {
+/// Remove the bound images no deployment references any more (`Cleanup`,
+/// and the automatic cleanup after an offline deployment write); how many
+/// were removed. A failure (a deployment whose `bound-images.d` cannot be
+/// read, a removal skopeo refused) is a warning on the job and `None`: what
+/// the job did besides stands, and the next cleanup tries again.
+pub async fn prune_bound_images(
+    sysroot: &SysrootPath,
+    locked: &ostree::Sysroot,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Option<usize> {
     let result = match bound_images_referenced(locked) {
         Ok(referenced) => bound_storage::Store::of(sysroot.path()).remove_all_but(&referenced, cancel).await,
         Err(e) => Err(e),
     };
-    if let Err(e) = result {
-        progress.warning(&format!("bound images no deployment references were not removed: {e}"));
+    match result {
+        Ok(removed) => Some(removed.len()),
+        Err(e) => {
+            progress.warning(&format!("bound images no deployment references were not removed: {e}"));
+            None
+        }
     }
 }
 

@@ -162,7 +162,7 @@ pub async fn update(
     if !booted {
         progress.phase(Phase::Cleanup, "pruning images no deployment uses");
         ostree_ext::container::deploy::prune(&locked.as_ostree_ext_lock())?;
-        super::cleanup::prune_bound_images(sysroot, &locked, progress, cancel).await;
+        let _removed = super::cleanup::prune_bound_images(sysroot, &locked, progress, cancel).await;
     }
     let fetched_note = match &fetched {
         Fetched::Imported(_, s) => format!(" ({} layers, {} bytes fetched)", s.layers_to_fetch, s.bytes_to_fetch),
