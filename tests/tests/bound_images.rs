@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hostd_tests::bound::{self, binding, image_file, stored_names};
 use hostd_tests::fixture::ImageBuilder;
-use hostd_tests::jobs::JobWatch;
+use hostd_tests::jobs::{run_job, JobWatch};
 use hostd_tests::machine::{children_of, TestMachine};
 use hostd_tests::offline::{deployed, host_with_v1, status, text, vd, OfflineHost};
 use hostd_tests::registry::{free_port, TestRegistry};
@@ -272,10 +272,25 @@ async fn a_switch_pulls_the_bound_images_of_the_image_it_switches_to() {
     let extra = BTreeMap::from([(file, bound::container_file(&app))]);
     let built = other.build("v5", &["data"], &extra).await.unwrap();
 
-    let said = hostctl(&machine, &["switch", "--transport", "oci", &other.oci_name()]);
-    assert!(said.contains("bound-images"), "{said}");
+    let options: HashMap<&str, Variant<'_>> = HashMap::from([("transport", Variant::from("oci"))]);
+    let job = run_job(&conn, "Switch", &(other.oci_name().as_str(), options)).await.unwrap();
+    assert_eq!(job.state, "succeeded", "{job:?}");
+    let at = job.phases.iter().position(|p| p == "bound-images").expect("a bound-images phase");
+    assert_eq!(job.phases[at + 1], "staging", "{job:?}");
     assert_eq!(deployed(&conn).await, [vd(&built), vd(&h.v1)]);
-    assert_eq!(stored(&h), [app]);
+    assert_eq!(stored(&h), std::slice::from_ref(&app));
+    // Progress: one image of one, its bytes those of its manifest.
+    let manifest: serde_json::Value = serde_json::from_str(
+        &hostd_tests::run(std::process::Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{app}")))
+            .unwrap(),
+    )
+    .unwrap();
+    let size = manifest["config"]["size"].as_u64().unwrap()
+        + manifest["layers"].as_array().unwrap().iter().map(|l| l["size"].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((job.layers_done, job.layers_total), (1, 1), "{job:?}");
+    // The job's bytes go on from the OS image's: "(N layers, <os> bytes fetched)".
+    let os: u64 = job.message.split(" bytes fetched").next().and_then(|m| m.rsplit(' ').next()).unwrap().parse().unwrap();
+    assert_eq!(job.bytes.last(), Some(&(os + size, os + size)), "{job:?}");
 }
 
 #[tokio::test]

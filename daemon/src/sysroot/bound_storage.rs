@@ -90,69 +90,101 @@ impl Store {
     }
 
     /// Pull every image of `images` that the store does not hold yet, with
-    /// the job in phase `bound-images` (`LayersDone`/`LayersTotal` count
-    /// images). The first that fails ends the pulls: [`Error::Image`] named
-    /// by what its registry answered, [`Error::Cancelled`],
-    /// [`Error::ProgramMissing`].
-    pub async fn pull_all(&self, images: &[BoundImage], progress: &dyn Progress, cancel: &CancellationToken) -> Result<(), Error> {
+    /// the job in phase `bound-images`: `LayersDone`/`LayersTotal` count
+    /// images (present ones are done at once), and the compressed bytes of
+    /// the images to pull (config and layers of each manifest, read first
+    /// with `skopeo inspect --raw`) are added to the `already` bytes the
+    /// job fetched for the OS image: `BytesTotal` grows by them at once,
+    /// `BytesDone` as each image lands (a job's byte counts never go back).
+    /// The first image that fails ends the
+    /// pulls: [`Error::Image`] named by what its registry answered,
+    /// [`Error::Cancelled`], [`Error::ProgramMissing`].
+    pub async fn pull_all(
+        &self,
+        images: &[BoundImage],
+        already: u64,
+        progress: &dyn Progress,
+        cancel: &CancellationToken,
+    ) -> Result<(), Error> {
         if images.is_empty() {
             return Ok(());
         }
         super::pull::require_skopeo()?;
-        progress.phase(Phase::BoundImages, &format!("pulling {} bound images", images.len()));
+        progress.phase(Phase::BoundImages, &format!("looking for {} bound images", images.len()));
         self.ensure_dirs()?;
         let total = u32::try_from(images.len()).unwrap_or(u32::MAX);
-        progress.layers(0, total);
-        for (done, image) in images.iter().enumerate() {
+        let mut missing = Vec::new();
+        for image in images {
             let name = bound_images::normalized(&image.image);
             if self.has(&name, cancel).await? {
                 tracing::info!(image = %name, "bound image already present");
             } else {
-                progress.message(&format!("pulling bound image {} of {total}: {}", done + 1, image.image));
-                self.pull(image, &name, cancel).await?;
+                missing.push((image, name));
             }
-            progress.layers(u32::try_from(done + 1).unwrap_or(u32::MAX), total);
+        }
+        let mut done = total - u32::try_from(missing.len()).unwrap_or(total);
+        progress.layers(done, total);
+        let mut sizes = Vec::with_capacity(missing.len());
+        for (image, _) in &missing {
+            sizes.push(self.size_of(image, cancel).await?);
+        }
+        let bytes_total = already + sizes.iter().sum::<u64>();
+        let mut bytes_done = already;
+        progress.bytes(bytes_done, bytes_total);
+        for ((image, name), size) in missing.iter().zip(sizes) {
+            progress.message(&format!("pulling bound image {} of {total}: {}", done + 1, image.image));
+            self.pull(image, name, cancel).await?;
+            done += 1;
+            bytes_done += size;
+            progress.bytes(bytes_done, bytes_total);
+            progress.layers(done, total);
         }
         Ok(())
+    }
+
+    /// The compressed size of `image` as pulled: its manifest's config and
+    /// layers, for this host's platform when the tag names an index. 0 when
+    /// the manifest says no size (the count still moves); an image that
+    /// cannot be read fails as its pull would.
+    async fn size_of(&self, image: &BoundImage, cancel: &CancellationToken) -> Result<u64, Error> {
+        let manifest = self.raw_manifest(image, &format!("docker://{}", image.image), cancel).await?;
+        if let Some(size) = manifest_size(&manifest) {
+            return Ok(size);
+        }
+        let Some(digest) = platform_manifest(&manifest) else { return Ok(0) };
+        let by_digest = format!("docker://{}@{digest}", repository(&image.image));
+        let manifest = self.raw_manifest(image, &by_digest, cancel).await?;
+        Ok(manifest_size(&manifest).unwrap_or(0))
+    }
+
+    /// `skopeo inspect --raw` of `source`, with `image`'s credentials.
+    async fn raw_manifest(&self, image: &BoundImage, source: &str, cancel: &CancellationToken) -> Result<serde_json::Value, Error> {
+        let mut command = Command::new(super::pull::SKOPEO);
+        command.args(["inspect", "--raw", "--retry-times=0"]);
+        let _credentials = with_credentials(&mut command, image, "--")?;
+        command.arg(source).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let out = run(command, cancel, "skopeo inspect of a bound image").await?;
+        if !out.status.success() {
+            return Err(failed(image, &out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null))
     }
 
     async fn pull(&self, image: &BoundImage, name: &str, cancel: &CancellationToken) -> Result<(), Error> {
         let mut command = Command::new(super::pull::SKOPEO);
         command.args(["copy", "--quiet", "--retry-times=0", "--remove-signatures"]);
-        // Kept open until skopeo has ended.
-        let mut _credentials = None;
-        match &image.auth_file {
-            Some(path) => {
-                command.arg(format!("--src-authfile={path}")).stdin(Stdio::null());
-            }
-            None => match super::signature::global_authfile() {
-                Some(file) => {
-                    let fd = file.as_fd().try_clone_to_owned().context("passing the credentials to skopeo")?;
-                    command.arg("--src-authfile=/dev/stdin").stdin(Stdio::from(fd));
-                    _credentials = Some(file);
-                }
-                None => {
-                    command.arg("--src-no-creds").stdin(Stdio::null());
-                }
-            },
-        }
+        let _credentials = with_credentials(&mut command, image, "--src-")?;
         command
             .arg(format!("docker://{}", image.image))
             .arg(format!("{}{name}", self.transport()))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let out = run(command, cancel, "skopeo copy of a bound image").await?;
-        if out.status.success() {
-            tracing::info!(image = %image.image, file = %image.file, "pulled the bound image");
-            return Ok(());
+        if !out.status.success() {
+            return Err(failed(image, &out.stderr));
         }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let said = super::signature::fatal_message(&stderr).unwrap_or_else(|| stderr.trim().to_string());
-        Err(Error::Image {
-            image: image.image.clone(),
-            from_registry: true,
-            failure: ImageFailure::BoundImage { file: image.file.clone(), said },
-        })
+        tracing::info!(image = %image.image, file = %image.file, "pulled the bound image");
+        Ok(())
     }
 
     /// The images in the store as `(id, names)`, from containers-storage's
@@ -206,6 +238,73 @@ impl Store {
     }
 }
 
+/// Give `command` the credentials for `image` (options `<prefix>authfile`
+/// or `<prefix>no-creds`: `--src-` for `copy`, `--` for `inspect`):
+/// `AuthFile=` of its file, else the authentication file hostd uses for OS
+/// images (on skopeo's stdin, returned to be kept open until skopeo ends),
+/// else none.
+fn with_credentials(command: &mut Command, image: &BoundImage, prefix: &str) -> Result<Option<std::fs::File>, Error> {
+    if let Some(path) = &image.auth_file {
+        command.arg(format!("{prefix}authfile={path}")).stdin(Stdio::null());
+        return Ok(None);
+    }
+    match super::signature::global_authfile() {
+        Some(file) => {
+            let fd = file.as_fd().try_clone_to_owned().context("passing the credentials to skopeo")?;
+            command.arg(format!("{prefix}authfile=/dev/stdin")).stdin(Stdio::from(fd));
+            Ok(Some(file))
+        }
+        None => {
+            command.arg(format!("{prefix}no-creds")).stdin(Stdio::null());
+            Ok(None)
+        }
+    }
+}
+
+/// A read of `image` that skopeo refused, with its words (`stderr`).
+fn failed(image: &BoundImage, stderr: &[u8]) -> Error {
+    let stderr = String::from_utf8_lossy(stderr);
+    let said = super::signature::fatal_message(&stderr).unwrap_or_else(|| stderr.trim().to_string());
+    Error::Image {
+        image: image.image.clone(),
+        from_registry: true,
+        failure: ImageFailure::BoundImage { file: image.file.clone(), said },
+    }
+}
+
+/// The config and layer sizes of an image manifest; `None` for anything
+/// else (an index).
+fn manifest_size(manifest: &serde_json::Value) -> Option<u64> {
+    let layers = manifest["layers"].as_array()?;
+    let config = manifest["config"]["size"].as_u64().unwrap_or(0);
+    Some(config + layers.iter().filter_map(|l| l["size"].as_u64()).sum::<u64>())
+}
+
+/// The digest of the index entry for this host's platform (linux and the
+/// architecture in Go's terms, as registries name it).
+fn platform_manifest(index: &serde_json::Value) -> Option<String> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    index["manifests"].as_array()?.iter().find_map(|m| {
+        let platform = &m["platform"];
+        (platform["os"] == "linux" && platform["architecture"] == arch).then(|| m["digest"].as_str().map(str::to_string))?
+    })
+}
+
+/// The repository of an image reference: without its tag or digest.
+fn repository(image: &str) -> &str {
+    let name = image.split('@').next().unwrap_or(image);
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    match name[last_slash..].rfind(':') {
+        Some(i) => &name[..last_slash + i],
+        None => name,
+    }
+}
+
 /// Run `command` to its end, killing it when `cancel` fires.
 async fn run(mut command: Command, cancel: &CancellationToken, what: &str) -> Result<std::process::Output, Error> {
     command.kill_on_drop(true);
@@ -214,5 +313,26 @@ async fn run(mut command: Command, cancel: &CancellationToken, what: &str) -> Re
         biased;
         _ = cancel.cancelled() => Err(Error::cancelled()),
         out = child.wait_with_output() => Ok(out.map_err(|e| anyhow::Error::new(e).context(format!("waiting for {what}")))?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_come_from_the_manifest_and_an_index_names_this_platforms() {
+        let manifest = serde_json::json!({"config": {"size": 10}, "layers": [{"size": 100}, {"size": 5}]});
+        assert_eq!(manifest_size(&manifest), Some(115));
+        let arch = if std::env::consts::ARCH == "x86_64" { "amd64" } else { "arm64" };
+        let index = serde_json::json!({"manifests": [
+            {"digest": "sha256:other", "platform": {"os": "linux", "architecture": "s390x"}},
+            {"digest": "sha256:ours", "platform": {"os": "linux", "architecture": arch}},
+        ]});
+        assert_eq!(manifest_size(&index), None);
+        assert_eq!(platform_manifest(&index).as_deref(), Some("sha256:ours"));
+        assert_eq!(repository("127.0.0.1:5000/app:v1"), "127.0.0.1:5000/app");
+        assert_eq!(repository("quay.io/org/app@sha256:ab"), "quay.io/org/app");
+        assert_eq!(repository("localhost:5000/app"), "localhost:5000/app");
     }
 }

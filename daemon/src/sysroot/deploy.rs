@@ -156,7 +156,12 @@ pub async fn update(
         return Err(Error::cancelled());
     }
     let kargs = kernel_args(&repo, merge.as_ref(), &imgref, state)?;
-    pull_bound_images(sysroot, &repo, &imgref, merge.as_ref(), &state.merge_commit, progress, cancel).await?;
+    let fetched_bytes = match &fetched {
+        Fetched::Imported(_, s) => s.bytes_to_fetch,
+        Fetched::AlreadyPresent(_) | Fetched::Declined(_) => 0,
+    };
+    let bound = BoundPull { commit: &state.merge_commit, fetched_bytes };
+    pull_bound_images(sysroot, &repo, &imgref, merge.as_ref(), bound, progress, cancel).await?;
     progress.phase(Phase::Staging, "writing the deployment");
     write_deployment(&locked, merge.as_ref(), &imgref, state, kargs, options, Interruptible { progress, cancel })?;
     if !booted {
@@ -243,7 +248,8 @@ pub async fn stage(
     }
     warn_left_out(&repo, &state.merge_commit, progress);
     let kargs = kernel_args(&repo, Some(&merge), &imgref, &state)?;
-    pull_bound_images(sysroot, &repo, &imgref, Some(&merge), &state.merge_commit, progress, cancel).await?;
+    let bound = BoundPull { commit: &state.merge_commit, fetched_bytes: 0 };
+    pull_bound_images(sysroot, &repo, &imgref, Some(&merge), bound, progress, cancel).await?;
     progress.phase(Phase::Staging, "queuing the downloaded update");
     write_deployment(&locked, Some(&merge), &imgref, &state, kargs, &DeployOptions::default(), Interruptible { progress, cancel })?;
     let version = ImageMetadata::of(&state.manifest, &state.configuration).version_or_none().to_string();
@@ -270,11 +276,11 @@ async fn pull_bound_images(
     repo: &ostree::Repo,
     imgref: &OstreeImageReference,
     merge: Option<&ostree::Deployment>,
-    commit: &str,
+    bound: BoundPull<'_>,
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
-    let images = match bound_images::of_commit(repo, commit).context("reading the new image's bound-images.d")? {
+    let images = match bound_images::of_commit(repo, bound.commit).context("reading the new image's bound-images.d")? {
         Ok(images) => images,
         Err(bad) => {
             forget_refused_import(repo, imgref, merge);
@@ -284,7 +290,17 @@ async fn pull_bound_images(
     if cancel.is_cancelled() {
         return Err(Error::cancelled());
     }
-    bound_storage::Store::of(sysroot.path()).pull_all(&images, progress, cancel).await
+    bound_storage::Store::of(sysroot.path()).pull_all(&images, bound.fetched_bytes, progress, cancel).await
+}
+
+/// Whose bound images [`pull_bound_images`] pulls, and the bytes the job
+/// fetched for that image already (its byte counts continue from them).
+#[derive(Debug, Clone, Copy)]
+struct BoundPull<'a> {
+    /// The merged commit of the image to deploy.
+    commit: &'a str,
+    /// Bytes the job fetched for it.
+    fetched_bytes: u64,
 }
 
 /// Tell the job what ostree-ext left out of the image whose merged commit
