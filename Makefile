@@ -54,6 +54,10 @@ install:
 		$(DESTDIR)$(UNITDIR)/bootc-fetch-apply-updates.service.d/50-hostd.conf
 	install -D -m 0644 systemd-units/80-hostd.preset $(DESTDIR)$(PRESETDIR)/80-hostd.preset
 	install -d -m 0755 $(DESTDIR)$(VENDORCONFDIR)
+	# The bound-image store (docs/bound-images.md), where podman finds it
+	# as an additional image store; the same link bootc installs.
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/lib/bootc
+	ln -sfn /sysroot/ostree/bootc/storage $(DESTDIR)$(PREFIX)/lib/bootc/storage
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	install -d -m 0755 $(DESTDIR)$(DOCDIR)/docs
 	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/

@@ -165,6 +165,10 @@ fn entry_block(out: &mut dyn Write, label: &str, e: &BootEntry, downloaded: bool
     if let Some(o) = &e.ostree {
         writeln!(out, "{:>16}: {}.{} ({})", "Commit", o.checksum, o.deploy_serial, o.stateroot)?;
     }
+    for (i, b) in e.bound_images.iter().enumerate() {
+        let label = if i == 0 { "Bound images:" } else { "" };
+        writeln!(out, "{label:>17} {} ({})", b.image, b.file)?;
+    }
     if let Some(u) = &e.cached_update {
         writeln!(
             out,
@@ -214,6 +218,7 @@ mod tests {
                 checksum: format!("c{version}"),
                 deploy_serial: 0,
             }),
+            bound_images: Vec::new(),
         }
     }
 

@@ -172,6 +172,23 @@ pub struct BootEntry {
     pub download_only: bool,
     /// The ostree deployment.
     pub ostree: Option<BootEntryOstree>,
+    /// hostd's extension (`boundImages`, left out when empty): the
+    /// application images the deployment's image binds through
+    /// `/usr/lib/bootc/bound-images.d`, in the order of their files. They
+    /// are pulled into the bound-image store (`/usr/lib/bootc/storage`)
+    /// before the deployment is written and kept while it exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bound_images: Vec<BoundImage>,
+}
+
+/// An application image bound to a deployment's image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BoundImage {
+    /// The image as its file's `Image=` names it, e.g. `quay.io/org/app:1`.
+    pub image: String,
+    /// The entry of `/usr/lib/bootc/bound-images.d` that binds it, e.g. `app.image`.
+    pub file: String,
 }
 
 /// Detected type of host.
@@ -308,6 +325,7 @@ mod tests {
                 checksum: "abc".into(),
                 deploy_serial: 0,
             }),
+            bound_images: vec![BoundImage { image: "quay.io/org/app:1".into(), file: "app.image".into() }],
         };
         let host = Host::new(
             HostSpec::default(),
@@ -326,6 +344,8 @@ mod tests {
         assert_eq!(booted["image"]["image"]["signature"], "insecure");
         assert_eq!(booted["ostree"]["deploySerial"], 0);
         assert_eq!(booted["downloadOnly"], false);
+        assert_eq!(booted["boundImages"][0]["image"], "quay.io/org/app:1");
+        assert_eq!(booted["boundImages"][0]["file"], "app.image");
         let back: Host = serde_json::from_value(v).unwrap();
         assert_eq!(back, host);
     }
@@ -339,6 +359,7 @@ mod tests {
             pinned: false,
             download_only: false,
             ostree: Some(BootEntryOstree { stateroot: "default".into(), checksum: checksum.into(), deploy_serial: 0 }),
+            bound_images: Vec::new(),
         };
         let spec = HostSpec { image: None, boot_order: BootOrder::Rollback };
         let booted = Host::new(

@@ -74,6 +74,10 @@ wire_enum! {
         Pulling = "pulling",
         /// Writing the merged commit.
         Importing = "importing",
+        /// Pulling the application images the new image binds
+        /// (`/usr/lib/bootc/bound-images.d`) into the bound-image store;
+        /// `LayersDone`/`LayersTotal` count images.
+        BoundImages = "bound-images",
         /// Writing or queuing the deployment.
         Staging = "staging",
         /// Pruning.

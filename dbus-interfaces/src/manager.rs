@@ -139,6 +139,10 @@ pub struct CachedUpdate {
     /// `labels` a{ss}: the found image's description labels, as in
     /// `Deployments`.
     pub labels: Option<std::collections::HashMap<String, String>>,
+    /// `bound-images` as: with `downloaded` true, the images the fetched
+    /// update binds (`/usr/lib/bootc/bound-images.d`), as written; a check
+    /// reads no layer, so it is absent until the update is fetched.
+    pub bound_images: Option<Vec<String>>,
 }
 
 impl CachedUpdate {
@@ -227,11 +231,14 @@ mod tests {
             layers_to_fetch: Some(1),
             layers_total: Some(3),
             labels: None,
+            bound_images: None,
         };
         assert_eq!(
             keys(&update),
             ["digest", "downgrade", "download-bytes", "downloaded", "layers-to-fetch", "layers-total", "version"]
         );
+        let fetched = CachedUpdate { downloaded: Some(true), bound_images: Some(vec!["quay.io/org/app:1".into()]), ..update.clone() };
+        assert!(keys(&fetched).contains(&"bound-images".to_string()));
         assert!(update.pending());
         assert!(!CachedUpdate { downloaded: Some(true), ..update.clone() }.pending());
         let older = CachedUpdate {

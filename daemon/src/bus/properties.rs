@@ -58,10 +58,12 @@ pub fn cached_update(ctx: &Context) -> CachedUpdate {
     }
     let Some(update) = snapshot.cached_update() else { return CachedUpdate::default() };
     let checked = ctx.records.last_check().filter(|s| s.digest == update.image_digest);
+    let downloaded = snapshot.downloaded_update.as_deref() == Some(update.image_digest.as_str());
     CachedUpdate {
         digest: Some(update.image_digest.clone()),
         downgrade: Some(false),
-        downloaded: Some(snapshot.downloaded_update.as_deref() == Some(update.image_digest.as_str())),
+        downloaded: Some(downloaded),
+        bound_images: downloaded.then(|| snapshot.downloaded_bound_images.clone()),
         version: update.version.clone(),
         timestamp: update.timestamp.clone(),
         download_bytes: checked.as_ref().map(|s| s.bytes_to_fetch),

@@ -19,9 +19,14 @@
 //! - [`pin`]: pinning a deployment, done directly by the `Pin` call.
 //! - [`usr_overlay`]: the overlay on the booted `/usr` (libostree's unlock),
 //!   run by a helper in the host's mount namespace; its state in the Host document.
+//! - [`bound_images`]: the images an image binds in
+//!   `/usr/lib/bootc/bound-images.d`, read from its commit;
+//!   [`bound_storage`]: the store they are pulled into and removed from.
 //! - [`update_rule`]: what counts as an update, a downgrade or the same
 //!   image (used by `Check`, `Upgrade` and the status read).
 
+pub mod bound_images;
+pub mod bound_storage;
 pub mod cache;
 pub mod cancel;
 pub mod cleanup;

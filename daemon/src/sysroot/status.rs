@@ -65,6 +65,9 @@ pub struct Snapshot {
     /// With nothing staged: manifest digest of a pulled image of the tracked
     /// reference that the merge deployment does not run.
     pub downloaded_update: Option<String>,
+    /// The images that downloaded update binds (`bound-images.d` of its
+    /// commit), as written; empty without one.
+    pub downloaded_bound_images: Vec<String>,
 }
 
 impl Snapshot {
@@ -164,7 +167,13 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
     // A staged deployment is the update already; with none, a fetched image
     // may wait (offline download-only, or a locked one a reboot dropped).
     if snapshot.staged().is_none() {
-        snapshot.downloaded_update = downloaded_update(&repo, &snapshot);
+        if let Some((digest, commit)) = downloaded_update(&repo, &snapshot) {
+            snapshot.downloaded_update = Some(digest);
+            snapshot.downloaded_bound_images = match super::bound_images::of_commit(&repo, &commit) {
+                Ok(Ok(images)) => images.into_iter().map(|i| i.image).collect(),
+                _ => Vec::new(),
+            };
+        }
     }
     Ok(snapshot)
 }
@@ -181,12 +190,13 @@ fn rollback_deployment(
     pending.filter(|p| staged.is_none_or(|s| !s.equal(p))).or(after_booted)
 }
 
-/// The digest of the tracked image in the repo, when it is not the default deployment.
-fn downloaded_update(repo: &ostree::Repo, snapshot: &Snapshot) -> Option<String> {
+/// The digest and merged commit of the tracked image in the repo, when it
+/// is not the default deployment.
+fn downloaded_update(repo: &ostree::Repo, snapshot: &Snapshot) -> Option<(String, String)> {
     let merge = snapshot.merge_deployment()?;
     let reference = parse_origin_reference(merge.origin_reference.as_deref()?).ok()?;
     let state = store::query_image(repo, &reference.imgref).ok()??;
-    (state.merge_commit != merge.checksum()).then(|| state.manifest_digest.to_string())
+    (state.merge_commit != merge.checksum()).then(|| (state.manifest_digest.to_string(), state.merge_commit.clone()))
 }
 
 /// The Host document entry of `d`, and the downgrade cached on it (see
@@ -219,8 +229,26 @@ fn boot_entry(
             checksum,
             deploy_serial: u32::try_from(d.deployserial()).unwrap_or_default(),
         }),
+        bound_images: bound_images_of(repo, d),
     };
     Ok((entry, cached_downgrade))
+}
+
+/// The images `d`'s commit binds; none, with a log line, when its
+/// `bound-images.d` cannot be read (the deployment is there all the same).
+fn bound_images_of(repo: &ostree::Repo, d: &ostree::Deployment) -> Vec<hostd_interface::host::BoundImage> {
+    let images = match super::bound_images::of_commit(repo, d.csum().as_str()) {
+        Ok(Ok(images)) => images,
+        Ok(Err(bad)) => {
+            tracing::warn!(deployment = %d.csum(), "{bad}");
+            return Vec::new();
+        }
+        Err(e) => {
+            tracing::warn!(deployment = %d.csum(), "reading its bound images: {e:#}");
+            return Vec::new();
+        }
+    };
+    images.into_iter().map(|i| hostd_interface::host::BoundImage { image: i.image, file: i.file }).collect()
 }
 
 /// ostree-ext's cached update of a deployed image, `cached` as the Host
@@ -294,6 +322,7 @@ fn assemble(deployments: Vec<Deployment>, booted: bool, usr_overlay: Option<File
         reboot_required,
         booted,
         downloaded_update: None,
+        downloaded_bound_images: Vec::new(),
     }
 }
 
@@ -348,6 +377,7 @@ pub(crate) mod tests {
                     checksum: format!("c{version}"),
                     deploy_serial: 0,
                 }),
+                bound_images: Vec::new(),
             },
         }
     }
