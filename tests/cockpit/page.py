@@ -167,6 +167,21 @@ def rollback(p):
     p.idle()
 
 
+def pin_and_clean_up(p):
+    p.loaded()
+    p.wait("two deployments", lambda: len(p.deployments()) == 2)
+    p.el("#deployments tbody tr[data-index='1'] .hd-pin").click()
+    p.wait("v2 pinned", lambda: "Pinned" in p.deployments()[1][2])
+    assert p.el("#deployments tbody tr[data-index='1'] .hd-pin").text == "Unpin"
+    p.click("#cleanup")
+    p.wait_text("#job-title", "Cleaning up")
+    p.idle()
+    assert not p.job_error(), p.job_error()
+    p.wait("the pinned deployment kept", lambda: [r[1] for r in p.deployments()] == ["v1", "v2"])
+    p.el("#deployments tbody tr[data-index='1'] .hd-pin").click()
+    p.wait("v2 unpinned", lambda: "Pinned" not in p.deployments()[1][2])
+
+
 def job_elsewhere(p):
     p.loaded()
     started = hostctl("upgrade", "--download-only", "--quiet", background=True)
@@ -213,6 +228,12 @@ def not_installed(p):
     assert "not installed" in p.text("#unavailable-body")
 
 
+def not_image_based(p):
+    p.wait("the page", lambda: p.el("#unavailable").is_displayed())
+    assert "not image-based" in p.text("#unavailable-title"), p.text("#unavailable-title")
+    assert "nothing to update" in p.text("#unavailable-body"), p.text("#unavailable-body")
+
+
 def dark(p):
     # Cockpit's shell keeps the choice in localStorage "shell:style".
     p.driver.execute_script("window.localStorage.setItem('shell:style', 'dark')")
@@ -224,8 +245,8 @@ def dark(p):
 
 
 SCENARIOS = {f.__name__.replace("_", "-"): f for f in [
-    booted, check, download, discard, update, rollback, job_elsewhere, dead_registry,
-    configure, plain_user, not_installed, dark]}
+    booted, check, download, discard, update, rollback, pin_and_clean_up, job_elsewhere, dead_registry,
+    configure, plain_user, not_installed, not_image_based, dark]}
 
 
 def main():

@@ -63,7 +63,7 @@ async fn the_page_checks_downloads_updates_rolls_back_and_follows_jobs_and_error
 
     // As root, as with Cockpit's administrative access on.
     let ws = CockpitWs::start(&machine, None, "lifecycle").unwrap();
-    for scenario in ["booted", "check", "download", "discard", "update", "rollback"] {
+    for scenario in ["booted", "check", "download", "discard", "update", "rollback", "pin-and-clean-up"] {
         ws.scenario(&machine, scenario);
     }
     // A job started elsewhere: hostctl downloads v3 while the page watches.
@@ -99,4 +99,12 @@ async fn the_page_changes_the_policy_for_a_user_allowed_to_and_says_why_others_c
     machine.kill_hostd();
     let ws = CockpitWs::start(&machine, None, "not-installed").unwrap();
     ws.scenario(&machine, "not-installed");
+    drop(ws);
+    drop(machine);
+
+    // A directory that is no ostree sysroot: Status is NotImageBased.
+    let plain = tempfile::tempdir().unwrap();
+    let machine = TestMachine::start(plain.path(), CONFIG).unwrap();
+    let ws = CockpitWs::start(&machine, None, "not-image-based").unwrap();
+    ws.scenario(&machine, "not-image-based");
 }
