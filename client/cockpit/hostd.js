@@ -463,7 +463,8 @@ function renderJob() {
             parts.push(cockpit.format(_("layer $0 of $1"), job.LayersDone, job.LayersTotal));
         if (Number(job.BytesPerSecond) > 0)
             parts.push(cockpit.format(_("$0/s"), formatBytes(job.BytesPerSecond)));
-        if (Number(job.SecondsLeft) > 0)
+        /* SecondsLeft is UINT64_MAX while the rate is unknown. */
+        if (Number(job.SecondsLeft) > 0 && Number(job.SecondsLeft) < 100 * 24 * 3600)
             parts.push(cockpit.format(_("$0 left"), formatSeconds(job.SecondsLeft)));
         if (job.Message)
             parts.push(job.Message);
