@@ -294,6 +294,33 @@ function renderLastCheck(time, result) {
     el.textContent = cockpit.format(_("$0: $1"), formatUsec(time), result || "");
 }
 
+const RESULTS = {
+    succeeded: _("succeeded"),
+    failed: _("failed"),
+    cancelled: _("cancelled"),
+};
+
+/* How the last job of each kind ended (LastJobs, from daemons that keep
+ * it), newest first; hidden where the property does not exist. */
+function renderLastJobs(jobs) {
+    const known = Array.isArray(jobs) && jobs.length > 0;
+    $("last-jobs-label").hidden = !known;
+    $("last-jobs").hidden = !known;
+    const list = $("last-jobs").querySelector("ul");
+    list.replaceChildren();
+    for (const j of (known ? jobs.slice().reverse() : [])) {
+        const li = document.createElement("li");
+        li.dataset.kind = j.kind;
+        li.dataset.result = j.result;
+        const text = j.result === "succeeded"
+            ? j.message
+            : errorSentence(j["error-name"], j["error-message"]);
+        li.textContent = cockpit.format(_("$0, $1 ($2): $3"), KINDS[j.kind] || j.kind, RESULTS[j.result] || j.result,
+                                        formatUsec(j["end-time"]), text || "");
+        list.appendChild(li);
+    }
+}
+
 function renderReboot() {
     const m = state.props;
     $("reboot").hidden = !m.RebootRequired;
@@ -649,6 +676,7 @@ function onManagerChanged() {
     renderUpdate();
     renderReboot();
     renderLastCheck(m.LastCheckTime, m.LastCheckResult);
+    renderLastJobs(m.LastJobs);
     if (m.LastCheckTime !== state.lastCheckTime) {
         /* A daemon that announces only LastCheckTime when a check ends:
          * read the result that goes with it. */
