@@ -1,8 +1,8 @@
 //! The D-Bus face of the daemon. Handlers parse, validate, authorize and hand
 //! work to [`crate::jobs`]; nothing here touches libostree.
 //!
-//! - [`manager`]: `org.hostd.Host1` on `/org/hostd/Host1`.
-//! - [`manager`]: `org.hostd.Host1` on `/org/hostd/Host1`, and the bus side of the job runner's events.
+//! - [`manager`]: `org.hostd.Host1` on `/org/hostd/Host1`, the bus side of the job runner's events, and
+//!   the announcement of property changes (each once, only when the value changed).
 //! - [`job`]: `org.hostd.Host1.Job` objects.
 //! - [`properties`]: the manager's computed properties.
 //! - [`guard`]: typed `InvalidArgument` errors for calls with wrong signatures.
@@ -26,6 +26,8 @@ pub use manager::ManagerObject;
 
 /// Connect to the system bus, serve the manager object and take the bus name.
 pub async fn serve(ctx: Arc<Context>) -> Result<Connection> {
+    // Before the manager takes its first look, so no read is missed.
+    let reads = ctx.status.subscribe();
     let conn = zbus::connection::Builder::system()
         .serve_at(MANAGER_PATH, SignatureGuard::new(Manager::new(ctx.clone())))
         .build()
@@ -39,6 +41,6 @@ pub async fn serve(ctx: Arc<Context>) -> Result<Connection> {
         reply == RequestNameReply::PrimaryOwner,
         "{BUS_NAME} is already owned by another process"
     );
-    manager::follow_status_changes(ctx, conn.clone());
+    manager::follow_status_changes(ctx, conn.clone(), reads);
     Ok(conn)
 }

@@ -93,6 +93,14 @@ impl Snapshot {
         self.merge_deployment().and_then(|d| d.entry.cached_update.as_ref())
     }
 
+    /// Whether a deployment runs or is queued to run the image of `digest`
+    /// (a download-only one is not: it waits for `Stage`).
+    pub fn has_deployed(&self, digest: &str) -> bool {
+        self.deployments.iter().any(|d| {
+            !d.entry.download_only && d.entry.image.as_ref().is_some_and(|i| i.image_digest == digest)
+        })
+    }
+
     /// The older image `Check` found for the tracked image (not an update).
     pub fn cached_downgrade(&self) -> Option<&ImageStatus> {
         self.merge_deployment().and_then(|d| d.cached_downgrade.as_ref())
