@@ -47,14 +47,24 @@ pub async fn run(settings: Settings) -> Result<()> {
         let status = ctx.status.clone();
         async move { status.refresh().await }
     });
-    let conn = crate::bus::serve(ctx.clone()).await?;
-    let loaded = first_read.await.context("first sysroot read")?;
+    let (conn, loaded) = crate::bus::serve(ctx.clone(), async {
+        let loaded = first_read.await;
+        // The saved state follows the host as it is now, whatever changed
+        // it while hostd was not running; before the name is taken, so no
+        // caller reads the stale state.
+        if let Ok(Ok(snapshot)) = loaded.as_ref().map(|l| l.as_ref()) {
+            if ctx.records.follow_host(snapshot) {
+                ctx.records.persist().await;
+            }
+        }
+        loaded
+    })
+    .await?;
+    let loaded = loaded.context("first sysroot read")?;
     let booted = matches!(&*loaded, Ok(s) if s.booted);
     if let Err(e) = &*loaded {
         tracing::warn!("{}: {e}", settings.sysroot.display());
     }
-    // The saved state follows the host as it is now, whatever changed it
-    // while hostd was not running.
     crate::bus::manager::host_changed(&ctx, &conn).await;
     if !matches!(&*loaded, Err(crate::sysroot::Error::NotImageBased(_))) {
         watch::spawn(&settings.sysroot, booted, ctx.status.clone()).context("watching the sysroot")?;

@@ -12,6 +12,7 @@ pub mod job;
 pub mod manager;
 pub mod properties;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
@@ -24,8 +25,10 @@ use guard::SignatureGuard;
 use manager::Manager;
 pub use manager::ManagerObject;
 
-/// Connect to the system bus, serve the manager object and take the bus name.
-pub async fn serve(ctx: Arc<Context>) -> Result<Connection> {
+/// Connect to the system bus, serve the manager object, wait for
+/// `before_name` (what callers must not see undone), then take the bus
+/// name; `before_name`'s output with the connection.
+pub async fn serve<T>(ctx: Arc<Context>, before_name: impl Future<Output = T>) -> Result<(Connection, T)> {
     // Before the manager takes its first look, so no read is missed.
     let reads = ctx.status.subscribe();
     let conn = zbus::connection::Builder::system()
@@ -33,6 +36,7 @@ pub async fn serve(ctx: Arc<Context>) -> Result<Connection> {
         .build()
         .await
         .context("connecting to the system bus")?;
+    let done = before_name.await;
     let reply = conn
         .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
         .await
@@ -42,5 +46,5 @@ pub async fn serve(ctx: Arc<Context>) -> Result<Connection> {
         "{BUS_NAME} is already owned by another process"
     );
     manager::follow_status_changes(ctx, conn.clone(), reads);
-    Ok(conn)
+    Ok((conn, done))
 }
