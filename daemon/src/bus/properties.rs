@@ -57,10 +57,8 @@ pub fn cached_update(ctx: &Context) -> CachedUpdate {
             ..CachedUpdate::default()
         };
     }
+    // None either once a deployment runs it (the status read drops it).
     let Some(update) = snapshot.cached_update() else { return CachedUpdate::default() };
-    if snapshot.has_deployed(&update.image_digest) {
-        return CachedUpdate::default();
-    }
     let current = CachedUpdate {
         digest: Some(update.image_digest.clone()),
         downgrade: Some(false),
