@@ -1,6 +1,7 @@
 //! What a GUI that notifies on every signal sees: a client subscribed to
 //! every signal hostd sends, across check, a repeated check, upgrade
-//! (download only), stage, a check finding a newer image and rollback,
+//! (download only), stage, a check finding a newer image, the same check
+//! by a restarted hostd, and rollback,
 //! counts the emissions of each property. Each emitted value differs from
 //! the one before it (at most one emission per real change), the manager
 //! goes idle once per job, and `UpdateAvailable` comes once per new update.
@@ -25,8 +26,9 @@ const CONFIG: &str = "[daemon]\nidle_exit_secs = 120\n";
 /// One signal hostd sent.
 #[derive(Debug)]
 enum Signal {
-    /// `PropertiesChanged` of `interface` on `path`.
-    Properties { path: String, interface: String, changed: HashMap<String, OwnedVariant> },
+    /// `PropertiesChanged` of `interface` on `path`, from the hostd process
+    /// of unique name `sender` (job paths start over with each process).
+    Properties { sender: String, path: String, interface: String, changed: HashMap<String, OwnedVariant> },
     UpdateAvailable { digest: String, version: String },
     JobNew { path: String },
     JobRemoved { path: String },
@@ -40,7 +42,8 @@ struct Recorder {
 
 impl Recorder {
     async fn start(conn: &Connection) -> Recorder {
-        let rule = MatchRule::builder().msg_type(Type::Signal).sender(BUS_NAME).build().unwrap();
+        // By path, not sender: the subscription outlives a hostd process.
+        let rule = MatchRule::builder().msg_type(Type::Signal).path_namespace(MANAGER_PATH).build().unwrap();
         let mut stream = MessageStream::for_match_rule(rule, conn, std::num::NonZeroUsize::new(100_000)).await.unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn({
@@ -49,12 +52,13 @@ impl Recorder {
                 while let Some(Ok(msg)) = stream.next().await {
                     let header = msg.header();
                     let path = header.path().map(|p| p.to_string()).unwrap_or_default();
+                    let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
                     let member = header.member().map(|m| m.to_string()).unwrap_or_default();
                     let signal = match member.as_str() {
                         "PropertiesChanged" => {
                             let (interface, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
                                 msg.body().deserialize().unwrap();
-                            Signal::Properties { path, interface, changed }
+                            Signal::Properties { sender, path, interface, changed }
                         }
                         "UpdateAvailable" => {
                             let (digest, version): (String, String) = msg.body().deserialize().unwrap();
@@ -118,15 +122,18 @@ async fn get_all(conn: &Connection) -> HashMap<String, OwnedVariant> {
 }
 
 /// The values each property of each object was announced with, in order:
-/// (object path, property) → values.
+/// (object path, property) → values. A job object is told apart by the
+/// process that served it (`<sender> <path>`); the manager is one object
+/// whoever serves it.
 fn emissions(signals: &[Signal]) -> BTreeMap<(String, String), Vec<OwnedVariant>> {
     let mut by_property: BTreeMap<(String, String), Vec<OwnedVariant>> = BTreeMap::new();
     for s in signals {
-        if let Signal::Properties { path, interface, changed } = s {
+        if let Signal::Properties { sender, path, interface, changed } = s {
             let expected = if path == MANAGER_PATH { MANAGER_INTERFACE } else { JOB_INTERFACE };
             assert_eq!(interface, expected, "{s:?}");
+            let object = if path == MANAGER_PATH { path.clone() } else { format!("{sender} {path}") };
             for (name, value) in changed {
-                by_property.entry((path.clone(), name.clone())).or_default().push(value.try_clone().unwrap());
+                by_property.entry((object.clone(), name.clone())).or_default().push(value.try_clone().unwrap());
             }
         }
     }
@@ -149,10 +156,11 @@ async fn every_property_change_is_emitted_once_and_only_when_it_changed() {
     let conn = machine.connect().await.unwrap();
     let recorder = Recorder::start(&conn).await;
     assert_eq!(deployed(&conn).await, [vd(&h.v1)], "hostd runs and has read the sysroot");
-    // The start-up announcements (the first sysroot read) are out by now.
+    // Any start-up announcement would be out by now.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let baseline = get_all(&conn).await;
     let from = recorder.len();
+    assert_eq!(from, 0, "a starting hostd announces nothing: no client can have read anything before: {:?}", recorder.seen.lock().unwrap());
 
     let no = HashMap::new;
     let mut jobs = vec![job(&conn, &recorder, "Check", no()).await];
@@ -161,19 +169,23 @@ async fn every_property_change_is_emitted_once_and_only_when_it_changed() {
     let download_only = HashMap::from([("download-only", Variant::Bool(true))]);
     let upgrade = job(&conn, &recorder, "Upgrade", download_only).await;
     jobs.push(upgrade.clone());
-    jobs.push(job(&conn, &recorder, "Stage", no()).await);
-    assert_eq!(deployed(&conn).await, [vd(&v2), vd(&h.v1)]);
-    let v3 = h.builder.build("v3", &["data"], &BTreeMap::new()).await.unwrap();
-    jobs.push(job(&conn, &recorder, "Check", no()).await);
-    jobs.push(job(&conn, &recorder, "Rollback", no()).await);
-    assert_eq!(deployed(&conn).await, [vd(&h.v1), vd(&v2)]);
-
     // Job objects linger for 10 s: their start time is still readable.
     let upgrade_job = JobProxy::builder(&conn).path(upgrade.as_str()).build().await.unwrap();
     let start = upgrade_job.start_time().await.unwrap();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64;
     assert!(started <= start && start <= now, "StartTime {start} in µs since the epoch, within the test");
     assert_eq!((upgrade_job.seconds_left().await.unwrap(), upgrade_job.bytes_per_second().await.unwrap()), (0, 0));
+    jobs.push(job(&conn, &recorder, "Stage", no()).await);
+    assert_eq!(deployed(&conn).await, [vd(&v2), vd(&h.v1)]);
+    let v3 = h.builder.build("v3", &["data"], &BTreeMap::new()).await.unwrap();
+    jobs.push(job(&conn, &recorder, "Check", no()).await);
+    // A new hostd (as after an idle exit) announces nothing on its own, and
+    // the same update found again is no news to it either.
+    machine.kill_hostd().expect("hostd ran");
+    jobs.push(job(&conn, &recorder, "Check", no()).await);
+    jobs.push(job(&conn, &recorder, "Rollback", no()).await);
+    assert_eq!(deployed(&conn).await, [vd(&h.v1), vd(&v2)]);
+
     // Late announcements (a sysroot read after a job) would come now.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let signals = recorder.stop();
@@ -197,13 +209,19 @@ async fn every_property_change_is_emitted_once_and_only_when_it_changed() {
     assert_eq!(count("State", "idle"), jobs.len(), "idle once per job: {:?}", manager("State"));
     assert_eq!(count("ActiveJob", "/"), jobs.len(), "{:?}", manager("ActiveJob"));
     for path in &jobs {
-        assert_eq!(count("ActiveJob", path), 1, "{path} became active once: {:?}", manager("ActiveJob"));
+        let runs = jobs.iter().filter(|p| *p == path).count();
+        assert_eq!(count("ActiveJob", path), runs, "{path} became active once per job: {:?}", manager("ActiveJob"));
     }
-    assert_eq!(manager("LastCheckTime").len(), 3, "one per check: {:?}", manager("LastCheckTime"));
-    assert_eq!(manager("LastCheckResult").len(), 3, "the repeated check said the same; stage made it stale: {:?}", manager("LastCheckResult"));
+    assert_eq!(manager("LastCheckTime").len(), 4, "one per check: {:?}", manager("LastCheckTime"));
+    assert_eq!(
+        manager("LastCheckResult").len(),
+        3,
+        "the repeated checks said the same; stage made it stale: {:?}",
+        manager("LastCheckResult")
+    );
     assert_eq!(manager("LastJobs").len(), jobs.len(), "{:?}", manager("LastJobs"));
-    // v2 found → downloaded → deployed by stage (none) → v3 found → none
-    // after the rollback (ostree-ext keeps v3's manifest on v2's commit,
+    // v2 found → downloaded → deployed by stage (none) → v3 found (also
+    // what the restarted hostd knows) → none after the rollback (ostree-ext keeps v3's manifest on v2's commit,
     // which no longer is the one updates build on).
     assert_eq!(manager("CachedUpdate").len(), 5, "{:?}\n{:?}", manager("CachedUpdate"), manager("LastCheckResult"));
     let new_jobs: Vec<&String> = during
@@ -230,7 +248,11 @@ async fn every_property_change_is_emitted_once_and_only_when_it_changed() {
 
     // Each job published its time estimate and its end.
     let job_values = emissions(during);
-    let seconds_left = &job_values[&(upgrade.clone(), "SecondsLeft".to_string())];
+    let seconds_left = job_values
+        .iter()
+        .find(|((object, name), _)| object.ends_with(&format!(" {upgrade}")) && name == "SecondsLeft")
+        .map(|(_, values)| values)
+        .expect("the upgrade announced SecondsLeft");
     let last = u64::try_from(&**seconds_left.last().unwrap()).unwrap();
     assert_eq!(last, 0, "{seconds_left:?}");
     assert!(

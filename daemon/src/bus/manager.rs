@@ -783,6 +783,17 @@ impl Manager {
     }
 }
 
+/// Take the properties as they are now as what clients know, without
+/// announcing them: called before the bus name is taken, when no client
+/// can have read anything, so a restarted daemon does not re-announce what
+/// its predecessor did.
+pub async fn take_as_announced(ctx: &Context, conn: &Connection) {
+    match conn.object_server().interface::<_, ManagerObject>(MANAGER_PATH).await {
+        Ok(iface) => *iface.get().await.inner().announced.lock().await = properties::current(ctx),
+        Err(e) => tracing::warn!("manager properties: {e}"),
+    }
+}
+
 /// Announce the manager's property changes ([`Manager::announce`]).
 pub async fn announce(conn: &Connection) {
     match conn.object_server().interface::<_, ManagerObject>(MANAGER_PATH).await {

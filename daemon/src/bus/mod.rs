@@ -37,6 +37,7 @@ pub async fn serve<T>(ctx: Arc<Context>, before_name: impl Future<Output = T>) -
         .await
         .context("connecting to the system bus")?;
     let done = before_name.await;
+    manager::take_as_announced(&ctx, &conn).await;
     let reply = conn
         .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
         .await
