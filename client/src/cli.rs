@@ -15,7 +15,7 @@ use hostd_interface::host::Transport;
 /// is an update, as `bootc upgrade --check` does. A closed standard output
 /// (`hostctl … | head -1`) ends hostctl quietly with 141, as SIGPIPE would.
 ///
-/// Jobs (upgrade, switch, stage, rollback, cleanup) are followed to their
+/// Jobs (upgrade, switch, stage, rollback, cleanup, discard) are followed to their
 /// end: on a terminal with a spinner while the image is looked at, then a
 /// progress bar (the image, "N of M layers to fetch (K cached)", bytes,
 /// rate, ETA) and a closing line with what was fetched and the time taken,
@@ -59,6 +59,21 @@ pub enum Command {
     Rollback(ApplyArgs),
     /// Remove images, layers and objects no deployment needs.
     Cleanup(JobOutput),
+    /// Drop the update waiting for the next boot: the staged deployment,
+    /// or an update fetched with --download-only. The other deployments
+    /// keep their order, so the next boot is the one it would have been
+    /// without the update. With none waiting, says so and exits 0.
+    Discard(JobOutput),
+    /// Show or change the automatic update settings ([updates] of hostd.toml).
+    ///
+    /// `set` and `unset` change /etc/hostd/hostd.d/90-settings.toml through
+    /// hostd (needs the org.hostd.host1.configure authorization) and apply
+    /// it at once; a drop-in named after it (e.g. 95-site.toml) overrides it.
+    /// Keys are those of hostd.toml: updates.policy, updates.strategy,
+    /// updates.time_zone, updates.window, updates.fleet_lock.url,
+    /// updates.fleet_lock.group (the "updates." may be left out).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Keep a deployment through new deployments and cleanups.
     Pin(PinArgs),
     /// Let a pinned deployment be removed again.
@@ -107,7 +122,7 @@ impl Command {
             Command::Upgrade(a) => Some(&a.output),
             Command::Switch(a) => Some(&a.output),
             Command::Stage(a) | Command::Rollback(a) => Some(&a.output),
-            Command::Cleanup(o) | Command::Watch(o) => Some(o),
+            Command::Cleanup(o) | Command::Watch(o) | Command::Discard(o) => Some(o),
             Command::Edit(a) => Some(&a.output),
             _ => None,
         }
@@ -320,6 +335,54 @@ pub struct UsrOverlayArgs {
     /// the deployment becomes the rollback.
     #[arg(long)]
     pub persist: bool,
+}
+
+/// `config` verbs.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Show the settings in force and the file that set each (or one
+    /// setting's value, as `config set` takes it).
+    Get(ConfigGetArgs),
+    /// Set a setting, checked as hostd.toml's values are, and apply it.
+    ///
+    /// updates.window takes one DAYS START LENGTH per window, e.g.
+    /// 'Sat,Sun 23:30 90' (day names, HH:MM, minutes), and replaces the
+    /// whole list; no value clears it. Every other key takes one value.
+    /// An invalid value exits 7 and changes nothing.
+    Set(ConfigSetArgs),
+    /// Drop settings made with `config set`, so the other files (or the
+    /// defaults) decide them again.
+    Unset(ConfigUnsetArgs),
+}
+
+/// `config get` options.
+#[derive(Debug, Args)]
+pub struct ConfigGetArgs {
+    /// Only this setting, e.g. updates.policy (or policy).
+    pub key: Option<String>,
+    /// As JSON: {"settings": {KEY: VALUE}, "sources": {KEY: FILE}}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `config set` arguments.
+#[derive(Debug, Args)]
+pub struct ConfigSetArgs {
+    /// The setting, e.g. updates.policy (or policy).
+    pub key: String,
+    /// Its value (for updates.window: one per window, none for no windows).
+    pub values: Vec<String>,
+}
+
+/// `config unset` arguments.
+#[derive(Debug, Args)]
+pub struct ConfigUnsetArgs {
+    /// The settings to drop.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub keys: Vec<String>,
+    /// Drop every setting made with `config set`.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// Options of verbs that can reboot.

@@ -39,6 +39,8 @@ pub enum Action {
     UsrOverlay,
     /// `org.hostd.host1.etc-diff`
     EtcDiff,
+    /// `org.hostd.host1.configure`
+    Configure,
 }
 
 impl Action {
@@ -56,6 +58,7 @@ impl Action {
             Action::Reload => "reload",
             Action::UsrOverlay => "usr-overlay",
             Action::EtcDiff => "etc-diff",
+            Action::Configure => "configure",
         }
     }
 
@@ -76,6 +79,8 @@ pub fn actions_for(request: &JobRequest) -> Vec<Action> {
         JobKind::Stage => Action::Stage,
         JobKind::Rollback => Action::Rollback,
         JobKind::Cleanup => Action::Cleanup,
+        // Dropping a queued update is the other side of queuing it.
+        JobKind::Discard => Action::Stage,
     }];
     if o.allow_downgrade && request.kind != JobKind::Switch {
         actions.push(Action::Switch);
@@ -239,5 +244,6 @@ mod tests {
         assert_eq!(Action::Reload.id(), "org.hostd.host1.reload");
         assert_eq!(Action::UsrOverlay.id(), "org.hostd.host1.usr-overlay");
         assert_eq!(Action::EtcDiff.id(), "org.hostd.host1.etc-diff");
+        assert_eq!(Action::Configure.id(), "org.hostd.host1.configure");
     }
 }

@@ -34,6 +34,9 @@ use chrono::WeekdaySet;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+use hostd_interface::manager::UpdateStrategy;
+use hostd_interface::settings as keys;
+
 use crate::updates::fleetlock::{FleetLockGroup, FleetLockUrl};
 use crate::updates::policy::{FleetLockSettings, RebootStrategy, UpdatePolicy};
 use crate::updates::window::{self, MaintenanceWindows, Window, WindowError};
@@ -185,20 +188,11 @@ struct DaemonFragment {
 #[serde(deny_unknown_fields)]
 struct UpdatesFragment {
     policy: Option<UpdatePolicy>,
-    strategy: Option<StrategyName>,
+    strategy: Option<UpdateStrategy>,
     time_zone: Option<String>,
     window: Option<Vec<WindowFragment>>,
     fleet_lock: Option<FleetLockFragment>,
     require_signatures: Option<bool>,
-}
-
-/// `[updates] strategy` as written; its settings are checked in stage 3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum StrategyName {
-    Immediate,
-    Periodic,
-    FleetLock,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -229,11 +223,13 @@ struct Inputs {
     policy: Option<UpdatePolicy>,
     require_signatures: Option<bool>,
     /// With the file that set it: the rules tying it to other keys name it.
-    strategy: Option<(StrategyName, PathBuf)>,
+    strategy: Option<(UpdateStrategy, PathBuf)>,
     time_zone: Option<Tz>,
     windows: Option<Vec<Window>>,
     fleet_lock_url: Option<FleetLockUrl>,
     fleet_lock_group: Option<FleetLockGroup>,
+    /// The file that set each key the bus can set (`hostd_interface::settings::KEYS`).
+    sources: BTreeMap<&'static str, PathBuf>,
 }
 
 impl Inputs {
@@ -268,33 +264,52 @@ impl Inputs {
     fn merge_updates(&mut self, u: UpdatesFragment, file: &Path) -> Result<(), ConfigError> {
         if let Some(policy) = u.policy {
             self.policy = Some(policy);
+            self.set_by(keys::POLICY, file);
         }
         if let Some(required) = u.require_signatures {
             self.require_signatures = Some(required);
         }
         if let Some(strategy) = u.strategy {
             self.strategy = Some((strategy, file.to_path_buf()));
+            self.set_by(keys::STRATEGY, file);
         }
         if let Some(name) = u.time_zone {
-            let zone = window::parse_time_zone(&name).map_err(|e| invalid(file, "updates.time_zone", e))?;
+            let zone = window::parse_time_zone(&name).map_err(|e| invalid(file, keys::TIME_ZONE, e))?;
             self.time_zone = Some(zone);
+            self.set_by(keys::TIME_ZONE, file);
         }
         if let Some(windows) = u.window {
             // The whole list, never mixed with an earlier file's.
             let windows = windows.into_iter().enumerate().map(|(i, w)| parse_window(i, w, file));
             self.windows = Some(windows.collect::<Result<_, _>>()?);
+            self.set_by(keys::WINDOW, file);
         }
         if let Some(f) = u.fleet_lock {
             if let Some(url) = f.url {
-                let url = FleetLockUrl::parse(&url).map_err(|e| invalid(file, "updates.fleet_lock.url", e))?;
+                let url = FleetLockUrl::parse(&url).map_err(|e| invalid(file, keys::FLEET_LOCK_URL, e))?;
                 self.fleet_lock_url = Some(url);
+                self.set_by(keys::FLEET_LOCK_URL, file);
             }
             if let Some(group) = f.group {
-                let group = FleetLockGroup::parse(&group).map_err(|e| invalid(file, "updates.fleet_lock.group", e))?;
+                let group = FleetLockGroup::parse(&group).map_err(|e| invalid(file, keys::FLEET_LOCK_GROUP, e))?;
                 self.fleet_lock_group = Some(group);
+                self.set_by(keys::FLEET_LOCK_GROUP, file);
             }
         }
         Ok(())
+    }
+
+    fn set_by(&mut self, key: &'static str, file: &Path) {
+        self.sources.insert(key, file.to_path_buf());
+    }
+
+    /// [`Inputs::validate`], keeping where each value came from.
+    fn explain(self, host_zone: impl FnOnce() -> Tz) -> Result<Explained, ConfigError> {
+        let sources = self.sources.clone();
+        let fleet_lock_url = self.fleet_lock_url.clone();
+        let fleet_lock_group = self.fleet_lock_group.clone();
+        let config = self.validate(host_zone)?;
+        Ok(Explained { config, sources, fleet_lock_url, fleet_lock_group })
     }
 
     // Stage 3: defaults and the rules between keys.
@@ -306,15 +321,15 @@ impl Inputs {
         let zone = self.time_zone.unwrap_or_else(host_zone);
         let windows = MaintenanceWindows::new(zone, self.windows.unwrap_or_default());
         let strategy = match self.strategy {
-            None | Some((StrategyName::Immediate, _)) => RebootStrategy::Immediate,
-            Some((StrategyName::Periodic, file)) => {
+            None | Some((UpdateStrategy::Immediate, _)) => RebootStrategy::Immediate,
+            Some((UpdateStrategy::Periodic, file)) => {
                 if windows.is_empty() {
                     let problem = "\"periodic\" needs at least one [[updates.window]], and none is configured";
                     return Err(invalid(&file, "updates.strategy", problem));
                 }
                 RebootStrategy::Periodic
             }
-            Some((StrategyName::FleetLock, file)) => {
+            Some((UpdateStrategy::FleetLock, file)) => {
                 let Some(url) = self.fleet_lock_url else {
                     let problem = "\"fleet-lock\" needs the lock manager's [updates.fleet_lock] url";
                     return Err(invalid(&file, "updates.strategy", problem));
@@ -372,12 +387,47 @@ impl Config {
     /// Without `[updates] time_zone`, windows are read in the zone
     /// `<root>/etc/localtime` names. Blocking: async code uses a [`Loader`].
     pub fn load(root: &Path) -> Result<Config, ConfigError> {
-        let mut inputs = Inputs::default();
-        for file in config_files(root)? {
-            inputs.merge(read_fragment(&file)?, &file)?;
-        }
-        inputs.validate(|| window::host_time_zone(root))
+        Ok(Config::explain(root, None)?.config)
     }
+
+    /// [`Config::load`], with where each value came from; with
+    /// `replacement`, as if that file said what it holds (the check of
+    /// settings before they are written, by the same code that reads them).
+    pub fn explain(root: &Path, replacement: Option<&Replacement>) -> Result<Explained, ConfigError> {
+        let mut inputs = Inputs::default();
+        for file in config_files(root, replacement)? {
+            let fragment = match replacement {
+                Some(Replacement { path, text: Some(text) }) if *path == file => parse_fragment(&file, text)?,
+                _ => read_fragment(&file)?,
+            };
+            inputs.merge(fragment, &file)?;
+        }
+        inputs.explain(|| window::host_time_zone(root))
+    }
+}
+
+/// The settings and where they came from.
+#[derive(Debug, Clone, Default)]
+pub struct Explained {
+    /// The validated settings.
+    pub config: Config,
+    /// The file that set each key of `hostd_interface::settings::KEYS`;
+    /// a key no file set has its default.
+    pub sources: BTreeMap<&'static str, PathBuf>,
+    /// `[updates.fleet_lock] url` as the files say, also when the strategy
+    /// does not use it.
+    pub fleet_lock_url: Option<FleetLockUrl>,
+    /// `[updates.fleet_lock] group` as the files say.
+    pub fleet_lock_group: Option<FleetLockGroup>,
+}
+
+/// A configuration file as it would be: `text`, or absent when `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replacement {
+    /// The file (under the config root), a drop-in.
+    pub path: PathBuf,
+    /// Its text; `None`: the file is not there.
+    pub text: Option<String>,
 }
 
 /// Runs [`Config::load`] on a blocking thread, one at a time, waiting at
@@ -395,14 +445,19 @@ impl Loader {
         self.load_within(root, LOAD_TIME_LIMIT, Config::load).await
     }
 
+    /// [`Config::explain`] off the async threads.
+    pub async fn explain(&self, root: &Path, replacement: Option<Replacement>) -> Result<Explained, ConfigError> {
+        self.load_within(root, LOAD_TIME_LIMIT, move |root| Config::explain(root, replacement.as_ref())).await
+    }
+
     /// `read(root)` on a blocking thread once no other read runs;
     /// [`ConfigError::TimedOut`] after `limit`.
-    async fn load_within(
+    async fn load_within<T: Send + 'static>(
         &self,
         root: &Path,
         limit: Duration,
-        read: fn(&Path) -> Result<Config, ConfigError>,
-    ) -> Result<Config, ConfigError> {
+        read: impl FnOnce(&Path) -> Result<T, ConfigError> + Send + 'static,
+    ) -> Result<T, ConfigError> {
         let root = root.to_path_buf();
         let turn = self.turn.clone();
         let load = async move {
@@ -521,10 +576,13 @@ fn type_name(meta: &Metadata) -> &'static str {
 }
 
 fn read_fragment(file: &Path) -> Result<Fragment, ConfigError> {
-    let text = read_trusted(file)?;
-    toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+    parse_fragment(file, &read_trusted(file)?)
+}
+
+fn parse_fragment(file: &Path, text: &str) -> Result<Fragment, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Syntax {
         path: file.to_path_buf(),
-        message: syntax_message(&text, &e),
+        message: syntax_message(text, &e),
     })
 }
 
@@ -544,8 +602,9 @@ fn one_line(message: &str) -> String {
     message.trim().replace('\n', "; ")
 }
 
-/// The main file (if present) followed by the surviving drop-ins in name order.
-fn config_files(root: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+/// The main file (if present) followed by the surviving drop-ins in name
+/// order; with `replacement`, as if that drop-in were there or not.
+fn config_files(root: &Path, replacement: Option<&Replacement>) -> Result<Vec<PathBuf>, ConfigError> {
     let mut files = Vec::new();
     let main = root.join(MAIN_FILE);
     if main.symlink_metadata().is_ok() && !is_masked(&main) {
@@ -577,8 +636,27 @@ fn config_files(root: &Path) -> Result<Vec<PathBuf>, ConfigError> {
             }
         }
     }
+    if let Some(r) = replacement {
+        replace_dropin(&mut dropins, r);
+    }
     files.extend(dropins.into_values().filter(|p| !is_masked(p)));
     Ok(files)
+}
+
+/// `dropins` (name → the file that counts) with `r`'s file there or not.
+/// A file of the same name in a later directory still replaces it.
+fn replace_dropin(dropins: &mut BTreeMap<String, PathBuf>, r: &Replacement) {
+    let Some(name) = r.path.file_name().map(|n| n.to_string_lossy().into_owned()) else { return };
+    let ours = dropins.get(&name).is_none_or(|p| *p == r.path);
+    match (&r.text, ours) {
+        (Some(_), true) => {
+            dropins.insert(name, r.path.clone());
+        }
+        (None, true) => {
+            dropins.remove(&name);
+        }
+        (_, false) => {}
+    }
 }
 
 /// A directory whose files could be replaced by someone other than root is
@@ -1019,6 +1097,38 @@ mod tests {
         assert_eq!(c.windows.zone(), Tz::Europe__Berlin);
         let expected = Window::new(days(&[Weekday::Sat, Weekday::Sun]), start("23:30"), 90).unwrap();
         assert_eq!(c.windows.windows(), &[expected]);
+    }
+
+    #[test]
+    fn explain_names_the_file_that_set_each_key_and_checks_a_replacement() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        write(r, MAIN_FILE, "[updates]\npolicy = \"check\"\nstrategy = \"immediate\"\n");
+        write(r, "etc/hostd/hostd.d/95-site.toml", "[updates]\nstrategy = \"immediate\"\n");
+        let ours = r.join("etc/hostd/hostd.d/90-settings.toml");
+        let e = Config::explain(r, None).unwrap();
+        assert_eq!(e.sources[keys::POLICY], r.join(MAIN_FILE));
+        assert_eq!(e.sources[keys::STRATEGY], r.join("etc/hostd/hostd.d/95-site.toml"));
+        assert!(!e.sources.contains_key(keys::WINDOW));
+        // The file as it would be: read in its place, in name order, not written.
+        let would = |text: &str| Replacement { path: ours.clone(), text: Some(text.to_string()) };
+        let e = Config::explain(r, Some(&would("[updates]\npolicy = \"stage\"\nstrategy = \"periodic\"\n"))).unwrap();
+        assert_eq!((e.config.policy, &e.sources[keys::POLICY]), (UpdatePolicy::Stage, &ours));
+        assert_eq!(e.sources[keys::STRATEGY], r.join("etc/hostd/hostd.d/95-site.toml"), "a later name wins");
+        assert!(!ours.exists());
+        let bad = would("[[updates.window]]\ndays = [\"Sun\"]\nstart = \"25:00\"\nlength = 60\n");
+        let err = Config::explain(r, Some(&bad)).unwrap_err();
+        assert!(matches!(&err, ConfigError::Invalid { path, key, .. } if *path == ours && key == "updates.window[0].start"), "{err}");
+        // The same name in /run replaces ours, as it would replace the file.
+        write(r, "run/hostd/hostd.d/90-settings.toml", "");
+        let e = Config::explain(r, Some(&would("[updates]\npolicy = \"stage\"\n"))).unwrap();
+        assert_eq!(e.config.policy, UpdatePolicy::Check);
+        // Without the file, the others decide.
+        std::fs::remove_file(r.join("run/hostd/hostd.d/90-settings.toml")).unwrap();
+        write(r, "etc/hostd/hostd.d/90-settings.toml", "[updates]\npolicy = \"apply\"\n");
+        assert_eq!(Config::load(r).unwrap().policy, UpdatePolicy::Apply);
+        let gone = Replacement { path: ours.clone(), text: None };
+        assert_eq!(Config::explain(r, Some(&gone)).unwrap().config.policy, UpdatePolicy::Check);
     }
 
     #[test]

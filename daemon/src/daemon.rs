@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use hostd_interface::names::BUS_NAME;
 use sd_notify::NotifyState;
 
-use crate::config::{Config, Loader};
+use crate::config::{Explained, Loader};
 use crate::context::Context;
 use crate::jobs::records::Records;
 use crate::persist::StateFile;
@@ -29,9 +29,9 @@ pub struct Settings {
 pub async fn run(settings: Settings) -> Result<()> {
     // Bounded like ReloadConfig: a file that cannot be read in time must not
     // keep the daemon from serving.
-    let config = Loader::default().load(&settings.config_root).await.unwrap_or_else(|e| {
+    let config = Loader::default().explain(&settings.config_root, None).await.unwrap_or_else(|e| {
         tracing::error!("ignoring the configuration, using defaults: {e:#}");
-        Config::default()
+        Explained::default()
     });
     let state_file = StateFile::new(&settings.state_dir);
     let saved = tokio::task::spawn_blocking({

@@ -26,6 +26,9 @@ pub enum Event {
     RebootBlocked,
     /// A writable overlay was mounted on the booted deployment's `/usr`.
     UsrOverlay,
+    /// The update waiting for the next boot (staged, or downloaded) was
+    /// dropped; the boot order is otherwise unchanged.
+    Discarded,
 }
 
 impl Event {
@@ -39,6 +42,7 @@ impl Event {
             Event::RebootRequested => "7750f9b2947848bdb17bf0f817cb781c",
             Event::RebootBlocked => "cc99a0dfb0c0420f986aa32459afc800",
             Event::UsrOverlay => "19e66f27e05443f3b0d78aadc0652db8",
+            Event::Discarded => "cfe5c337e1f64166b1c8e704016af609",
         }
     }
 }
@@ -114,6 +118,7 @@ mod tests {
             Event::RebootRequested,
             Event::RebootBlocked,
             Event::UsrOverlay,
+            Event::Discarded,
         ];
         let ids: std::collections::BTreeSet<_> = all.iter().map(|e| e.message_id()).collect();
         assert_eq!(ids.len(), all.len());

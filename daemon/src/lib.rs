@@ -14,6 +14,7 @@
 //! - [`image_ref`]: strict parsing of caller-supplied image references.
 //! - [`containers_policy`]: whether the host's containers policy verifies an image.
 //! - [`config`]: `/etc/hostd/hostd.toml` and drop-ins.
+//! - [`settings`]: the drop-in holding the settings changed over the bus.
 //! - [`updates`]: unattended updates — maintenance windows, the FleetLock client, the reboot decision.
 //! - [`context`]: state shared by the bus objects and the job runner.
 //! - [`persist`]: the state file under `/var/lib/hostd` that keeps the manager's record of the past.
@@ -41,6 +42,7 @@ pub mod journal;
 pub mod logging;
 pub mod persist;
 pub mod reboot;
+pub mod settings;
 pub mod sysroot;
 mod systemd;
 pub mod updates;

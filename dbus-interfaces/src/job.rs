@@ -23,6 +23,8 @@ wire_enum! {
         Rollback = "rollback",
         /// Prune unreferenced images and objects.
         Cleanup = "cleanup",
+        /// Drop a staged or downloaded update.
+        Discard = "discard",
     }
 }
 
@@ -36,6 +38,7 @@ impl JobKind {
             JobKind::Stage => Method::Stage,
             JobKind::Rollback => Method::Rollback,
             JobKind::Cleanup => Method::Cleanup,
+            JobKind::Discard => Method::Discard,
         }
     }
 }

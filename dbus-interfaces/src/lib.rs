@@ -7,6 +7,7 @@
 //! - [`edit`]: the Host document `Edit` takes (its `spec`), parsed strictly from YAML or JSON.
 //! - [`proxy`]: typed client proxies for the manager and job objects.
 //! - [`options`]: the option keys each method accepts.
+//! - [`settings`]: the hostd.toml keys `SetSettings` changes and `Settings` shows.
 //! - [`job`]: the job object's values (kind, state, phase) and its properties dictionary.
 //! - [`manager`]: the manager's values (state, deployment role, policy, strategy) and
 //!   the `Deployments` and `CachedUpdate` dictionaries.
@@ -23,6 +24,7 @@ pub mod manager;
 pub mod names;
 pub mod options;
 pub mod proxy;
+pub mod settings;
 mod wire_enum;
 
 pub use error::Error;

@@ -24,6 +24,8 @@ wire_enum! {
         RollingBack = "rolling-back",
         /// Unused images and objects are pruned.
         Cleaning = "cleaning",
+        /// A staged or downloaded update is dropped.
+        Discarding = "discarding",
         /// A reboot is asked for.
         Rebooting = "rebooting",
     }
@@ -193,7 +195,7 @@ pub struct LastJob {
 /// property name (what its `PropertiesChanged` carries). A field is `None`
 /// when the dictionary does not carry it: a `PropertiesChanged` carries
 /// only what changed. `NextMaintenanceWindow` moves with the clock and is
-/// not signalled.
+/// signalled apart, only when the configured windows change.
 #[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
 #[zbus(signature = "a{sv}", rename_all = "PascalCase")]
 pub struct ManagerProperties {

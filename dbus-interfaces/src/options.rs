@@ -68,13 +68,28 @@ pub enum Method {
     EtcDiff,
     /// `Edit`
     Edit,
+    /// `Discard`
+    Discard,
+    /// `Settings`
+    Settings,
+    /// `SetSettings` (its options, not the settings)
+    SetSettings,
+    /// `ResetSettings`
+    ResetSettings,
 }
 
 impl Method {
     fn accepted(self) -> &'static [(&'static str, Kind)] {
         use Kind::*;
         match self {
-            Method::Status | Method::Check | Method::Cleanup | Method::Edit => &[],
+            Method::Status
+            | Method::Check
+            | Method::Cleanup
+            | Method::Edit
+            | Method::Discard
+            | Method::Settings
+            | Method::SetSettings
+            | Method::ResetSettings => &[],
             Method::EtcDiff => &[(DEPLOYMENT, Str)],
             Method::Upgrade => &[(DOWNLOAD_ONLY, Bool), (APPLY, Bool), (ALLOW_DOWNGRADE, Bool), (AUTO, Bool)],
             Method::Switch => &[
@@ -102,6 +117,10 @@ impl Method {
             Method::UsrOverlay => "UsrOverlay",
             Method::EtcDiff => "EtcDiff",
             Method::Edit => "Edit",
+            Method::Discard => "Discard",
+            Method::Settings => "Settings",
+            Method::SetSettings => "SetSettings",
+            Method::ResetSettings => "ResetSettings",
         }
     }
 }
@@ -266,7 +285,8 @@ fn list_accepted(accepted: &[(&str, Kind)]) -> String {
     }
 }
 
-fn truncate(s: &str) -> String {
+/// `s` for an error message: escaped, at most 64 bytes of it.
+pub(crate) fn truncate(s: &str) -> String {
     const SHOWN: usize = 64;
     if s.len() <= SHOWN {
         return s.escape_debug().to_string();

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use zbus::{OwnedObjectPath, Variant};
+use zbus::{OwnedObjectPath, OwnedVariant, Variant};
 
 use crate::job::{JobKind, JobStatus, Layer, Phase};
 use crate::manager::{CachedUpdate, DeploymentEntry, LastJob, ManagerState, UpdatePolicy, UpdateStrategy};
@@ -32,6 +32,18 @@ pub trait Host1 {
     fn rollback(&self, options: OptionsArg<'_>) -> Result<OwnedObjectPath, Error>;
     /// Prune images, layers and objects no deployment needs.
     fn cleanup(&self, options: OptionsArg<'_>) -> Result<OwnedObjectPath, Error>;
+    /// Drop the staged or downloaded update, leaving the boot order
+    /// otherwise as it is; `/` when there is none.
+    fn discard(&self, options: OptionsArg<'_>) -> Result<OwnedObjectPath, Error>;
+    /// The update settings in force (`settings::Settings` as a dictionary)
+    /// and the file that set each key (absent: the default).
+    fn settings(&self, options: OptionsArg<'_>) -> Result<(HashMap<String, OwnedVariant>, HashMap<String, String>), Error>;
+    /// Set update settings (`settings::Settings` as a dictionary) in the
+    /// drop-in hostd owns, and apply them.
+    fn set_settings(&self, settings: HashMap<&str, Variant<'_>>, options: OptionsArg<'_>) -> Result<(), Error>;
+    /// Drop keys from the drop-in hostd owns (the other files decide them
+    /// again), and apply that.
+    fn reset_settings(&self, keys: &[&str], options: OptionsArg<'_>) -> Result<(), Error>;
     /// How a deployment's /etc differs from its image's /usr/etc, as JSON
     /// (`etc_diff::EtcDiff`).
     fn etc_diff(&self, options: OptionsArg<'_>) -> Result<String, Error>;

@@ -32,6 +32,8 @@ pub mod message_id {
     pub const REBOOT_BLOCKED: &str = "cc99a0dfb0c0420f986aa32459afc800";
     /// A writable overlay was mounted on `/usr`.
     pub const USR_OVERLAY: &str = "19e66f27e05443f3b0d78aadc0652db8";
+    /// A pending update was discarded.
+    pub const DISCARDED: &str = "cfe5c337e1f64166b1c8e704016af609";
 }
 
 /// One journal entry: field name → value.

@@ -42,6 +42,11 @@ const CALLS: &[Call] = &[
     Call { args: &["cleanup"], actions: &["cleanup"], allowed_exit: 0, creates_job: true },
     Call { args: &["reload"], actions: &["reload"], allowed_exit: 0, creates_job: false },
     Call { args: &["etc-diff"], actions: &["etc-diff"], allowed_exit: 0, creates_job: false },
+    // Nothing is staged or downloaded here: allowed, it does nothing.
+    Call { args: &["discard"], actions: &["stage"], allowed_exit: 0, creates_job: false },
+    Call { args: &["config", "get"], actions: &[], allowed_exit: 0, creates_job: false },
+    Call { args: &["config", "set", "time_zone", "UTC"], actions: &["configure"], allowed_exit: 0, creates_job: false },
+    Call { args: &["config", "unset", "time_zone"], actions: &["configure"], allowed_exit: 0, creates_job: false },
 ];
 
 /// Who calls, and which actions polkit grants them without a password.
@@ -70,7 +75,7 @@ async fn machine_with_v1() -> (TestSysroot, TestMachine) {
 }
 
 /// Everything a denied call must leave alone.
-fn footprint(sysroot: &TestSysroot, machine: &TestMachine) -> (Vec<String>, String, String) {
+fn footprint(sysroot: &TestSysroot, machine: &TestMachine) -> (Vec<String>, String, String, Option<String>) {
     let refs = hostd_tests::run(
         Command::new("ostree").arg(format!("--repo={}", sysroot.path().join("ostree/repo").display())).arg("refs"),
     )
@@ -79,7 +84,9 @@ fn footprint(sysroot: &TestSysroot, machine: &TestMachine) -> (Vec<String>, Stri
         .args(["--system", "get-property", "org.hostd.Host1", "/org/hostd/Host1", "org.hostd.Host1", "AutomaticUpdatePolicy"])
         .output()
         .unwrap();
-    (sysroot.deployment_checksums().unwrap(), refs, text(&policy))
+    // The drop-in `config set` writes.
+    let settings = std::fs::read_to_string(machine.config_dropin_dir().join("90-settings.toml")).ok();
+    (sysroot.deployment_checksums().unwrap(), refs, text(&policy), settings)
 }
 
 /// Count `JobNew` signals seen on the bus from now on.

@@ -1058,3 +1058,67 @@ fn the_last_check_survives_a_crash_and_a_reboot_in_the_units_state_directory_unt
     assert!(after.contains("has been deployed since") && after.contains(&v2_digest), "{after}");
     assert!(m.status().unwrap().status.booted.as_ref().unwrap().cached_update.is_none(), "the Host document agrees");
 }
+
+#[test]
+fn discard_drops_the_staged_update_and_the_next_boot_is_the_current_one() {
+    // Three deployments: v3 staged over v2 (booted), v1 the rollback.
+    let mut m = booted_v2_over_v1();
+    let uid = m.add_user(ADMIN, true).unwrap();
+    m.add_user(PLAIN_USER, false).unwrap();
+    let host = m.status().unwrap();
+    let (v2_checksum, v1_checksum) = (checksum(&host.status.booted), checksum(&host.status.rollback));
+    let order = m.sysroot().deployment_checksums().unwrap();
+    assert_eq!(order, [v2_checksum.clone(), v1_checksum.clone()]);
+    let boot_entries = bls::entries(m.sysroot().path()).unwrap();
+    m.publish("v3").unwrap();
+    success("hostctl upgrade", &m.hostctl(Some(ADMIN), &["upgrade"]).unwrap());
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (Some("v3"), Some("v2"), Some("v1")));
+    let v3_checksum = checksum(&host.status.staged);
+    assert!(reboot_required(&m));
+    // Armed: a poweroff now would finalize v3, unless it is gone.
+    wait_for_finalize_armed(&m);
+
+    let out = m.hostctl(Some(PLAIN_USER), &["--no-ask-password", "discard"]).unwrap();
+    assert_eq!(out.status.code(), Some(5), "exit code of a denied call:\n{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("org.hostd.host1.stage"), "{}", text(&out));
+    assert_eq!(slots(&m.status().unwrap()), (Some("v3"), Some("v2"), Some("v1")), "a denied call drops nothing");
+
+    let said = success("hostctl discard", &m.hostctl(Some(ADMIN), &["discard"]).unwrap());
+    assert!(said.contains(&format!("Discarded the staged deployment {v3_checksum}.0.")), "{said}");
+    assert!(said.contains(&format!("{v2_checksum} boots next, as before.")), "{said}");
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (None, Some("v2"), Some("v1")), "v3 is gone");
+    assert_eq!(m.sysroot().deployment_checksums().unwrap(), order, "the others keep their order");
+    assert_eq!(bls::entries(m.sysroot().path()).unwrap(), boot_entries, "and their boot entries");
+    assert!(!m.exists("/run/ostree/staged-deployment").unwrap());
+    assert!(!reboot_required(&m), "RebootRequired, /run/reboot-required and the status follow");
+    let entry = journal_entry(&m, message_id::DISCARDED, &v2_checksum, uid);
+    assert_eq!(entry["OLD_CHECKSUM"], v3_checksum.as_str());
+    let out = m.hostctl(None, &["stage"]).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("NothingToStage"), "nothing downloaded waits to be staged: {}", text(&out));
+
+    // A download-only update, staged and locked, goes the same way.
+    success("hostctl upgrade --download-only", &m.hostctl(None, &["upgrade", "--download-only"]).unwrap());
+    assert!(m.exists("/run/ostree/staged-deployment-locked").unwrap());
+    let said = success("hostctl discard", &m.hostctl(None, &["discard"]).unwrap());
+    assert!(said.contains("Discarded the staged download-only deployment"), "{said}");
+    assert!(!m.exists("/run/ostree/staged-deployment-locked").unwrap());
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v2"), Some("v1")));
+    let said = success("hostctl discard", &m.hostctl(None, &["discard"]).unwrap());
+    assert_eq!(said.trim(), "No update is staged or downloaded; nothing to discard.");
+
+    // Settings written by the confined service in the guest's /etc outlive the reboot.
+    success("hostctl config set", &m.hostctl(Some(ADMIN), &["config", "set", "policy", "check"]).unwrap());
+    m.reboot().unwrap();
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (None, Some("v2"), Some("v1")), "the next boot is the current one");
+    assert_eq!(checksum(&host.status.booted), v2_checksum);
+    assert_eq!(file(&m, "/usr/share/testos/version"), "v2");
+    assert_eq!(m.sysroot().deployment_checksums().unwrap(), order);
+    assert!(!reboot_required(&m));
+    assert!(file(&m, "/etc/hostd/hostd.d/90-settings.toml").contains("policy = \"check\""));
+    let policy = success("hostctl config get policy", &m.hostctl(None, &["config", "get", "policy"]).unwrap());
+    assert_eq!(policy, "check\n");
+}

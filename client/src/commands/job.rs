@@ -68,6 +68,18 @@ pub async fn cleanup(conn: &Connection, call: &Caller<'_>, output: &JobOutput) -
     finish(watch::follow(conn, &path, output).await?)
 }
 
+/// `discard`: drop the staged or downloaded update.
+pub async fn discard(conn: &Connection, call: &Caller<'_>, output: &JobOutput) -> Result<Code, Error> {
+    let path = call.start("Discard", &(options(&[]),)).await?;
+    if path.as_str() == "/" {
+        if !output.quiet {
+            outln!("No update is staged or downloaded; nothing to discard.");
+        }
+        return Ok(Code::Success);
+    }
+    finish(watch::follow(conn, &path, output).await?)
+}
+
 /// `cancel`: cancel whatever job runs.
 pub async fn cancel(conn: &Connection, host: &Host1Proxy<'_>) -> Result<Code, Error> {
     let path = host.active_job().await?;

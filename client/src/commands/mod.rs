@@ -1,5 +1,6 @@
 //! One function per verb; each is a typed call plus rendering.
 
+mod config;
 mod edit;
 mod etc_diff;
 mod job;
@@ -37,6 +38,8 @@ async fn dispatch(cli: Cli) -> Result<Code, Error> {
         Command::Stage(args) => job::simple(&conn, &call, "Stage", &args).await,
         Command::Rollback(args) => job::simple(&conn, &call, "Rollback", &args).await,
         Command::Cleanup(output) => job::cleanup(&conn, &call, &output).await,
+        Command::Discard(output) => job::discard(&conn, &call, &output).await,
+        Command::Config(command) => config::run(&call, &command).await,
         Command::Pin(args) => pin(&call, &args.deployment, true).await,
         Command::Unpin(args) => pin(&call, &args.deployment, false).await,
         Command::UsrOverlay(args) => usr_overlay(&call, args.persist).await,

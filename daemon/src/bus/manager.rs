@@ -17,6 +17,7 @@ use hostd_interface::manager::{
 };
 use hostd_interface::names::{MANAGER_INTERFACE, MANAGER_PATH};
 use hostd_interface::options::{Method, Options};
+use hostd_interface::settings::{self, Settings};
 use hostd_interface::Error;
 use zbus::message::Header;
 use zbus::object_server::{ResponseDispatchListener, ResponseDispatchNotifier, SignalEmitter};
@@ -26,6 +27,7 @@ use super::guard::SignatureGuard;
 use super::job::{self, JobObject};
 use super::properties;
 use crate::auth::{actions_for, details_for, options_summary, Action, Authorizer};
+use crate::config::Config;
 use crate::context::Context;
 use crate::jobs::records;
 use crate::jobs::runner::{Course, JobEvents, Runner};
@@ -33,8 +35,9 @@ use crate::jobs::state::JobProps;
 use crate::jobs::worker::Worker;
 use crate::jobs::{Initiator, JobKind, JobRequest, JobShared, Reservation};
 use crate::reboot::apply::Logind;
+use crate::settings::Edit as SettingsEdit;
 use crate::sysroot::local_source::{self, Trust};
-use crate::sysroot::{etc_diff, pin};
+use crate::sysroot::{discard, etc_diff, pin};
 use crate::{containers_policy, edit, errors, image_ref, journal};
 
 /// The manager object as registered (behind its signature guard).
@@ -464,6 +467,29 @@ impl Manager {
         self.start_job(request, &header, conn, server).await
     }
 
+    /// Discard: drop the update waiting for the next boot (the staged
+    /// deployment, or an update downloaded with download-only) and leave
+    /// the boot order otherwise as it is. "/" when there is none, as
+    /// `rpm-ostree cleanup -p` changes nothing then. Needs `stage`. No options yet.
+    async fn discard(
+        &self,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<JobReply, Error> {
+        let options = Options::parse(Method::Discard, &options)?;
+        self.ensure_image_based().await?;
+        let request = JobRequest { kind: JobKind::Discard, image: None, options };
+        // Authorized first, so the answer does not depend on who asks.
+        let authorized = self.authorize(&request, &header, conn).await?;
+        let snapshot = self.ctx.status.current().await;
+        if !matches!(&*snapshot, Ok(s) if discard::pending(s)) {
+            return Ok(ResponseDispatchNotifier::new(no_job()).0);
+        }
+        self.launch(request, authorized, conn, server).await
+    }
+
     /// Cleanup: prune images, layers and objects no deployment needs.
     async fn cleanup(
         &self,
@@ -581,9 +607,67 @@ impl Manager {
         let auth = Authorizer::new(conn.clone());
         let caller = auth.caller(&header).await?;
         auth.authorize(&header, &caller, &[Action::Reload], &HashMap::new()).await?;
+        let old = self.ctx.config();
         self.ctx.reload_config().await?;
-        self.announce(&emitter).await;
+        self.announce_config(&emitter, &old, &self.ctx.config()).await;
         Ok(())
+    }
+
+    /// Settings: the update settings in force, as SetSettings takes them
+    /// (updates.policy s, updates.strategy s, updates.time_zone s,
+    /// updates.window aa{sv}, updates.fleet_lock.url s,
+    /// updates.fleet_lock.group s; the FleetLock keys only when a file sets
+    /// them), and for each key a file set, that file. Anyone may call it.
+    /// No options yet.
+    #[zbus(out_args("settings", "sources"))]
+    async fn settings(
+        &self,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(HashMap<String, OwnedVariant>, HashMap<String, String>), Error> {
+        self.ctx.idle.touch();
+        Options::parse(Method::Settings, &options)?;
+        let (settings, sources) = self.ctx.settings();
+        Ok((settings.to_dict(), sources.into_iter().collect()))
+    }
+
+    /// SetSettings: set update settings (the keys of Settings, named as in
+    /// hostd.toml) in /etc/hostd/hostd.d/90-settings.toml and apply them at
+    /// once. Values are checked as the files' are; an invalid value, an
+    /// unknown key, a wrong type, or a key a later drop-in overrides is
+    /// InvalidArgument naming the key, and nothing is written. Needs
+    /// `configure`. No options yet.
+    async fn set_settings(
+        &self,
+        settings: HashMap<String, OwnedVariant>,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), Error> {
+        self.ctx.idle.touch();
+        Options::parse(Method::SetSettings, &options)?;
+        let settings = Settings::parse(Method::SetSettings.name(), &settings)?;
+        if settings.keys().is_empty() {
+            return Err(Error::InvalidArgument("SetSettings: no setting given".into()));
+        }
+        self.configure(SettingsEdit::Set(settings), &header, conn, &emitter).await
+    }
+
+    /// ResetSettings: drop keys from /etc/hostd/hostd.d/90-settings.toml,
+    /// so the other files (or the defaults) decide them again, and apply
+    /// that. Unknown keys are InvalidArgument. Needs `configure`. No options yet.
+    async fn reset_settings(
+        &self,
+        keys: Vec<String>,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), Error> {
+        self.ctx.idle.touch();
+        Options::parse(Method::ResetSettings, &options)?;
+        let keys = settings::parse_keys(Method::ResetSettings.name(), &keys)?;
+        self.configure(SettingsEdit::Reset(keys), &header, conn, &emitter).await
     }
 
     /// idle | checking | fetching | staging | rolling-back | cleaning | rebooting
@@ -701,6 +785,44 @@ impl Manager {
 }
 
 impl Manager {
+    /// `SetSettings` and `ResetSettings` after parsing: checked, then
+    /// authorized (`configure`), written, applied and announced.
+    async fn configure(
+        &self,
+        edit: SettingsEdit,
+        header: &Header<'_>,
+        conn: &Connection,
+        emitter: &SignalEmitter<'_>,
+    ) -> Result<(), Error> {
+        let method = match edit {
+            SettingsEdit::Set(_) => Method::SetSettings.name(),
+            SettingsEdit::Reset(_) => Method::ResetSettings.name(),
+        };
+        self.ctx.check_settings(method, &edit).await?;
+        let auth = Authorizer::new(conn.clone());
+        let caller = auth.caller(header).await?;
+        let details = HashMap::from([("verb", "configure".to_string()), ("settings", edit.keys().join(","))]);
+        auth.authorize(header, &caller, &[Action::Configure], &details).await?;
+        let (old, new) = self.ctx.change_settings(method, edit).await?;
+        tracing::info!(uid = caller.uid, "{method} by uid {}", caller.uid);
+        self.announce_config(emitter, &old, &new).await;
+        Ok(())
+    }
+
+    /// Announce what new settings changed: the signalled properties
+    /// (`AutomaticUpdatePolicy`, `UpdateStrategy`, …) through
+    /// [`Manager::announce`], each once, and `NextMaintenanceWindow`, which
+    /// moves with the clock and is otherwise not announced, when the
+    /// windows changed from `old` to `new`.
+    async fn announce_config(&self, emitter: &SignalEmitter<'_>, old: &Config, new: &Config) {
+        self.announce(emitter).await;
+        if old.windows != new.windows {
+            if let Err(e) = self.next_maintenance_window_changed(emitter).await {
+                tracing::warn!("announcing the new settings: {e}");
+            }
+        }
+    }
+
     /// Whether `UsrOverlay` may mount an overlay: the sysroot is the booted
     /// one and its `/usr` has none yet. The booted commit when it may.
     async fn usr_overlay_possible(&self) -> Result<Option<String>, Error> {

@@ -21,6 +21,7 @@ pub fn state_for(kind: JobKind, phase: Phase) -> ManagerState {
         (JobKind::Stage, _) => ManagerState::Staging,
         (JobKind::Rollback, _) => ManagerState::RollingBack,
         (JobKind::Cleanup, _) => ManagerState::Cleaning,
+        (JobKind::Discard, _) => ManagerState::Discarding,
     }
 }
 

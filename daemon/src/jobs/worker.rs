@@ -181,6 +181,7 @@ async fn execute(sysroot: &SysrootPath, job: &JobShared) -> Result<Outcome, Erro
         JobKind::Stage => sysroot::deploy::stage(sysroot, &options, job, cancel).await,
         JobKind::Rollback => sysroot::rollback::rollback(sysroot, job, cancel).await,
         JobKind::Cleanup => sysroot::cleanup::cleanup(sysroot, job, cancel).await,
+        JobKind::Discard => sysroot::discard::discard(sysroot, job, cancel).await,
     };
     match result {
         // Cancelling kills the job's skopeo; whatever step that failed, the

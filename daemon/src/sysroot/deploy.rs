@@ -341,7 +341,7 @@ fn set_staged_lock(locked: bool) -> anyhow::Result<()> {
 /// with a warning, so the host can still move to a good image.
 /// Where ostree-ext keeps the ref of each imported image (its
 /// `container::store` layout), followed by the escaped image reference.
-const IMAGE_REF_PREFIX: &str = "ostree/container/image";
+pub(super) const IMAGE_REF_PREFIX: &str = "ostree/container/image";
 
 /// Undo what importing a refused image did to the image's ref: point it
 /// back at the deployed commit it tracked before (or drop it when the

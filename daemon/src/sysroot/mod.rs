@@ -8,7 +8,7 @@
 //! - [`metadata`]: an image's version and build time from its labels and
 //!   annotations, normalized (the one place for it).
 //! - [`signature`]: enforcing the containers signature policy before a pull.
-//! - [`pull`], [`deploy`], [`rollback`], [`cleanup`]: the mutating operations,
+//! - [`pull`], [`deploy`], [`rollback`], [`cleanup`], [`discard`]: the mutating operations,
 //!   run by jobs on their own thread under the sysroot lock.
 //! - [`etc_diff`]: a deployment's `/etc` against its image's `/usr/etc`,
 //!   read by the `EtcDiff` call on a blocking thread.
@@ -22,6 +22,7 @@ pub mod cache;
 pub mod cancel;
 pub mod cleanup;
 pub mod deploy;
+pub mod discard;
 pub mod errors;
 pub mod etc_diff;
 pub mod filtered;
