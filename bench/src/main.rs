@@ -5,9 +5,11 @@
 //! measured, then a summary with median, min and max. `--smoke` runs every
 //! scenario once on tiny images (a test in `make test` does that);
 //! `--timeline` prints hostd's debug log of one upgrade of the main image,
-//! whose timestamps show where its time goes.
+//! whose timestamps show where its time goes; `--derived` measures only
+//! `derived_switch_bytes_ratio` on the main image.
 
 mod check;
+mod derived;
 mod figures;
 mod host;
 mod images;
@@ -69,8 +71,14 @@ async fn main() -> Result<()> {
         [] => Plan::full(),
         ["--smoke"] => Plan::smoke(),
         ["--timeline"] => return pull::timeline(&ImageSet::get(Plan::full().main)?).await,
+        ["--derived"] => {
+            let mut report = Report::default();
+            derived::derived_switch(&ImageSet::get(Plan::full().main)?, Plan::full().runs, &mut report).await?;
+            print!("{}", report.summary());
+            return Ok(());
+        }
         _ => {
-            eprintln!("usage: hostd-bench [--smoke | --timeline]");
+            eprintln!("usage: hostd-bench [--smoke | --timeline | --derived]");
             std::process::exit(2);
         }
     };
@@ -79,6 +87,7 @@ async fn main() -> Result<()> {
     let main_set = ImageSet::get(plan.main)?;
     pull::overhead(&main_set, plan.pull_rounds, &mut report).await?;
     pull::incremental(&main_set, plan.runs, &mut report).await?;
+    derived::derived_switch(&main_set, plan.runs, &mut report).await?;
     status::latency(&main_set, plan.status_calls, &mut report).await?;
     status::cold(&main_set, plan.runs.max(5), &mut report).await?;
     status::during_pull(&main_set, plan.callers, &mut report).await?;

@@ -230,10 +230,13 @@ pub enum TransportArg {
     Oci,
     /// An OCI archive (absolute path).
     OciArchive,
-    /// Local containers-storage.
+    /// Local containers-storage: podman's image store (`podman build`,
+    /// `podman pull`), as storage.conf names it.
     ContainersStorage,
     /// A `skopeo copy dir:` directory (absolute path).
     Dir,
+    /// A `podman save` (docker-archive) tar file (absolute path).
+    DockerArchive,
 }
 
 impl From<TransportArg> for Transport {
@@ -244,6 +247,7 @@ impl From<TransportArg> for Transport {
             TransportArg::OciArchive => Transport::OciArchive,
             TransportArg::ContainersStorage => Transport::ContainersStorage,
             TransportArg::Dir => Transport::Dir,
+            TransportArg::DockerArchive => Transport::DockerArchive,
         }
     }
 }

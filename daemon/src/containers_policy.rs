@@ -84,6 +84,7 @@ fn requirements_for<'a>(policy: &'a Policy, image: &ImageReference) -> &'a [Requ
         Transport::Oci => "oci",
         Transport::OciArchive => "oci-archive",
         Transport::Dir => "dir",
+        Transport::DockerArchive => "docker-archive",
         Transport::ContainersStorage => "containers-storage",
     };
     let Some(scopes) = policy.transports.get(transport) else {

@@ -22,6 +22,10 @@ use tokio_util::sync::CancellationToken;
 pub mod points {
     /// Upgrade/Switch/Stage: the image is in the repo, no deployment written yet.
     pub const AFTER_PULL: &str = "after-pull";
+    /// Upgrade/Switch/Check of an image copied into a temporary OCI layout
+    /// first (docker-archive, containers-storage on an older skopeo): the
+    /// layout is written, nothing imported from it yet.
+    pub const AFTER_COPY: &str = "after-copy";
     /// Upgrade/Switch/Stage: right before libostree writes the deployment.
     pub const DEPLOY_WRITE: &str = "deploy-write";
     /// Booted host: the deployment is staged, the download-only lock file

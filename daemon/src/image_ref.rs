@@ -27,7 +27,7 @@ pub fn parse(image: &str, transport: Transport, enforce_sigpolicy: bool) -> Resu
     match transport {
         Transport::Registry => check_registry(image)?,
         Transport::ContainersStorage => check_containers_storage(image)?,
-        Transport::Oci | Transport::OciArchive | Transport::Dir => check_path(image, transport)?,
+        Transport::Oci | Transport::OciArchive | Transport::Dir | Transport::DockerArchive => check_path(image, transport)?,
     }
     Ok(ImageReference {
         image: image.to_string(),
@@ -106,7 +106,7 @@ fn transport_prefix(image: &str) -> Option<&'static str> {
     if !rest.contains('/') || rest.starts_with(|c: char| c.is_ascii_digit()) {
         return None;
     }
-    Transport::ALL.iter().map(|t| t.as_str()).chain(["docker-archive", "docker"]).find(|t| *t == head)
+    Transport::ALL.iter().map(|t| t.as_str()).chain(["docker"]).find(|t| *t == head)
 }
 
 fn check_containers_storage(image: &str) -> Result<(), Error> {
@@ -135,6 +135,13 @@ fn check_path(image: &str, transport: Transport) -> Result<(), Error> {
         return Err(invalid(format!("the {transport} path '{path}' must not contain '..'")));
     }
     if let Some((_, tag)) = image.split_once(':') {
+        // A docker-archive's `:name` or `:@index` suffix selects one of
+        // several saved images; hostd reads archives of one image.
+        if transport == Transport::DockerArchive {
+            return Err(invalid(format!(
+                "'{image}': give the docker-archive's path alone; hostd reads archives holding one image (podman save IMAGE)"
+            )));
+        }
         if transport == Transport::Dir || !is_tag(tag) {
             return Err(invalid(format!("'{image}' has a malformed tag")));
         }
@@ -206,6 +213,9 @@ mod tests {
         ok("/var/lib/images/os:latest", Transport::Oci);
         ok("/srv/os.tar", Transport::OciArchive);
         ok("/srv/os-dir", Transport::Dir);
+        ok("/media/usb/myos.tar", Transport::DockerArchive);
+        assert!(bad("/media/usb/myos.tar:localhost/myos:latest", Transport::DockerArchive).contains("path alone"));
+        assert!(bad("myos.tar", Transport::DockerArchive).contains("absolute"));
         assert!(bad("images/os", Transport::Oci).contains("absolute"));
         assert!(bad("/srv/../etc", Transport::Dir).contains(".."));
         bad("/srv/os:a:b", Transport::Oci);
@@ -262,7 +272,7 @@ mod tests {
                     prop_assert!(!image.starts_with('-'));
                     prop_assert!(!image.chars().any(|c| c.is_control() || c.is_whitespace()));
                     match t {
-                        Transport::Oci | Transport::OciArchive | Transport::Dir => {
+                        Transport::Oci | Transport::OciArchive | Transport::Dir | Transport::DockerArchive => {
                             prop_assert!(image.starts_with('/'));
                             prop_assert!(!image.split(['/', ':']).any(|c| c == ".."));
                         }
@@ -286,7 +296,7 @@ mod tests {
             fn absolute_paths_are_accepted(dirs in proptest::collection::vec("[a-zA-Z0-9_][a-zA-Z0-9._-]{0,12}", 1..5)) {
                 let path = format!("/{}", dirs.join("/"));
                 prop_assume!(!dirs.iter().any(|d| d == ".."));
-                for t in [Transport::Oci, Transport::OciArchive, Transport::Dir] {
+                for t in [Transport::Oci, Transport::OciArchive, Transport::Dir, Transport::DockerArchive] {
                     prop_assert!(parse(&path, t, false).is_ok(), "{} {}", t, path);
                 }
             }

@@ -75,6 +75,8 @@ wire_enum! {
         ContainersStorage = "containers-storage",
         /// A directory written by `skopeo copy dir:`.
         Dir = "dir",
+        /// A `docker save` tar archive, what `podman save` writes by default.
+        DockerArchive = "docker-archive",
     }
 }
 
@@ -86,7 +88,7 @@ impl Transport {
 
     /// Whether the image name is a path on the local filesystem.
     pub fn reads_local_path(self) -> bool {
-        matches!(self, Transport::Oci | Transport::OciArchive | Transport::Dir)
+        matches!(self, Transport::Oci | Transport::OciArchive | Transport::Dir | Transport::DockerArchive)
     }
 }
 

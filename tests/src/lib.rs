@@ -35,6 +35,7 @@ pub mod jobs;
 pub mod journal;
 pub mod machine;
 pub mod offline;
+pub mod podman;
 pub mod registry;
 pub mod schema;
 pub mod signing;

@@ -88,6 +88,20 @@ impl TestRegistry {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
+    /// The digests of the blobs served whole (`GET …/blobs/<digest>`
+    /// answered 200), in order, from the registry's access log.
+    pub fn blob_fetches(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("\"GET /v2/") && l.contains("\" 200 "))
+            .filter_map(|l| {
+                let path = l.split("\"GET ").nth(1)?.split(' ').next()?;
+                let digest = path.split("/blobs/").nth(1)?;
+                Some(digest.to_string())
+            })
+            .collect()
+    }
+
     /// `127.0.0.1:<port>`
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -123,6 +137,18 @@ fn bcrypt(password: &str) -> Result<String> {
     let script = "import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))";
     let hash = run(Command::new("/usr/bin/python3").args(["-W", "ignore", "-c", script, password]))?;
     Ok(hash.trim().to_string())
+}
+
+/// The layers (digest, compressed size) of the manifest of `image`
+/// (`host:port/repo:tag`) as the registry serves it.
+pub fn registry_layers(image: &str) -> Result<Vec<(String, u64)>> {
+    let raw = run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{image}")))?;
+    let manifest: serde_json::Value = serde_json::from_str(&raw)?;
+    let layers = manifest["layers"].as_array().context("a manifest with layers")?;
+    Ok(layers
+        .iter()
+        .map(|l| (l["digest"].as_str().unwrap_or_default().to_string(), l["size"].as_u64().unwrap_or_default()))
+        .collect())
 }
 
 /// A free loopback port (released again for the caller to bind).

@@ -1,8 +1,9 @@
 //! The benchmark program of `make bench` (bench/) in its smoke variant:
 //! every scenario once, on tiny images, so it keeps working between
 //! benchmark runs. Figures must be printed as `name value unit` with
-//! finite values; the one that is a property rather than a speed (an
-//! update of one layer fetches exactly that layer) is checked too.
+//! finite values; the ones that are properties rather than speeds (an
+//! update of one layer fetches exactly that layer; a podman-built image on
+//! the deployed base fetches only its own layers) are checked too.
 
 use std::process::Command;
 
@@ -15,6 +16,7 @@ const FIGURES: &[&str] = &[
     "pull_cpu_ratio",
     "incremental_bytes_ratio",
     "incremental_pull_s",
+    "derived_switch_bytes_ratio",
     "status_p50_ms",
     "status_p99_ms",
     "status_dbus_p50_ms",
@@ -49,5 +51,7 @@ fn the_benchmark_smoke_run_prints_every_figure() {
         assert!(value.is_finite() && value >= 0.0, "{name} = {value}");
     }
     assert_eq!(figure(&stdout, "incremental_bytes_ratio"), Some(1.0), "an update adding one layer fetches that layer only");
+    let derived = figure(&stdout, "derived_switch_bytes_ratio").unwrap();
+    assert!(derived <= 1.01, "a podman-built image on the deployed base fetches its own layers only: {derived}");
     assert!(stdout.contains("payload_MiB  layers  pull_s"), "the scaling table:\n{stdout}");
 }

@@ -89,7 +89,9 @@ fn name_image_failure(image: &str, from_registry: bool, failure: &ImageFailure) 
         },
         ImageFailure::TagMissing { .. } => Named::ImageNotFound(format!("{image}: {failure}")),
         ImageFailure::Unsafe(unsafe_source) => match unsafe_source {
-            Unsafe::NotRegular { .. } => Named::InvalidArgument(format!("{image}: {failure}")),
+            Unsafe::NotRegular { .. } | Unsafe::WrongFormat { .. } => {
+                Named::InvalidArgument(format!("{image}: {failure}"))
+            }
             _ => Named::AccessDenied(format!("{image}: {failure}")),
         },
         ImageFailure::NotBootable { .. } => Named::NotBootable(format!(

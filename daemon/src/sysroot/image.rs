@@ -17,9 +17,7 @@ pub fn reference_to_api(r: &OstreeImageReference) -> Result<ImageReference> {
         ostree_container::Transport::OciArchive => Transport::OciArchive,
         ostree_container::Transport::ContainerStorage => Transport::ContainersStorage,
         ostree_container::Transport::Dir => Transport::Dir,
-        ostree_container::Transport::DockerArchive => {
-            anyhow::bail!("unsupported transport docker-archive in {r}")
-        }
+        ostree_container::Transport::DockerArchive => Transport::DockerArchive,
     };
     let signature = match &r.sigverify {
         SignatureSource::OstreeRemote(remote) => ImageSignature::OstreeRemote(remote.clone()),
@@ -41,6 +39,7 @@ pub fn reference_from_api(r: &ImageReference) -> OstreeImageReference {
         Transport::OciArchive => ostree_container::Transport::OciArchive,
         Transport::ContainersStorage => ostree_container::Transport::ContainerStorage,
         Transport::Dir => ostree_container::Transport::Dir,
+        Transport::DockerArchive => ostree_container::Transport::DockerArchive,
     };
     let sigverify = match &r.signature {
         Some(ImageSignature::OstreeRemote(remote)) => SignatureSource::OstreeRemote(remote.clone()),

@@ -1,5 +1,5 @@
-//! Local image paths (`oci:`, `oci-archive:`, `dir:`), which root reads on
-//! behalf of callers who are not root.
+//! Local image paths (`oci:`, `oci-archive:`, `docker-archive:`, `dir:`),
+//! which root reads on behalf of callers who are not root.
 //!
 //! Two facts are established when a job opens the path, through descriptors
 //! opened one component at a time (`O_PATH`, never following a link
@@ -21,6 +21,12 @@
 //!   (a FIFO or device would block or feed the reader), and no symlink in it
 //!   leaves the image directory (through one, root would read files the
 //!   writer could not). Checked with `openat2(RESOLVE_BENEATH)`.
+//! - **Format**: what the path holds is what its transport reads. An
+//!   archive's tar members tell an OCI archive (`index.json`, `oci-layout`)
+//!   from a docker-archive (`manifest.json`, what `podman save` writes by
+//!   default); a directory's files tell an OCI layout from a `dir:` image.
+//!   A mismatch is named with the transport that would read the path, not
+//!   left to skopeo, which reports a missing temporary `index.json`.
 //!
 //! The rule for directories follows the one sudo and sshd apply to their
 //! configuration: owned by root, not group- or world-writable.
@@ -51,6 +57,75 @@ pub enum LocalKind {
     OciArchive,
     /// A `dir:` image directory.
     Dir,
+    /// A docker-archive tar file (`docker-archive:`, `podman save`).
+    DockerArchive,
+}
+
+impl LocalKind {
+    /// Whether the image is one tar file rather than a directory.
+    pub fn is_archive(self) -> bool {
+        matches!(self, LocalKind::OciArchive | LocalKind::DockerArchive)
+    }
+
+    /// The transport that reads this kind, as `--transport` names it.
+    pub fn transport(self) -> &'static str {
+        match self {
+            LocalKind::OciDir => "oci",
+            LocalKind::OciArchive => "oci-archive",
+            LocalKind::Dir => "dir",
+            LocalKind::DockerArchive => "docker-archive",
+        }
+    }
+
+    /// What a user calls an image of this kind.
+    fn described(self) -> &'static str {
+        match self {
+            LocalKind::OciDir => "an OCI layout directory",
+            LocalKind::OciArchive => "an OCI archive",
+            LocalKind::Dir => "a dir: image directory",
+            LocalKind::DockerArchive => "a docker-archive (what podman save writes by default)",
+        }
+    }
+}
+
+/// What a local path was found to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// An image of one kind.
+    Image(LocalKind),
+    /// A tar archive both transports read (an OCI layout with a
+    /// `manifest.json`, as `docker save` of Docker 25 writes).
+    BothArchives,
+    /// A tar archive with none of an image archive's members.
+    OtherArchive,
+    /// A file that is no tar archive.
+    NotAnArchive,
+    /// A directory with none of an image's files.
+    OtherDirectory,
+}
+
+impl Found {
+    /// Whether an image of `kind` can be read from what was found.
+    fn fits(self, kind: LocalKind) -> bool {
+        match self {
+            Found::Image(k) => k == kind,
+            Found::BothArchives => kind.is_archive(),
+            Found::OtherArchive | Found::NotAnArchive => false,
+            // Left for skopeo to judge and name.
+            Found::OtherDirectory => !kind.is_archive(),
+        }
+    }
+
+    /// What was found and, where one would read it, the transport to give.
+    fn described(self) -> String {
+        match self {
+            Found::Image(k) => format!("{}; give --transport {}", k.described(), k.transport()),
+            Found::BothArchives => "an image archive; give --transport oci-archive".into(),
+            Found::OtherArchive => "a tar archive of no image".into(),
+            Found::NotAnArchive => "a file that is no tar archive".into(),
+            Found::OtherDirectory => "a directory of no image; an archive must be a file".into(),
+        }
+    }
 }
 
 /// Whether only root can have chosen what a path holds.
@@ -101,6 +176,16 @@ pub enum Unsafe {
         /// The symlink.
         path: PathBuf,
     },
+    /// The path holds an image of another transport, or no image.
+    #[error("{} is not {}: it is {}", path.display(), expected.described(), found.described())]
+    WrongFormat {
+        /// The path as given.
+        path: PathBuf,
+        /// What the transport given reads.
+        expected: LocalKind,
+        /// What the path holds.
+        found: Found,
+    },
 }
 
 impl Unsafe {
@@ -139,6 +224,7 @@ pub fn locate(imgref: &OstreeImageReference) -> Option<(PathBuf, LocalKind, Opti
             (p, LocalKind::OciArchive, t)
         }
         Transport::Dir => (name, LocalKind::Dir, None),
+        Transport::DockerArchive => (name, LocalKind::DockerArchive, None),
         _ => return None,
     };
     Some((PathBuf::from(path), kind, tag))
@@ -180,38 +266,102 @@ static INSPECTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1)
 pub fn inspect(path: &Path, kind: LocalKind) -> Result<LocalImage, Unsafe> {
     let (root, mut trust) = resolve(path)?;
     let stat = fstat(&root, path)?;
-    let expected_dir = kind != LocalKind::OciArchive;
-    match (file_type(&stat), expected_dir) {
-        (FileType::Directory, true) | (FileType::RegularFile, false) => {}
-        (FileType::Directory, false) => return Err(not_regular(path, "directory")),
-        (other, _) if other != FileType::RegularFile => return Err(not_regular(path, type_name(other))),
-        _ => {
-            return Err(Unsafe::Open {
-                path: path.to_path_buf(),
-                source: std::io::Error::from_raw_os_error(Errno::NOTDIR.raw_os_error()),
-            })
-        }
-    }
+    let is_dir = match file_type(&stat) {
+        FileType::Directory => true,
+        FileType::RegularFile => false,
+        other => return Err(not_regular(path, type_name(other))),
+    };
     demote_with_mount(&mut trust, path, &root, &stat, false);
-    if expected_dir {
+    if is_dir {
         walk_layout(&root, path, &mut trust)?;
     }
-    Ok(LocalImage { path: path.to_path_buf(), trust, root })
+    let image = LocalImage { path: path.to_path_buf(), trust, root };
+    let found = if is_dir { image.directory_format() } else { image.archive_format() };
+    // A file hostd may not read is left for skopeo (run as `nobody`) to refuse.
+    match found {
+        Some(found) if !found.fits(kind) => {
+            Err(Unsafe::WrongFormat { path: path.to_path_buf(), expected: kind, found })
+        }
+        _ => Ok(image),
+    }
 }
 
+/// The first bytes of gzip, bzip2, xz and zstd streams.
+const COMPRESSED_MAGIC: [&[u8]; 4] = [b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd"];
+
+/// Tar members looked at before an archive counts as holding no image;
+/// `podman save` writes a handful per layer.
+const MAX_ARCHIVE_MEMBERS: usize = 100_000;
+
 impl LocalImage {
+    /// What the archive file holds, by its top-level tar members (read
+    /// header by header, skipping content); `None` where hostd may not
+    /// read the file (see [`LocalImage::read_index`]) or it is compressed
+    /// (skopeo reads a compressed docker-archive; hostd leaves it to it).
+    fn archive_format(&self) -> Option<Found> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = std::fs::File::from(self.open_readable(".")?);
+        let mut magic = [0u8; 6];
+        let n = file.read(&mut magic).ok()?;
+        if COMPRESSED_MAGIC.iter().any(|m| magic[..n].starts_with(m)) {
+            return None;
+        }
+        file.seek(SeekFrom::Start(0)).ok()?;
+        let mut archive = tar::Archive::new(file);
+        let Ok(entries) = archive.entries_with_seek() else { return Some(Found::NotAnArchive) };
+        let (mut oci, mut docker, mut members) = (false, false, 0usize);
+        for entry in entries.take(MAX_ARCHIVE_MEMBERS) {
+            let Ok(entry) = entry else { break };
+            members += 1;
+            let Ok(name) = entry.path() else { continue };
+            let name = name.strip_prefix("./").unwrap_or(&name);
+            oci |= name == Path::new("index.json") || name == Path::new("oci-layout");
+            docker |= name == Path::new("manifest.json");
+        }
+        Some(match (oci, docker) {
+            (true, true) => Found::BothArchives,
+            (true, false) => Found::Image(LocalKind::OciArchive),
+            (false, true) => Found::Image(LocalKind::DockerArchive),
+            (false, false) if members > 0 => Found::OtherArchive,
+            (false, false) => Found::NotAnArchive,
+        })
+    }
+
+    /// What the directory holds, by its files: an OCI layout has
+    /// `oci-layout` or `index.json`, a `dir:` image `manifest.json`.
+    fn directory_format(&self) -> Option<Found> {
+        let has = |name: &str| open_beneath(&self.root, name, OFlags::PATH, &self.trust).is_ok();
+        Some(if has("oci-layout") || has("index.json") {
+            Found::Image(LocalKind::OciDir)
+        } else if has("manifest.json") {
+            Found::Image(LocalKind::Dir)
+        } else {
+            Found::OtherDirectory
+        })
+    }
+
+    /// `rel` of the image (`.`: the archive itself) opened for reading,
+    /// when hostd may read it: a regular file, and on an untrusted path
+    /// only one every user could read.
+    fn open_readable(&self, rel: &str) -> Option<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
+        let fd = if rel == "." {
+            // Checked a regular file before: opening it cannot block.
+            reopen(&self.root, flags).ok()?
+        } else {
+            open_beneath(&self.root, rel, flags, &self.trust).ok()?
+        };
+        let stat = rustix::fs::fstat(&fd).ok()?;
+        let world_readable = stat.st_mode & 0o004 != 0;
+        (file_type(&stat) == FileType::RegularFile && (self.trust.is_trusted() || world_readable)).then_some(fd)
+    }
+
     /// The layout's `index.json`, when hostd may read it: a regular file
     /// inside the image directory, no larger than 4 MiB, and on an
     /// untrusted path only one every user could read (hostd reads no more
     /// than those users could). `None` when it may not or cannot be read.
     pub fn read_index(&self) -> Option<Vec<u8>> {
-        let fd = open_beneath(&self.root, "index.json", OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY, &self.trust)
-            .ok()?;
-        let stat = rustix::fs::fstat(&fd).ok()?;
-        let world_readable = stat.st_mode & 0o004 != 0;
-        if file_type(&stat) != FileType::RegularFile || (!self.trust.is_trusted() && !world_readable) {
-            return None;
-        }
+        let fd = self.open_readable("index.json")?;
         let mut content = Vec::new();
         std::fs::File::from(fd).take(MAX_INDEX_BYTES + 1).read_to_end(&mut content).ok()?;
         (content.len() as u64 <= MAX_INDEX_BYTES).then_some(content)
@@ -274,6 +424,14 @@ fn resolve(path: &Path) -> Result<(OwnedFd, Trust), Unsafe> {
         }
     }
     Ok((dir, trust))
+}
+
+/// An `O_PATH` descriptor of a regular file reopened with `flags` through
+/// `/proc/self/fd`, the one way to read what such a descriptor names.
+fn reopen(fd: &OwnedFd, flags: OFlags) -> Result<OwnedFd, Errno> {
+    use std::os::fd::AsRawFd;
+    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    rustix::fs::open(proc_path.as_str(), flags | OFlags::CLOEXEC, Mode::empty())
 }
 
 /// Push the normal components of `path` so that the first is popped first.
@@ -523,6 +681,72 @@ mod tests {
         nix::unistd::fchownat(None, &link, Some(user), None, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
         let e = inspect(&link, LocalKind::OciDir).unwrap_err();
         assert!(matches!(e, Unsafe::UntrustedSymlink { .. }), "{e}");
+    }
+
+    /// A tar file with empty members named `members`.
+    fn archive(path: &Path, members: &[&str]) {
+        let mut tar = tar::Builder::new(std::fs::File::create(path).unwrap());
+        for name in members {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(0);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut header, name, std::io::empty()).unwrap();
+        }
+        tar.finish().unwrap();
+    }
+
+    fn found(e: Unsafe) -> Found {
+        match e {
+            Unsafe::WrongFormat { found, .. } => found,
+            other => panic!("not a format error: {other}"),
+        }
+    }
+
+    #[test]
+    fn an_archive_is_told_by_its_members_and_refused_under_another_transport() {
+        let t = private_dir();
+        let docker = t.path().join("docker.tar");
+        archive(&docker, &["0123.tar", "cafe.json", "manifest.json", "repositories"]);
+        let oci = t.path().join("oci.tar");
+        archive(&oci, &["blobs/sha256/aa", "index.json", "oci-layout"]);
+        assert!(inspect(&docker, LocalKind::DockerArchive).is_ok());
+        assert!(inspect(&oci, LocalKind::OciArchive).is_ok());
+        let e = inspect(&docker, LocalKind::OciArchive).unwrap_err();
+        assert!(e.to_string().contains("give --transport docker-archive"), "{e}");
+        assert_eq!(found(e), Found::Image(LocalKind::DockerArchive));
+        assert_eq!(found(inspect(&oci, LocalKind::DockerArchive).unwrap_err()), Found::Image(LocalKind::OciArchive));
+        assert_eq!(found(inspect(&oci, LocalKind::OciDir).unwrap_err()), Found::Image(LocalKind::OciArchive));
+        // Docker 25 writes both; either transport reads it.
+        let both = t.path().join("both.tar");
+        archive(&both, &["index.json", "manifest.json", "oci-layout"]);
+        assert!(inspect(&both, LocalKind::DockerArchive).is_ok() && inspect(&both, LocalKind::OciArchive).is_ok());
+        let text = t.path().join("notes.txt");
+        std::fs::write(&text, "not an image\n").unwrap();
+        assert_eq!(found(inspect(&text, LocalKind::DockerArchive).unwrap_err()), Found::NotAnArchive);
+        let other = t.path().join("other.tar");
+        archive(&other, &["etc/hosts"]);
+        assert_eq!(found(inspect(&other, LocalKind::OciArchive).unwrap_err()), Found::OtherArchive);
+        // A compressed archive is skopeo's to read.
+        let gz = t.path().join("os.tar.gz");
+        std::fs::write(&gz, b"\x1f\x8b\x08\x00rest").unwrap();
+        assert!(inspect(&gz, LocalKind::DockerArchive).is_ok());
+    }
+
+    #[test]
+    fn a_directory_is_told_by_its_files() {
+        let t = private_dir();
+        let img = t.path().join("os");
+        layout(&img);
+        let e = inspect(&img, LocalKind::DockerArchive).unwrap_err();
+        assert!(e.to_string().contains("an OCI layout directory; give --transport oci"), "{e}");
+        assert_eq!(found(inspect(&img, LocalKind::Dir).unwrap_err()), Found::Image(LocalKind::OciDir));
+        let dir_image = t.path().join("dir-image");
+        std::fs::create_dir(&dir_image).unwrap();
+        std::fs::write(dir_image.join("manifest.json"), b"{}").unwrap();
+        std::fs::write(dir_image.join("version"), b"Directory Transport Version: 1.1\n").unwrap();
+        assert!(inspect(&dir_image, LocalKind::Dir).is_ok());
+        assert_eq!(found(inspect(&dir_image, LocalKind::OciDir).unwrap_err()), Found::Image(LocalKind::Dir));
     }
 
     #[test]

@@ -21,6 +21,7 @@
 pub mod cache;
 pub mod cancel;
 pub mod cleanup;
+pub mod copied_layout;
 pub mod deploy;
 pub mod discard;
 pub mod errors;
@@ -28,6 +29,7 @@ pub mod etc_diff;
 pub mod filtered;
 pub mod image;
 pub mod kargs;
+pub mod layer_reuse;
 pub mod local_source;
 pub mod metadata;
 pub mod pin;

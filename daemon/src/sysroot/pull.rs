@@ -15,6 +15,8 @@ use ostree_ext::oci_spec::image::ImageIndex;
 use ostree_ext::{gio, glib, ostree};
 use tokio_util::sync::CancellationToken;
 
+use super::copied_layout::{self, CopiedLayout, Route};
+use super::layer_reuse::{self, Record};
 use super::local_source::{self, LocalImage, LocalKind, Trust, Unsafe};
 use super::metadata::ImageMetadata;
 use super::signature;
@@ -103,35 +105,89 @@ pub fn inspect_local(imgref: &OstreeImageReference, untrusted: UntrustedPaths) -
     }
 }
 
+/// An importer of an image, and what it reads.
+#[derive(Debug)]
+pub struct Opened {
+    /// The importer, writing the image as the reference the caller gave.
+    pub imp: ImageImporter,
+    /// Who its skopeo runs as.
+    pub run_as: RunAs,
+    /// What the importer reads: the caller's reference, or the temporary
+    /// layout the image was copied to.
+    pub source: OstreeImageReference,
+    /// That layout, removed when the import is done with it.
+    pub copied: Option<CopiedLayout>,
+}
+
 /// An importer for `imgref` writing into `repo`, and who its skopeo runs
-/// as; that skopeo ends when `cancel` fires, opening included.
+/// as; that skopeo ends when `cancel` fires, opening included. A
+/// docker-archive, or a containers-storage image the installed skopeo cannot
+/// read through its proxy, is copied into a temporary layout first
+/// ([`copied_layout`]).
 pub async fn open(
     repo: &ostree::Repo,
     imgref: &OstreeImageReference,
     untrusted: UntrustedPaths,
+    progress: &dyn Progress,
     cancel: &CancellationToken,
-) -> Result<(ImageImporter, RunAs), Error> {
+) -> Result<Opened, Error> {
     require_skopeo()?;
     let local = inspect_local(imgref, untrusted)?;
     let run_as = skopeo::run_as(imgref.imgref.transport, local.as_ref());
+    let copied = match copied_layout::route(imgref.imgref.transport).await? {
+        Route::Proxy => None,
+        Route::CopiedLayout => Some(copied_layout::copy(repo, imgref, run_as, progress, cancel).await?),
+    };
+    let source = copied.as_ref().map_or_else(|| imgref.clone(), |c| c.source.clone());
     let config = skopeo::proxy_config(run_as, cancel).map_err(|e| Error::image(imgref, e))?;
     // hostd evaluates the policy of an enforced image itself, with the
     // scopes of its transport ([`signature`]); ostree-ext's own test, that
     // the policy's global default is not `insecureAcceptAnything`, would
     // refuse the usual policy that signs only some registries.
-    let for_import = OstreeImageReference {
-        sigverify: match &imgref.sigverify {
+    let unchecked = |r: &OstreeImageReference| OstreeImageReference {
+        sigverify: match &r.sigverify {
             SignatureSource::ContainerPolicy => SignatureSource::ContainerPolicyAllowInsecure,
             other => other.clone(),
         },
-        imgref: imgref.imgref.clone(),
+        imgref: r.imgref.clone(),
     };
     let mut imp = cancellable(cancel, async {
-        ImageImporter::new(repo, &for_import, config).await.map_err(|e| Error::image(imgref, e))
+        ImageImporter::new(repo, &unchecked(&source), config).await.map_err(|e| Error::image(imgref, e))
     })
     .await?;
+    if copied.is_some() {
+        // Stored, and tracked, as the containers-storage image it is.
+        imp.set_target(&unchecked(imgref));
+    }
     imp.require_bootable();
-    Ok((imp, run_as))
+    Ok(Opened { imp, run_as, source, copied })
+}
+
+/// The stored image of `imgref` when it is the image `prep` would import:
+/// the same config (image id), as ostree-ext's `prepare` finds it for a
+/// reference it reads itself. For an import from a copied layout, whose
+/// reference ostree-ext does not know the stored image by.
+fn stored_as(repo: &ostree::Repo, imgref: &OstreeImageReference, prep: &PreparedImport) -> Option<Box<LayeredImageState>> {
+    let state = store::query_image(repo, &imgref.imgref).ok()??;
+    (state.manifest.config().digest() == prep.manifest.config().digest()).then_some(state)
+}
+
+/// `prepare` of an opened import; for an import from a copied layout, an
+/// image already stored under the caller's reference is `AlreadyPresent`.
+async fn prepare_opened(
+    repo: &ostree::Repo,
+    opened: &mut Opened,
+    imgref: &OstreeImageReference,
+    cancel: &CancellationToken,
+) -> Result<PrepareResult, Error> {
+    let prepared = prepare(&mut opened.imp, imgref, &opened.source, opened.run_as, cancel).await?;
+    match prepared {
+        PrepareResult::Ready(prep) if opened.copied.is_some() => match stored_as(repo, imgref, &prep) {
+            Some(state) => Ok(PrepareResult::AlreadyPresent(state)),
+            None => Ok(PrepareResult::Ready(prep)),
+        },
+        other => Ok(other),
+    }
 }
 
 /// The labels an image needs for ostree-ext to import and boot it: one of
@@ -145,6 +201,7 @@ const BOOTABLE_LABELS: [&str; 3] = ["ostree.bootable", BOOTC_LABEL, DIFFID_LABEL
 async fn prepare(
     imp: &mut ImageImporter,
     imgref: &OstreeImageReference,
+    source: &OstreeImageReference,
     run_as: RunAs,
     cancel: &CancellationToken,
 ) -> Result<PrepareResult, Error> {
@@ -153,7 +210,7 @@ async fn prepare(
         Err(e) => e,
     };
     let proxy_failed = e.chain().any(|c| c.is::<ostree_ext::containers_image_proxy::Error>());
-    if !proxy_failed && !has_bootable_labels(imgref, run_as, cancel).await.unwrap_or(true) {
+    if !proxy_failed && !has_bootable_labels(source, run_as, cancel).await.unwrap_or(true) {
         let labels = BOOTABLE_LABELS.to_vec();
         return Err(Error::image_failure(imgref, ImageFailure::NotBootable { labels }));
     }
@@ -241,8 +298,11 @@ pub async fn check(
     let current = store::query_image_commit(&repo, merge.csum().as_str()).ok();
     let deployed = current.as_deref().map(update_rule::state_facts);
     // A check installs nothing, so any readable path may be looked at.
-    let (mut imp, run_as) = open(&repo, &imgref, UntrustedPaths::Allowed, cancel).await?;
-    let prepared = cancellable(cancel, prepare(&mut imp, &imgref, run_as, cancel)).await?;
+    let mut opened = open(&repo, &imgref, UntrustedPaths::Allowed, progress, cancel).await?;
+    let mut prepared = cancellable(cancel, prepare_opened(&repo, &mut opened, &imgref, cancel)).await?;
+    if let PrepareResult::Ready(prep) = &mut prepared {
+        layer_reuse::reuse(&repo, prep, Record::Nothing)?;
+    }
     let (outcome, found) = match &prepared {
         PrepareResult::AlreadyPresent(state) => {
             let deployed_commit = state.merge_commit == merge.csum().as_str();
@@ -457,21 +517,23 @@ pub async fn fetch(
     progress.phase(Phase::Checking, "fetching the image manifest");
     progress.image(&crate::sysroot::image::user_reference(imgref));
     let opened = async {
-        let (mut imp, run_as) = open(repo, imgref, access.untrusted, cancel).await?;
-        let prepared = cancellable(cancel, prepare(&mut imp, imgref, run_as, cancel)).await?;
-        Ok((imp, run_as, prepared))
+        let mut opened = open(repo, imgref, access.untrusted, progress, cancel).await?;
+        let prepared = cancellable(cancel, prepare_opened(repo, &mut opened, imgref, cancel)).await?;
+        Ok((opened, prepared))
     };
-    let (mut imp, run_as, prepared) = match opened.await {
+    let (opened, prepared) = match opened.await {
         Ok(opened) => opened,
         Err(e) if access.signatures == Signatures::Enforced => return Err(name_refusal(imgref, e, cancel).await),
         Err(e) => return Err(e),
     };
-    let prep = match prepared {
+    let Opened { mut imp, run_as, copied, .. } = opened;
+    let mut prep = match prepared {
         // Fetched earlier, perhaps before the policy applied to it: the
         // caller evaluates it if it is to be deployed ([`verify_stored`]).
         PrepareResult::AlreadyPresent(state) => return Ok(Fetched::AlreadyPresent(state)),
         PrepareResult::Ready(prep) => prep,
     };
+    layer_reuse::reuse(repo, &mut prep, Record::Refs)?;
     let summary = summarize(&prep);
     if let Import::Decline(message) = before_import(&prep, &summary)? {
         return Ok(Fetched::Declined(message));
@@ -525,6 +587,8 @@ pub async fn fetch(
     };
     let import = cancellable(cancel, async { imp.import(prep).await.map_err(|e| Error::image(imgref, e)) });
     let (state, ()) = tokio::join!(import, reporter);
+    // The copied layout has been read: removed before the deployment is written.
+    drop(copied);
     let state = state?;
     progress.layers(summary.layers_to_fetch, summary.layers_to_fetch);
     progress.bytes(summary.bytes_to_fetch, summary.bytes_to_fetch);

@@ -80,6 +80,17 @@ pub fn proxy_config(run_as: RunAs, cancel: &CancellationToken) -> anyhow::Result
     Ok(config)
 }
 
+/// `skopeo` run as `run_as`, killed when `cancel` fires, for a run other
+/// than the image proxy (`skopeo copy`).
+pub fn watched_command(run_as: RunAs, cancel: &CancellationToken) -> anyhow::Result<Command> {
+    let mut c = command(run_as);
+    if run_as != RunAs::Nobody {
+        c.env_remove("HOME");
+    }
+    watch(&mut c, cancel)?;
+    Ok(c)
+}
+
 /// `skopeo` run as `run_as` (`Default` is root, as hostd runs).
 pub fn command(run_as: RunAs) -> Command {
     match run_as {
