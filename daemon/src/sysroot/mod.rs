@@ -107,6 +107,23 @@ pub struct UpdateSummary {
     pub layers_total: u32,
 }
 
+impl UpdateSummary {
+    /// What a check found, as `CachedUpdate` carries it: what the records
+    /// and the state file keep of it.
+    pub fn cached_update(&self) -> hostd_interface::manager::CachedUpdate {
+        hostd_interface::manager::CachedUpdate {
+            digest: Some(self.digest.clone()),
+            downgrade: Some(false),
+            version: self.version.clone(),
+            timestamp: self.timestamp.clone(),
+            download_bytes: Some(self.bytes_to_fetch),
+            layers_to_fetch: Some(self.layers_to_fetch),
+            layers_total: Some(self.layers_total),
+            ..Default::default()
+        }
+    }
+}
+
 /// The deployment updates build on (booted, or the default of an offline
 /// sysroot) and the image it tracks.
 pub fn tracked_image(sysroot: &ostree::Sysroot) -> Result<(ostree::Deployment, OstreeImageReference), Error> {
