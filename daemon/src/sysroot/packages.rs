@@ -16,10 +16,9 @@
 //! in one of [`RPM_DB_DIRS`]. It is not read here but by rpm itself
 //! (Debian's `rpm` 4.18, see [`super::rpmdb`]), which prints one line per
 //! installed package in [`RPM_QUERY_FORMAT`]; [`parse_rpm_query`] reads
-//! those lines. A hand-written reader of rpm's sqlite tables and header
-//! blobs would have to follow every header format rpm has written, and no
-//! maintained crate reads an rpm database (the `rpm` crate reads and
-//! writes package files). Versions are compared by rpm's rules
+//! those lines (why rpm and not a crate: see [`super::rpmdb`]; a
+//! hand-written reader of rpm's header blobs would have to follow every
+//! header format rpm has written). Versions are compared by rpm's rules
 //! (`rpmvercmp`: epoch, then version, then release; `~` sorts before
 //! anything, `^` after the version it extends but before anything else)
 //! through the `rpm-version` crate of the rpm-rs project. rpm keeps

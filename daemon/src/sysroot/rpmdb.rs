@@ -2,10 +2,15 @@
 //! the sqlite databases of rpm ≥ 4.16), run on a copy of the database files
 //! in a scratch directory.
 //!
-//! Why rpm and not a reader of our own: an rpm database is a sqlite table of
-//! header blobs in rpm's own binary format (tags, types, regions, several
-//! generations of it), and no maintained Rust crate reads one (the `rpm`
-//! crate reads package files, not databases). rpm is the reference reader.
+//! Why the rpm CLI: an rpm database is a sqlite table of header blobs in
+//! rpm's own binary format (tags, types, regions, several generations of
+//! it), and rpm is the reference reader of both. The crates that could
+//! stand in for it do not fit: `rpm` (rpm-rs) reads and writes package
+//! files, not databases; `rpmdb` (0.1, one author, a port of a Go reader)
+//! is young and would parse an image's untrusted blobs inside the root
+//! daemon; `librpm` binds the same C library in-process, with its global
+//! configuration state, again as root in the daemon. A separate `rpm`
+//! process can be run unprivileged and killed on a deadline.
 //!
 //! The database comes from an image, so rpm runs with as little as it
 //! needs: as `nobody` with no supplementary groups and no new privileges,
