@@ -15,7 +15,8 @@
 //! - [`diff`]: what changes between two deployments or a deployment and
 //!   the downloaded update (packages, kernel, kargs), read from their
 //!   commits by the `Diff` call on a blocking thread; [`packages`] reads
-//!   package databases and compares versions (no I/O).
+//!   package databases and compares versions (no I/O); [`rpmdb`] has
+//!   Debian's `rpm` list an rpm database copied out of a commit.
 //! - [`pin`]: pinning a deployment, done directly by the `Pin` call.
 //! - [`usr_overlay`]: the overlay on the booted `/usr` (libostree's unlock),
 //!   run by a helper in the host's mount namespace; its state in the Host document.
@@ -46,6 +47,7 @@ pub mod packages;
 pub mod pin;
 pub mod progress;
 pub mod pull;
+pub mod rpmdb;
 pub mod rollback;
 pub mod signature;
 pub mod skopeo;
