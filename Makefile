@@ -162,4 +162,4 @@ verify-units:
 	cp systemd-units/hostd.catalog "$$tmp/root/usr/lib/systemd/catalog/"; \
 	journalctl --root="$$tmp/root" --update-catalog; \
 	n=$$(journalctl --root="$$tmp/root" --list-catalog | grep -c ' hostd: '); \
-	[ "$$n" = 7 ] || { echo "hostd.catalog: $$n of 7 entries parsed"; exit 1; }
+	[ "$$n" = 8 ] || { echo "hostd.catalog: $$n of 8 entries parsed"; exit 1; }

@@ -1021,6 +1021,48 @@ fn edit_switches_to_the_spec_image_and_the_same_spec_again_changes_nothing() {
     assert_eq!(slots(&m.status().unwrap()), (None, Some("v1"), Some("v2")));
 }
 
+/// A manager property as `busctl` prints it (`t 1796…`, `a{sv} 8 "digest" …`).
+fn manager_property(m: &BootedMachine, name: &str) -> String {
+    let out = m.must(&["busctl", "get-property", "org.hostd.Host1", "/org/hostd/Host1", "org.hostd.Host1", name]).unwrap();
+    out.trim().to_string()
+}
+
+#[test]
+fn the_last_check_survives_a_crash_and_a_reboot_in_the_units_state_directory_until_the_update_is_staged() {
+    let mut m = booted_v1();
+    m.publish("v2").unwrap();
+    let v2_digest = m.images().v2.digest.clone();
+    success("hostctl upgrade --check", &m.hostctl(None, &["upgrade", "--check"]).unwrap());
+    let time = manager_property(&m, "LastCheckTime");
+    let result = manager_property(&m, "LastCheckResult");
+    let cached = manager_property(&m, "CachedUpdate");
+    assert!(result.contains("Update available: v2"), "{result}");
+    assert!(cached.contains(&v2_digest) && cached.contains("\"download-bytes\" t"), "{cached}");
+    // StateDirectory=hostd, StateDirectoryMode=0700: root's alone.
+    let modes = m.must(&["stat", "-c", "%a %U %n", "/var/lib/hostd", "/var/lib/hostd/state.json"]).unwrap();
+    assert_eq!(modes.trim(), "700 root /var/lib/hostd\n600 root /var/lib/hostd/state.json", "{modes}");
+
+    m.must(&["systemctl", "kill", "--signal=KILL", "hostd.service"]).unwrap();
+    wait_for("hostd to be gone", Duration::from_secs(20), || {
+        m.must(&["systemctl", "is-active", "hostd.service"]).is_err()
+    });
+    for _ in 0..2 {
+        assert_eq!(manager_property(&m, "LastCheckTime"), time);
+        assert_eq!(manager_property(&m, "LastCheckResult"), result);
+        assert_eq!(manager_property(&m, "CachedUpdate"), cached, "with its download size");
+        m.reboot().unwrap();
+    }
+
+    // Staged: the booted deployment updates still build on keeps the found
+    // manifest, but the update is no news any more.
+    success("hostctl upgrade", &m.hostctl(None, &["upgrade"]).unwrap());
+    assert_eq!(slots(&m.status().unwrap()), (Some("v2"), Some("v1"), None));
+    assert_eq!(manager_property(&m, "CachedUpdate"), "a{sv} 0");
+    let after = manager_property(&m, "LastCheckResult");
+    assert!(after.contains("has been deployed since") && after.contains(&v2_digest), "{after}");
+    assert!(m.status().unwrap().status.booted.as_ref().unwrap().cached_update.is_none(), "the Host document agrees");
+}
+
 #[test]
 fn discard_drops_the_staged_update_and_the_next_boot_is_the_current_one() {
     // Three deployments: v3 staged over v2 (booted), v1 the rollback.

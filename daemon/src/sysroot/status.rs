@@ -96,6 +96,14 @@ impl Snapshot {
         self.merge_deployment().and_then(|d| d.entry.cached_update.as_ref())
     }
 
+    /// Whether a deployment runs or is queued to run the image of `digest`
+    /// (a download-only one is not: it waits for `Stage`).
+    pub fn has_deployed(&self, digest: &str) -> bool {
+        self.deployments.iter().any(|d| {
+            !d.entry.download_only && d.entry.image.as_ref().is_some_and(|i| i.image_digest == digest)
+        })
+    }
+
     /// The older image `Check` found for the tracked image (not an update).
     pub fn cached_downgrade(&self) -> Option<&ImageStatus> {
         self.merge_deployment().and_then(|d| d.cached_downgrade.as_ref())
@@ -278,8 +286,26 @@ fn origin_is_incompatible(d: &ostree::Deployment) -> bool {
     })
 }
 
+/// Drop a cached update that a deployment already runs or is queued to
+/// run, whichever tool deployed it: it is no update any more. A
+/// download-only deployment waits for `Stage` and keeps it.
+fn without_deployed_updates(mut deployments: Vec<Deployment>) -> Vec<Deployment> {
+    let deployed: Vec<String> = deployments
+        .iter()
+        .filter(|d| !d.entry.download_only)
+        .filter_map(|d| d.entry.image.as_ref().map(|i| i.image_digest.clone()))
+        .collect();
+    for d in &mut deployments {
+        if d.entry.cached_update.as_ref().is_some_and(|u| deployed.contains(&u.image_digest)) {
+            d.entry.cached_update = None;
+        }
+    }
+    deployments
+}
+
 /// Place deployments into the Host document's slots.
 fn assemble(deployments: Vec<Deployment>, booted: bool, usr_overlay: Option<FilesystemOverlay>) -> Snapshot {
+    let deployments = without_deployed_updates(deployments);
     let find = |role: Role| deployments.iter().find(|d| d.role == role);
     let entry_of = |role: Role| find(role).map(|d| d.entry.clone());
     let rollback_queued = match (find(Role::Booted), find(Role::Rollback)) {
@@ -453,6 +479,24 @@ pub(crate) mod tests {
         assert_eq!(s.host.spec.image.as_ref().unwrap().image, "/images/2");
         assert_eq!(s.merge_deployment().unwrap().index, 0);
         assert!(!s.reboot_required);
+    }
+
+    #[test]
+    fn a_cached_update_a_deployment_runs_is_no_update() {
+        let with_cached_3 = || {
+            let mut booted = deployment(1, Role::Booted, "2");
+            booted.entry.cached_update = deployment(0, Role::Staged, "3").entry.image;
+            booted
+        };
+        let mut locked = deployment(0, Role::Staged, "3");
+        locked.entry.download_only = true;
+        let s = assemble(vec![locked, with_cached_3()], true, None);
+        assert_eq!(s.cached_update().map(|u| u.image_digest.as_str()), Some("sha256:3"), "download-only: Stage deploys it");
+        assert!(!s.has_deployed("sha256:3"));
+        let s = assemble(vec![deployment(0, Role::Staged, "3"), with_cached_3()], true, None);
+        assert_eq!(s.cached_update(), None, "staged: deployed");
+        assert!(s.has_deployed("sha256:3"));
+        assert!(s.host.status.booted.as_ref().unwrap().cached_update.is_none(), "the Host document agrees");
     }
 
     #[test]
