@@ -134,6 +134,7 @@ def download(p):
     moving = sorted({float(w) for w in widths if w not in (None, "") and 0 < float(w) < 100})
     assert len(moving) >= 2, f"the progress bar did not move: {widths}"
     assert any(" of " in d and "layer" in d for d in details), details
+    assert any("/s" in d and " left" in d for d in details), f"no rate and time left: {details}"
     p.wait_text("#update-summary", "downloaded, ready to install")
     p.wait("the package diff", lambda: p.el("#diff-table").is_displayed())
     changes = {r.find_elements(By.TAG_NAME, "td")[0].text: r.get_attribute("data-kind")
@@ -204,6 +205,9 @@ def dead_registry(p):
     p.wait("an error", lambda: p.job_error())
     assert "org.hostd.Host1.Error.Network" in p.job_error(), p.job_error()
     p.wait_text("#alerts", "The image registry could not be reached. Check the network")
+    p.wait("the check among the recent operations",
+           lambda: p.els("#last-jobs li[data-kind='check'][data-result='failed']"))
+    assert "could not be reached" in p.text("#last-jobs li[data-kind='check']"), p.text("#last-jobs")
 
 
 def configure(p):
