@@ -130,6 +130,9 @@ def download(p):
     while p.el("#cancel").is_enabled() and time.time() < deadline:
         widths.append(p.el("#job-bar").get_attribute("aria-valuenow"))
         details.add(p.text("#job-details"))
+        shots = os.environ.get("HOSTD_COCKPIT_SHOTS")
+        if shots and "/s" in p.text("#job-details") and not os.path.exists(os.path.join(shots, "download-progress.png")):
+            p.save(shots, "download-progress")
         time.sleep(0.1)
     moving = sorted({float(w) for w in widths if w not in (None, "") and 0 < float(w) < 100})
     assert len(moving) >= 2, f"the progress bar did not move: {widths}"
