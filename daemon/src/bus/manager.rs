@@ -48,6 +48,13 @@ pub type ManagerObject = SignatureGuard<Manager>;
 /// package databases of a few MiB each takes well under a second.
 const DIFF_TIME_LIMIT: Duration = Duration::from_secs(60);
 
+/// One comparison at a time, whoever asks: `Diff` is open to every local
+/// user, and each one reads two package databases (rpm's through a copy and
+/// a process). The slot is held by the work itself, so a call that gave up
+/// at its deadline still occupies it until its comparison really ends; a
+/// call waiting for the slot waits within the same deadline.
+static DIFF_SLOT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// Finished jobs stay on the bus this long, for late readers.
 const LINGER: Duration = Duration::from_secs(10);
 
@@ -617,10 +624,19 @@ impl Manager {
         let snapshot = loaded.as_ref().as_ref().map_err(errors::name)?;
         let (from, to) = diff::resolve(snapshot, from, to).map_err(errors::name_owned)?;
         let sysroot = self.ctx.sysroot.path().to_path_buf();
-        let work = tokio::task::spawn_blocking(move || diff::diff(&sysroot, &from, &to));
-        let answer = tokio::time::timeout(DIFF_TIME_LIMIT, work)
+        let too_long = || Error::Failed(format!("comparing the deployments took longer than {} s", DIFF_TIME_LIMIT.as_secs()));
+        let deadline = tokio::time::Instant::now() + DIFF_TIME_LIMIT;
+        let slot = tokio::time::timeout_at(deadline, DIFF_SLOT.acquire())
             .await
-            .map_err(|_| Error::Failed(format!("comparing the deployments took longer than {} s", DIFF_TIME_LIMIT.as_secs())))?
+            .map_err(|_| too_long())?
+            .map_err(|e| Error::Failed(format!("comparing the deployments: {e}")))?;
+        let work = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            diff::diff(&sysroot, &from, &to)
+        });
+        let answer = tokio::time::timeout_at(deadline, work)
+            .await
+            .map_err(|_| too_long())?
             .map_err(|e| Error::Failed(format!("comparing the deployments: {e}")))?
             .map_err(errors::name_owned)?;
         serde_json::to_string(&answer).map_err(|e| Error::Failed(format!("serializing the comparison: {e}")))

@@ -18,6 +18,7 @@
 use anyhow::{Context, Result};
 use ostree_ext::gio::prelude::*;
 use ostree_ext::{gio, ostree};
+use ostree_ext::oci_spec::distribution::Reference;
 
 /// Where an image keeps its bound-image links.
 pub const BOUND_IMAGES_DIR: &str = "usr/lib/bootc/bound-images.d";
@@ -274,34 +275,18 @@ fn read_regular(repo: &ostree::Repo, file: &gio::File) -> Result<Vec<u8>, String
 
 /// `image` as containers-storage names it: a registry host first
 /// (`docker.io` when the first component names none, with `library/` for a
-/// single-component name), and `:latest` when neither tag nor digest is
-/// given. Cleanup compares stored names with this.
+/// single-component name on Docker Hub, however it was written:
+/// `busybox`, `docker.io/busybox`, `index.docker.io/busybox`), and
+/// `:latest` when neither tag nor digest is given. Parsed by oci-spec's
+/// `Reference`, which applies the distribution project's normalization,
+/// as containers-image does; a reference it cannot parse is returned as
+/// written (it cannot be in the store under any other name). Cleanup
+/// compares stored names with this.
 pub fn normalized(image: &str) -> String {
     let image = image.strip_prefix("docker://").unwrap_or(image);
-    let (name, digest) = match image.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (image, None),
-    };
-    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
-    let (repo, tag) = match name[last_slash..].rfind(':') {
-        Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
-        None => (name, None),
-    };
-    let has_host = repo.split_once('/').is_some_and(|(first, _)| {
-        first.contains('.') || first.contains(':') || first == "localhost"
-    });
-    let repo = match (has_host, repo.contains('/')) {
-        (true, _) => repo.to_string(),
-        (false, true) => format!("docker.io/{repo}"),
-        (false, false) => format!("docker.io/library/{repo}"),
-    };
-    match (tag, digest) {
-        (_, Some(d)) => match tag {
-            Some(t) => format!("{repo}:{t}@{d}"),
-            None => format!("{repo}@{d}"),
-        },
-        (Some(t), None) => format!("{repo}:{t}"),
-        (None, None) => format!("{repo}:latest"),
+    match image.parse::<Reference>() {
+        Ok(reference) => reference.whole(),
+        Err(_) => image.to_string(),
     }
 }
 
@@ -366,7 +351,11 @@ mod tests {
         assert_eq!(normalized("127.0.0.1:5000/app"), "127.0.0.1:5000/app:latest");
         assert_eq!(normalized("127.0.0.1:5000/app:v1"), "127.0.0.1:5000/app:v1");
         assert_eq!(normalized("localhost/app"), "localhost/app:latest");
-        assert_eq!(normalized("quay.io/org/app@sha256:ab"), "quay.io/org/app@sha256:ab");
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(normalized(&format!("quay.io/org/app@{digest}")), format!("quay.io/org/app@{digest}"));
+        assert_eq!(normalized("docker.io/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(normalized("index.docker.io/busybox:1"), "docker.io/library/busybox:1");
+        assert_eq!(normalized("docker.io/library/busybox"), "docker.io/library/busybox:latest");
         assert_eq!(normalized("docker://quay.io/org/app:1"), "quay.io/org/app:1");
     }
 }

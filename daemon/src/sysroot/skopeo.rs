@@ -130,27 +130,27 @@ pub const POLICY_EVALUATING_PROTOCOL: semver::Version = semver::Version::new(0, 
 const INITIALIZE_LIMIT: Duration = Duration::from_secs(10);
 
 /// The protocol version the installed skopeo's image proxy speaks, from its
-/// answer to `Initialize`; asked once per process. `None` where it could
-/// not be asked (no skopeo, no answer in time, an answer not understood).
+/// answer to `Initialize`; asked once per process once it has answered.
+/// `None` where it could not be asked this time (no skopeo, no answer in
+/// time, an answer not understood): a failure is not kept, so a proxy slow
+/// once under load is asked again by the next job.
 pub async fn proxy_protocol() -> Option<semver::Version> {
-    static PROTOCOL: tokio::sync::OnceCell<Option<semver::Version>> = tokio::sync::OnceCell::const_new();
-    PROTOCOL
-        .get_or_init(|| async {
+    static PROTOCOL: tokio::sync::OnceCell<semver::Version> = tokio::sync::OnceCell::const_new();
+    let asked = PROTOCOL
+        .get_or_try_init(|| async {
             let asked = tokio::task::spawn_blocking(ask_proxy_protocol).await;
-            let version = asked.map_err(anyhow::Error::new).and_then(|r| r);
-            match version {
-                Ok(v) => {
-                    tracing::info!("skopeo's image proxy speaks protocol {v}");
-                    Some(v)
-                }
-                Err(e) => {
-                    tracing::warn!("could not ask skopeo's image proxy for its protocol: {e:#}");
-                    None
-                }
-            }
+            let version = asked.map_err(anyhow::Error::new).and_then(|r| r)?;
+            tracing::info!("skopeo's image proxy speaks protocol {version}");
+            anyhow::Ok(version)
         })
-        .await
-        .clone()
+        .await;
+    match asked {
+        Ok(version) => Some(version.clone()),
+        Err(e) => {
+            tracing::warn!("could not ask skopeo's image proxy for its protocol: {e:#}");
+            None
+        }
+    }
 }
 
 /// One `Initialize` request over the proxy's socket (a SOCK_SEQPACKET pair
@@ -181,9 +181,9 @@ fn ask_proxy_protocol() -> anyhow::Result<semver::Version> {
         Ok(buf)
     })();
     drop(ours);
-    if answer.is_err() {
-        let _ = child.kill();
-    }
+    // The answer is all that was wanted: a proxy that would not end at EOF
+    // must not hold this thread.
+    let _ = child.kill();
     let _ = child.wait();
     let reply: Reply = serde_json::from_slice(&answer?)?;
     anyhow::ensure!(reply.success, "Initialize failed: {}", reply.error);
