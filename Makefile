@@ -24,7 +24,7 @@ VENDORCONFDIR := $(PREFIX)/lib/hostd/hostd.d
 RELEASE := target/release
 # The D-Bus activation file shares the .service suffix but is not a unit.
 ACTIVATION := systemd-units/org.hostd.Host1.service
-UNITS := $(filter-out $(ACTIVATION),$(wildcard systemd-units/*.service systemd-units/*.timer))
+UNITS := $(filter-out $(ACTIVATION),$(wildcard systemd-units/*.service systemd-units/*.timer systemd-units/*.target))
 
 .PHONY: all build install deps demo test test-fast torture bench fuzz verify-units
 

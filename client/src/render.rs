@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use hostd_interface::host::{
-    BootEntry, FilesystemOverlay, FilesystemOverlayAccessMode, FilesystemOverlayPersistence, Host, ImageStatus,
+    BootEntry, DeploymentHealth, FilesystemOverlay, FilesystemOverlayAccessMode, FilesystemOverlayPersistence, Host, ImageStatus,
 };
 use hostd_interface::job::{JobKind, JobProperties, Phase};
 use hostd_interface::manager::{CachedUpdate, UpdatePolicy, UpdateStrategy};
@@ -165,6 +165,9 @@ fn entry_block(out: &mut dyn Write, label: &str, e: &BootEntry, downloaded: bool
     if let Some(o) = &e.ostree {
         writeln!(out, "{:>16}: {}.{} ({})", "Commit", o.checksum, o.deploy_serial, o.stateroot)?;
     }
+    if let Some(h) = &e.health {
+        health_lines(out, h)?;
+    }
     if let Some(u) = &e.cached_update {
         writeln!(
             out,
@@ -173,6 +176,21 @@ fn entry_block(out: &mut dyn Write, label: &str, e: &BootEntry, downloaded: bool
             u.version.as_deref().unwrap_or("no version"),
             u.image_digest
         )?;
+    }
+    Ok(())
+}
+
+/// `Health: passed (checked …)`, or failed with what hostd did and one
+/// line per failed check.
+fn health_lines(out: &mut dyn Write, h: &DeploymentHealth) -> io::Result<()> {
+    let action = match h.action.as_deref() {
+        Some("rolled-back") => ", rolled back",
+        Some("reported") => ", reported only",
+        _ => "",
+    };
+    writeln!(out, "{:>16}: {}{action} (first boot checked {})", "Health", h.result, h.checked_at)?;
+    for failure in &h.failures {
+        writeln!(out, "{:>16}  {failure}", "")?;
     }
     Ok(())
 }
@@ -214,6 +232,7 @@ mod tests {
                 checksum: format!("c{version}"),
                 deploy_serial: 0,
             }),
+            health: None,
         }
     }
 

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use hostd_interface::diff::{Diff, PackageChangeKind, PackageDatabase};
 use hostd_interface::edit::spec_document;
 use hostd_interface::etc_diff::EtcDiff;
-use hostd_interface::host::{BootEntry, BootOrder, Host, Transport};
+use hostd_interface::host::{BootEntry, BootOrder, DeploymentHealth, HealthResult, Host, Transport};
 use hostd_tests::booted::bls;
 use hostd_tests::booted::guest::Exit;
 use hostd_tests::booted::image::{KARGS_V11, KARGS_V12, RELEASE_KARG, SETGID_FILE, SETGID_MODE, V2_PACKAGE};
 use hostd_tests::booted::BootedMachine;
+use hostd_tests::fixture::LayerFile;
 use hostd_tests::fleetlock::StandInServer;
 use hostd_tests::journal::message_id;
 use hostd_tests::offline::text;
@@ -1155,4 +1156,127 @@ fn diff_of_a_downloaded_update_reads_the_image_before_it_is_deployed() {
     assert_eq!(d.to.digest.as_deref(), Some(m.images().v2.digest.as_str()));
     assert_eq!(package_changes(&d), [(PackageChangeKind::Added, V2_PACKAGE.to_string())]);
     assert_eq!(d.kargs.added, [format!("{RELEASE_KARG}=v2")]);
+}
+
+// Boot health checks (docs/health.md).
+
+/// Where an image puts its health check executables.
+const IMAGE_CHECKS: &str = "usr/lib/hostd/health.d";
+
+/// The health assessment of `entry`, which must have one.
+fn health(entry: &Option<BootEntry>) -> DeploymentHealth {
+    entry.as_ref().and_then(|e| e.health.clone()).expect("the deployment has a health assessment")
+}
+
+/// An executable file of a derived image's layer.
+fn executable<'a>(path: &'a str, content: &'a [u8]) -> LayerFile<'a> {
+    LayerFile { path, content, mode: 0o755, uid: 0, gid: 0 }
+}
+
+/// The image's part of a version that needs `testos-app.service` (which
+/// runs `command`) to be active for a healthy boot: the unit and a vendor
+/// drop-in listing it in `[health] required_units`.
+fn app_files(command: &'static str) -> Vec<(String, Vec<u8>)> {
+    let unit = format!(
+        "[Unit]\nDescription=The test OS's application\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart={command}\n"
+    );
+    vec![
+        ("usr/lib/systemd/system/testos-app.service".into(), unit.into_bytes()),
+        ("usr/lib/hostd/hostd.d/50-testos-health.toml".into(), b"[health]\nrequired_units = [\"testos-app.service\"]\n".to_vec()),
+    ]
+}
+
+/// Upgrade to whatever the tracked tag names now, as root; its output.
+fn upgrade(m: &BootedMachine, args: &[&str]) -> String {
+    let mut all = vec!["upgrade"];
+    all.extend_from_slice(args);
+    success("hostctl upgrade", &m.hostctl(None, &all).unwrap())
+}
+
+#[test]
+fn a_healthy_update_passes_its_boot_health_checks_and_nothing_else_happens() {
+    let mut m = booted_v1();
+    // The first boot of the installed v1 was assessed too.
+    let host = m.status().unwrap();
+    assert_eq!(health(&host.status.booted).result, HealthResult::Passed);
+    let mut files = app_files("/bin/true");
+    let check = b"#!/bin/sh\necho the application answers\n";
+    files.push((format!("{IMAGE_CHECKS}/10-app-answers"), check.to_vec()));
+    let layer: Vec<LayerFile> = files
+        .iter()
+        .map(|(p, c)| if p.starts_with(IMAGE_CHECKS) { executable(p, c) } else { LayerFile::plain(p, c) })
+        .collect();
+    let v2_digest = m.derive_version("v2-healthy", &layer).unwrap();
+    m.publish("v2-healthy").unwrap();
+    upgrade(&m, &[]);
+    m.reboot().unwrap();
+
+    let host = m.status().unwrap();
+    assert_eq!(digest(&host.status.booted), Some(v2_digest.as_str()), "v2 stays booted");
+    let booted = checksum(&host.status.booted);
+    let h = health(&host.status.booted);
+    assert_eq!((h.result, h.failures.len(), h.action.as_deref()), (HealthResult::Passed, 0, None), "{h:?}");
+    assert!(!reboot_required(&m));
+    let entry = m.journal_entry(message_id::HEALTH_PASSED, &[("NEW_CHECKSUM", booted.as_str())]).unwrap();
+    assert_eq!(entry["IMAGE_DIGEST"], v2_digest.as_str());
+    // The check's output is in the journal.
+    let log = m.must(&["journalctl", "-b", "-u", "hostd-health-check.service", "--no-pager"]).unwrap();
+    assert!(log.contains("the application answers"), "{log}");
+    let said = success("hostctl status", &m.hostctl(None, &["status", "--format", "humanreadable"]).unwrap());
+    assert!(said.contains("Health: passed (first boot checked "), "{said}");
+    // The deployment is assessed once: the next boot changes nothing.
+    m.reboot().unwrap();
+    assert_eq!(m.journal_entries(message_id::HEALTH_PASSED).unwrap().iter().filter(|e| e["NEW_CHECKSUM"] == booted.as_str()).count(), 1);
+    assert_eq!(health(&m.status().unwrap().status.booted), h);
+}
+
+#[test]
+fn a_failing_required_unit_rolls_back_by_itself_and_unattended_runs_skip_that_image() {
+    let mut m = booted_v1();
+    let v1 = checksum(&m.status().unwrap().status.booted);
+    let files = app_files("/bin/sh -c 'echo cannot reach the database >&2; exit 1'");
+    let layer: Vec<LayerFile> = files.iter().map(|(p, c)| LayerFile::plain(p, c)).collect();
+    let bad = m.derive_version("v2-bad", &layer).unwrap();
+    m.publish("v2-bad").unwrap();
+    upgrade(&m, &[]);
+    m.poweroff().unwrap();
+    // v2 boots, its required unit fails, hostd rolls back and reboots by itself.
+    assert_eq!(m.boot_until_it_goes_down(Duration::from_secs(240)).unwrap(), Exit::Rebooted);
+    m.boot().unwrap();
+
+    let host = m.status().unwrap();
+    assert_eq!(checksum(&host.status.booted), v1, "v1 is booted again");
+    assert_eq!(digest(&host.status.rollback), Some(bad.as_str()), "v2 is the rollback deployment");
+    let v2 = checksum(&host.status.rollback);
+    let h = health(&host.status.rollback);
+    assert_eq!((h.result, h.action.as_deref()), (HealthResult::Failed, Some("rolled-back")), "{h:?}");
+    assert_eq!(h.failures, ["unit testos-app.service: failed (failed)"]);
+    let entry = m.journal_entry(message_id::HEALTH_FAILED, &[("NEW_CHECKSUM", v2.as_str())]).unwrap();
+    assert_eq!((entry["ACTION"].as_str(), entry["IMAGE_DIGEST"].as_str()), (Some("rolled-back"), Some(bad.as_str())));
+    assert_eq!(entry["FAILURES"], "unit testos-app.service: failed (failed)");
+    m.journal_entry(message_id::ROLLED_BACK, &[("OLD_CHECKSUM", v2.as_str())]).unwrap();
+    let said = success("hostctl status", &m.hostctl(None, &["status", "--format", "humanreadable"]).unwrap());
+    assert!(said.contains("Health: failed, rolled back (first boot checked "), "{said}");
+    assert!(said.contains("unit testos-app.service: failed (failed)"), "{said}");
+
+    // Unattended runs skip the failed image; a manual upgrade needs --retry-failed.
+    configure_updates(&m, "[updates]\npolicy = \"stage\"\n");
+    let said = upgrade(&m, &["--auto"]);
+    assert!(said.contains("failed its boot health checks") && said.contains("unattended updates skip it"), "{said}");
+    assert_eq!(slots(&m.status().unwrap()).0, None, "nothing staged");
+    let out = m.hostctl(None, &["upgrade"]).unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("hostctl upgrade --retry-failed"), "{}", text(&out));
+
+    // A fixed image on the same tag is installed and, healthy, stays.
+    let files = app_files("/bin/true");
+    let layer: Vec<LayerFile> = files.iter().map(|(p, c)| LayerFile::plain(p, c)).collect();
+    let fixed = m.derive_version("v3-fixed", &layer).unwrap();
+    m.publish("v3-fixed").unwrap();
+    let said = upgrade(&m, &["--auto"]);
+    assert!(said.contains("Staged"), "{said}");
+    m.reboot().unwrap();
+    let host = m.status().unwrap();
+    assert_eq!(digest(&host.status.booted), Some(fixed.as_str()));
+    assert_eq!(health(&host.status.booted).result, HealthResult::Passed);
 }
