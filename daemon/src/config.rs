@@ -785,6 +785,30 @@ mod tests {
     }
 
     #[test]
+    fn health_keys_have_defaults_merge_per_key_and_reject_bad_values() {
+        use crate::health::{HealthSettings, OnFailure};
+        assert_eq!(load_main("").health, HealthSettings::default());
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), MAIN_FILE, "[health]\nrequired_units = [\"app.service\"]\ncheck_time_limit_secs = 5\n");
+        write(d.path(), "etc/hostd/hostd.d/10-report.toml", "[health]\non_failure = \"report\"\nreboot_grace_secs = 0\n");
+        let health = Config::load(d.path()).unwrap().health;
+        assert_eq!(health.required_units, ["app.service"]);
+        assert_eq!(health.check_time_limit, Duration::from_secs(5));
+        assert_eq!(health.on_failure, OnFailure::Report);
+        assert_eq!(health.reboot_grace, Duration::ZERO);
+        assert_eq!(health.deadline, HealthSettings::default().deadline);
+        assert_eq!(
+            main_file_error("[health]\ndeadline_secs = 0\n"),
+            "in <root>/etc/hostd/hostd.toml: health.deadline_secs: must be greater than 0"
+        );
+        assert_eq!(
+            main_file_error("[health]\nrequired_units = [\"../x\"]\n"),
+            "in <root>/etc/hostd/hostd.toml: health.required_units: \"../x\" is not a unit name"
+        );
+        assert!(main_file_error("[health]\non_failure = \"reboot\"\n").contains("unknown variant `reboot`"));
+    }
+
+    #[test]
     fn defaults_without_files() {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(Config::load(d.path()).unwrap(), Config::default());

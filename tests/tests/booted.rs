@@ -1206,8 +1206,8 @@ fn a_healthy_update_passes_its_boot_health_checks_and_nothing_else_happens() {
         .iter()
         .map(|(p, c)| if p.starts_with(IMAGE_CHECKS) { executable(p, c) } else { LayerFile::plain(p, c) })
         .collect();
-    let v2_digest = m.derive_version("v2-healthy", &layer).unwrap();
-    m.publish("v2-healthy").unwrap();
+    let v2_digest = m.derive_version("v21", &layer).unwrap();
+    m.publish("v21").unwrap();
     upgrade(&m, &[]);
     m.reboot().unwrap();
 
@@ -1236,8 +1236,8 @@ fn a_failing_required_unit_rolls_back_by_itself_and_unattended_runs_skip_that_im
     let v1 = checksum(&m.status().unwrap().status.booted);
     let files = app_files("/bin/sh -c 'echo cannot reach the database >&2; exit 1'");
     let layer: Vec<LayerFile> = files.iter().map(|(p, c)| LayerFile::plain(p, c)).collect();
-    let bad = m.derive_version("v2-bad", &layer).unwrap();
-    m.publish("v2-bad").unwrap();
+    let bad = m.derive_version("v22", &layer).unwrap();
+    m.publish("v22").unwrap();
     upgrade(&m, &[]);
     m.poweroff().unwrap();
     // v2 boots, its required unit fails, hostd rolls back and reboots by itself.
@@ -1271,8 +1271,8 @@ fn a_failing_required_unit_rolls_back_by_itself_and_unattended_runs_skip_that_im
     // A fixed image on the same tag is installed and, healthy, stays.
     let files = app_files("/bin/true");
     let layer: Vec<LayerFile> = files.iter().map(|(p, c)| LayerFile::plain(p, c)).collect();
-    let fixed = m.derive_version("v3-fixed", &layer).unwrap();
-    m.publish("v3-fixed").unwrap();
+    let fixed = m.derive_version("v31", &layer).unwrap();
+    m.publish("v31").unwrap();
     let said = upgrade(&m, &["--auto"]);
     assert!(said.contains("Staged"), "{said}");
     m.reboot().unwrap();

@@ -687,8 +687,9 @@ impl Manager {
 
     /// Deployments in boot order, each a dict: index u, role s (staged, booted,
     /// rollback, other), checksum s, serial u, stateroot s, pinned b,
-    /// download-only b, incompatible b, and for image deployments image s,
-    /// transport s, digest s, version s, timestamp s.
+    /// download-only b, incompatible b, for image deployments image s,
+    /// transport s, digest s, version s, timestamp s, labels a{ss}, and once
+    /// assessed health s (passed, failed) and health-failures as.
     #[zbus(property)]
     async fn deployments(&self) -> Vec<DeploymentEntry> {
         match self.ctx.status.peek().as_deref() {

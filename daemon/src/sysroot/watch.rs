@@ -37,6 +37,10 @@ pub fn spawn(sysroot: &Path, booted: bool, cache: Arc<StatusCache>) -> anyhow::R
         inotify.add_watch(dir.as_path(), flags)?;
     }
     let (tx, mut rx) = mpsc::channel::<()>(1);
+    // What changed between the first read and the watches (such as the
+    // health record `hostd --health-check` writes while the daemon it
+    // activated starts) is read once more.
+    let _ = tx.try_send(());
     std::thread::Builder::new()
         .name("sysroot-watch".into())
         .spawn(move || loop {
