@@ -243,6 +243,31 @@ mod tests {
     }
 
     #[test]
+    fn health_is_shown_with_the_failed_checks_and_what_was_done() {
+        let mut rollback = entry("2");
+        rollback.health = Some(DeploymentHealth {
+            result: hostd_interface::host::HealthResult::Failed,
+            checked_at: "2026-01-02T03:04:05Z".into(),
+            failures: vec!["unit app.service: failed (failed)".into(), "check /etc/hostd/health.d/net: exit status: 1".into()],
+            action: Some("rolled-back".into()),
+        });
+        let host = Host::new(
+            HostSpec::default(),
+            HostStatus { booted: Some(entry("1")), rollback: Some(rollback), ..Default::default() },
+        );
+        let text = render(&host, false);
+        assert!(
+            text.contains(
+                "          Health: failed, rolled back (first boot checked 2026-01-02T03:04:05Z)
+                  unit app.service: failed (failed)
+                  check /etc/hostd/health.d/net: exit status: 1
+"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn booted_with_staged_and_rollback() {
         let mut staged = entry("3");
         staged.download_only = true;

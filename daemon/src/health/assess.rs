@@ -146,8 +146,15 @@ async fn roll_back(conn: &Connection, hostd: &Host1Proxy<'_>) -> Result<()> {
 async fn reboot_within_grace(conn: &Connection, grace: Duration) -> Result<()> {
     let started = Instant::now();
     loop {
-        match logind::request_reboot(conn).await? {
-            RebootOutcome::Started => return Ok(()),
+        // logind lets root through inhibitors root holds: read them first,
+        // as the daemon's reboots do.
+        let blockers = logind::blockers(conn).await?;
+        let outcome = if blockers.is_empty() { logind::request_reboot(conn).await? } else { RebootOutcome::Blocked(blockers) };
+        match outcome {
+            RebootOutcome::Started => {
+                tracing::info!("rebooting into the rollback deployment");
+                return Ok(());
+            }
             RebootOutcome::Blocked(blockers) if started.elapsed() >= grace => {
                 let who: Vec<String> = blockers.iter().map(|b| b.to_string()).collect();
                 tracing::warn!("rollback reboot: the grace period of {} s is over; overriding {}", grace.as_secs(), who.join(", "));
