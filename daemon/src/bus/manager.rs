@@ -332,7 +332,8 @@ impl Manager {
 
     /// Upgrade: fetch and queue the tracked image.
     /// Options: download-only b, apply b, allow-downgrade b, auto b (do what
-    /// the configured policy allows; "/" when the policy is none).
+    /// the configured policy allows; "/" when the policy is none),
+    /// retry-failed b (install an image that failed its boot health checks).
     async fn upgrade(
         &self,
         options: HashMap<String, OwnedVariant>,
