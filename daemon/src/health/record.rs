@@ -82,6 +82,20 @@ impl HealthRecord {
         Ok(())
     }
 
+    /// Forget that image `digest` failed, and the assessment of its
+    /// deployment `checksum`, in the record in `dir`: an explicit retry
+    /// (`retry-failed`) gets assessed, and may be rolled back, once more.
+    /// Whether anything was forgotten.
+    pub fn forget(dir: &Path, digest: &str, checksum: &str) -> Result<bool> {
+        let mut record = HealthRecord::load(dir)?;
+        let forgot_digest = record.failed_digests.remove(digest).is_some();
+        let forgot_checksum = record.deployments.remove(checksum).is_some();
+        if forgot_digest || forgot_checksum {
+            record.save(dir)?;
+        }
+        Ok(forgot_digest || forgot_checksum)
+    }
+
     /// Whether the image `digest` failed its checks before.
     pub fn digest_failed(&self, digest: &str) -> bool {
         self.failed_digests.contains_key(digest)
@@ -112,6 +126,9 @@ mod tests {
         let read = HealthRecord::load(dir.path()).unwrap();
         assert_eq!(read, record);
         assert!(read.digest_failed("sha256:1"));
+        assert!(HealthRecord::forget(dir.path(), "sha256:1", "abc").unwrap());
+        assert_eq!(HealthRecord::load(dir.path()).unwrap(), HealthRecord::default());
+        assert!(!HealthRecord::forget(dir.path(), "sha256:1", "abc").unwrap());
         std::fs::write(dir.path().join(RECORD_FILE), r#"{"version": 2}"#).unwrap();
         assert!(HealthRecord::load(dir.path()).is_err());
     }

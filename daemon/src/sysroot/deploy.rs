@@ -166,6 +166,9 @@ pub async fn update(
     progress.phase(Phase::Staging, "writing the deployment");
     let kargs = kernel_args(&repo, merge.as_ref(), &imgref, state)?;
     write_deployment(&locked, merge.as_ref(), &imgref, state, kargs, options, Interruptible { progress, cancel })?;
+    if booted && options.retry_failed {
+        forget_failure(&digest, &state.merge_commit);
+    }
     if !booted {
         progress.phase(Phase::Cleanup, "pruning images no deployment uses");
         ostree_ext::container::deploy::prune(&locked.as_ostree_ext_lock())?;
@@ -439,6 +442,16 @@ fn failed_images() -> std::collections::BTreeMap<String, crate::health::record::
             tracing::warn!("boot health record: {e:#}");
             Default::default()
         }
+    }
+}
+
+/// A retried image (`retry-failed`) is assessed again on its next first boot.
+fn forget_failure(digest: &str, checksum: &str) {
+    let dir = Path::new(crate::health::record::STATE_DIR);
+    match crate::health::record::HealthRecord::forget(dir, digest, checksum) {
+        Ok(true) => tracing::info!("{digest}: retried; its earlier boot health failure is forgotten"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("boot health record: {e:#}"),
     }
 }
 
