@@ -54,6 +54,10 @@ install:
 		$(DESTDIR)$(UNITDIR)/bootc-fetch-apply-updates.service.d/50-hostd.conf
 	install -D -m 0644 systemd-units/80-hostd.preset $(DESTDIR)$(PRESETDIR)/80-hostd.preset
 	install -d -m 0755 $(DESTDIR)$(VENDORCONFDIR)
+	# The bound-image store (docs/bound-images.md), where podman finds it
+	# as an additional image store; the same link bootc installs.
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/lib/bootc
+	ln -sfn /sysroot/ostree/bootc/storage $(DESTDIR)$(PREFIX)/lib/bootc/storage
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	install -d -m 0755 $(DESTDIR)$(DOCDIR)/docs
 	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
@@ -139,4 +143,4 @@ verify-units:
 	cp systemd-units/hostd.catalog "$$tmp/root/usr/lib/systemd/catalog/"; \
 	journalctl --root="$$tmp/root" --update-catalog; \
 	n=$$(journalctl --root="$$tmp/root" --list-catalog | grep -c ' hostd: '); \
-	[ "$$n" = 7 ] || { echo "hostd.catalog: $$n of 7 entries parsed"; exit 1; }
+	[ "$$n" = 8 ] || { echo "hostd.catalog: $$n of 8 entries parsed"; exit 1; }

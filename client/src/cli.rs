@@ -108,12 +108,14 @@ pub enum Command {
     /// `upgrade --download-only` and not deployed), or its index in the
     /// boot order (0 boots next). Without them: booted to staged, else
     /// booted to the downloaded update. Packages are read from each tree's
-    /// dpkg database and compared by dpkg's version rules; lines are
+    /// dpkg database and compared by dpkg's version rules, or from its rpm
+    /// database (rpm ≥ 4.16's sqlite one, listed by rpm) and compared by
+    /// rpm's rules (epoch, version, release; ~ and ^); lines are
     /// `+ name version` (added), `- name version` (removed), `↑ name old ->
     /// new` (upgraded), `↓ name old -> new` (downgraded), as `rpm-ostree db
-    /// diff`. Trees with an rpm database are not compared package by
-    /// package (said in the output). A malformed package database exits 1
-    /// naming the file and line.
+    /// diff`. Older rpm databases, and two sides with different package
+    /// databases, are not compared package by package (said in the
+    /// output). A malformed package database exits 1 naming the file.
     Diff(DiffArgs),
     /// Bring the host to an edited Host spec (image, bootOrder), as `bootc edit`.
     ///

@@ -6,7 +6,7 @@ use hostd_interface::host::{
     BootEntry, DeploymentHealth, FilesystemOverlay, FilesystemOverlayAccessMode, FilesystemOverlayPersistence, Host, ImageStatus,
 };
 use hostd_interface::job::{JobKind, JobProperties, Phase};
-use hostd_interface::manager::{CachedUpdate, UpdatePolicy, UpdateStrategy};
+use hostd_interface::manager::{CachedUpdate, LastJob, UpdatePolicy, UpdateStrategy};
 
 /// Human-readable status, in the spirit of `bootc status`. `downloaded`:
 /// the cached update is already fetched (offline `upgrade --download-only`).
@@ -91,6 +91,20 @@ pub fn downgrade(out: &mut impl Write, cached: &CachedUpdate) -> io::Result<()> 
     )
 }
 
+/// What fetching the update the last check found costs, when that check
+/// measured it: "Update size: 1234 bytes in 1 of 3 layers to fetch".
+pub fn update_size(out: &mut impl Write, cached: &CachedUpdate) -> io::Result<()> {
+    if !cached.pending() {
+        return Ok(());
+    }
+    let (Some(bytes), Some(layers), Some(total)) = (cached.download_bytes, cached.layers_to_fetch, cached.layers_total)
+    else {
+        return Ok(());
+    };
+    writeln!(out, "
+Update size: {bytes} bytes in {layers} of {total} layers to fetch")
+}
+
 /// The running job (verb, image, phase, percent), and how to follow it.
 pub fn running_job(out: &mut impl Write, job: &JobProperties) -> io::Result<()> {
     let kind = job.kind.map_or("job", JobKind::as_str);
@@ -117,6 +131,8 @@ pub struct Automation {
     pub last_check_result: String,
     /// `RebootPendingReason`, when a reboot is required.
     pub reboot_pending: Option<String>,
+    /// `LastJobs`, oldest end first.
+    pub last_jobs: Vec<LastJob>,
 }
 
 /// The "Automatic updates" block after the deployments.
@@ -131,6 +147,15 @@ pub fn automation(out: &mut impl Write, a: &Automation) -> io::Result<()> {
     }
     if let Some(why) = &a.reboot_pending {
         writeln!(out, "{:>16}: {why}", "Reboot pending")?;
+    }
+    for job in a.last_jobs.iter().rev() {
+        let label = format!("Last {} job", job.kind);
+        let end = i64::try_from(job.end_time).unwrap_or(i64::MAX);
+        let outcome = match job.error_name.rsplit('.').next().filter(|_| !job.error_name.is_empty()) {
+            Some(name) => format!("{}: {name}: {}", job.result, job.error_message),
+            None => format!("{}: {}", job.result, job.message),
+        };
+        writeln!(out, "{label:>16}: {} — {outcome}", local_time(end))?;
     }
     Ok(())
 }
@@ -167,6 +192,10 @@ fn entry_block(out: &mut dyn Write, label: &str, e: &BootEntry, downloaded: bool
     }
     if let Some(h) = &e.health {
         health_lines(out, h)?;
+    }
+    for (i, b) in e.bound_images.iter().enumerate() {
+        let label = if i == 0 { "Bound images:" } else { "" };
+        writeln!(out, "{label:>17} {} ({})", b.image, b.file)?;
     }
     if let Some(u) = &e.cached_update {
         writeln!(
@@ -233,6 +262,7 @@ mod tests {
                 deploy_serial: 0,
             }),
             health: None,
+            bound_images: Vec::new(),
         }
     }
 
@@ -358,12 +388,68 @@ The staged update is download-only: a reboot keeps the booted deployment; `hostc
             last_check_us: None,
             last_check_result: String::new(),
             reboot_pending: Some("staged deployment c3 (3 sha256:3); reboot postponed: outside the maintenance windows".into()),
+            last_jobs: Vec::new(),
         };
         automation(&mut out, &a).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("\nAutomatic updates: policy apply, strategy periodic\n     Next window: "), "{text}");
         assert!(text.contains("      Last check: never\n"), "{text}");
         assert!(text.ends_with("  Reboot pending: staged deployment c3 (3 sha256:3); reboot postponed: outside the maintenance windows\n"), "{text}");
+    }
+
+    #[test]
+    fn last_jobs_newest_first_with_their_outcome() {
+        let job = |kind, result, error_name: &str, message: &str| LastJob {
+            kind,
+            result,
+            message: message.into(),
+            error_name: error_name.into(),
+            error_message: if error_name.is_empty() { String::new() } else { message.into() },
+            start_time: 1_800_000_000_000_000,
+            end_time: 1_800_000_000_000_000,
+            image: String::new(),
+            initiator_uid: 0,
+        };
+        let a = Automation {
+            policy: UpdatePolicy::None,
+            strategy: UpdateStrategy::Immediate,
+            next_window_us: None,
+            last_check_us: None,
+            last_check_result: String::new(),
+            reboot_pending: None,
+            last_jobs: vec![
+                job(JobKind::Check, hostd_interface::job::JobStatus::Succeeded, "", "No update available."),
+                job(JobKind::Upgrade, hostd_interface::job::JobStatus::Failed, "org.hostd.Host1.Error.Network", "refused"),
+            ],
+        };
+        let mut out = Vec::new();
+        automation(&mut out, &a).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().skip(3).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("Last upgrade job: ") && lines[0].ends_with(" — failed: Network: refused"), "{text}");
+        assert!(lines[1].starts_with("  Last check job: ") && lines[1].ends_with(" — succeeded: No update available."), "{text}");
+    }
+
+    #[test]
+    fn update_size_only_for_a_measured_pending_update() {
+        let shown = |u: &CachedUpdate| {
+            let mut out = Vec::new();
+            update_size(&mut out, u).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let update = CachedUpdate {
+            digest: Some("sha256:2".into()),
+            downgrade: Some(false),
+            downloaded: Some(false),
+            download_bytes: Some(1234),
+            layers_to_fetch: Some(1),
+            layers_total: Some(3),
+            ..CachedUpdate::default()
+        };
+        assert_eq!(shown(&update), "\nUpdate size: 1234 bytes in 1 of 3 layers to fetch\n");
+        assert_eq!(shown(&CachedUpdate { downloaded: Some(true), ..update.clone() }), "");
+        assert_eq!(shown(&CachedUpdate { download_bytes: None, ..update }), "");
     }
 
     #[test]

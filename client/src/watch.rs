@@ -369,7 +369,9 @@ impl BootcProgress {
         let mut events = Vec::new();
         let bytes_moved = (seen.bytes_done, seen.bytes_total, seen.layers_done, seen.layers.len())
             != (last.bytes_done, last.bytes_total, last.layers_done, last.layers.len());
-        if seen.bytes_total > 0 && bytes_moved {
+        // In `bound-images` the layer counts count bound images, not the
+        // image's layers: bootc's byte events describe the image's pull only.
+        if seen.bytes_total > 0 && bytes_moved && seen.phase != Some(Phase::BoundImages) {
             let counts = seen.layer_counts();
             let subtasks: Vec<serde_json::Value> = seen
                 .fetched_layers()
@@ -623,6 +625,19 @@ mod tests {
         assert_eq!(last["subtasks"].as_array().unwrap().len(), 2);
         let steps = progress.iter().rfind(|e| e["type"] == "ProgressSteps").unwrap();
         assert_eq!(steps["steps"], steps["stepsTotal"], "{steps}");
+    }
+
+    #[test]
+    fn bound_image_counts_make_no_byte_event_of_the_image() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let mut p = BootcProgress { out: file, last: None, phases: Vec::new() };
+        let done = pulling(80, 2);
+        p.events(&done);
+        // The job moves on to its bound images, counted in the layer counts.
+        let bound = Seen { phase: Some(Phase::BoundImages), layers_done: 0, layers_total: 1, ..done.clone() };
+        let events = p.events(&bound);
+        assert!(events.iter().all(|e| e["type"] != "ProgressBytes"), "{events:?}");
+        assert!(events.iter().any(|e| e["type"] == "ProgressSteps" && e["task"] == "bound-images"), "{events:?}");
     }
 
     #[test]

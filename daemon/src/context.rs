@@ -36,15 +36,16 @@ pub struct Context {
 }
 
 impl Context {
-    /// Daemon state for `sysroot`, configured from files under `config_root`.
-    pub fn new(sysroot: SysrootPath, config_root: PathBuf, config: Explained) -> Arc<Context> {
+    /// Daemon state for `sysroot`, configured from files under
+    /// `config_root`, with the records restored from the state file.
+    pub fn new(sysroot: SysrootPath, config_root: PathBuf, config: Explained, records: Records) -> Arc<Context> {
         Arc::new(Context {
             status: StatusCache::new(sysroot.clone()),
             sysroot,
             jobs: Jobs::default(),
             idle: Idle::new(config.config.idle_exit),
             config_root,
-            records: Records::default(),
+            records,
             config: RwLock::new(config),
             config_loader: Loader::default(),
             settings_turn: tokio::sync::Mutex::new(()),

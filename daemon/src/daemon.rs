@@ -9,6 +9,8 @@ use sd_notify::NotifyState;
 
 use crate::config::{Explained, Loader};
 use crate::context::Context;
+use crate::jobs::records::Records;
+use crate::persist::StateFile;
 use crate::reboot::marker::{self, Marker};
 use crate::sysroot::{cleanup, watch, SysrootPath};
 
@@ -19,6 +21,8 @@ pub struct Settings {
     pub sysroot: PathBuf,
     /// Prefix of the configuration directories (`/` in production).
     pub config_root: PathBuf,
+    /// Where the state file lives ([`crate::persist::DEFAULT_DIR`] in production).
+    pub state_dir: PathBuf,
 }
 
 /// Serve until idle or told to stop.
@@ -29,18 +33,39 @@ pub async fn run(settings: Settings) -> Result<()> {
         tracing::error!("ignoring the configuration, using defaults: {e:#}");
         Explained::default()
     });
-    let ctx = Context::new(SysrootPath::new(&settings.sysroot), settings.config_root.clone(), config);
+    let state_file = StateFile::new(&settings.state_dir);
+    let saved = tokio::task::spawn_blocking({
+        let file = state_file.clone();
+        move || file.load_or_fresh()
+    })
+    .await
+    .context("reading the saved state")?;
+    let records = Records::restored(state_file, saved);
+    let ctx = Context::new(SysrootPath::new(&settings.sysroot), settings.config_root.clone(), config, records);
     // Read the sysroot while connecting to the bus; Status waits for it.
     let first_read = tokio::spawn({
         let status = ctx.status.clone();
         async move { status.refresh().await }
     });
-    let conn = crate::bus::serve(ctx.clone()).await?;
-    let loaded = first_read.await.context("first sysroot read")?;
+    let (conn, loaded) = crate::bus::serve(ctx.clone(), async {
+        let loaded = first_read.await;
+        // The saved state follows the host as it is now, whatever changed
+        // it while hostd was not running; before the name is taken, so no
+        // caller reads the stale state.
+        if let Ok(Ok(snapshot)) = loaded.as_ref().map(|l| l.as_ref()) {
+            if ctx.records.follow_host(snapshot) {
+                ctx.records.persist().await;
+            }
+        }
+        loaded
+    })
+    .await?;
+    let loaded = loaded.context("first sysroot read")?;
     let booted = matches!(&*loaded, Ok(s) if s.booted);
     if let Err(e) = &*loaded {
         tracing::warn!("{}: {e}", settings.sysroot.display());
     }
+    crate::bus::manager::host_changed(&ctx, &conn).await;
     if !matches!(&*loaded, Err(crate::sysroot::Error::NotImageBased(_))) {
         watch::spawn(&settings.sysroot, booted, ctx.status.clone()).context("watching the sysroot")?;
         cleanup::finish_interrupted_work(&ctx.sysroot);

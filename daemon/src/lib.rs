@@ -17,6 +17,7 @@
 //! - [`settings`]: the drop-in holding the settings changed over the bus.
 //! - [`updates`]: unattended updates — maintenance windows, the FleetLock client, the reboot decision.
 //! - [`context`]: state shared by the bus objects and the job runner.
+//! - [`persist`]: the state file under `/var/lib/hostd` that keeps the manager's record of the past.
 //! - [`idle`]: idle-exit bookkeeping.
 //! - [`logging`]: journald or stderr.
 //! - `systemd`: the parts of systemd's D-Bus API hostd calls (starting
@@ -40,6 +41,7 @@ pub mod initiator;
 pub mod jobs;
 pub mod journal;
 pub mod logging;
+pub mod persist;
 pub mod reboot;
 pub mod settings;
 pub mod sysroot;

@@ -14,6 +14,9 @@ struct Args {
     /// Read configuration below DIR instead of / (etc/hostd, usr/lib/hostd, run/hostd).
     #[arg(long, value_name = "DIR", default_value = "/")]
     config_root: PathBuf,
+    /// Keep the state file (last check, last jobs) in DIR.
+    #[arg(long, value_name = "DIR", default_value = hostd::persist::DEFAULT_DIR)]
+    state_dir: PathBuf,
     /// Do not serve: tell the fleet lock manager this host booted fine and
     /// give back its reboot slot (hostd-steady-state.service), then exit.
     /// Does nothing unless [updates] strategy = "fleet-lock".
@@ -80,6 +83,7 @@ fn main() -> std::process::ExitCode {
     let settings = hostd::daemon::Settings {
         sysroot: args.sysroot,
         config_root: args.config_root,
+        state_dir: args.state_dir,
     };
     match runtime.block_on(hostd::daemon::run(settings)) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -96,8 +96,8 @@ wire_enum! {
     pub enum PackageDatabase {
         /// dpkg's status file (Debian and derivatives).
         Dpkg = "dpkg",
-        /// An rpm database (Fedora and derivatives); hostd does not read it
-        /// yet, so packages are not compared.
+        /// An rpm database (Fedora and derivatives): rpm ≥ 4.16's sqlite one
+        /// is read, an older one is not (its `packages` is `null`).
         Rpm = "rpm",
         /// None found.
         None = "none",

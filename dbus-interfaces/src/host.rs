@@ -172,11 +172,28 @@ pub struct BootEntry {
     pub download_only: bool,
     /// The ostree deployment.
     pub ostree: Option<BootEntryOstree>,
+    /// hostd's extension (`boundImages`, left out when empty): the
+    /// application images the deployment's image binds through
+    /// `/usr/lib/bootc/bound-images.d`, in the order of their files. They
+    /// are pulled into the bound-image store (`/usr/lib/bootc/storage`)
+    /// before the deployment is written and kept while it exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bound_images: Vec<BoundImage>,
     /// hostd's extension of bootc's schema: the boot health assessment of
     /// this deployment's first boot; absent when it was never assessed.
     /// Rules: docs/health.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<DeploymentHealth>,
+}
+
+/// An application image bound to a deployment's image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BoundImage {
+    /// The image as its file's `Image=` names it, e.g. `quay.io/org/app:1`.
+    pub image: String,
+    /// The entry of `/usr/lib/bootc/bound-images.d` that binds it, e.g. `app.image`.
+    pub file: String,
 }
 
 /// The outcome of the health checks on a deployment's first boot
@@ -345,6 +362,7 @@ mod tests {
                 deploy_serial: 0,
             }),
             health: None,
+            bound_images: vec![BoundImage { image: "quay.io/org/app:1".into(), file: "app.image".into() }],
         };
         let host = Host::new(
             HostSpec::default(),
@@ -363,6 +381,8 @@ mod tests {
         assert_eq!(booted["image"]["image"]["signature"], "insecure");
         assert_eq!(booted["ostree"]["deploySerial"], 0);
         assert_eq!(booted["downloadOnly"], false);
+        assert_eq!(booted["boundImages"][0]["image"], "quay.io/org/app:1");
+        assert_eq!(booted["boundImages"][0]["file"], "app.image");
         let back: Host = serde_json::from_value(v).unwrap();
         assert_eq!(back, host);
     }
@@ -377,6 +397,7 @@ mod tests {
             download_only: false,
             ostree: Some(BootEntryOstree { stateroot: "default".into(), checksum: checksum.into(), deploy_serial: 0 }),
             health: None,
+            bound_images: Vec::new(),
         };
         let spec = HostSpec { image: None, boot_order: BootOrder::Rollback };
         let booted = Host::new(

@@ -74,6 +74,10 @@ wire_enum! {
         Pulling = "pulling",
         /// Writing the merged commit.
         Importing = "importing",
+        /// Pulling the application images the new image binds
+        /// (`/usr/lib/bootc/bound-images.d`) into the bound-image store;
+        /// `LayersDone`/`LayersTotal` count images.
+        BoundImages = "bound-images",
         /// Writing or queuing the deployment.
         Staging = "staging",
         /// Pruning.
@@ -147,7 +151,19 @@ pub struct JobProperties {
     /// job goes on (e.g. image content the host does not deploy), in the
     /// order they came up; empty when none.
     pub warnings: Option<Vec<String>>,
+    /// `StartTime`: when the job was created, µs since the epoch.
+    pub start_time: Option<u64>,
+    /// `BytesPerSecond`: the recent fetching rate; 0 while unknown (not
+    /// fetching, or too early to tell).
+    pub bytes_per_second: Option<u64>,
+    /// `SecondsLeft`: estimated time until the fetch is done;
+    /// [`SECONDS_LEFT_UNKNOWN`] while no estimate exists, 0 once the job has ended.
+    pub seconds_left: Option<u64>,
 }
+
+/// `SecondsLeft` while there is no estimate: `u64::MAX` (`UINT64_MAX`, what
+/// systemd uses for "unset" times).
+pub const SECONDS_LEFT_UNKNOWN: u64 = u64::MAX;
 
 impl JobProperties {
     /// Overwrite the fields `newer` carries.
@@ -155,7 +171,7 @@ impl JobProperties {
         macro_rules! take {
             ($($field:ident),+) => { $( if newer.$field.is_some() { self.$field = newer.$field; } )+ };
         }
-        take!(id, kind, state, phase, bytes_done, bytes_total, layers_done, layers_total, progress, image, layers, message, error_name, error_message, warnings);
+        take!(id, kind, state, phase, bytes_done, bytes_total, layers_done, layers_total, progress, image, layers, message, error_name, error_message, warnings, start_time, bytes_per_second, seconds_left);
     }
 
     /// The properties of `new` that differ from `old` (what a
@@ -166,7 +182,7 @@ impl JobProperties {
                 JobProperties { $( $field: if old.$field != new.$field { new.$field.clone() } else { None }, )+ }
             };
         }
-        diff!(id, kind, state, phase, bytes_done, bytes_total, layers_done, layers_total, progress, image, layers, message, error_name, error_message, warnings)
+        diff!(id, kind, state, phase, bytes_done, bytes_total, layers_done, layers_total, progress, image, layers, message, error_name, error_message, warnings, start_time, bytes_per_second, seconds_left)
     }
 
     /// Whether the dictionary carries nothing.
@@ -210,12 +226,15 @@ mod tests {
             error_name: Some(String::new()),
             error_message: Some(String::new()),
             warnings: Some(vec!["w".into()]),
+            start_time: Some(1),
+            bytes_per_second: Some(2),
+            seconds_left: Some(SECONDS_LEFT_UNKNOWN),
         };
         assert_eq!(
             keys(&all),
             [
-                "BytesDone", "BytesTotal", "ErrorMessage", "ErrorName", "Id", "Image", "Kind", "Layers", "LayersDone",
-                "LayersTotal", "Message", "Phase", "Progress", "State", "Warnings"
+                "BytesDone", "BytesPerSecond", "BytesTotal", "ErrorMessage", "ErrorName", "Id", "Image", "Kind", "Layers",
+                "LayersDone", "LayersTotal", "Message", "Phase", "Progress", "SecondsLeft", "StartTime", "State", "Warnings"
             ]
         );
         let bytes = to_bytes(Context::new(LE, 0), &all).unwrap();

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use zbus::{OwnedObjectPath, OwnedVariant, Variant};
 
 use crate::job::{JobKind, JobStatus, Layer, Phase};
-use crate::manager::{CachedUpdate, DeploymentEntry, ManagerState, UpdatePolicy, UpdateStrategy};
+use crate::manager::{CachedUpdate, DeploymentEntry, LastJob, ManagerState, UpdatePolicy, UpdateStrategy};
 use crate::Error;
 
 /// Options dictionary as sent by clients.
@@ -96,6 +96,9 @@ pub trait Host1 {
     /// Why a reboot is required (and why it was postponed); empty when none is.
     #[zbus(property)]
     fn reboot_pending_reason(&self) -> zbus::Result<String>;
+    /// How the last job of each kind ended, oldest end first.
+    #[zbus(property)]
+    fn last_jobs(&self) -> zbus::Result<Vec<LastJob>>;
 
     /// A job was created.
     #[zbus(signal)]
@@ -103,6 +106,9 @@ pub trait Host1 {
     /// A job finished: `succeeded`, `failed` or `cancelled`.
     #[zbus(signal)]
     fn job_removed(&self, id: u64, job: OwnedObjectPath, result: JobStatus) -> zbus::Result<()>;
+    /// An update not announced before is available: once per new digest.
+    #[zbus(signal)]
+    fn update_available(&self, digest: String, version: String) -> zbus::Result<()>;
 }
 
 /// A job object `/org/hostd/Host1/job/<id>`.
@@ -156,4 +162,13 @@ pub trait Job {
     /// The image's layers, in fetching order.
     #[zbus(property)]
     fn layers(&self) -> zbus::Result<Vec<Layer>>;
+    /// When the job was created, µs since the epoch.
+    #[zbus(property)]
+    fn start_time(&self) -> zbus::Result<u64>;
+    /// The recent fetching rate; 0 while unknown.
+    #[zbus(property)]
+    fn bytes_per_second(&self) -> zbus::Result<u64>;
+    /// Estimated seconds until the fetch is done; `u64::MAX` while unknown.
+    #[zbus(property)]
+    fn seconds_left(&self) -> zbus::Result<u64>;
 }

@@ -37,6 +37,9 @@ pub struct ImageBuilder {
     /// The number of layers when not one per component plus one; 1 makes
     /// an image without content chunking (ostree-ext packs at least 4).
     pub layers: Option<u32>,
+    /// Symbolic links every later build carries (path in the image →
+    /// target), e.g. the links of `/usr/lib/bootc/bound-images.d`.
+    pub symlinks: BTreeMap<String, String>,
 }
 
 /// One built version.
@@ -66,6 +69,7 @@ impl ImageBuilder {
             sizes: BTreeMap::new(),
             components: COMPONENTS.iter().map(|c| c.to_string()).collect(),
             layers: None,
+            symlinks: BTreeMap::new(),
         })
     }
 
@@ -81,6 +85,11 @@ impl ImageBuilder {
         let _ = std::fs::remove_dir_all(&tree);
         let size_of = |c: &str| self.sizes.get(c).copied().unwrap_or(self.component_size);
         write_tree(&tree, version, &self.components, changed, &size_of, extra)?;
+        for (path, target) in &self.symlinks {
+            let link = tree.join(path);
+            std::fs::create_dir_all(link.parent().expect("has parent"))?;
+            std::os::unix::fs::symlink(target, &link).with_context(|| link.display().to_string())?;
+        }
         let branch = format!("fixture/{version}");
         run(Command::new("ostree")
             .arg(format!("--repo={}", self.work.join("build-repo").display()))
@@ -110,7 +119,11 @@ impl ImageBuilder {
     }
 }
 
-/// A regular file of a derived image's layer.
+/// The file type bits of a symbolic link ([`LayerFile::symlink`]).
+const SYMLINK_TYPE: u32 = 0o120000;
+
+/// A regular file (or with [`LayerFile::symlink`], a symbolic link) of a
+/// derived image's layer.
 #[derive(Debug, Clone, Copy)]
 pub struct LayerFile<'a> {
     /// Path in the image, relative.
@@ -129,6 +142,11 @@ impl<'a> LayerFile<'a> {
     /// `path` with `content`, 0644, owned by root.
     pub fn plain(path: &'a str, content: &'a [u8]) -> LayerFile<'a> {
         LayerFile { path, content, mode: 0o644, uid: 0, gid: 0 }
+    }
+
+    /// A symbolic link at `path` to `target`, owned by root.
+    pub fn symlink(path: &'a str, target: &'a str) -> LayerFile<'a> {
+        LayerFile { path, content: target.as_bytes(), mode: SYMLINK_TYPE | 0o777, uid: 0, gid: 0 }
     }
 }
 
@@ -161,6 +179,15 @@ impl ImageBuilder {
         let mut layer = oci.create_layer(None)?;
         for file in files {
             let mut header = tar::Header::new_gnu();
+            if file.mode & 0o170000 == SYMLINK_TYPE {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                header.set_mode(0o777);
+                header.set_mtime(0);
+                let target = std::str::from_utf8(file.content).context("a link target is UTF-8")?;
+                layer.append_link(&mut header, file.path, target)?;
+                continue;
+            }
             header.set_size(file.content.len() as u64);
             header.set_mode(file.mode);
             header.set_uid(file.uid);

@@ -15,6 +15,8 @@
 //! - [`schema`]: validation against bootc's published JSON schemas.
 //! - [`signing`]: GPG and cosign-format keys, images pushed signed with
 //!   skopeo, and where skopeo finds their signatures.
+//! - [`bound`]: a small application image for logically bound images, the
+//!   quadlet files binding it, and readers of the bound-image store.
 //! - [`booted`]: the test OS booted under systemd with systemd-nspawn, for
 //!   tests of hostd on a running image-based host.
 //! - [`offline`]: v1 deployed on an offline sysroot, and readers of its status.
@@ -27,6 +29,7 @@
 //! Everything started is stopped on drop, also when a test panics.
 
 pub mod booted;
+pub mod bound;
 pub mod consistency;
 pub mod fixture;
 pub mod fleetlock;

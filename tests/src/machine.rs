@@ -81,8 +81,13 @@ impl TestMachine {
         let config_root = s.join("config");
         std::fs::create_dir_all(config_root.join("etc/hostd"))?;
         std::fs::write(config_root.join("etc/hostd/hostd.toml"), config)?;
-        let hostd_command =
-            format!("{} --sysroot {} --config-root {}", binary("hostd").display(), sysroot.display(), config_root.display());
+        let hostd_command = format!(
+            "{} --sysroot {} --config-root {} --state-dir {}",
+            binary("hostd").display(),
+            sysroot.display(),
+            config_root.display(),
+            s.join("state").display()
+        );
         write_activation(s, &hostd_command, &extras.hostd_env)?;
         let log = std::fs::File::create(s.join("machine.log"))?;
         let holder = Command::new("unshare")
@@ -254,6 +259,11 @@ impl TestMachine {
             .output()?;
         anyhow::ensure!(reload.status.success(), "ReloadConfig: {}", String::from_utf8_lossy(&reload.stderr));
         Ok(())
+    }
+
+    /// Where hostd keeps its state file (`/var/lib/hostd` on a real host).
+    pub fn state_dir(&self) -> PathBuf {
+        self.state.path().join("state")
     }
 
     /// The machine's private /etc.

@@ -18,7 +18,8 @@ use hostd_tests::booted::bls;
 use hostd_tests::booted::guest::Exit;
 use hostd_tests::booted::image::{KARGS_V11, KARGS_V12, RELEASE_KARG, SETGID_FILE, SETGID_MODE, V2_PACKAGE};
 use hostd_tests::booted::BootedMachine;
-use hostd_tests::fixture::LayerFile;
+use hostd_tests::bound;
+use hostd_tests::fixture::{BuiltImage, ImageBuilder, LayerFile};
 use hostd_tests::fleetlock::StandInServer;
 use hostd_tests::journal::message_id;
 use hostd_tests::offline::text;
@@ -178,7 +179,7 @@ fn first_status_call_activates_hostd_through_systemd_and_shows_v1_booted() {
 
 /// The capabilities `systemd-units/hostd.service` keeps, with their numbers
 /// (linux/capability.h); the unit says why each is needed.
-const KEPT_CAPABILITIES: [(&str, u32); 11] = [
+const KEPT_CAPABILITIES: [(&str, u32); 12] = [
     ("cap_chown", 0),
     ("cap_dac_override", 1),
     ("cap_fowner", 3),
@@ -189,6 +190,7 @@ const KEPT_CAPABILITIES: [(&str, u32); 11] = [
     ("cap_setpcap", 8),
     ("cap_linux_immutable", 9),
     ("cap_sys_admin", 21),
+    ("cap_mknod", 27),
     ("cap_setfcap", 31),
 ];
 
@@ -1019,6 +1021,48 @@ fn edit_switches_to_the_spec_image_and_the_same_spec_again_changes_nothing() {
     assert_eq!(slots(&m.status().unwrap()), (None, Some("v1"), Some("v2")));
 }
 
+/// A manager property as `busctl` prints it (`t 1796…`, `a{sv} 8 "digest" …`).
+fn manager_property(m: &BootedMachine, name: &str) -> String {
+    let out = m.must(&["busctl", "get-property", "org.hostd.Host1", "/org/hostd/Host1", "org.hostd.Host1", name]).unwrap();
+    out.trim().to_string()
+}
+
+#[test]
+fn the_last_check_survives_a_crash_and_a_reboot_in_the_units_state_directory_until_the_update_is_staged() {
+    let mut m = booted_v1();
+    m.publish("v2").unwrap();
+    let v2_digest = m.images().v2.digest.clone();
+    success("hostctl upgrade --check", &m.hostctl(None, &["upgrade", "--check"]).unwrap());
+    let time = manager_property(&m, "LastCheckTime");
+    let result = manager_property(&m, "LastCheckResult");
+    let cached = manager_property(&m, "CachedUpdate");
+    assert!(result.contains("Update available: v2"), "{result}");
+    assert!(cached.contains(&v2_digest) && cached.contains("\"download-bytes\" t"), "{cached}");
+    // StateDirectory=hostd, StateDirectoryMode=0700: root's alone.
+    let modes = m.must(&["stat", "-c", "%a %U %n", "/var/lib/hostd", "/var/lib/hostd/state.json"]).unwrap();
+    assert_eq!(modes.trim(), "700 root /var/lib/hostd\n600 root /var/lib/hostd/state.json", "{modes}");
+
+    m.must(&["systemctl", "kill", "--signal=KILL", "hostd.service"]).unwrap();
+    wait_for("hostd to be gone", Duration::from_secs(20), || {
+        m.must(&["systemctl", "is-active", "hostd.service"]).is_err()
+    });
+    for _ in 0..2 {
+        assert_eq!(manager_property(&m, "LastCheckTime"), time);
+        assert_eq!(manager_property(&m, "LastCheckResult"), result);
+        assert_eq!(manager_property(&m, "CachedUpdate"), cached, "with its download size");
+        m.reboot().unwrap();
+    }
+
+    // Staged: the booted deployment updates still build on keeps the found
+    // manifest, but the update is no news any more.
+    success("hostctl upgrade", &m.hostctl(None, &["upgrade"]).unwrap());
+    assert_eq!(slots(&m.status().unwrap()), (Some("v2"), Some("v1"), None));
+    assert_eq!(manager_property(&m, "CachedUpdate"), "a{sv} 0");
+    let after = manager_property(&m, "LastCheckResult");
+    assert!(after.contains("has been deployed since") && after.contains(&v2_digest), "{after}");
+    assert!(m.status().unwrap().status.booted.as_ref().unwrap().cached_update.is_none(), "the Host document agrees");
+}
+
 #[test]
 fn discard_drops_the_staged_update_and_the_next_boot_is_the_current_one() {
     // Three deployments: v3 staged over v2 (booted), v1 the rollback.
@@ -1423,4 +1467,121 @@ fn two_hosts_one_slot_a_bad_update_rolls_back_on_the_first_which_keeps_the_slot_
     assert_eq!(checksum(&b.status().unwrap().status.booted), b_v1);
     assert!(!b.status().unwrap().status.rollback_queued);
     assert!(a.running().unwrap());
+}
+
+/// Build `version` from the cached v1 plus `files` (one derived layer) into
+/// the machine's image directory, tagged `version`: images that exist only
+/// for one test, e.g. because they name the port of its registry.
+fn derive_from_v1(m: &BootedMachine, version: &str, files: &[LayerFile<'_>]) -> BuiltImage {
+    let work = tempfile::Builder::new().prefix("hostd-derive-").tempdir().unwrap();
+    let mut builder = ImageBuilder::new(work.path()).unwrap();
+    builder.oci_dir = m.oci_dir();
+    let built = builder.derive_files(&m.images().v1, version, files).unwrap();
+    hostd_tests::booted::oci::retag(&m.oci_dir(), "latest", version).unwrap();
+    built
+}
+
+/// v1 (built at the time of `version`, `vN`: see `created_for`) binding
+/// `image` through `app.image` in bound-images.d (a link to the
+/// quadlet file in /usr/share/containers/systemd), or binding nothing.
+fn derive_binding(m: &BootedMachine, version: &str, image: Option<&str>) -> BuiltImage {
+    let version_file = format!("{version}\n");
+    let quadlet = image.map(|i| bound::image_file(i, None)).unwrap_or_default();
+    let (file, link, target) = bound::binding("app.image");
+    let mut files = vec![LayerFile::plain("usr/share/testos/version", version_file.as_bytes())];
+    if image.is_some() {
+        files.push(LayerFile::plain(&file, quadlet.as_bytes()));
+        files.push(LayerFile::symlink(&link, &target));
+    }
+    derive_from_v1(m, version, &files)
+}
+
+/// The images in the bound-image store, read from the physical sysroot.
+fn bound_store(m: &BootedMachine) -> Vec<String> {
+    bound::stored_names(&m.sysroot().path().join("ostree/bootc/storage")).unwrap()
+}
+
+#[test]
+fn a_bound_image_is_pulled_before_staging_runs_offline_after_the_reboot_and_goes_when_no_deployment_needs_it() {
+    let mut registry = TestRegistry::start().unwrap();
+    let mut m = booted_v1();
+    let app_dir = tempfile::Builder::new().prefix("hostd-app-").tempdir().unwrap();
+    registry.push(&bound::app_image(app_dir.path(), "v1").unwrap(), "app:v1").unwrap();
+    let closed = format!("127.0.0.1:{}", hostd_tests::registry::free_port().unwrap());
+    for host in [registry.host(), closed.clone()] {
+        let name = format!("/etc/containers/registries.conf.d/50-{}.conf", host.replace([':', '.'], "-"));
+        m.write_file(&name, &format!("[[registry]]\nlocation = \"{host}\"\ninsecure = true\n")).unwrap();
+    }
+    let app = format!("{}/app:v1", registry.host());
+
+    // A bound image that cannot be pulled fails the upgrade; nothing is staged.
+    derive_binding(&m, "v21", Some(&format!("{closed}/app:v1")));
+    m.publish("v21").unwrap();
+    let out = m.hostctl(None, &["upgrade"]).unwrap();
+    assert!(!out.status.success() && text(&out).contains("Network"), "{}", text(&out));
+    assert!(text(&out).contains("/usr/lib/bootc/bound-images.d/app.image"), "{}", text(&out));
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v1"), None), "nothing staged");
+    assert!(!m.exists("/run/ostree/staged-deployment").unwrap());
+    assert!(!reboot_required(&m));
+
+    // Staged with its bound image in the store before the reboot.
+    derive_binding(&m, "v22", Some(&app));
+    m.publish("v22").unwrap();
+    let out = success("hostctl upgrade", &m.hostctl(None, &["upgrade"]).unwrap());
+    assert!(out.contains("Staged v22"), "{out}");
+    assert_eq!(bound_store(&m), std::slice::from_ref(&app), "pulled before the reboot");
+    let host = m.status().unwrap();
+    assert_eq!(slots(&host), (Some("v22"), Some("v1"), None));
+    let staged_bound: Vec<&str> = host.status.staged.as_ref().unwrap().bound_images.iter().map(|b| b.image.as_str()).collect();
+    assert_eq!(staged_bound, [app.as_str()]);
+    let json: serde_json::Value = serde_json::from_str(&success("status", &m.hostctl(None, &["status", "--format", "json"]).unwrap())).unwrap();
+    hostd_tests::schema::validate("bootc-host-v1.schema.json", &json).unwrap();
+    assert_eq!(json["status"]["staged"]["boundImages"][0]["file"], "app.image");
+
+    // After the reboot, with the registry gone, podman runs the image from
+    // the bound-image store. Two options fit the container to this guest
+    // and change nothing about the image store: `--cgroups=disabled`, as
+    // these machines run cgroup v1, whose controller hierarchies
+    // systemd-nspawn mounts read-only in the guest, so crun cannot create a
+    // container's cgroup ("crun: creating cgroup directory
+    // `/sys/fs/cgroup/pids/container`: No such file or directory"); and
+    // `--network=host`, as nspawn mounts /proc/sys read-only and crun cannot
+    // write the network sysctl podman sets for a network namespace of the
+    // container's own ("open /proc/sys/net/ipv4/ping_group_range:
+    // Read-only file system"). The run is otherwise podman's ordinary one:
+    // the image found in the additional store, its layers mounted, `true` run.
+    m.reboot().unwrap();
+    registry.kill();
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v22"), Some("v1")));
+    let store = "additionalimagestore=/usr/lib/bootc/storage";
+    let run = m
+        .run(&["podman", "--storage-opt", store, "run", "--rm", "--network=host", "--cgroups=disabled", &app, "true"])
+        .unwrap();
+    assert!(run.status.success(), "podman run from the bound-image store: {}", text(&run));
+    let exists = m.run(&["podman", "--storage-opt", store, "image", "exists", &app]).unwrap();
+    assert!(exists.status.success(), "{}", text(&exists));
+
+    // An upgrade that drops the binding, and a cleanup: the booted
+    // deployment still references the image.
+    derive_binding(&m, "v23", None);
+    m.publish("v23").unwrap();
+    success("hostctl upgrade", &m.hostctl(None, &["upgrade"]).unwrap());
+    success("hostctl cleanup", &m.hostctl(None, &["cleanup"]).unwrap());
+    assert_eq!(bound_store(&m), std::slice::from_ref(&app), "kept for the booted deployment");
+    // Rebooted into it: the rollback deployment references the image.
+    m.reboot().unwrap();
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v23"), Some("v22")));
+    success("hostctl cleanup", &m.hostctl(None, &["cleanup"]).unwrap());
+    assert_eq!(bound_store(&m), std::slice::from_ref(&app), "kept for the rollback deployment");
+    let rollback_ok = m.run(&["podman", "--storage-opt", store, "image", "exists", &app]).unwrap();
+    assert!(rollback_ok.status.success(), "{}", text(&rollback_ok));
+    // One more update and reboot: no deployment references it any more.
+    derive_binding(&m, "v24", None);
+    m.publish("v24").unwrap();
+    success("hostctl upgrade", &m.hostctl(None, &["upgrade"]).unwrap());
+    m.reboot().unwrap();
+    assert_eq!(slots(&m.status().unwrap()), (None, Some("v24"), Some("v23")));
+    let out = success("hostctl cleanup", &m.hostctl(None, &["cleanup"]).unwrap());
+    assert!(out.contains("1 bound images"), "{out}");
+    assert!(bound_store(&m).is_empty(), "{:?}", bound_store(&m));
 }

@@ -1,14 +1,16 @@
 //! `hostctl diff` on an offline sysroot: the test OS images (Debian, with
 //! dpkg's own status files; v2 installs one more package than v1) deployed
-//! and downloaded, and a fixture image whose status file is malformed.
+//! and downloaded, a fixture image whose status file is malformed, and
+//! fixture images with rpm databases made by Debian's rpm and rpmbuild.
 
 use std::collections::BTreeMap;
-use std::process::Output;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use hostd_interface::diff::{Diff, PackageChangeKind, PackageDatabase};
 use hostd_tests::booted::image::{test_os_images, RELEASE_KARG, V2_PACKAGE};
 use hostd_tests::booted::{cache, oci};
-use hostd_tests::fixture::ImageBuilder;
+use hostd_tests::fixture::{ImageBuilder, LayerFile};
 use hostd_tests::machine::{TestMachine, USER};
 use hostd_tests::offline::text;
 use hostd_tests::sysroot::TestSysroot;
@@ -155,4 +157,187 @@ async fn a_malformed_status_file_is_a_named_error_and_a_tree_without_one_is_not_
     seen.sort();
     assert_eq!(seen, ["malformed", "not compared"]);
     assert!(machine.hostd_running(), "hostd survived the malformed file:\n{}", machine.log());
+}
+
+/// `cmd`, which must succeed.
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", text(&out));
+}
+
+/// An rpm database (rpm 4.18's sqlite `rpmdb.sqlite`) holding `packages`
+/// (name, epoch, version, release), each a noarch package built by
+/// rpmbuild from a spec written here and recorded with `rpm -i --justdb`.
+fn rpm_database(work: &Path, db: &str, packages: &[(&str, Option<u32>, &str, &str)]) -> Vec<u8> {
+    let top = work.join("rpmbuild");
+    let mut files = Vec::new();
+    for (name, epoch, version, release) in packages {
+        let spec = work.join(format!("{name}-{version}-{release}.spec"));
+        let epoch = epoch.map(|e| format!("Epoch: {e}\n")).unwrap_or_default();
+        std::fs::write(
+            &spec,
+            format!(
+                "Name: {name}\nVersion: {version}\nRelease: {release}\n{epoch}Summary: diff test package\n\
+                 License: MIT\nBuildArch: noarch\n%description\nA package of hostd's diff test.\n%files\n"
+            ),
+        )
+        .unwrap();
+        run(Command::new("rpmbuild")
+            .env("HOME", work)
+            .args(["--quiet", "-bb", "--define"])
+            .arg(format!("_topdir {}", top.display()))
+            .arg(&spec));
+        let evr = version.to_string() + "-" + release;
+        files.push(top.join(format!("RPMS/noarch/{name}-{evr}.noarch.rpm")));
+    }
+    let dbpath = work.join(db);
+    std::fs::create_dir_all(&dbpath).unwrap();
+    run(Command::new("rpm").env("HOME", work).arg("--dbpath").arg(&dbpath).arg("--initdb"));
+    run(Command::new("rpm")
+        .env("HOME", work)
+        .arg("--dbpath")
+        .arg(&dbpath)
+        .args(["-i", "--justdb", "--nodeps", "--noscripts"])
+        .args(&files));
+    // rpm checkpoints its write-ahead log when it closes the database.
+    let wal = dbpath.join("rpmdb.sqlite-wal");
+    assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0), "{} is not empty", wal.display());
+    std::fs::read(dbpath.join("rpmdb.sqlite")).unwrap()
+}
+
+#[tokio::test]
+async fn rpm_databases_are_compared_by_rpms_rules_and_a_malformed_one_is_a_named_error() {
+    let sysroot = TestSysroot::new("512m").unwrap();
+    let work = sysroot.dir.path().join("rpm");
+    std::fs::create_dir_all(&work).unwrap();
+    let r1 = rpm_database(
+        &work,
+        "r1",
+        &[
+            ("t-same", None, "1.0", "1"),
+            ("t-gone", None, "1.0", "1"),
+            ("t-up", None, "1.0", "1.fc41"),
+            ("t-epoch", Some(2), "1.0", "1"),
+            ("t-epochup", None, "5.0", "1"),
+            ("t-tilde", None, "2.0", "1"),
+            ("t-caret", None, "1.0", "1"),
+        ],
+    );
+    let r2 = rpm_database(
+        &work,
+        "r2",
+        &[
+            ("t-same", None, "1.0", "1"),
+            // Releases compare as numbers: 10 is after 9.
+            ("t-up", None, "1.0", "10.fc41"),
+            // No epoch is epoch 0: below epoch 2 whatever the version.
+            ("t-epoch", None, "9.0", "1"),
+            ("t-epochup", Some(1), "0.5", "1"),
+            // A pre-release sorts before its release.
+            ("t-tilde", None, "2.0~rc1", "1"),
+            // A snapshot after a release sorts after it.
+            ("t-caret", None, "1.0^git1", "1"),
+            ("t-new", None, "0.1", "1"),
+        ],
+    );
+    let builder = ImageBuilder::new(&sysroot.dir.path().join("images")).unwrap();
+    let base = builder.build("v1", &[], &BTreeMap::new()).await.unwrap();
+    const DB: &str = "usr/lib/sysimage/rpm/rpmdb.sqlite";
+    // An installer keeps two deployments: two images at a time.
+    let deploy = |pair: [(&'static str, &'static str, Vec<u8>); 2]| {
+        let (sysroot, builder, base) = (&sysroot, &builder, &base);
+        async move {
+            for (version, path, content) in pair {
+                let image = builder.derive_files(base, version, &[LayerFile::plain(path, &content)]).unwrap();
+                sysroot.deploy_image(&image.reference).await.unwrap();
+            }
+            let machine = TestMachine::start(sysroot.path(), CONFIG).unwrap();
+            // hostd's own TMPDIR, as its unit's PrivateTmp gives it one:
+            // rpm's scratch directories go there, and must be gone after
+            // each call.
+            let tmp = tempfile::Builder::new().prefix("hostd-diff-tmp-").tempdir_in("/tmp").unwrap();
+            std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            machine.set_hostd_env(&[("TMPDIR", tmp.path().display().to_string())]).unwrap();
+            // Which index each image has is libostree's business: ask each.
+            let mut index: BTreeMap<String, String> = BTreeMap::new();
+            for i in ["0", "1"] {
+                let out = machine.hostctl(Some(USER.1), &["diff", "--json", i, i]);
+                if text(&out).contains("MalformedPackageDatabase") {
+                    index.insert("bad".into(), i.into());
+                    continue;
+                }
+                let d: Diff = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+                index.insert(d.from.version.clone().unwrap(), i.into());
+            }
+            (machine, tmp, index)
+        }
+    };
+    let (machine, tmp, index) = deploy([("r1", DB, r1), ("r2", DB, r2)]).await;
+    let (r1, r2) = (&index["r1"], &index["r2"]);
+
+    // The same database on both sides lists nothing.
+    let same = diff(&machine, &[r1, r1]);
+    assert_eq!(same.from.package_database, PackageDatabase::Rpm);
+    assert_eq!(same.from.packages, Some(7));
+    assert_eq!(same.packages, Some(vec![]));
+    assert!(same.is_empty(), "{same:?}");
+    assert!(ok(&machine, Some(USER.1), &["diff", r1, r1]).contains("Packages: no changes"));
+
+    // Exactly the packages that differ, ordered by rpm's rules.
+    let changed = diff(&machine, &[r1, r2]);
+    assert_eq!(changed.to.packages, Some(7));
+    let shown: Vec<String> = changed
+        .packages
+        .as_ref()
+        .expect("packages compared")
+        .iter()
+        .map(|c| format!("{} {}.{} {:?} {:?}", c.kind, c.name, c.architecture, c.from.as_deref(), c.to.as_deref()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "upgraded t-caret.noarch Some(\"1.0-1\") Some(\"1.0^git1-1\")",
+            "downgraded t-epoch.noarch Some(\"2:1.0-1\") Some(\"9.0-1\")",
+            "upgraded t-epochup.noarch Some(\"5.0-1\") Some(\"1:0.5-1\")",
+            "removed t-gone.noarch Some(\"1.0-1\") None",
+            "added t-new.noarch None Some(\"0.1-1\")",
+            "downgraded t-tilde.noarch Some(\"2.0-1\") Some(\"2.0~rc1-1\")",
+            "upgraded t-up.noarch Some(\"1.0-1.fc41\") Some(\"1.0-10.fc41\")",
+        ]
+    );
+    let back = diff(&machine, &[r2, r1]);
+    let kinds: Vec<_> = packages(&back).into_iter().map(|(k, _)| k).collect();
+    use PackageChangeKind::{Added, Downgraded, Removed, Upgraded};
+    assert_eq!(kinds, [Downgraded, Upgraded, Downgraded, Added, Removed, Upgraded, Downgraded]);
+    let shown = ok(&machine, Some(USER.1), &["diff", r1, r2]);
+    assert!(shown.contains("Downgraded:\n  ↓ t-epoch 2:1.0-1 -> 9.0-1\n"), "{shown}");
+    assert!(shown.contains("Added:\n  + t-new 0.1-1\n"), "{shown}");
+
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "{left:?}");
+    drop(machine);
+
+    let (machine, tmp, index) = deploy([
+        ("bad", DB, b"SQLite format 3\0 but not a database".to_vec()),
+        // rpm before 4.16: Berkeley DB, not read.
+        ("bdb", "usr/share/rpm/Packages", b"\0\x06\x15\x61".to_vec()),
+    ])
+    .await;
+    let (bad, bdb) = (&index["bad"], &index["bdb"]);
+    // A database rpm cannot read: a named error naming the directory.
+    let out = machine.hostctl(Some(USER.1), &["diff", bdb, bad]);
+    assert_eq!(exit_code(&out), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("MalformedPackageDatabase") && said.contains("/usr/lib/sysimage/rpm of commit"), "{said}");
+
+    // An older database is recognized, not compared.
+    let old = diff(&machine, &[bdb, bdb]);
+    assert_eq!((old.from.package_database, old.from.packages, old.packages), (PackageDatabase::Rpm, None, None));
+    let shown = ok(&machine, Some(USER.1), &["diff", bdb, bdb]);
+    assert!(shown.contains("older than rpm 4.16's sqlite one"), "{shown}");
+
+    // rpm ran in scratch directories that are gone again.
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(machine.hostd_running(), "{}", machine.log());
 }

@@ -47,12 +47,19 @@ pub fn render(out: &mut impl Write, diff: &Diff) -> io::Result<()> {
         None => {
             let why = [&diff.from, &diff.to]
                 .iter()
-                .find(|s| s.package_database != PackageDatabase::Dpkg)
+                .find(|s| s.packages.is_none())
                 .map(|s| match s.package_database {
-                    PackageDatabase::Rpm => format!("{} has an rpm database, which hostd does not read", s.target),
+                    PackageDatabase::Rpm => {
+                        format!("{} has an rpm database older than rpm 4.16's sqlite one, which hostd does not read", s.target)
+                    }
                     _ => format!("{} has no package database hostd knows", s.target),
                 })
-                .unwrap_or_default();
+                .unwrap_or_else(|| {
+                    format!(
+                        "{} has {}'s package database, {} has {}'s",
+                        diff.from.target, diff.from.package_database, diff.to.target, diff.to.package_database
+                    )
+                });
             writeln!(out, "Packages: not compared ({why})")?;
         }
         Some(changes) if changes.is_empty() => writeln!(out, "Packages: no changes")?,
@@ -192,11 +199,29 @@ mod tests {
         let mut out = Vec::new();
         render(&mut out, &diff).unwrap();
         assert!(String::from_utf8(out).unwrap().ends_with("Packages: no changes\n"));
+        // rpm's sqlite database is compared as dpkg's is.
         diff.to.package_database = PackageDatabase::Rpm;
+        diff.from.package_database = PackageDatabase::Rpm;
+        diff.from.packages = Some(3);
+        let mut out = Vec::new();
+        render(&mut out, &diff).unwrap();
+        assert!(String::from_utf8(out).unwrap().ends_with("Packages: no changes\n"));
+        // An older rpm database is not read.
         diff.packages = None;
+        diff.to.packages = None;
         let mut out = Vec::new();
         render(&mut out, &diff).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("Packages: not compared (staged has an rpm database, which hostd does not read)"), "{text}");
+        assert!(
+            text.contains("Packages: not compared (staged has an rpm database older than rpm 4.16's sqlite one, which hostd does not read)"),
+            "{text}"
+        );
+        // Both read, but of different kinds.
+        diff.from.package_database = PackageDatabase::Dpkg;
+        diff.to.packages = Some(3);
+        let mut out = Vec::new();
+        render(&mut out, &diff).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Packages: not compared (booted has dpkg's package database, staged has rpm's)"), "{text}");
     }
 }

@@ -24,6 +24,8 @@ async fn automation(host: &Host1Proxy<'_>) -> Option<Automation> {
         last_check_us: micros(host.last_check_time().await.ok()?),
         last_check_result: host.last_check_result().await.ok()?,
         reboot_pending: Some(host.reboot_pending_reason().await.ok()?).filter(|r| !r.is_empty()),
+        // An older hostd has no LastJobs.
+        last_jobs: host.last_jobs().await.unwrap_or_default(),
     })
 }
 
@@ -64,6 +66,7 @@ pub async fn run(conn: &Connection, host: &Host1Proxy<'_>, args: &StatusArgs) ->
             let job = if args.booted { None } else { running_job(conn, host).await };
             crate::render::status(&mut text, &doc, args.booted, downloaded)
                 .and_then(|()| if args.booted { Ok(()) } else { crate::render::downgrade(&mut text, &cached) })
+                .and_then(|()| if args.booted { Ok(()) } else { crate::render::update_size(&mut text, &cached) })
                 .and_then(|()| match &job {
                     Some(job) => crate::render::running_job(&mut text, job),
                     None => Ok(()),

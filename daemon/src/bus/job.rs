@@ -16,7 +16,7 @@ use crate::jobs::state::JobProps;
 use crate::jobs::JobShared;
 
 /// The standard interface whose `PropertiesChanged` announces new values.
-const PROPERTIES_INTERFACE: &str = "org.freedesktop.DBus.Properties";
+pub(crate) const PROPERTIES_INTERFACE: &str = "org.freedesktop.DBus.Properties";
 
 /// The bus object of one job.
 #[derive(Debug)]
@@ -145,6 +145,26 @@ impl JobObject {
     fn warnings(&self) -> Vec<String> {
         self.job.props().warnings().to_vec()
     }
+
+    /// When the job was created, µs since the epoch.
+    #[zbus(property)]
+    fn start_time(&self) -> u64 {
+        self.job.props().start_time()
+    }
+
+    /// The recent fetching rate in bytes per second; 0 while unknown (not
+    /// fetching, too early to tell) and once the job has ended.
+    #[zbus(property)]
+    fn bytes_per_second(&self) -> u64 {
+        self.job.props().bytes_per_second()
+    }
+
+    /// Estimated seconds until the fetch is done at the recent rate;
+    /// 18446744073709551615 (UINT64_MAX) while unknown, 0 once the job has ended.
+    #[zbus(property)]
+    fn seconds_left(&self) -> u64 {
+        self.job.props().seconds_left()
+    }
 }
 
 /// `PropertiesChanged` on the job object with what differs between `old` and `new`.
@@ -182,6 +202,9 @@ fn wire_properties(job: &JobShared, props: &JobProps) -> JobProperties {
         error_name: Some(error_name(props)),
         error_message: Some(error_message(props)),
         warnings: Some(props.warnings().to_vec()),
+        start_time: Some(props.start_time()),
+        bytes_per_second: Some(props.bytes_per_second()),
+        seconds_left: Some(props.seconds_left()),
     }
 }
 

@@ -13,8 +13,10 @@ use hostd_interface::diff::DiffTarget;
 use hostd_interface::etc_diff::EtcDiffTarget;
 use hostd_interface::host::{FilesystemOverlayPersistence, Transport};
 use hostd_interface::job::JobStatus;
-use hostd_interface::manager::{CachedUpdate, DeploymentEntry, ManagerState, UpdatePolicy, UpdateStrategy};
-use hostd_interface::names::MANAGER_PATH;
+use hostd_interface::manager::{
+    CachedUpdate, DeploymentEntry, LastJob, ManagerProperties, ManagerState, UpdatePolicy, UpdateStrategy,
+};
+use hostd_interface::names::{MANAGER_INTERFACE, MANAGER_PATH};
 use hostd_interface::options::{Method, Options};
 use hostd_interface::settings::{self, Settings};
 use hostd_interface::Error;
@@ -24,7 +26,7 @@ use zbus::{Connection, ObjectPath, ObjectServer, OwnedObjectPath, OwnedVariant};
 
 use super::guard::SignatureGuard;
 use super::job::{self, JobObject};
-use super::properties::{self, state_for};
+use super::properties;
 use crate::auth::{actions_for, details_for, options_summary, Action, Authorizer};
 use crate::config::Config;
 use crate::context::Context;
@@ -53,6 +55,9 @@ const LINGER: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Manager {
     ctx: Arc<Context>,
+    /// The signalled properties as clients were last told them; held while
+    /// announcing, so changes go out in order and each once.
+    announced: tokio::sync::Mutex<ManagerProperties>,
 }
 
 /// How long a call that pre-empted another user's change waits for it to
@@ -73,7 +78,37 @@ type JobReply = ResponseDispatchNotifier<OwnedObjectPath>;
 impl Manager {
     /// The manager over the daemon state.
     pub fn new(ctx: Arc<Context>) -> Manager {
-        Manager { ctx }
+        let announced = tokio::sync::Mutex::new(properties::current(&ctx));
+        Manager { ctx, announced }
+    }
+
+    /// Tell clients what changed since the last announcement: one
+    /// `PropertiesChanged` with the signalled properties whose value
+    /// differs from what was last announced (nothing when none does), and
+    /// `UpdateAvailable` when `CachedUpdate` names an update never
+    /// announced before.
+    async fn announce(&self, emitter: &SignalEmitter<'_>) {
+        let mut announced = self.announced.lock().await;
+        let now = properties::current(&self.ctx);
+        let changed = ManagerProperties::changes(&announced, &now);
+        if !changed.is_empty() {
+            let invalidated: &[&str] = &[];
+            let body = (MANAGER_INTERFACE, &changed, invalidated);
+            if let Err(e) = emitter.emit(job::PROPERTIES_INTERFACE, "PropertiesChanged", &body).await {
+                tracing::warn!("announcing manager properties: {e}");
+            }
+        }
+        *announced = now;
+        let update = announced.cached_update.as_ref().filter(|u| !u.is_downgrade());
+        if let Some((digest, version)) = update.and_then(|u| Some((u.digest.clone()?, u.version.clone()))) {
+            if self.ctx.records.announce_update(&digest) {
+                let version = version.unwrap_or_default();
+                if let Err(e) = Manager::update_available(emitter, &digest, &version).await {
+                    tracing::warn!("emitting UpdateAvailable: {e}");
+                }
+                self.ctx.records.persist().await;
+            }
+        }
     }
 
     async fn start_job(
@@ -254,6 +289,7 @@ async fn run_job(
 
 /// The job runner's events as signals: `JobNew`/`JobRemoved` and the
 /// manager's properties here, the job's own properties on its object.
+#[derive(Debug)]
 struct BusEvents {
     conn: Connection,
 }
@@ -277,9 +313,7 @@ impl JobEvents for BusEvents {
     }
 
     async fn manager_changed(&self) {
-        if let Err(e) = emit_job_properties(&self.conn).await {
-            tracing::warn!("announcing job state: {e}");
-        }
+        announce(&self.conn).await;
     }
 
     async fn job_removed(&self, job: &JobShared) {
@@ -296,7 +330,7 @@ impl JobEvents for BusEvents {
     }
 }
 
-/// `/`: no job (as `ActiveJob` when idle).
+/// `/`: no job (as `ActiveJob` when idle; `Upgrade({auto})` under policy none).
 fn no_job() -> OwnedObjectPath {
     OwnedObjectPath::from(ObjectPath::from_static_str_unchecked("/"))
 }
@@ -671,19 +705,13 @@ impl Manager {
     /// idle | checking | fetching | staging | rolling-back | cleaning | rebooting
     #[zbus(property)]
     async fn state(&self) -> ManagerState {
-        match self.ctx.jobs.active() {
-            Some(job) => state_for(job.request.kind, job.props().phase()),
-            None => ManagerState::Idle,
-        }
+        properties::state(&self.ctx)
     }
 
     /// The running job's object path, `/` when idle.
     #[zbus(property)]
     async fn active_job(&self) -> OwnedObjectPath {
-        match self.ctx.jobs.active() {
-            Some(job) => object_path(&job.path),
-            None => no_job(),
-        }
+        properties::active_job(&self.ctx)
     }
 
     /// Deployments in boot order, each a dict: index u, role s (staged, booted,
@@ -693,16 +721,14 @@ impl Manager {
     /// assessed health s (passed, failed) and health-failures as.
     #[zbus(property)]
     async fn deployments(&self) -> Vec<DeploymentEntry> {
-        match self.ctx.status.peek().as_deref() {
-            Some(Ok(snapshot)) => properties::deployments(snapshot),
-            _ => Vec::new(),
-        }
+        properties::current_deployments(&self.ctx)
     }
 
     /// The update the last check found: version s, digest s, timestamp s,
-    /// downloaded b (already fetched, `Stage` deploys it), and from a check
-    /// since the daemon started, download-bytes t, layers-to-fetch u,
-    /// layers-total u. Empty when none.
+    /// downgrade b, downloaded b (already fetched, `Stage` deploys it), and
+    /// from the check that found it (kept across restarts), download-bytes
+    /// t, layers-to-fetch u, layers-total u. Empty when none, and once a
+    /// deployment runs or is queued to run it.
     #[zbus(property)]
     async fn cached_update(&self) -> CachedUpdate {
         properties::cached_update(&self.ctx)
@@ -711,7 +737,7 @@ impl Manager {
     /// A queued deployment or rollback waits for a reboot.
     #[zbus(property)]
     async fn reboot_required(&self) -> bool {
-        matches!(self.ctx.status.peek().as_deref(), Some(Ok(s)) if s.reboot_required)
+        properties::reboot_required(&self.ctx)
     }
 
     /// The configured unattended update policy: none | check | download | stage | apply.
@@ -758,6 +784,20 @@ impl Manager {
         properties::reboot_pending_reason(&self.ctx)
     }
 
+    /// How the last job of each kind ended, oldest end first (kept across
+    /// restarts): kind s, result s, message s, error-name s, error-message s,
+    /// start-time t and end-time t (µs since the epoch), image s, initiator-uid u.
+    #[zbus(property)]
+    async fn last_jobs(&self) -> Vec<LastJob> {
+        self.ctx.records.last_jobs()
+    }
+
+    /// An update is available that was not announced before (digest s,
+    /// version s, empty when the image has none): once per new digest, for
+    /// notifications. A check finding the same update again does not repeat it.
+    #[zbus(signal)]
+    pub async fn update_available(emitter: &SignalEmitter<'_>, digest: &str, version: &str) -> zbus::Result<()>;
+
     /// A job was created; emitted after the call that created it returned.
     #[zbus(signal)]
     pub async fn job_new(
@@ -802,24 +842,17 @@ impl Manager {
         Ok(())
     }
 
-    /// `PropertiesChanged` for the configured properties whose value
-    /// changed from `old` to `new`, each once.
+    /// Announce what new settings changed: the signalled properties
+    /// (`AutomaticUpdatePolicy`, `UpdateStrategy`, …) through
+    /// [`Manager::announce`], each once, and `NextMaintenanceWindow`, which
+    /// moves with the clock and is otherwise not announced, when the
+    /// windows changed from `old` to `new`.
     async fn announce_config(&self, emitter: &SignalEmitter<'_>, old: &Config, new: &Config) {
-        let result: zbus::Result<()> = async {
-            if old.policy != new.policy {
-                self.automatic_update_policy_changed(emitter).await?;
+        self.announce(emitter).await;
+        if old.windows != new.windows {
+            if let Err(e) = self.next_maintenance_window_changed(emitter).await {
+                tracing::warn!("announcing the new settings: {e}");
             }
-            if old.strategy.name() != new.strategy.name() {
-                self.update_strategy_changed(emitter).await?;
-            }
-            if old.windows != new.windows {
-                self.next_maintenance_window_changed(emitter).await?;
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!("announcing the new settings: {e}");
         }
     }
 
@@ -905,36 +938,47 @@ impl Manager {
     }
 }
 
-/// Emit `PropertiesChanged` for the manager's job-related properties.
-pub async fn emit_job_properties(conn: &Connection) -> zbus::Result<()> {
-    let iface = conn.object_server().interface::<_, ManagerObject>(MANAGER_PATH).await?;
-    let emitter = iface.signal_emitter();
-    let manager = iface.get().await;
-    manager.inner().state_changed(emitter).await?;
-    manager.inner().active_job_changed(emitter).await?;
-    manager.inner().cached_update_changed(emitter).await?;
-    manager.inner().last_check_time_changed(emitter).await?;
-    Ok(())
+/// Take the properties as they are now as what clients know, without
+/// announcing them: called before the bus name is taken, when no client
+/// can have read anything, so a restarted daemon does not re-announce what
+/// its predecessor did.
+pub async fn take_as_announced(ctx: &Context, conn: &Connection) {
+    match conn.object_server().interface::<_, ManagerObject>(MANAGER_PATH).await {
+        Ok(iface) => *iface.get().await.inner().announced.lock().await = properties::current(ctx),
+        Err(e) => tracing::warn!("manager properties: {e}"),
+    }
 }
 
-/// Emit property changes whenever the status cache is replaced.
-pub fn follow_status_changes(ctx: Arc<Context>, conn: Connection) {
-    let mut rx = ctx.status.subscribe();
+/// Announce the manager's property changes ([`Manager::announce`]).
+pub async fn announce(conn: &Connection) {
+    match conn.object_server().interface::<_, ManagerObject>(MANAGER_PATH).await {
+        Ok(iface) => iface.get().await.inner().announce(iface.signal_emitter()).await,
+        Err(e) => tracing::warn!("announcing manager properties: {e}"),
+    }
+}
+
+/// The host may look different (a new sysroot read): bring the records
+/// in line with it, keep them, and announce what changed.
+pub async fn host_changed(ctx: &Context, conn: &Connection) {
+    let followed = match ctx.status.peek().as_deref() {
+        Some(Ok(snapshot)) => ctx.records.follow_host(snapshot),
+        _ => false,
+    };
+    if followed {
+        ctx.records.persist().await;
+    }
+    announce(conn).await;
+}
+
+/// New sysroot reads, as the status cache publishes them.
+pub type StatusReads = tokio::sync::watch::Receiver<Option<crate::sysroot::cache::Loaded>>;
+
+/// Follow every new sysroot read with [`host_changed`]; `reads` was
+/// subscribed before the manager took its first look, so none is missed.
+pub fn follow_status_changes(ctx: Arc<Context>, conn: Connection, mut reads: StatusReads) {
     tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            let result: zbus::Result<()> = async {
-                let iface = conn.object_server().interface::<_, ManagerObject>(MANAGER_PATH).await?;
-                let emitter = iface.signal_emitter();
-                let manager = iface.get().await;
-                manager.inner().deployments_changed(emitter).await?;
-                manager.inner().reboot_required_changed(emitter).await?;
-                manager.inner().cached_update_changed(emitter).await?;
-                Ok(())
-            }
-            .await;
-            if let Err(e) = result {
-                tracing::warn!("announcing status change: {e}");
-            }
+        while reads.changed().await.is_ok() {
+            host_changed(&ctx, &conn).await;
         }
     });
 }

@@ -2,7 +2,8 @@
 //! the job slot and the job records: what the bus shows, kept out of the
 //! shared state itself.
 
-use hostd_interface::manager::{CachedUpdate, DeploymentEntry, ManagerState};
+use hostd_interface::manager::{CachedUpdate, DeploymentEntry, ManagerProperties, ManagerState};
+use zbus::{ObjectPath, OwnedObjectPath};
 
 use crate::context::Context;
 use crate::jobs::JobKind;
@@ -40,9 +41,11 @@ pub fn reboot_pending_reason(ctx: &Context) -> String {
     }
 }
 
-/// `CachedUpdate`: the persisted cached update from the sysroot, plus the
-/// download size from this daemon's last check of the same digest; or the
-/// older image a check found, marked `downgrade`.
+/// `CachedUpdate`: the cached update ostree-ext keeps in the sysroot,
+/// with what the last check recorded about the same image (download size,
+/// layer counts) filled in; or the older image a check found, marked
+/// `downgrade`. Empty when none, and when a deployment already runs or is
+/// queued to run that update (whichever tool deployed it).
 pub fn cached_update(ctx: &Context) -> CachedUpdate {
     let loaded = ctx.status.peek();
     let Some(Ok(snapshot)) = loaded.as_deref() else { return CachedUpdate::default() };
@@ -56,18 +59,70 @@ pub fn cached_update(ctx: &Context) -> CachedUpdate {
             ..CachedUpdate::default()
         };
     }
+    // None either once a deployment runs it (the status read drops it).
     let Some(update) = snapshot.cached_update() else { return CachedUpdate::default() };
-    let checked = ctx.records.last_check().filter(|s| s.digest == update.image_digest);
-    CachedUpdate {
+    let downloaded = snapshot.downloaded_update.as_deref() == Some(update.image_digest.as_str());
+    let current = CachedUpdate {
         digest: Some(update.image_digest.clone()),
         downgrade: Some(false),
-        downloaded: Some(snapshot.downloaded_update.as_deref() == Some(update.image_digest.as_str())),
+        downloaded: Some(downloaded),
+        bound_images: downloaded.then(|| snapshot.downloaded_bound_images.clone()),
         version: update.version.clone(),
         timestamp: update.timestamp.clone(),
-        download_bytes: checked.as_ref().map(|s| s.bytes_to_fetch),
-        layers_to_fetch: checked.as_ref().map(|s| s.layers_to_fetch),
-        layers_total: checked.as_ref().map(|s| s.layers_total),
         labels: labels(&update.labels),
+        ..CachedUpdate::default()
+    };
+    match ctx.records.last_check() {
+        Some(checked) => current.filled_from(&checked),
+        None => current,
+    }
+}
+
+/// `State`: what the running job does, idle without one.
+pub fn state(ctx: &Context) -> ManagerState {
+    match ctx.jobs.active() {
+        Some(job) => state_for(job.request.kind, job.props().phase()),
+        None => ManagerState::Idle,
+    }
+}
+
+/// `ActiveJob`: the running job's object path, `/` without one.
+pub fn active_job(ctx: &Context) -> OwnedObjectPath {
+    match ctx.jobs.active() {
+        Some(job) => OwnedObjectPath::try_from(job.path.clone()).expect("job paths are valid object paths"),
+        None => OwnedObjectPath::from(ObjectPath::from_static_str_unchecked("/")),
+    }
+}
+
+/// `Deployments` of the last sysroot read; empty before the first.
+pub fn current_deployments(ctx: &Context) -> Vec<DeploymentEntry> {
+    match ctx.status.peek().as_deref() {
+        Some(Ok(snapshot)) => deployments(snapshot),
+        _ => Vec::new(),
+    }
+}
+
+/// `RebootRequired`
+pub fn reboot_required(ctx: &Context) -> bool {
+    matches!(ctx.status.peek().as_deref(), Some(Ok(s)) if s.reboot_required)
+}
+
+/// Every signalled property as it is now: what `PropertiesChanged` is
+/// computed from.
+pub fn current(ctx: &Context) -> ManagerProperties {
+    let config = ctx.config();
+    ManagerProperties {
+        state: Some(state(ctx)),
+        active_job: Some(active_job(ctx)),
+        deployments: Some(current_deployments(ctx)),
+        cached_update: Some(cached_update(ctx)),
+        reboot_required: Some(reboot_required(ctx)),
+        automatic_update_policy: Some(config.policy),
+        update_strategy: Some(config.strategy.name()),
+        last_check_time: Some(ctx.records.last_check_time()),
+        last_check_result: Some(ctx.records.last_check_result()),
+        reboot_pending_reason: Some(reboot_pending_reason(ctx)),
+        last_jobs: Some(ctx.records.last_jobs()),
     }
 }
 

@@ -100,6 +100,10 @@ fn name_image_failure(image: &str, from_registry: bool, failure: &ImageFailure) 
         )),
         // The image itself is broken: no host can boot it as it is.
         ImageFailure::MalformedKargs(_) => Named::NotBootable(format!("{image}: {failure}")),
+        ImageFailure::MalformedBoundImages(_) => Named::NotBootable(format!("{image}: {failure}")),
+        // Named as a pull of the OS image would be: the user acts on the
+        // registry's answer the same way.
+        ImageFailure::BoundImage { .. } => name_proxy_answer(image, from_registry, None, &failure.to_string()),
         ImageFailure::SkopeoSaid(said) => name_proxy_answer(image, from_registry, None, said),
         ImageFailure::Read(e) => match typed_cause(e) {
             Some(Cause::NoSpace) => Named::NoSpace(format!("{image}: {e:#}")),

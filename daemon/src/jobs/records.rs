@@ -1,22 +1,26 @@
 //! What finished jobs leave behind for the manager's properties: the last
 //! check (`CachedUpdate`'s download size, `LastCheckTime`,
-//! `LastCheckResult`) and why a reboot `apply` asked for was postponed
-//! (`RebootPendingReason`). Written by the job runner, read by the bus.
+//! `LastCheckResult`), the last job of each kind (`LastJobs`), why a
+//! reboot `apply` asked for was postponed (`RebootPendingReason`) and the
+//! last update announced (`UpdateAvailable`). Written by the job runner,
+//! read by the bus, kept in the state file, and brought in line with the
+//! host whenever its deployments change ([`Records::follow_host`]).
 //!
 //! The last check's end is also the answer to the next checks of callers
 //! other than root for `check_interval_secs` ([`CheckAnswer`]), so a loop
 //! of checks costs no sysroot work and no registry requests
 //! (docs/security.md, "Checks and pre-emption").
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hostd_interface::manager::{CachedUpdate, LastJob};
 use hostd_interface::Error;
 
 use super::{Initiator, JobKind, JobRequest};
+use crate::persist::{Saved, StateFile};
 use crate::sysroot::cache::Loaded;
-use crate::sysroot::UpdateSummary;
+use crate::sysroot::status::Snapshot;
 
 /// How the last `Check` that reached a result ended, kept to answer the
 /// checks that follow it closely.
@@ -62,42 +66,121 @@ pub fn sysroot_state(loaded: &Loaded) -> Option<String> {
 }
 
 /// The records; every accessor copies, so no guard outlives a call.
+/// Everything but the check answer is kept in the state file
+/// ([`crate::persist`]) by [`Records::persist`].
 #[derive(Debug, Default)]
 pub struct Records {
-    last_check: Mutex<Option<UpdateSummary>>,
-    /// µs since the epoch; 0 when never.
-    last_check_time_us: AtomicU64,
-    last_check_result: Mutex<String>,
-    reboot_postponed: Mutex<Option<String>>,
+    saved: Mutex<Saved>,
     check_answer: Mutex<Option<CheckAnswer>>,
+    /// Where [`Records::persist`] writes; `None`: nowhere (unit tests).
+    file: Option<StateFile>,
+    /// Held while writing, so saves land in the order they were taken.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl Records {
-    /// Remember what a finished `Check` found.
-    pub fn record_check(&self, summary: Option<UpdateSummary>) {
-        *self.last_check.lock().expect("check lock poisoned") = summary;
+    /// Records restored from `saved`, kept in `file` from now on.
+    pub fn restored(file: StateFile, saved: Saved) -> Records {
+        Records { saved: Mutex::new(saved), file: Some(file), ..Records::default() }
     }
 
-    /// What the last finished `Check` found.
-    pub fn last_check(&self) -> Option<UpdateSummary> {
-        self.last_check.lock().expect("check lock poisoned").clone()
+    fn saved(&self) -> std::sync::MutexGuard<'_, Saved> {
+        self.saved.lock().expect("records lock poisoned")
+    }
+
+    /// Write the records to the state file, if there is one. A failure is
+    /// logged: the properties stay right for this daemon's lifetime.
+    pub async fn persist(&self) {
+        let Some(file) = self.file.clone() else { return };
+        let _in_order = self.writing.lock().await;
+        let saved = self.saved().clone();
+        let written = tokio::task::spawn_blocking(move || file.save(&saved)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("saving the state: {e:#}"),
+            Err(e) => tracing::warn!("saving the state: {e}"),
+        }
+    }
+
+    /// Remember the update a finished `Check` found (`None`: none).
+    pub fn record_check(&self, update: Option<CachedUpdate>) {
+        self.saved().last_check.update = update;
+    }
+
+    /// The update the last finished `Check` found, with its download size.
+    pub fn last_check(&self) -> Option<CachedUpdate> {
+        self.saved().last_check.update.clone()
     }
 
     /// Remember when a check (a `Check`, or an unattended run) ended and how.
     pub fn record_check_result(&self, result: &str) {
-        *self.last_check_result.lock().expect("check lock poisoned") = result.to_string();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        self.last_check_time_us.store(now.as_micros() as u64, Ordering::Relaxed);
+        let mut saved = self.saved();
+        saved.last_check.result = result.to_string();
+        saved.last_check.time = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
     }
 
     /// How the last check ended; empty when never.
     pub fn last_check_result(&self) -> String {
-        self.last_check_result.lock().expect("check lock poisoned").clone()
+        self.saved().last_check.result.clone()
     }
 
     /// When the last check ended, µs since the epoch; 0 when never.
     pub fn last_check_time(&self) -> u64 {
-        self.last_check_time_us.load(Ordering::Relaxed)
+        self.saved().last_check.time
+    }
+
+    /// Remember how a job ended: it replaces the last one of its kind.
+    pub fn record_job(&self, job: LastJob) {
+        let mut saved = self.saved();
+        saved.last_jobs.retain(|j| j.kind != job.kind);
+        saved.last_jobs.push(job);
+        saved.last_jobs.sort_by_key(|j| j.end_time);
+    }
+
+    /// The last finished job of each kind, oldest end first.
+    pub fn last_jobs(&self) -> Vec<LastJob> {
+        self.saved().last_jobs.clone()
+    }
+
+    /// Whether the update of `digest` is new to the announcements: true
+    /// once per digest in a row, which is then the announced one.
+    pub fn announce_update(&self, digest: &str) -> bool {
+        let mut saved = self.saved();
+        if saved.announced_update.as_deref() == Some(digest) {
+            return false;
+        }
+        saved.announced_update = Some(digest.to_string());
+        true
+    }
+
+    /// Bring the records in line with the host as `snapshot` shows it;
+    /// whether anything changed. An update the last check found that a
+    /// deployment now runs (deployed by hostd or any other tool) is no
+    /// longer news: it and its download size are dropped and the check's
+    /// result says so. A postponed reboot is forgotten once no reboot is
+    /// required (it happened, or what it was for was undone).
+    pub fn follow_host(&self, snapshot: &Snapshot) -> bool {
+        let mut saved = self.saved();
+        let mut changed = false;
+        let deployed = saved
+            .last_check
+            .update
+            .as_ref()
+            .filter(|u| !u.is_downgrade())
+            .and_then(|u| Some((u.digest.clone()?, u.version.clone())))
+            .filter(|(digest, _)| snapshot.has_deployed(digest));
+        if let Some((digest, version)) = deployed {
+            let version = version.as_deref().unwrap_or("no version");
+            saved.last_check.result = format!("The update this check found, {version} ({digest}), has been deployed since.");
+            saved.last_check.update = None;
+            changed = true;
+        }
+        if !snapshot.reboot_required && saved.reboot_postponed.is_some() {
+            saved.reboot_postponed = None;
+            changed = true;
+        }
+        changed
     }
 
     /// Keep how a `Check` that reached a result ended.
@@ -129,12 +212,12 @@ impl Records {
 
     /// Why the last reboot `apply` asked for did not happen, or `None`.
     pub fn set_reboot_postponed(&self, reason: Option<String>) {
-        *self.reboot_postponed.lock().expect("postponement lock poisoned") = reason;
+        self.saved().reboot_postponed = reason;
     }
 
     /// The postponement recorded by [`Records::set_reboot_postponed`].
     pub fn reboot_postponed(&self) -> Option<String> {
-        self.reboot_postponed.lock().expect("postponement lock poisoned").clone()
+        self.saved().reboot_postponed.clone()
     }
 }
 
@@ -159,6 +242,63 @@ mod tests {
         let ended = Instant::now();
         records.record_check_answer(CheckAnswer { ended, result, sysroot: "v1".into() });
         (records, ended)
+    }
+
+    fn found(version: &str) -> CachedUpdate {
+        CachedUpdate {
+            digest: Some(format!("sha256:{version}")),
+            downgrade: Some(false),
+            version: Some(version.into()),
+            download_bytes: Some(10),
+            ..CachedUpdate::default()
+        }
+    }
+
+    #[test]
+    fn a_found_update_that_got_deployed_is_no_longer_news() {
+        use crate::sysroot::status::tests::{booted_with_staged, offline};
+        let records = Records::default();
+        records.record_check(Some(found("3")));
+        records.record_check_result("Update 3 is downloaded and not yet deployed.");
+        assert!(!records.follow_host(&booted_with_staged(true)), "download-only: not deployed yet");
+        assert_eq!(records.last_check(), Some(found("3")));
+        assert!(!records.follow_host(&offline()), "3 is nowhere deployed");
+        assert!(records.follow_host(&booted_with_staged(false)), "3 is staged");
+        assert_eq!(records.last_check(), None);
+        assert_eq!(records.last_check_result(), "The update this check found, 3 (sha256:3), has been deployed since.");
+        assert!(!records.follow_host(&booted_with_staged(false)), "once");
+    }
+
+    #[test]
+    fn a_postponed_reboot_is_forgotten_once_none_is_required() {
+        use crate::sysroot::status::tests::{booted_with_staged, offline};
+        let records = Records::default();
+        records.set_reboot_postponed(Some("an inhibitor".into()));
+        assert!(!records.follow_host(&booted_with_staged(false)));
+        assert!(records.follow_host(&offline()));
+        assert_eq!(records.reboot_postponed(), None);
+    }
+
+    #[test]
+    fn an_update_is_announced_once_per_digest() {
+        let records = Records::default();
+        assert!(records.announce_update("sha256:2"));
+        assert!(!records.announce_update("sha256:2"));
+        assert!(records.announce_update("sha256:3"));
+    }
+
+    #[tokio::test]
+    async fn records_survive_in_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        let records = Records::restored(file.clone(), Saved::default());
+        records.record_check(Some(found("2")));
+        records.record_check_result("Update available: 2.");
+        records.persist().await;
+        let back = Records::restored(file.clone(), file.load().unwrap());
+        assert_eq!(back.last_check(), Some(found("2")));
+        assert_eq!(back.last_check_result(), "Update available: 2.");
+        assert_eq!(back.last_check_time(), records.last_check_time());
     }
 
     #[test]

@@ -15,8 +15,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hostd_interface::job::JobStatus;
+use hostd_interface::manager::LastJob;
+use hostd_interface::names::ERROR_PREFIX;
 use hostd_interface::Error;
 
 use super::records::{self, CheckAnswer, Records};
@@ -26,7 +29,7 @@ use crate::idle::Idle;
 use crate::journal;
 use crate::sysroot::cache::{Loaded, StatusCache};
 use crate::sysroot::progress::Progress;
-use crate::sysroot::Outcome;
+use crate::sysroot::{Outcome, UpdateSummary};
 
 /// At most this many property updates per second per job.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(200);
@@ -152,6 +155,14 @@ impl<E: JobEvents, O: Operation, R: Reboot> Runner<'_, E, O, R> {
             Err(e) => Err(e),
         };
         self.record_check_answer(job, &loaded, &result);
+        if let Ok(snapshot) = &*loaded {
+            // What this job deployed is no longer news, before anyone sees it end.
+            self.records.follow_host(snapshot);
+        }
+        self.records.record_job(last_job(job, &result));
+        // Saved before the end is published: a daemon killed right after
+        // it still reports this job and check when it comes back.
+        self.records.persist().await;
         match &result {
             Ok(message) => tracing::info!(job = job.id, "job succeeded: {message}"),
             Err(e) => tracing::warn!(job = job.id, "job ended: {}: {}", e.short_name(), e.message()),
@@ -170,7 +181,7 @@ impl<E: JobEvents, O: Operation, R: Reboot> Runner<'_, E, O, R> {
         let kind = job.request.kind;
         if kind == JobKind::Check {
             if let Ok(outcome) = result {
-                self.records.record_check(outcome.update.clone());
+                self.records.record_check(outcome.update.as_ref().map(UpdateSummary::cached_update));
             }
         }
         if kind == JobKind::Check || job.request.options.auto {
@@ -208,6 +219,30 @@ impl<E: JobEvents, O: Operation, R: Reboot> Runner<'_, E, O, R> {
         let applied = self.reboot.apply(job, loaded, message).await?;
         self.records.set_reboot_postponed(applied.postponed);
         Ok(applied.message)
+    }
+}
+
+/// How `job` ended with `result`, for `LastJobs`.
+fn last_job(job: &JobShared, result: &Result<String, Error>) -> LastJob {
+    let props = job.props();
+    let (status, message, error_name, error_message) = match result {
+        Ok(message) => (JobStatus::Succeeded, message.clone(), String::new(), String::new()),
+        Err(e) => {
+            let status = if matches!(e, Error::Cancelled(_)) { JobStatus::Cancelled } else { JobStatus::Failed };
+            (status, e.message(), format!("{ERROR_PREFIX}.{}", e.short_name()), e.message())
+        }
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    LastJob {
+        kind: job.request.kind,
+        result: status,
+        message,
+        error_name,
+        error_message,
+        start_time: props.start_time(),
+        end_time: u64::try_from(now.as_micros()).unwrap_or(u64::MAX),
+        image: props.image().to_string(),
+        initiator_uid: job.initiator.uid,
     }
 }
 
@@ -268,14 +303,13 @@ async fn publish(events: &impl JobEvents, job: &JobShared, initial: JobProps) {
 mod tests {
     use std::sync::Mutex;
 
-    use hostd_interface::job::JobStatus;
     use hostd_interface::options::Options;
     use tokio::sync::oneshot;
 
     use super::*;
     use crate::jobs::{Initiator, JobRequest, JobState, Reservation};
     use crate::sysroot::progress::{Phase, Progress};
-    use crate::sysroot::{SysrootPath, UpdateSummary};
+    use crate::sysroot::SysrootPath;
 
     /// What the fake bus saw, with the shared state at that moment.
     #[derive(Debug, Clone, PartialEq)]
@@ -472,8 +506,12 @@ mod tests {
         let outcome = Outcome { message: "found v2".into(), update: Some(update.clone()), change: None };
         let (seen, _) = run(&shared, job, Ok(outcome)).await;
 
-        assert_eq!(shared.records.last_check(), Some(update));
+        assert_eq!(shared.records.last_check(), Some(update.cached_update()));
         assert_eq!(shared.records.last_check_result(), "found v2");
+        let jobs = shared.records.last_jobs();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!((jobs[0].kind, jobs[0].result, jobs[0].message.as_str()), (JobKind::Check, JobStatus::Succeeded, "found v2"));
+        assert!(jobs[0].start_time > 0 && jobs[0].start_time <= jobs[0].end_time, "{:?}", jobs[0]);
         let end = seen.iter().rfind(|s| matches!(s, Seen::JobChanged { .. })).unwrap();
         assert!(matches!(end, Seen::JobChanged { state: JobStatus::Succeeded, check_recorded: true, .. }), "{end:?}");
     }
@@ -485,6 +523,8 @@ mod tests {
         let (seen, _) = run(&shared, job.clone(), Err(Error::Network("connection refused".into()))).await;
 
         assert_eq!(shared.records.last_check_result(), "Network: connection refused");
+        let last = shared.records.last_jobs().pop().unwrap();
+        assert_eq!((last.result, last.error_name.as_str()), (JobStatus::Failed, "org.hostd.Host1.Error.Network"));
         assert_eq!(changes(&seen).last(), Some(&(JobStatus::Failed, Phase::Staging)));
         assert_eq!(seen.last(), Some(&Seen::JobRemoved { state: JobStatus::Failed, slot_taken: false }));
         assert_eq!(job.props().error(), Some(&Error::Network("connection refused".into())));

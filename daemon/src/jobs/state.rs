@@ -2,8 +2,9 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hostd_interface::job::JobStatus;
+use hostd_interface::job::{JobStatus, SECONDS_LEFT_UNKNOWN};
 use hostd_interface::names::job_path;
 use hostd_interface::Error;
 use tokio::sync::Notify;
@@ -75,10 +76,56 @@ pub enum Refused {
     },
 }
 
+/// How long the byte count is watched before a rate is measured from it.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The fetching rate, measured over windows of at least [`RATE_WINDOW`]
+/// and smoothed (half the last window, half the rate before), so an
+/// estimate neither jumps with each layer nor lags far behind.
+#[derive(Debug, Clone, PartialEq)]
+struct Rate {
+    /// Start of the current window and the byte count then.
+    window: Option<(Instant, u64)>,
+    /// The published rate, 0 while unknown.
+    bytes_per_second: u64,
+}
+
+impl Rate {
+    fn new() -> Rate {
+        Rate { window: None, bytes_per_second: 0 }
+    }
+
+    /// Take the byte count `done` seen at `now`.
+    fn sample(&mut self, done: u64, now: Instant) {
+        let Some((since, at)) = self.window else {
+            self.window = Some((now, done));
+            return;
+        };
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed < RATE_WINDOW {
+            return;
+        }
+        let measured = (done.saturating_sub(at) as f64 / elapsed.as_secs_f64()) as u64;
+        self.bytes_per_second = match self.bytes_per_second {
+            0 => measured,
+            before => before / 2 + measured / 2,
+        };
+        self.window = Some((now, done));
+    }
+}
+
+/// µs since the epoch at `t`.
+fn epoch_micros(t: SystemTime) -> u64 {
+    u64::try_from(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros()).unwrap_or(u64::MAX)
+}
+
 /// The job properties, copied out whole to publish changes. Changed only
 /// through the transitions below, each checking where it comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobProps {
+    /// When the job was created, µs since the epoch.
+    start_time: u64,
+    rate: Rate,
     state: JobState,
     /// The phase the job is in, or ended in.
     phase: Phase,
@@ -95,6 +142,8 @@ impl JobProps {
     /// A job that is starting, in the first phase.
     pub fn starting() -> JobProps {
         JobProps {
+            start_time: epoch_micros(SystemTime::now()),
+            rate: Rate::new(),
             state: JobState::Running { message: "starting".into() },
             phase: Phase::Checking,
             bytes_done: 0,
@@ -115,6 +164,32 @@ impl JobProps {
     /// `Phase`: the phase the job is in, or ended in.
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// `StartTime`: when the job was created, µs since the epoch.
+    pub fn start_time(&self) -> u64 {
+        self.start_time
+    }
+
+    /// `BytesPerSecond`: the recent fetching rate; 0 while unknown and
+    /// once the job has ended.
+    pub fn bytes_per_second(&self) -> u64 {
+        if self.is_finished() {
+            return 0;
+        }
+        self.rate.bytes_per_second
+    }
+
+    /// `SecondsLeft`: the bytes still to fetch at the recent rate;
+    /// [`SECONDS_LEFT_UNKNOWN`] without a rate, 0 once the job has ended.
+    pub fn seconds_left(&self) -> u64 {
+        if self.is_finished() {
+            return 0;
+        }
+        match self.bytes_per_second() {
+            0 => SECONDS_LEFT_UNKNOWN,
+            rate => self.bytes_total.saturating_sub(self.bytes_done).div_ceil(rate),
+        }
     }
 
     /// `BytesDone`: bytes fetched so far.
@@ -245,9 +320,15 @@ impl JobProps {
 
     /// Byte counts, kept monotonic for readers even if a layer restarts its count.
     pub fn set_bytes(&mut self, done: u64, total: u64) -> Result<(), Refused> {
+        self.set_bytes_at(done, total, Instant::now())
+    }
+
+    /// [`JobProps::set_bytes`] seen at `now`, which the rate is measured by.
+    fn set_bytes_at(&mut self, done: u64, total: u64, now: Instant) -> Result<(), Refused> {
         self.running_message()?;
         self.bytes_total = total.max(self.bytes_done);
         self.bytes_done = done.max(self.bytes_done).min(self.bytes_total);
+        self.rate.sample(self.bytes_done, now);
         Ok(())
     }
 
@@ -472,6 +553,23 @@ mod tests {
         assert_eq!(j.props().bytes_done(), 50);
         j.bytes(100, 100);
         assert_eq!(j.props().progress(), 1.0);
+    }
+
+    #[test]
+    fn rate_and_time_left_follow_the_bytes_and_end_with_the_job() {
+        let mut p = JobProps::starting();
+        assert!(p.start_time() > 0);
+        assert_eq!((p.bytes_per_second(), p.seconds_left()), (0, SECONDS_LEFT_UNKNOWN), "nothing measured yet");
+        let t0 = Instant::now();
+        p.set_bytes_at(0, 10_000, t0).unwrap();
+        p.set_bytes_at(500, 10_000, t0 + Duration::from_millis(500)).unwrap();
+        assert_eq!(p.bytes_per_second(), 0, "a window is at least a second long");
+        p.set_bytes_at(1_000, 10_000, t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!((p.bytes_per_second(), p.seconds_left()), (1_000, 9));
+        p.set_bytes_at(4_000, 10_000, t0 + Duration::from_secs(2)).unwrap();
+        assert_eq!((p.bytes_per_second(), p.seconds_left()), (2_000, 3), "smoothed: half the last window, half before");
+        p.finish(&Ok("done".into())).unwrap();
+        assert_eq!((p.bytes_per_second(), p.seconds_left()), (0, 0));
     }
 
     #[test]

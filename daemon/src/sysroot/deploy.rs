@@ -17,7 +17,7 @@ use super::metadata::ImageMetadata;
 use super::progress::{Phase, Progress};
 use super::pull::{self, Fetched, Import};
 use super::update_rule::{self, ImageFacts, Verdict};
-use super::{filtered, image, kargs, merge_deployment, origin_reference, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
+use super::{bound_images, bound_storage, filtered, image, kargs, merge_deployment, origin_reference, Error, ImageFailure, Outcome, SysrootPath, UpdateSummary};
 use crate::failpoint::points;
 use crate::journal::{Change, Event};
 
@@ -163,8 +163,14 @@ pub async fn update(
     if cancel.is_cancelled() {
         return Err(Error::cancelled());
     }
-    progress.phase(Phase::Staging, "writing the deployment");
     let kargs = kernel_args(&repo, merge.as_ref(), &imgref, state)?;
+    let fetched_bytes = match &fetched {
+        Fetched::Imported(_, s) => s.bytes_to_fetch,
+        Fetched::AlreadyPresent(_) | Fetched::Declined(_) => 0,
+    };
+    let bound = BoundPull { commit: &state.merge_commit, fetched_bytes };
+    pull_bound_images(sysroot, &repo, &imgref, merge.as_ref(), bound, progress, cancel).await?;
+    progress.phase(Phase::Staging, "writing the deployment");
     write_deployment(&locked, merge.as_ref(), &imgref, state, kargs, options, Interruptible { progress, cancel })?;
     if booted && options.retry_failed {
         forget_failure(&digest, &state.merge_commit);
@@ -172,6 +178,7 @@ pub async fn update(
     if !booted {
         progress.phase(Phase::Cleanup, "pruning images no deployment uses");
         ostree_ext::container::deploy::prune(&locked.as_ostree_ext_lock())?;
+        let _removed = super::cleanup::prune_bound_images(sysroot, &locked, progress, cancel).await;
     }
     let fetched_note = match &fetched {
         Fetched::Imported(_, s) => format!(" ({} layers, {} bytes fetched)", s.layers_to_fetch, s.bytes_to_fetch),
@@ -201,11 +208,11 @@ pub async fn stage(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<Outcome, Error> {
-    progress.phase(Phase::Staging, "queuing the downloaded update");
     let locked = sysroot
         .lock(cancel, || progress.message("waiting for the sysroot lock"))
         .await?;
     if let Some(staged) = locked.staged_deployment() {
+        progress.phase(Phase::Staging, "queuing the downloaded update");
         if !Path::new(STAGED_LOCK_FILE).exists() {
             if options.queued_is_enough {
                 return Ok(Outcome::message(format!("Deployment {} is queued for the next boot.", staged.csum())));
@@ -252,6 +259,9 @@ pub async fn stage(
     }
     warn_left_out(&repo, &state.merge_commit, progress);
     let kargs = kernel_args(&repo, Some(&merge), &imgref, &state)?;
+    let bound = BoundPull { commit: &state.merge_commit, fetched_bytes: 0 };
+    pull_bound_images(sysroot, &repo, &imgref, Some(&merge), bound, progress, cancel).await?;
+    progress.phase(Phase::Staging, "queuing the downloaded update");
     write_deployment(&locked, Some(&merge), &imgref, &state, kargs, &DeployOptions::default(), Interruptible { progress, cancel })?;
     let version = ImageMetadata::of(&state.manifest, &state.configuration).version_or_none().to_string();
     let change = Change {
@@ -264,6 +274,44 @@ pub async fn stage(
         format!("Deployed the downloaded {version} ({}) as the default deployment.", state.manifest_digest),
         change,
     ))
+}
+
+/// Pull the images the commit `commit` of `imgref` binds
+/// (`/usr/lib/bootc/bound-images.d`) into the bound-image store, before the
+/// deployment is written: a deployment never boots without them. A
+/// malformed entry refuses the image as a malformed kargs.d does
+/// (`NotBootable`, the import forgotten); a failed pull fails the job with
+/// the registry's answer named, and the fetched image stays for the next try.
+async fn pull_bound_images(
+    sysroot: &SysrootPath,
+    repo: &ostree::Repo,
+    imgref: &OstreeImageReference,
+    merge: Option<&ostree::Deployment>,
+    bound: BoundPull<'_>,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    let images = match bound_images::of_commit(repo, bound.commit).context("reading the new image's bound-images.d")? {
+        Ok(images) => images,
+        Err(bad) => {
+            forget_refused_import(repo, imgref, merge);
+            return Err(Error::image_failure(imgref, ImageFailure::MalformedBoundImages(bad)));
+        }
+    };
+    if cancel.is_cancelled() {
+        return Err(Error::cancelled());
+    }
+    bound_storage::Store::of(sysroot.path()).pull_all(&images, bound.fetched_bytes, progress, cancel).await
+}
+
+/// Whose bound images [`pull_bound_images`] pulls, and the bytes the job
+/// fetched for that image already (its byte counts continue from them).
+#[derive(Debug, Clone, Copy)]
+struct BoundPull<'a> {
+    /// The merged commit of the image to deploy.
+    commit: &'a str,
+    /// Bytes the job fetched for it.
+    fetched_bytes: u64,
 }
 
 /// Tell the job what ostree-ext left out of the image whose merged commit

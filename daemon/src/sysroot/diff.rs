@@ -17,7 +17,8 @@ use ostree_ext::{gio, ostree};
 
 use super::image::parse_origin_reference;
 use super::kargs::{self, Kargs};
-use super::packages::{self, Installed, DPKG_STATUS_PATHS, MAX_STATUS_BYTES, RPM_DB_DIRS};
+use super::packages::{self, Installed, VersionOrder, DPKG_STATUS_PATHS, MAX_STATUS_BYTES, RPM_DB_DIRS, RPM_DB_FILES};
+use super::rpmdb::{self, Answer, MAX_DATABASE_BYTES};
 use super::status::{Role, Snapshot};
 use super::Error;
 
@@ -122,7 +123,7 @@ pub fn diff(sysroot: &Path, from: &Source, to: &Source) -> Result<Diff, Error> {
     let (from_side, from_packages) = read_side(&root, &repo, from)?;
     let (to_side, to_packages) = read_side(&root, &repo, to)?;
     let packages = match (from_packages, to_packages) {
-        (Some(a), Some(b)) => Some(packages::diff(&a, &b)),
+        (Some((a, order)), Some((b, other))) if order == other => Some(packages::diff(&a, &b, order)),
         _ => None,
     };
     let delta = kargs::Delta::between(&Kargs::from(from_side.kargs.clone()), &Kargs::from(to_side.kargs.clone()));
@@ -135,8 +136,11 @@ pub fn diff(sysroot: &Path, from: &Source, to: &Source) -> Result<Diff, Error> {
     })
 }
 
-/// One side's facts, and its packages when it has a dpkg database.
-fn read_side(root: &ostree::Sysroot, repo: &ostree::Repo, source: &Source) -> Result<(DiffSide, Option<Installed>), Error> {
+/// A side's installed packages, and whose rules order their versions.
+type Packages = (Installed, VersionOrder);
+
+/// One side's facts, and its packages when its package database was read.
+fn read_side(root: &ostree::Sysroot, repo: &ostree::Repo, source: &Source) -> Result<(DiffSide, Option<Packages>), Error> {
     let (commit, deployment, kargs) = match &source.tree {
         Tree::Deployment { index, checksum, serial } => {
             let d = root
@@ -167,7 +171,7 @@ fn read_side(root: &ostree::Sysroot, repo: &ostree::Repo, source: &Source) -> Re
         kernel: kernel_version(repo, &commit)?,
         kargs: without_ostree(kargs).into_vec(),
         package_database: database,
-        packages: installed.as_ref().map(|i| u32::try_from(i.len()).unwrap_or(u32::MAX)),
+        packages: installed.as_ref().map(|(i, _)| u32::try_from(packages::count(i)).unwrap_or(u32::MAX)),
         image: image.map(|i| i.image.image.clone()),
         digest: image.map(|i| i.image_digest.clone()).or_else(|| match &source.tree {
             Tree::Downloaded { digest } => Some(digest.clone()),
@@ -220,8 +224,9 @@ fn entry_of(root: &gio::File, rel: &str, kind: gio::FileType) -> Option<gio::Fil
     (f.query_file_type(gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS, gio::Cancellable::NONE) == kind).then_some(f)
 }
 
-/// Which package database `commit` has, and its packages when it is dpkg's.
-fn package_database(repo: &ostree::Repo, commit: &str) -> Result<(PackageDatabase, Option<Installed>), Error> {
+/// Which package database `commit` has, and its packages when it is
+/// dpkg's or rpm's sqlite database.
+fn package_database(repo: &ostree::Repo, commit: &str) -> Result<(PackageDatabase, Option<Packages>), Error> {
     let (root, _) = repo.read_commit(commit, gio::Cancellable::NONE).with_context(|| format!("reading commit {commit}"))?;
     for rel in DPKG_STATUS_PATHS {
         let Some(file) = entry_of(&root, rel, gio::FileType::Regular) else { continue };
@@ -236,12 +241,58 @@ fn package_database(repo: &ostree::Repo, commit: &str) -> Result<(PackageDatabas
         let bytes = kargs::read_commit_file(repo, &file).with_context(|| format!("reading /{rel}"))?;
         let text = String::from_utf8(bytes).map_err(|e| malformed(format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to())))?;
         let installed = packages::parse_dpkg_status(&text).map_err(|e| malformed(e.to_string()))?;
-        return Ok((PackageDatabase::Dpkg, Some(installed)));
+        return Ok((PackageDatabase::Dpkg, Some((installed, VersionOrder::Dpkg))));
     }
-    if RPM_DB_DIRS.iter().any(|rel| entry_of(&root, rel, gio::FileType::Directory).is_some()) {
-        return Ok((PackageDatabase::Rpm, None));
+    let dirs: Vec<(&str, gio::File)> =
+        RPM_DB_DIRS.iter().filter_map(|rel| entry_of(&root, rel, gio::FileType::Directory).map(|d| (*rel, d))).collect();
+    if dirs.is_empty() {
+        return Ok((PackageDatabase::None, None));
     }
-    Ok((PackageDatabase::None, None))
+    for (rel, dir) in dirs {
+        if entry_of(&dir, RPM_DB_FILES[0], gio::FileType::Regular).is_some() {
+            let installed = rpm_packages(repo, commit, rel, &dir)?;
+            return Ok((PackageDatabase::Rpm, Some((installed, VersionOrder::Rpm))));
+        }
+    }
+    // Berkeley DB or ndb, from rpm before 4.16: not read.
+    Ok((PackageDatabase::Rpm, None))
+}
+
+/// The packages of the rpm database at `rel` (`dir`) of `commit`: its
+/// files copied to a scratch directory, then listed by rpm.
+fn rpm_packages(repo: &ostree::Repo, commit: &str, rel: &str, dir: &gio::File) -> Result<Installed, Error> {
+    let malformed = |why: String| Error::MalformedPackageDatabase(format!("/{rel} of commit {commit}: {why}"));
+    let scratch = rpmdb::Scratch::new()?;
+    let mut total: u64 = 0;
+    for name in RPM_DB_FILES {
+        let Some(file) = entry_of(dir, name, gio::FileType::Regular) else { continue };
+        let size = file
+            .query_info("standard::size", gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS, gio::Cancellable::NONE)
+            .with_context(|| format!("reading the size of /{rel}/{name}"))?
+            .size();
+        total = total.saturating_add(u64::try_from(size).unwrap_or(u64::MAX));
+        if total > MAX_DATABASE_BYTES {
+            return Err(malformed(format!("its files have more than the {MAX_DATABASE_BYTES} bytes read")));
+        }
+        let mut out = scratch.create(name)?;
+        copy_commit_file(repo, &file, &mut out, MAX_DATABASE_BYTES).with_context(|| format!("copying /{rel}/{name}"))?;
+    }
+    match scratch.query()? {
+        Answer::Listed(text) => packages::parse_rpm_query(&text).map_err(|e| malformed(format!("rpm's list, {e}"))),
+        Answer::Refused(why) => Err(malformed(why)),
+    }
+}
+
+/// Stream the content of `file` of a commit to `out`, at most `limit` bytes.
+fn copy_commit_file(repo: &ostree::Repo, file: &gio::File, out: &mut impl std::io::Write, limit: u64) -> anyhow::Result<()> {
+    use std::io::Read;
+    let file = file.downcast_ref::<ostree::RepoFile>().context("not a file of an ostree commit")?;
+    file.ensure_resolved()?;
+    let (stream, _, _) = repo.load_file(file.checksum().as_str(), gio::Cancellable::NONE)?;
+    if let Some(stream) = stream {
+        std::io::copy(&mut stream.into_read().take(limit), out)?;
+    }
+    Ok(())
 }
 
 /// The kernel version of `commit`: the first `usr/lib/modules/<version>`

@@ -97,6 +97,18 @@ pub enum ImageFailure {
     /// A file of the image's `/usr/lib/bootc/kargs.d` cannot be used.
     #[error("{0}")]
     MalformedKargs(super::kargs::Malformed),
+    /// An entry of the image's `/usr/lib/bootc/bound-images.d` cannot be used.
+    #[error("{0}")]
+    MalformedBoundImages(super::bound_images::Malformed),
+    /// A bound image (the error's `image`) could not be pulled into the
+    /// bound-image store; skopeo's own words.
+    #[error("pulling the image bound by /{}/{file}: {said}", super::bound_images::BOUND_IMAGES_DIR)]
+    BoundImage {
+        /// The entry of `bound-images.d` that binds it.
+        file: String,
+        /// What skopeo said.
+        said: String,
+    },
     /// `skopeo copy` could not open the image; its own words.
     #[error("{0}")]
     SkopeoSaid(String),

@@ -15,13 +15,19 @@
 //! - [`diff`]: what changes between two deployments or a deployment and
 //!   the downloaded update (packages, kernel, kargs), read from their
 //!   commits by the `Diff` call on a blocking thread; [`packages`] reads
-//!   package databases and compares versions (no I/O).
+//!   package databases and compares versions (no I/O); [`rpmdb`] has
+//!   Debian's `rpm` list an rpm database copied out of a commit.
 //! - [`pin`]: pinning a deployment, done directly by the `Pin` call.
 //! - [`usr_overlay`]: the overlay on the booted `/usr` (libostree's unlock),
 //!   run by a helper in the host's mount namespace; its state in the Host document.
+//! - [`bound_images`]: the images an image binds in
+//!   `/usr/lib/bootc/bound-images.d`, read from its commit;
+//!   [`bound_storage`]: the store they are pulled into and removed from.
 //! - [`update_rule`]: what counts as an update, a downgrade or the same
 //!   image (used by `Check`, `Upgrade` and the status read).
 
+pub mod bound_images;
+pub mod bound_storage;
 pub mod cache;
 pub mod cancel;
 pub mod cleanup;
@@ -41,6 +47,7 @@ pub mod packages;
 pub mod pin;
 pub mod progress;
 pub mod pull;
+pub mod rpmdb;
 pub mod rollback;
 pub mod signature;
 pub mod skopeo;
@@ -100,6 +107,23 @@ pub struct UpdateSummary {
     pub layers_to_fetch: u32,
     /// Layers of the image.
     pub layers_total: u32,
+}
+
+impl UpdateSummary {
+    /// What a check found, as `CachedUpdate` carries it: what the records
+    /// and the state file keep of it.
+    pub fn cached_update(&self) -> hostd_interface::manager::CachedUpdate {
+        hostd_interface::manager::CachedUpdate {
+            digest: Some(self.digest.clone()),
+            downgrade: Some(false),
+            version: self.version.clone(),
+            timestamp: self.timestamp.clone(),
+            download_bytes: Some(self.bytes_to_fetch),
+            layers_to_fetch: Some(self.layers_to_fetch),
+            layers_total: Some(self.layers_total),
+            ..Default::default()
+        }
+    }
 }
 
 /// The deployment updates build on (booted, or the default of an offline

@@ -1,6 +1,7 @@
 //! The packages installed in a tree, read from its package database, and
 //! what differs between two such lists. Pure: [`super::diff`] reads the
-//! files out of the ostree commits and hands their bytes here.
+//! files out of the ostree commits (and has rpm list an rpm database, see
+//! [`super::rpmdb`]) and hands the text here.
 //!
 //! Debian-based images: dpkg's status file (deb822 paragraphs, Debian
 //! policy §5.1 for the syntax, dpkg's `dpkg-query(1)` for the `Status`
@@ -11,12 +12,26 @@
 //! compared by dpkg's rules (Debian policy §5.6.12) through the `debversion`
 //! crate.
 //!
-//! rpm databases ([`RPM_DB_DIRS`]) are recognized but not read: Debian's
-//! `rpm` tools that could read one are not a dependency hostd has, and a
-//! hand-written reader of rpm's sqlite/ndb formats would not be sound. A
-//! tree with one is reported as such and its packages are not compared.
+//! Fedora-based images: rpm's sqlite database (`rpmdb.sqlite`, rpm ≥ 4.16)
+//! in one of [`RPM_DB_DIRS`]. It is not read here but by rpm itself
+//! (Debian's `rpm` 4.18, see [`super::rpmdb`]), which prints one line per
+//! installed package in [`RPM_QUERY_FORMAT`]; [`parse_rpm_query`] reads
+//! those lines (why rpm and not a crate: see [`super::rpmdb`]; a
+//! hand-written reader of rpm's header blobs would have to follow every
+//! header format rpm has written). Versions are compared by rpm's rules
+//! (`rpmvercmp`: epoch, then version, then release; `~` sorts before
+//! anything, `^` after the version it extends but before anything else)
+//! through the `rpm-version` crate of the rpm-rs project. rpm keeps
+//! several versions of an install-only package (kernels) side by side, so
+//! a name and architecture can have several versions.
+//!
+//! An rpm directory without `rpmdb.sqlite` (the Berkeley DB or ndb
+//! formats of older rpm) is reported as an rpm database whose packages
+//! are not compared.
 
 use std::collections::BTreeMap;
+
+use std::cmp::Ordering;
 
 use debversion::Version;
 use hostd_interface::diff::{PackageChange, PackageChangeKind};
@@ -25,6 +40,14 @@ use hostd_interface::diff::{PackageChange, PackageChangeKind};
 pub const DPKG_STATUS_PATHS: [&str; 2] = ["usr/share/factory/var/lib/dpkg/status", "var/lib/dpkg/status"];
 /// Where a tree keeps an rpm database (rpm ≥ 4.16, and older Fedora).
 pub const RPM_DB_DIRS: [&str; 2] = ["usr/lib/sysimage/rpm", "usr/share/rpm"];
+/// rpm's database file in one of [`RPM_DB_DIRS`], and its write-ahead log
+/// (read with it when present: sqlite keeps recent writes there).
+pub const RPM_DB_FILES: [&str; 2] = ["rpmdb.sqlite", "rpmdb.sqlite-wal"];
+/// What rpm prints for each installed package: name, architecture, epoch,
+/// version and release, separated by tabs (`(none)` for an unset tag).
+pub const RPM_QUERY_FORMAT: &str = "%{NAME}\\t%{ARCH}\\t%{EPOCH}\\t%{VERSION}\\t%{RELEASE}\\n";
+/// What rpm prints for a tag a header does not have.
+const RPM_UNSET: &str = "(none)";
 /// A larger status file is refused: a full desktop's is a few MiB.
 pub const MAX_STATUS_BYTES: u64 = 64 << 20;
 /// More installed packages than this are refused (a full Debian archive
@@ -33,8 +56,39 @@ pub const MAX_PACKAGES: usize = 200_000;
 
 /// A package's name and architecture: dpkg's key of an installed package.
 pub type PackageKey = (String, String);
-/// Installed packages: (name, architecture) → version as written.
-pub type Installed = BTreeMap<PackageKey, String>;
+/// Installed packages: (name, architecture) → its versions as written
+/// (one for dpkg; rpm may keep several, in rpm's order).
+pub type Installed = BTreeMap<PackageKey, Vec<String>>;
+
+/// Whose rules order the versions of a package database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionOrder {
+    /// dpkg's (Debian policy §5.6.12): `[epoch:]upstream[-revision]`.
+    Dpkg,
+    /// rpm's (`rpmvercmp`): `[epoch:]version-release`.
+    Rpm,
+}
+
+impl VersionOrder {
+    /// How `a` compares to `b`. Versions as the parsers here wrote them;
+    /// anything else compares as text.
+    pub fn compare(self, a: &str, b: &str) -> Ordering {
+        match self {
+            VersionOrder::Dpkg => match (a.parse::<Version>(), b.parse::<Version>()) {
+                (Ok(a), Ok(b)) => a.cmp(&b),
+                _ => a.cmp(b),
+            },
+            // The parser wrote `[epoch:]version-release` with neither `:`
+            // nor `-` inside version and release, so it splits back exactly.
+            VersionOrder::Rpm => rpm_version::Evr::parse(a).cmp(&rpm_version::Evr::parse(b)),
+        }
+    }
+}
+
+/// The count of installed package versions.
+pub fn count(installed: &Installed) -> usize {
+    installed.values().map(Vec::len).sum()
+}
 
 /// A status file that cannot be read as dpkg writes it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,7 +167,7 @@ pub fn parse_dpkg_status(text: &str) -> Result<Installed, Malformed> {
             if installed.len() >= MAX_PACKAGES {
                 return Err(Malformed { line, reason: format!("more than {MAX_PACKAGES} packages") });
             }
-            if installed.insert(key.clone(), version).is_some() {
+            if installed.insert(key.clone(), vec![version]).is_some() {
                 return Err(Malformed { line, reason: format!("{}:{} is listed twice", key.0, key.1) });
             }
         }
@@ -153,10 +207,58 @@ pub fn parse_dpkg_status(text: &str) -> Result<Installed, Malformed> {
     Ok(installed)
 }
 
-/// What differs from `from` to `to`, sorted by name and architecture.
-/// Versions that parse differently but compare equal (`1.0` and `1.0-0`)
-/// are the same.
-pub fn diff(from: &Installed, to: &Installed) -> Vec<PackageChange> {
+/// The installed packages of rpm's answer to `-qa --qf` [`RPM_QUERY_FORMAT`]:
+/// one line per installed header. The epoch is a number or unset, version
+/// and release are non-empty and hold neither `:` nor `-` (rpmbuild refuses
+/// them), and no field holds white space or control characters.
+pub fn parse_rpm_query(text: &str) -> Result<Installed, Malformed> {
+    let mut installed = Installed::new();
+    let mut total = 0usize;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let bad = |reason: String| Malformed { line, reason };
+        let fields: Vec<&str> = raw.split('\t').collect();
+        let [name, arch, epoch, version, release] = fields[..] else {
+            return Err(bad(format!("{} fields where rpm prints 5 (a tag holding a tab or a line break?)", fields.len())));
+        };
+        for (what, value) in [("name", name), ("architecture", arch), ("epoch", epoch), ("version", version), ("release", release)] {
+            if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                return Err(bad(format!("the {what} {value:?} is empty or holds white space")));
+            }
+        }
+        if name == RPM_UNSET {
+            return Err(bad("a package without a name".into()));
+        }
+        for (what, value) in [("version", version), ("release", release)] {
+            if value == RPM_UNSET || value.contains([':', '-']) {
+                return Err(bad(format!("{name}: the {what} {value:?} is unset or holds ':' or '-'")));
+            }
+        }
+        let evr = if epoch == RPM_UNSET {
+            format!("{version}-{release}")
+        } else {
+            let n: u32 = epoch.parse().map_err(|_| bad(format!("{name}: the epoch {epoch:?} is not a number")))?;
+            format!("{n}:{version}-{release}")
+        };
+        total += 1;
+        if total > MAX_PACKAGES {
+            return Err(bad(format!("more than {MAX_PACKAGES} packages")));
+        }
+        installed.entry((name.to_string(), arch.to_string())).or_default().push(evr);
+    }
+    for versions in installed.values_mut() {
+        versions.sort_by(|a, b| VersionOrder::Rpm.compare(a, b));
+    }
+    Ok(installed)
+}
+
+/// What differs from `from` to `to`, versions ordered by `order`, sorted by
+/// name and architecture. Versions that are written differently but
+/// compare equal (`1.0` and `1.0-0`) are the same. Where a name and
+/// architecture has one version on each side that differ, it is upgraded
+/// or downgraded; otherwise (several versions of an install-only rpm
+/// package) each version only one side has is removed or added.
+pub fn diff(from: &Installed, to: &Installed, order: VersionOrder) -> Vec<PackageChange> {
     let mut changes = Vec::new();
     let change = |(name, arch): &PackageKey, kind, from: Option<&String>, to: Option<&String>| PackageChange {
         name: name.clone(),
@@ -165,31 +267,28 @@ pub fn diff(from: &Installed, to: &Installed) -> Vec<PackageChange> {
         from: from.cloned(),
         to: to.cloned(),
     };
-    for (key, old) in from {
-        match to.get(key) {
-            None => changes.push(change(key, PackageChangeKind::Removed, Some(old), None)),
-            Some(new) => {
-                // Both parsed when the files were read.
-                let ordering = match (old.parse::<Version>(), new.parse::<Version>()) {
-                    (Ok(a), Ok(b)) => a.cmp(&b),
-                    _ => old.cmp(new),
+    let none = Vec::new();
+    let keys: std::collections::BTreeSet<&PackageKey> = from.keys().chain(to.keys()).collect();
+    for key in keys {
+        let (old, new) = (from.get(key).unwrap_or(&none), to.get(key).unwrap_or(&none));
+        let missing_in = |these: &[String], others: &[String]| -> Vec<String> {
+            these.iter().filter(|v| !others.iter().any(|o| order.compare(v, o) == Ordering::Equal)).cloned().collect()
+        };
+        let (gone, came) = (missing_in(old, new), missing_in(new, old));
+        match (&gone[..], &came[..]) {
+            ([a], [b]) => {
+                let kind = match order.compare(a, b) {
+                    Ordering::Greater => PackageChangeKind::Downgraded,
+                    _ => PackageChangeKind::Upgraded,
                 };
-                match ordering {
-                    std::cmp::Ordering::Less => changes.push(change(key, PackageChangeKind::Upgraded, Some(old), Some(new))),
-                    std::cmp::Ordering::Greater => {
-                        changes.push(change(key, PackageChangeKind::Downgraded, Some(old), Some(new)))
-                    }
-                    std::cmp::Ordering::Equal => {}
-                }
+                changes.push(change(key, kind, Some(a), Some(b)));
+            }
+            _ => {
+                changes.extend(gone.iter().map(|v| change(key, PackageChangeKind::Removed, Some(v), None)));
+                changes.extend(came.iter().map(|v| change(key, PackageChangeKind::Added, None, Some(v))));
             }
         }
     }
-    for (key, new) in to {
-        if !from.contains_key(key) {
-            changes.push(change(key, PackageChangeKind::Added, None, Some(new)));
-        }
-    }
-    changes.sort_by(|a, b| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));
     changes
 }
 
@@ -284,7 +383,7 @@ version: 2025b-0+deb12u1
     #[test]
     fn installed_packages_of_a_status_file() {
         let installed = parse_dpkg_status(STATUS).unwrap();
-        let keys: Vec<String> = installed.iter().map(|((n, a), v)| format!("{n}:{a}={v}")).collect();
+        let keys: Vec<String> = installed.iter().map(|((n, a), v)| format!("{n}:{a}={}", v.join(","))).collect();
         assert_eq!(
             keys,
             [
@@ -334,7 +433,7 @@ version: 2025b-0+deb12u1
     }
 
     fn list(entries: &[(&str, &str, &str)]) -> Installed {
-        entries.iter().map(|(n, a, v)| ((n.to_string(), a.to_string()), v.to_string())).collect()
+        entries.iter().map(|(n, a, v)| ((n.to_string(), a.to_string()), vec![v.to_string()])).collect()
     }
 
     #[test]
@@ -358,12 +457,7 @@ version: 2025b-0+deb12u1
             ("same-meaning", "all", "0:1.0-0"),
             ("tzdata", "all", "2025b-0+deb12u1~rc1"),
         ]);
-        let shown: Vec<String> = diff(&from, &to)
-            .iter()
-            .map(|c| {
-                format!("{} {}:{} {:?}->{:?}", c.kind, c.name, c.architecture, c.from.as_deref(), c.to.as_deref())
-            })
-            .collect();
+        let shown = shown(&diff(&from, &to, VersionOrder::Dpkg));
         assert_eq!(
             shown,
             [
@@ -376,6 +470,140 @@ version: 2025b-0+deb12u1
                 "downgraded tzdata:all Some(\"2025b-0+deb12u1\")->Some(\"2025b-0+deb12u1~rc1\")",
             ]
         );
-        assert!(diff(&from, &from).is_empty());
+        assert!(diff(&from, &from, VersionOrder::Dpkg).is_empty());
+    }
+
+    fn shown(changes: &[PackageChange]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| format!("{} {}:{} {:?}->{:?}", c.kind, c.name, c.architecture, c.from.as_deref(), c.to.as_deref()))
+            .collect()
+    }
+
+    /// rpm's own test cases for `rpmvercmp` (rpm's tests/rpmvercmp.at),
+    /// as (a, b, a compared to b).
+    #[test]
+    fn versions_compare_by_rpmvercmp() {
+        use Ordering::{Equal as E, Greater as G, Less as L};
+        let table = [
+            ("1.0", "1.0", E), ("1.0", "2.0", L), ("2.0", "1.0", G),
+            ("2.0.1", "2.0.1", E), ("2.0", "2.0.1", L), ("2.0.1", "2.0", G),
+            ("2.0.1a", "2.0.1a", E), ("2.0.1a", "2.0.1", G), ("2.0.1", "2.0.1a", L),
+            ("5.5p1", "5.5p1", E), ("5.5p1", "5.5p2", L), ("5.5p2", "5.5p1", G),
+            ("5.5p10", "5.5p10", E), ("5.5p1", "5.5p10", L), ("5.5p10", "5.5p1", G),
+            ("10xyz", "10.1xyz", L), ("10.1xyz", "10xyz", G),
+            ("xyz10", "xyz10", E), ("xyz10", "xyz10.1", L), ("xyz10.1", "xyz10", G),
+            ("xyz.4", "xyz.4", E), ("xyz.4", "8", L), ("8", "xyz.4", G), ("xyz.4", "2", L), ("2", "xyz.4", G),
+            ("5.5p2", "5.6p1", L), ("5.6p1", "5.5p2", G),
+            ("5.6p1", "6.5p1", L), ("6.5p1", "5.6p1", G),
+            ("6.0.rc1", "6.0", G), ("6.0", "6.0.rc1", L),
+            ("10b2", "10a1", G), ("10a2", "10b2", L),
+            ("1.0aa", "1.0aa", E), ("1.0a", "1.0aa", L), ("1.0aa", "1.0a", G),
+            ("10.0001", "10.0001", E), ("10.0001", "10.1", E), ("10.1", "10.0001", E),
+            ("10.0001", "10.0039", L), ("10.0039", "10.0001", G),
+            ("4.999.9", "5.0", L), ("5.0", "4.999.9", G),
+            ("20101121", "20101121", E), ("20101121", "20101122", L), ("20101122", "20101121", G),
+            ("2_0", "2_0", E), ("2.0", "2_0", E), ("2_0", "2.0", E),
+            ("a", "a", E), ("a+", "a+", E), ("a+", "a_", E), ("a_", "a+", E), ("+a", "+a", E),
+            ("+a", "_a", E), ("_a", "+a", E), ("+_", "+_", E), ("_+", "+_", E), ("_+", "_+", E),
+            ("+", "_", E), ("_", "+", E),
+            ("1.0~rc1", "1.0~rc1", E), ("1.0~rc1", "1.0", L), ("1.0", "1.0~rc1", G),
+            ("1.0~rc1", "1.0~rc2", L), ("1.0~rc2", "1.0~rc1", G),
+            ("1.0~rc1~git123", "1.0~rc1~git123", E), ("1.0~rc1~git123", "1.0~rc1", L), ("1.0~rc1", "1.0~rc1~git123", G),
+            // The caret (rpm ≥ 4.15): after the version it extends, before
+            // anything else; each as Debian's rpm 4.18 answers `rpm.vercmp`.
+            ("1.0^", "1.0^", E), ("1.0^", "1.0", G), ("1.0", "1.0^", L),
+            ("1.0^git1", "1.0", G), ("1.0^git1", "1.01", L), ("1.0^git1", "1.0^git2", L),
+            ("1.0^git1", "1.0.1", L), ("1.0^git1", "1.0~rc1", G), ("1.0~rc1^git1", "1.0~rc1", G),
+            ("1.0^git1~pre", "1.0^git1", L),
+        ];
+        for (a, b, expected) in table {
+            // As versions of one release, then as whole EVRs.
+            assert_eq!(VersionOrder::Rpm.compare(&format!("{a}-1"), &format!("{b}-1")), expected, "{a} vs {b}");
+            assert_eq!(VersionOrder::Rpm.compare(&format!("1-{a}"), &format!("1-{b}")), expected, "release {a} vs {b}");
+        }
+        // The epoch decides first; no epoch is epoch 0.
+        assert_eq!(VersionOrder::Rpm.compare("1:1.0-1", "2.0-1"), Ordering::Greater);
+        assert_eq!(VersionOrder::Rpm.compare("0:1.0-1", "1.0-1"), Ordering::Equal);
+        assert_eq!(VersionOrder::Rpm.compare("1.0-2", "1.0-10"), Ordering::Less);
+    }
+
+    #[test]
+    fn installed_packages_of_rpms_answer() {
+        let text = "bash\tx86_64\t(none)\t5.2.26\t3.fc41\n\
+                    kernel-core\tx86_64\t(none)\t6.11.4\t301.fc41\n\
+                    kernel-core\tx86_64\t(none)\t6.10.9\t200.fc40\n\
+                    shadow-utils\tx86_64\t2\t4.15.1\t12.fc41\n\
+                    gpg-pubkey\t(none)\t(none)\te99d6ad1\t64d2612c\n";
+        let installed = parse_rpm_query(text).unwrap();
+        let keys: Vec<String> = installed.iter().map(|((n, a), v)| format!("{n}.{a}={}", v.join(","))).collect();
+        assert_eq!(
+            keys,
+            [
+                "bash.x86_64=5.2.26-3.fc41",
+                "gpg-pubkey.(none)=e99d6ad1-64d2612c",
+                "kernel-core.x86_64=6.10.9-200.fc40,6.11.4-301.fc41",
+                "shadow-utils.x86_64=2:4.15.1-12.fc41",
+            ]
+        );
+        assert_eq!(count(&installed), 5);
+        assert!(parse_rpm_query("").unwrap().is_empty());
+        let table: &[(&str, usize, &str)] = &[
+            ("a\tnoarch\t(none)\t1\t1\nb\tnoarch\t1\n", 2, "3 fields"),
+            ("a\tnoarch\t(none)\t1\t1\tx\n", 1, "6 fields"),
+            ("a b\tnoarch\t(none)\t1\t1\n", 1, "white space"),
+            ("a\tnoarch\t\t1\t1\n", 1, "empty"),
+            ("a\tnoarch\tone\t1\t1\n", 1, "not a number"),
+            ("a\tnoarch\t-1\t1\t1\n", 1, "not a number"),
+            ("a\tnoarch\t(none)\t1:2\t1\n", 1, "holds ':'"),
+            ("a\tnoarch\t(none)\t1\t1-2\n", 1, "holds ':' or '-'"),
+            ("a\tnoarch\t(none)\t(none)\t1\n", 1, "unset"),
+            ("(none)\tnoarch\t(none)\t1\t1\n", 1, "without a name"),
+        ];
+        for (text, line, reason) in table {
+            let e = parse_rpm_query(text).unwrap_err();
+            assert_eq!(e.line, *line, "{text:?}: {e}");
+            assert!(e.reason.contains(reason), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn rpm_packages_differ_by_rpms_order() {
+        let query = |lines: &[&str]| parse_rpm_query(&(lines.join("\n") + "\n")).unwrap();
+        let from = query(&[
+            "bash\tx86_64\t(none)\t5.2.26\t1.fc41",
+            "gone\tnoarch\t(none)\t1.0\t1",
+            "kernel-core\tx86_64\t(none)\t6.10.9\t200.fc40",
+            "kernel-core\tx86_64\t(none)\t6.11.4\t301.fc41",
+            "shadow-utils\tx86_64\t2\t4.15.1\t1",
+            "tool\tnoarch\t(none)\t2.0\t1",
+            "same\tnoarch\t0\t1.0\t1",
+        ]);
+        let to = query(&[
+            "bash\tx86_64\t(none)\t5.2.26\t10.fc41",
+            "kernel-core\tx86_64\t(none)\t6.11.4\t301.fc41",
+            "kernel-core\tx86_64\t(none)\t6.12.1\t100.fc41",
+            "kernel-core\tx86_64\t(none)\t6.12.2\t100.fc41",
+            "new\tnoarch\t(none)\t0.1\t1",
+            // The epoch wins over a higher version.
+            "shadow-utils\tx86_64\t(none)\t9.0\t1",
+            // A pre-release sorts before the release.
+            "tool\tnoarch\t(none)\t2.0~rc1\t1",
+            "same\tnoarch\t(none)\t1.0\t1",
+        ]);
+        assert_eq!(
+            shown(&diff(&from, &to, VersionOrder::Rpm)),
+            [
+                "upgraded bash:x86_64 Some(\"5.2.26-1.fc41\")->Some(\"5.2.26-10.fc41\")",
+                "removed gone:noarch Some(\"1.0-1\")->None",
+                "removed kernel-core:x86_64 Some(\"6.10.9-200.fc40\")->None",
+                "added kernel-core:x86_64 None->Some(\"6.12.1-100.fc41\")",
+                "added kernel-core:x86_64 None->Some(\"6.12.2-100.fc41\")",
+                "added new:noarch None->Some(\"0.1-1\")",
+                "downgraded shadow-utils:x86_64 Some(\"2:4.15.1-1\")->Some(\"9.0-1\")",
+                "downgraded tool:noarch Some(\"2.0-1\")->Some(\"2.0~rc1-1\")",
+            ]
+        );
+        assert!(diff(&from, &from, VersionOrder::Rpm).is_empty());
     }
 }

@@ -250,6 +250,20 @@ pub fn summarize(prep: &PreparedImport) -> UpdateSummary {
     summary
 }
 
+/// An update fetched already: its name, nothing to fetch.
+fn downloaded_summary(state: &store::LayeredImageState) -> UpdateSummary {
+    let meta = ImageMetadata::of(&state.manifest, &state.configuration);
+    let layers = u32::try_from(state.manifest.layers().len()).unwrap_or(u32::MAX);
+    UpdateSummary {
+        digest: state.manifest_digest.to_string(),
+        timestamp: meta.timestamp(),
+        version: meta.version,
+        bytes_to_fetch: 0,
+        layers_to_fetch: 0,
+        layers_total: layers,
+    }
+}
+
 /// Every layer of a prepared import, in the order `import` fetches them
 /// (the content chunks, the ostree commit, then derived layers), cached or
 /// not.
@@ -292,8 +306,12 @@ pub async fn check(
     let (outcome, found) = match &prepared {
         PrepareResult::AlreadyPresent(state) => {
             let deployed_commit = state.merge_commit == merge.csum().as_str();
-            judged(deployed.as_ref(), &update_rule::state_facts(state), deployed_commit, || {
-                Outcome::message(format!("Update {} is downloaded and not yet deployed.", state.manifest_digest))
+            judged(deployed.as_ref(), &update_rule::state_facts(state), deployed_commit, || Outcome {
+                message: format!("Update {} is downloaded and not yet deployed.", state.manifest_digest),
+                // Named, so the record of this check follows the update
+                // once it is deployed; nothing is left to fetch.
+                update: Some(downloaded_summary(state)),
+                change: None,
             })
         }
         PrepareResult::Ready(prep) => {

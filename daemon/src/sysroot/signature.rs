@@ -304,7 +304,7 @@ async fn ensure_tag_unmoved(subject: &Subject<'_>) -> Result<(), Error> {
 }
 
 /// The authentication file ostree-ext hands the image proxy, open.
-fn global_authfile() -> Option<std::fs::File> {
+pub(super) fn global_authfile() -> Option<std::fs::File> {
     let root = cap_std::fs::Dir::open_ambient_dir("/", cap_std::ambient_authority()).ok()?;
     ostree_ext::globals::get_global_authfile(&root).ok().flatten().map(|(_, file)| file)
 }
@@ -347,7 +347,7 @@ fn scratch_layout(subject: &Subject<'_>) -> anyhow::Result<tempfile::TempDir> {
 
 /// The message of skopeo's fatal log line (`time=… level=fatal msg="…"`),
 /// without the log's quoting: the reason a rejection gives, for people.
-fn fatal_message(stderr: &str) -> Option<String> {
+pub(super) fn fatal_message(stderr: &str) -> Option<String> {
     let line = stderr.lines().find(|l| l.contains("level=fatal"))?;
     let quoted = line.split_once("msg=\"")?.1.strip_suffix('"')?;
     Some(quoted.replace("\\\"", "\""))

@@ -65,6 +65,9 @@ pub struct Snapshot {
     /// With nothing staged: manifest digest of a pulled image of the tracked
     /// reference that the merge deployment does not run.
     pub downloaded_update: Option<String>,
+    /// The images that downloaded update binds (`bound-images.d` of its
+    /// commit), as written; empty without one.
+    pub downloaded_bound_images: Vec<String>,
 }
 
 impl Snapshot {
@@ -91,6 +94,14 @@ impl Snapshot {
     /// The update `Check` found for the tracked image.
     pub fn cached_update(&self) -> Option<&ImageStatus> {
         self.merge_deployment().and_then(|d| d.entry.cached_update.as_ref())
+    }
+
+    /// Whether a deployment runs or is queued to run the image of `digest`
+    /// (a download-only one is not: it waits for `Stage`).
+    pub fn has_deployed(&self, digest: &str) -> bool {
+        self.deployments.iter().any(|d| {
+            !d.entry.download_only && d.entry.image.as_ref().is_some_and(|i| i.image_digest == digest)
+        })
     }
 
     /// The older image `Check` found for the tracked image (not an update).
@@ -167,7 +178,13 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
     // A staged deployment is the update already; with none, a fetched image
     // may wait (offline download-only, or a locked one a reboot dropped).
     if snapshot.staged().is_none() {
-        snapshot.downloaded_update = downloaded_update(&repo, &snapshot);
+        if let Some((digest, commit)) = downloaded_update(&repo, &snapshot) {
+            snapshot.downloaded_update = Some(digest);
+            snapshot.downloaded_bound_images = match super::bound_images::of_commit(&repo, &commit) {
+                Ok(Ok(images)) => images.into_iter().map(|i| i.image).collect(),
+                _ => Vec::new(),
+            };
+        }
     }
     Ok(snapshot)
 }
@@ -200,12 +217,13 @@ fn rollback_deployment(
     pending.filter(|p| staged.is_none_or(|s| !s.equal(p))).or(after_booted)
 }
 
-/// The digest of the tracked image in the repo, when it is not the default deployment.
-fn downloaded_update(repo: &ostree::Repo, snapshot: &Snapshot) -> Option<String> {
+/// The digest and merged commit of the tracked image in the repo, when it
+/// is not the default deployment.
+fn downloaded_update(repo: &ostree::Repo, snapshot: &Snapshot) -> Option<(String, String)> {
     let merge = snapshot.merge_deployment()?;
     let reference = parse_origin_reference(merge.origin_reference.as_deref()?).ok()?;
     let state = store::query_image(repo, &reference.imgref).ok()??;
-    (state.merge_commit != merge.checksum()).then(|| state.manifest_digest.to_string())
+    (state.merge_commit != merge.checksum()).then(|| (state.manifest_digest.to_string(), state.merge_commit.clone()))
 }
 
 /// The Host document entry of `d`, and the downgrade cached on it (see
@@ -239,8 +257,26 @@ fn boot_entry(
             deploy_serial: u32::try_from(d.deployserial()).unwrap_or_default(),
         }),
         health: None,
+        bound_images: bound_images_of(repo, d),
     };
     Ok((entry, cached_downgrade))
+}
+
+/// The images `d`'s commit binds; none, with a log line, when its
+/// `bound-images.d` cannot be read (the deployment is there all the same).
+fn bound_images_of(repo: &ostree::Repo, d: &ostree::Deployment) -> Vec<hostd_interface::host::BoundImage> {
+    let images = match super::bound_images::of_commit(repo, d.csum().as_str()) {
+        Ok(Ok(images)) => images,
+        Ok(Err(bad)) => {
+            tracing::warn!(deployment = %d.csum(), "{bad}");
+            return Vec::new();
+        }
+        Err(e) => {
+            tracing::warn!(deployment = %d.csum(), "reading its bound images: {e:#}");
+            return Vec::new();
+        }
+    };
+    images.into_iter().map(|i| hostd_interface::host::BoundImage { image: i.image, file: i.file }).collect()
 }
 
 /// ostree-ext's cached update of a deployed image, `cached` as the Host
@@ -270,8 +306,26 @@ fn origin_is_incompatible(d: &ostree::Deployment) -> bool {
     })
 }
 
+/// Drop a cached update that a deployment already runs or is queued to
+/// run, whichever tool deployed it: it is no update any more. A
+/// download-only deployment waits for `Stage` and keeps it.
+fn without_deployed_updates(mut deployments: Vec<Deployment>) -> Vec<Deployment> {
+    let deployed: Vec<String> = deployments
+        .iter()
+        .filter(|d| !d.entry.download_only)
+        .filter_map(|d| d.entry.image.as_ref().map(|i| i.image_digest.clone()))
+        .collect();
+    for d in &mut deployments {
+        if d.entry.cached_update.as_ref().is_some_and(|u| deployed.contains(&u.image_digest)) {
+            d.entry.cached_update = None;
+        }
+    }
+    deployments
+}
+
 /// Place deployments into the Host document's slots.
 fn assemble(deployments: Vec<Deployment>, booted: bool, usr_overlay: Option<FilesystemOverlay>) -> Snapshot {
+    let deployments = without_deployed_updates(deployments);
     let find = |role: Role| deployments.iter().find(|d| d.role == role);
     let entry_of = |role: Role| find(role).map(|d| d.entry.clone());
     let rollback_queued = match (find(Role::Booted), find(Role::Rollback)) {
@@ -314,6 +368,7 @@ fn assemble(deployments: Vec<Deployment>, booted: bool, usr_overlay: Option<File
         reboot_required,
         booted,
         downloaded_update: None,
+        downloaded_bound_images: Vec::new(),
     }
 }
 
@@ -369,6 +424,7 @@ pub(crate) mod tests {
                     deploy_serial: 0,
                 }),
                 health: None,
+                bound_images: Vec::new(),
             },
         }
     }
@@ -444,6 +500,24 @@ pub(crate) mod tests {
         assert_eq!(s.host.spec.image.as_ref().unwrap().image, "/images/2");
         assert_eq!(s.merge_deployment().unwrap().index, 0);
         assert!(!s.reboot_required);
+    }
+
+    #[test]
+    fn a_cached_update_a_deployment_runs_is_no_update() {
+        let with_cached_3 = || {
+            let mut booted = deployment(1, Role::Booted, "2");
+            booted.entry.cached_update = deployment(0, Role::Staged, "3").entry.image;
+            booted
+        };
+        let mut locked = deployment(0, Role::Staged, "3");
+        locked.entry.download_only = true;
+        let s = assemble(vec![locked, with_cached_3()], true, None);
+        assert_eq!(s.cached_update().map(|u| u.image_digest.as_str()), Some("sha256:3"), "download-only: Stage deploys it");
+        assert!(!s.has_deployed("sha256:3"));
+        let s = assemble(vec![deployment(0, Role::Staged, "3"), with_cached_3()], true, None);
+        assert_eq!(s.cached_update(), None, "staged: deployed");
+        assert!(s.has_deployed("sha256:3"));
+        assert!(s.host.status.booted.as_ref().unwrap().cached_update.is_none(), "the Host document agrees");
     }
 
     #[test]

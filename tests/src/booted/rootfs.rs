@@ -18,7 +18,8 @@ pub const SUITE: &str = "bookworm";
 /// libpam-systemd), polkit, ostree with its boot units (finalizing staged
 /// deployments), skopeo for hostd's image proxy (netavark lets debootstrap
 /// satisfy containers-common), the tools tests run inside (procps,
-/// util-linux), and libssl3, which hostd links.
+/// util-linux), libssl3, which hostd links, and podman, which runs the
+/// containers of logically bound images from the bound-image store.
 pub const PACKAGES: &[&str] = &[
     "systemd",
     "systemd-sysv",
@@ -32,6 +33,7 @@ pub const PACKAGES: &[&str] = &[
     "procps",
     "util-linux",
     "libssl3",
+    "podman",
 ];
 
 /// The cached root file system, debootstrapped first if needed.
