@@ -871,8 +871,9 @@ mod tests {
     fn unknown_key_in_each_table() {
         assert_eq!(
             main_file_error("[hostd]\nx = 1\n"),
-            "in <root>/etc/hostd/hostd.toml: line 1: unknown field `hostd`, expected `daemon` or `updates`"
+            "in <root>/etc/hostd/hostd.toml: line 1: unknown field `hostd`, expected one of `daemon`, `updates`, `health`"
         );
+        assert!(main_file_error("[health]\nrequired = []\n").contains("unknown field `required`"));
         assert_eq!(
             main_file_error("[daemon]\nidle_exit = 5\n"),
             "in <root>/etc/hostd/hostd.toml: line 2: unknown field `idle_exit`, expected one of `idle_exit_secs`, \
