@@ -343,11 +343,14 @@ mod tests {
     fn auto_stands_alone() {
         let o = Options::parse(Method::Upgrade, &dict(&[(AUTO, Variant::Bool(true))])).unwrap();
         assert!(o.auto && !o.apply && !o.download_only);
-        for other in [DOWNLOAD_ONLY, APPLY, ALLOW_DOWNGRADE] {
+        for other in [DOWNLOAD_ONLY, APPLY, ALLOW_DOWNGRADE, RETRY_FAILED] {
             let e = Options::parse(Method::Upgrade, &dict(&[(AUTO, Variant::Bool(true)), (other, Variant::Bool(true))]));
             assert!(matches!(e, Err(Error::InvalidArgument(m)) if m.contains("cannot be combined")), "{other}");
         }
         assert!(Options::parse(Method::Switch, &dict(&[(AUTO, Variant::Bool(true))])).is_err());
+        let o = Options::parse(Method::Upgrade, &dict(&[(RETRY_FAILED, Variant::Bool(true))])).unwrap();
+        assert!(o.retry_failed);
+        assert!(Options::parse(Method::Switch, &dict(&[(RETRY_FAILED, Variant::Bool(true))])).is_err());
     }
 
     #[test]
