@@ -50,9 +50,13 @@ pub fn state_dir(root: &Path) -> PathBuf {
 pub async fn assess(root: &Path, settings: &HealthSettings) -> Result<Verdict> {
     let deadline = Instant::now() + settings.deadline;
     let conn = Connection::system().await.context("connecting to the system bus")?;
-    let hostd = Host1Proxy::new(&conn).await?;
-    let host: Host = serde_json::from_str(&hostd.status(HashMap::new()).await.context("asking hostd for the status")?)
-        .context("parsing the status")?;
+    // Read the sysroot as the daemon does, without starting the daemon on
+    // every boot; it is asked only for a rollback.
+    let sysroot = root.to_path_buf();
+    let host: Host = tokio::task::spawn_blocking(move || crate::sysroot::status::load(&sysroot))
+        .await
+        .context("reading the sysroot")??
+        .host;
     let Some((booted, checksum)) = host.status.booted.as_ref().and_then(|b| Some((b, checksum_of(b)?))) else {
         return Ok(Verdict::NotImageBased);
     };
@@ -94,6 +98,7 @@ pub async fn assess(root: &Path, settings: &HealthSettings) -> Result<Verdict> {
     };
     journal::record_health(&checksum, digest.as_deref(), &failures, Some(action), &message);
     if action == ROLLED_BACK {
+        let hostd = Host1Proxy::new(&conn).await?;
         roll_back(&conn, &hostd).await?;
         reboot_within_grace(&conn, settings.reboot_grace).await?;
     }
