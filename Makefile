@@ -143,4 +143,4 @@ verify-units:
 	cp systemd-units/hostd.catalog "$$tmp/root/usr/lib/systemd/catalog/"; \
 	journalctl --root="$$tmp/root" --update-catalog; \
 	n=$$(journalctl --root="$$tmp/root" --list-catalog | grep -c ' hostd: '); \
-	[ "$$n" = 8 ] || { echo "hostd.catalog: $$n of 8 entries parsed"; exit 1; }
+	[ "$$n" = 10 ] || { echo "hostd.catalog: $$n of 10 entries parsed"; exit 1; }
