@@ -212,7 +212,7 @@ pub struct UpgradeArgs {
     /// --check`). For users other than root, a check soon after the last one
     /// (check_interval_secs in hostd.toml) shows that one's result instead
     /// of looking again.
-    #[arg(long, conflicts_with_all = ["download_only", "apply", "allow_downgrade", "auto"])]
+    #[arg(long, conflicts_with_all = ["download_only", "apply", "allow_downgrade", "auto", "retry_failed"])]
     pub check: bool,
     /// With --check: exit 100 when an update is available and not yet
     /// downloaded. An image built before the deployed one is reported as a
@@ -222,7 +222,7 @@ pub struct UpgradeArgs {
     /// Do what the configured policy allows ([updates] policy in
     /// hostd.toml: check, download, stage, or stage and reboot when the
     /// strategy lets it); this is what the update timer runs.
-    #[arg(long, conflicts_with_all = ["download_only", "apply", "allow_downgrade"])]
+    #[arg(long, conflicts_with_all = ["download_only", "apply", "allow_downgrade", "retry_failed"])]
     pub auto: bool,
     /// Fetch and keep the deployment locked: a plain reboot does not apply it.
     #[arg(long, conflicts_with = "apply")]
@@ -233,6 +233,11 @@ pub struct UpgradeArgs {
     /// Accept an image built before the current one.
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// Install the image even though its deployment failed the boot health
+    /// checks before (and was rolled back); without it such an image is
+    /// refused, and unattended runs skip it.
+    #[arg(long)]
+    pub retry_failed: bool,
     #[command(flatten)]
     pub output: JobOutput,
 }

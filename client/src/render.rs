@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use hostd_interface::host::{
-    BootEntry, FilesystemOverlay, FilesystemOverlayAccessMode, FilesystemOverlayPersistence, Host, ImageStatus,
+    BootEntry, DeploymentHealth, FilesystemOverlay, FilesystemOverlayAccessMode, FilesystemOverlayPersistence, Host, ImageStatus,
 };
 use hostd_interface::job::{JobKind, JobProperties, Phase};
 use hostd_interface::manager::{CachedUpdate, LastJob, UpdatePolicy, UpdateStrategy};
@@ -190,6 +190,9 @@ fn entry_block(out: &mut dyn Write, label: &str, e: &BootEntry, downloaded: bool
     if let Some(o) = &e.ostree {
         writeln!(out, "{:>16}: {}.{} ({})", "Commit", o.checksum, o.deploy_serial, o.stateroot)?;
     }
+    if let Some(h) = &e.health {
+        health_lines(out, h)?;
+    }
     for (i, b) in e.bound_images.iter().enumerate() {
         let label = if i == 0 { "Bound images:" } else { "" };
         writeln!(out, "{label:>17} {} ({})", b.image, b.file)?;
@@ -202,6 +205,21 @@ fn entry_block(out: &mut dyn Write, label: &str, e: &BootEntry, downloaded: bool
             u.version.as_deref().unwrap_or("no version"),
             u.image_digest
         )?;
+    }
+    Ok(())
+}
+
+/// `Health: passed (checked …)`, or failed with what hostd did and one
+/// line per failed check.
+fn health_lines(out: &mut dyn Write, h: &DeploymentHealth) -> io::Result<()> {
+    let action = match h.action.as_deref() {
+        Some("rolled-back") => ", rolled back",
+        Some("reported") => ", reported only",
+        _ => "",
+    };
+    writeln!(out, "{:>16}: {}{action} (first boot checked {})", "Health", h.result, h.checked_at)?;
+    for failure in &h.failures {
+        writeln!(out, "{:>16}  {failure}", "")?;
     }
     Ok(())
 }
@@ -243,6 +261,7 @@ mod tests {
                 checksum: format!("c{version}"),
                 deploy_serial: 0,
             }),
+            health: None,
             bound_images: Vec::new(),
         }
     }
@@ -251,6 +270,31 @@ mod tests {
         let mut out = Vec::new();
         status(&mut out, host, booted_only, false).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn health_is_shown_with_the_failed_checks_and_what_was_done() {
+        let mut rollback = entry("2");
+        rollback.health = Some(DeploymentHealth {
+            result: hostd_interface::host::HealthResult::Failed,
+            checked_at: "2026-01-02T03:04:05Z".into(),
+            failures: vec!["unit app.service: failed (failed)".into(), "check /etc/hostd/health.d/net: exit status: 1".into()],
+            action: Some("rolled-back".into()),
+        });
+        let host = Host::new(
+            HostSpec::default(),
+            HostStatus { booted: Some(entry("1")), rollback: Some(rollback), ..Default::default() },
+        );
+        let text = render(&host, false);
+        assert!(
+            text.contains(
+                "          Health: failed, rolled back (first boot checked 2026-01-02T03:04:05Z)
+                  unit app.service: failed (failed)
+                  check /etc/hostd/health.d/net: exit status: 1
+"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub fn options_summary(o: &Options) -> String {
         (o.download_only, "download-only"),
         (o.apply, "apply"),
         (o.allow_downgrade, "allow-downgrade"),
+        (o.retry_failed, "retry-failed"),
         (o.retain, "retain"),
         (o.enforce_container_sigpolicy, "enforce-container-sigpolicy"),
         (o.auto, "auto"),

@@ -37,6 +37,7 @@ use serde::Deserialize;
 use hostd_interface::manager::UpdateStrategy;
 use hostd_interface::settings as keys;
 
+use crate::health::{HealthSettings, OnFailure};
 use crate::updates::fleetlock::{FleetLockGroup, FleetLockUrl};
 use crate::updates::policy::{FleetLockSettings, RebootStrategy, UpdatePolicy};
 use crate::updates::window::{self, MaintenanceWindows, Window, WindowError};
@@ -74,6 +75,9 @@ pub struct Config {
     /// policy, which must require signatures for it; as if every Switch
     /// asked for `enforce-container-sigpolicy`. Default false.
     pub require_signatures: bool,
+    /// `[health]`: the boot health checks and what a failure leads to
+    /// (docs/health.md).
+    pub health: HealthSettings,
 }
 
 impl Default for Config {
@@ -86,6 +90,7 @@ impl Default for Config {
             strategy: RebootStrategy::Immediate,
             windows: MaintenanceWindows::new(Tz::UTC, Vec::new()),
             require_signatures: false,
+            health: HealthSettings::default(),
         }
     }
 }
@@ -174,6 +179,19 @@ pub enum Refusal {
 struct Fragment {
     daemon: Option<DaemonFragment>,
     updates: Option<UpdatesFragment>,
+    health: Option<HealthFragment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthFragment {
+    required_units: Option<Vec<String>>,
+    no_failed_units: Option<bool>,
+    check_time_limit_secs: Option<u64>,
+    deadline_secs: Option<u64>,
+    on_failure: Option<OnFailure>,
+    reboot_grace_secs: Option<u64>,
+    fleet_lock_keep_slot: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,7 +246,9 @@ struct Inputs {
     windows: Option<Vec<Window>>,
     fleet_lock_url: Option<FleetLockUrl>,
     fleet_lock_group: Option<FleetLockGroup>,
-    /// The file that set each key the bus can set (`hostd_interface::settings::KEYS`).
+    /// `[health]`, each key replaced by the last file that sets it.
+    health: HealthSettings,
+    /// The bus-settable keys' sources. (`hostd_interface::settings::KEYS`).
     sources: BTreeMap<&'static str, PathBuf>,
 }
 
@@ -241,6 +261,42 @@ impl Inputs {
         }
         if let Some(u) = fragment.updates {
             self.merge_updates(u, file)?;
+        }
+        if let Some(h) = fragment.health {
+            self.merge_health(h, file)?;
+        }
+        Ok(())
+    }
+
+    fn merge_health(&mut self, h: HealthFragment, file: &Path) -> Result<(), ConfigError> {
+        let positive = |secs: Option<u64>, key: &str| match secs {
+            Some(0) => Err(invalid(file, key, "must be greater than 0")),
+            other => Ok(other.map(Duration::from_secs)),
+        };
+        let settings = &mut self.health;
+        if let Some(units) = h.required_units {
+            if let Some(bad) = units.iter().find(|u| u.is_empty() || u.contains('/') || !u.contains('.')) {
+                return Err(invalid(file, "health.required_units", format!("{bad:?} is not a unit name")));
+            }
+            settings.required_units = units;
+        }
+        if let Some(on) = h.no_failed_units {
+            settings.no_failed_units = on;
+        }
+        if let Some(limit) = positive(h.check_time_limit_secs, "health.check_time_limit_secs")? {
+            settings.check_time_limit = limit;
+        }
+        if let Some(deadline) = positive(h.deadline_secs, "health.deadline_secs")? {
+            settings.deadline = deadline;
+        }
+        if let Some(on_failure) = h.on_failure {
+            settings.on_failure = on_failure;
+        }
+        if let Some(secs) = h.reboot_grace_secs {
+            settings.reboot_grace = Duration::from_secs(secs);
+        }
+        if let Some(keep) = h.fleet_lock_keep_slot {
+            settings.fleet_lock_keep_slot = keep;
         }
         Ok(())
     }
@@ -346,6 +402,7 @@ impl Inputs {
             strategy,
             windows,
             require_signatures: self.require_signatures.unwrap_or(defaults.require_signatures),
+            health: self.health,
         })
     }
 }
@@ -728,6 +785,30 @@ mod tests {
     }
 
     #[test]
+    fn health_keys_have_defaults_merge_per_key_and_reject_bad_values() {
+        use crate::health::{HealthSettings, OnFailure};
+        assert_eq!(load_main("").health, HealthSettings::default());
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), MAIN_FILE, "[health]\nrequired_units = [\"app.service\"]\ncheck_time_limit_secs = 5\n");
+        write(d.path(), "etc/hostd/hostd.d/10-report.toml", "[health]\non_failure = \"report\"\nreboot_grace_secs = 0\n");
+        let health = Config::load(d.path()).unwrap().health;
+        assert_eq!(health.required_units, ["app.service"]);
+        assert_eq!(health.check_time_limit, Duration::from_secs(5));
+        assert_eq!(health.on_failure, OnFailure::Report);
+        assert_eq!(health.reboot_grace, Duration::ZERO);
+        assert_eq!(health.deadline, HealthSettings::default().deadline);
+        assert_eq!(
+            main_file_error("[health]\ndeadline_secs = 0\n"),
+            "in <root>/etc/hostd/hostd.toml: health.deadline_secs: must be greater than 0"
+        );
+        assert_eq!(
+            main_file_error("[health]\nrequired_units = [\"../x\"]\n"),
+            "in <root>/etc/hostd/hostd.toml: health.required_units: \"../x\" is not a unit name"
+        );
+        assert!(main_file_error("[health]\non_failure = \"reboot\"\n").contains("unknown variant `reboot`"));
+    }
+
+    #[test]
     fn defaults_without_files() {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(Config::load(d.path()).unwrap(), Config::default());
@@ -790,8 +871,9 @@ mod tests {
     fn unknown_key_in_each_table() {
         assert_eq!(
             main_file_error("[hostd]\nx = 1\n"),
-            "in <root>/etc/hostd/hostd.toml: line 1: unknown field `hostd`, expected `daemon` or `updates`"
+            "in <root>/etc/hostd/hostd.toml: line 1: unknown field `hostd`, expected one of `daemon`, `updates`, `health`"
         );
+        assert!(main_file_error("[health]\nrequired = []\n").contains("unknown field `required`"));
         assert_eq!(
             main_file_error("[daemon]\nidle_exit = 5\n"),
             "in <root>/etc/hostd/hostd.toml: line 2: unknown field `idle_exit`, expected one of `idle_exit_secs`, \

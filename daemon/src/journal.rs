@@ -29,6 +29,10 @@ pub enum Event {
     /// The update waiting for the next boot (staged, or downloaded) was
     /// dropped; the boot order is otherwise unchanged.
     Discarded,
+    /// Every health check passed on the first boot of a deployment.
+    HealthPassed,
+    /// A health check failed on the first boot of a deployment.
+    HealthFailed,
 }
 
 impl Event {
@@ -43,6 +47,8 @@ impl Event {
             Event::RebootBlocked => "cc99a0dfb0c0420f986aa32459afc800",
             Event::UsrOverlay => "19e66f27e05443f3b0d78aadc0652db8",
             Event::Discarded => "cfe5c337e1f64166b1c8e704016af609",
+            Event::HealthPassed => "8d3c2f0e5b7a4e61a2f4c9d7b1e03a55",
+            Event::HealthFailed => "e4b19a7c60d24f3e9c58a1f2d7360b9e",
         }
     }
 }
@@ -104,6 +110,23 @@ pub fn record_usr_overlay(checksum: Option<&str>, persistence: &str, initiator: 
     );
 }
 
+/// The outcome of the health checks on the first boot of deployment
+/// `checksum` (image `digest`): `failures` one line each (the `FAILURES`
+/// field, left out when passed), `action` what hostd does about it
+/// (`ACTION`: rolled-back, reported).
+pub fn record_health(checksum: &str, digest: Option<&str>, failures: &[String], action: Option<&str>, message: &str) {
+    let event = if failures.is_empty() { Event::HealthPassed } else { Event::HealthFailed };
+    let failures = (!failures.is_empty()).then(|| failures.join("\n"));
+    tracing::info!(
+        message_id = event.message_id(),
+        new_checksum = checksum,
+        image_digest = digest,
+        failures = failures.as_deref(),
+        action,
+        "{message}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +142,8 @@ mod tests {
             Event::RebootBlocked,
             Event::UsrOverlay,
             Event::Discarded,
+            Event::HealthPassed,
+            Event::HealthFailed,
         ];
         let ids: std::collections::BTreeSet<_> = all.iter().map(|e| e.message_id()).collect();
         assert_eq!(ids.len(), all.len());

@@ -34,6 +34,7 @@ pub mod daemon;
 pub mod edit;
 pub mod errors;
 pub mod failpoint;
+pub mod health;
 pub mod idle;
 pub mod image_ref;
 pub mod initiator;

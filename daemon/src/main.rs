@@ -22,6 +22,12 @@ struct Args {
     /// Does nothing unless [updates] strategy = "fleet-lock".
     #[arg(long)]
     report_steady_state: bool,
+    /// Do not serve: run the boot health checks on the booted deployment if
+    /// they never ran on it, record the outcome, and roll back on failure as
+    /// [health] says (hostd-health-check.service), then exit; the exit status
+    /// is failure when a check failed.
+    #[arg(long, conflicts_with = "report_steady_state")]
+    health_check: bool,
     /// Internal: mount the /usr overlay (transient or persistent) in this
     /// process's mount namespace; hostd has systemd run this for UsrOverlay.
     #[arg(long, value_name = "MODE", hide = true)]
@@ -38,10 +44,19 @@ fn main() -> std::process::ExitCode {
     if let Some(mode) = &args.usr_overlay_helper {
         return hostd::usr_overlay::helper_main(mode);
     }
+    if args.health_check {
+        return match hostd::config::Config::load(&args.config_root) {
+            Ok(config) => hostd::health::assess::main(&args.config_root, &config.health),
+            Err(e) => {
+                tracing::error!("reading the configuration: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if args.report_steady_state {
         let reported = hostd::config::Config::load(&args.config_root)
             .map_err(|e| anyhow::Error::new(e).context("reading the configuration"))
-            .and_then(|config| hostd::updates::report_steady_state(&config.strategy));
+            .and_then(|config| hostd::updates::report_steady_state(&config, &args.config_root));
         return match reported {
             Ok(said) => {
                 tracing::info!("{said}");

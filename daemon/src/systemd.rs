@@ -15,6 +15,15 @@ pub(crate) trait Systemd1Manager {
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     /// The object path of the loaded unit `name`.
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    /// The object path of unit `name`, loading it if needed.
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    /// The units in one of `states` (name, description, load, active, sub,
+    /// following, path, job id, job type, job path).
+    #[allow(clippy::type_complexity)]
+    fn list_units_filtered(
+        &self,
+        states: &[&str],
+    ) -> zbus::Result<Vec<(String, String, String, String, String, String, OwnedObjectPath, u32, String, OwnedObjectPath)>>;
     /// Ask for the manager's signals (`JobRemoved`).
     fn subscribe(&self) -> zbus::Result<()>;
     /// Stop asking for them.
@@ -38,4 +47,13 @@ pub(crate) trait Systemd1Unit {
     /// "active", "activating", "failed", …
     #[zbus(property)]
     fn active_state(&self) -> zbus::Result<String>;
+    /// "loaded", "not-found", "masked", …
+    #[zbus(property)]
+    fn load_state(&self) -> zbus::Result<String>;
+    /// The unit type's own state ("running", "exited", "failed", …).
+    #[zbus(property)]
+    fn sub_state(&self) -> zbus::Result<String>;
+    /// The unit's pending job (id, path); id 0 when none.
+    #[zbus(property)]
+    fn job(&self) -> zbus::Result<(u32, OwnedObjectPath)>;
 }

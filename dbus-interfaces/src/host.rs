@@ -179,6 +179,11 @@ pub struct BootEntry {
     /// before the deployment is written and kept while it exists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bound_images: Vec<BoundImage>,
+    /// hostd's extension of bootc's schema: the boot health assessment of
+    /// this deployment's first boot; absent when it was never assessed.
+    /// Rules: docs/health.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<DeploymentHealth>,
 }
 
 /// An application image bound to a deployment's image.
@@ -189,6 +194,37 @@ pub struct BoundImage {
     pub image: String,
     /// The entry of `/usr/lib/bootc/bound-images.d` that binds it, e.g. `app.image`.
     pub file: String,
+}
+
+/// The outcome of the health checks on a deployment's first boot
+/// (docs/health.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentHealth {
+    /// Whether every check passed.
+    pub result: HealthResult,
+    /// When the assessment ended, RFC 3339 in UTC.
+    pub checked_at: String,
+    /// One line per failed check (`unit foo.service: failed`, `check
+    /// /etc/hostd/health.d/10-net: exit status 1`); empty when passed.
+    #[serde(default)]
+    pub failures: Vec<String>,
+    /// What hostd did about a failure: `rolled-back` (the rollback
+    /// deployment was made the default and the host rebooted into it) or
+    /// `reported` (`[health] on_failure = "report"`, or nothing to roll
+    /// back to); absent when passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+wire_enum! {
+    /// The result of a boot health assessment.
+    pub enum HealthResult {
+        /// Every check passed within its limits.
+        Passed = "passed",
+        /// A check failed, or did not finish within its limit.
+        Failed = "failed",
+    }
 }
 
 /// Detected type of host.
@@ -325,6 +361,7 @@ mod tests {
                 checksum: "abc".into(),
                 deploy_serial: 0,
             }),
+            health: None,
             bound_images: vec![BoundImage { image: "quay.io/org/app:1".into(), file: "app.image".into() }],
         };
         let host = Host::new(
@@ -359,6 +396,7 @@ mod tests {
             pinned: false,
             download_only: false,
             ostree: Some(BootEntryOstree { stateroot: "default".into(), checksum: checksum.into(), deploy_serial: 0 }),
+            health: None,
             bound_images: Vec::new(),
         };
         let spec = HostSpec { image: None, boot_order: BootOrder::Rollback };

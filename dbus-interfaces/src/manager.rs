@@ -112,6 +112,12 @@ pub struct DeploymentEntry {
     /// (`org.opencontainers.image.title`, `description`, `url`, `source`,
     /// `revision`, `version`); absent when none has a usable value.
     pub labels: Option<std::collections::HashMap<String, String>>,
+    /// `health` s: the result of the boot health checks on the
+    /// deployment's first boot, `passed` or `failed`; absent when never
+    /// assessed (docs/health.md).
+    pub health: Option<String>,
+    /// `health-failures` as: one line per failed check; absent unless failed.
+    pub health_failures: Option<Vec<String>>,
 }
 
 /// `CachedUpdate` (an `a{sv}`): the image the last check found for the
@@ -318,6 +324,8 @@ mod tests {
             version: None,
             timestamp: None,
             labels: None,
+            health: None,
+            health_failures: None,
         };
         assert_eq!(keys(&bare), ["download-only", "incompatible", "index", "pinned", "role"]);
         let full = DeploymentEntry {
@@ -330,13 +338,15 @@ mod tests {
             version: Some("1".into()),
             timestamp: Some("2026-01-01T00:00:00Z".into()),
             labels: Some([("org.opencontainers.image.url".to_string(), "https://example.org".to_string())].into()),
+            health: Some("failed".into()),
+            health_failures: Some(vec!["unit a.service: failed (failed)".into()]),
             ..bare
         };
         assert_eq!(
             keys(&full),
             [
-                "checksum", "digest", "download-only", "image", "incompatible", "index", "labels", "pinned", "role",
-                "serial", "stateroot", "timestamp", "transport", "version"
+                "checksum", "digest", "download-only", "health", "health-failures", "image", "incompatible", "index",
+                "labels", "pinned", "role", "serial", "stateroot", "timestamp", "transport", "version"
             ]
         );
         let bytes = to_bytes(Context::new(LE, 0), &full).unwrap();

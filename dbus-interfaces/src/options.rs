@@ -18,6 +18,9 @@ pub const APPLY: &str = "apply";
 pub const AUTO: &str = "auto";
 /// Accept an image older than the current one.
 pub const ALLOW_DOWNGRADE: &str = "allow-downgrade";
+/// Install an image whose deployment failed its boot health checks before
+/// (docs/health.md).
+pub const RETRY_FAILED: &str = "retry-failed";
 /// Transport of the image given to `Switch`.
 pub const TRANSPORT: &str = "transport";
 /// Keep the previous image's deployment instead of letting it be pruned.
@@ -94,7 +97,9 @@ impl Method {
             | Method::ResetSettings
             | Method::Diff => &[],
             Method::EtcDiff => &[(DEPLOYMENT, Str)],
-            Method::Upgrade => &[(DOWNLOAD_ONLY, Bool), (APPLY, Bool), (ALLOW_DOWNGRADE, Bool), (AUTO, Bool)],
+            Method::Upgrade => {
+                &[(DOWNLOAD_ONLY, Bool), (APPLY, Bool), (ALLOW_DOWNGRADE, Bool), (AUTO, Bool), (RETRY_FAILED, Bool)]
+            }
             Method::Switch => &[
                 (TRANSPORT, Str),
                 (RETAIN, Bool),
@@ -138,6 +143,8 @@ pub struct Options {
     pub apply: bool,
     /// `allow-downgrade`
     pub allow_downgrade: bool,
+    /// `retry-failed` (`Upgrade` only)
+    pub retry_failed: bool,
     /// `transport` (`Switch` only; defaults to registry there)
     pub transport: Option<Transport>,
     /// `retain`
@@ -197,6 +204,7 @@ impl Options {
             DOWNLOAD_ONLY => self.download_only = b,
             APPLY => self.apply = b,
             ALLOW_DOWNGRADE => self.allow_downgrade = b,
+            RETRY_FAILED => self.retry_failed = b,
             RETAIN => self.retain = b,
             ENFORCE_CONTAINER_SIGPOLICY => self.enforce_container_sigpolicy = b,
             AUTO => self.auto = b,
@@ -242,9 +250,9 @@ impl Options {
                 method.name()
             )));
         }
-        if self.auto && (self.download_only || self.apply || self.allow_downgrade) {
+        if self.auto && (self.download_only || self.apply || self.allow_downgrade || self.retry_failed) {
             return Err(invalid(format!(
-                "{}: '{AUTO}' takes what to do from the configured policy; it cannot be combined with '{DOWNLOAD_ONLY}', '{APPLY}' or '{ALLOW_DOWNGRADE}'",
+                "{}: '{AUTO}' takes what to do from the configured policy; it cannot be combined with '{DOWNLOAD_ONLY}', '{APPLY}', '{ALLOW_DOWNGRADE}' or '{RETRY_FAILED}'",
                 method.name()
             )));
         }
@@ -335,11 +343,14 @@ mod tests {
     fn auto_stands_alone() {
         let o = Options::parse(Method::Upgrade, &dict(&[(AUTO, Variant::Bool(true))])).unwrap();
         assert!(o.auto && !o.apply && !o.download_only);
-        for other in [DOWNLOAD_ONLY, APPLY, ALLOW_DOWNGRADE] {
+        for other in [DOWNLOAD_ONLY, APPLY, ALLOW_DOWNGRADE, RETRY_FAILED] {
             let e = Options::parse(Method::Upgrade, &dict(&[(AUTO, Variant::Bool(true)), (other, Variant::Bool(true))]));
             assert!(matches!(e, Err(Error::InvalidArgument(m)) if m.contains("cannot be combined")), "{other}");
         }
         assert!(Options::parse(Method::Switch, &dict(&[(AUTO, Variant::Bool(true))])).is_err());
+        let o = Options::parse(Method::Upgrade, &dict(&[(RETRY_FAILED, Variant::Bool(true))])).unwrap();
+        assert!(o.retry_failed);
+        assert!(Options::parse(Method::Switch, &dict(&[(RETRY_FAILED, Variant::Bool(true))])).is_err());
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub mod message_id {
     pub const USR_OVERLAY: &str = "19e66f27e05443f3b0d78aadc0652db8";
     /// A pending update was discarded.
     pub const DISCARDED: &str = "cfe5c337e1f64166b1c8e704016af609";
+    /// A new deployment passed its boot health checks.
+    pub const HEALTH_PASSED: &str = "8d3c2f0e5b7a4e61a2f4c9d7b1e03a55";
+    /// A new deployment failed its boot health checks.
+    pub const HEALTH_FAILED: &str = "e4b19a7c60d24f3e9c58a1f2d7360b9e";
 }
 
 /// One journal entry: field name → value.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hostd_interface::diff::{Diff, PackageChangeKind, PackageDatabase};
 use hostd_interface::edit::spec_document;
 use hostd_interface::etc_diff::EtcDiff;
-use hostd_interface::host::{BootEntry, BootOrder, Host, Transport};
+use hostd_interface::host::{BootEntry, BootOrder, DeploymentHealth, HealthResult, Host, Transport};
 use hostd_tests::booted::bls;
 use hostd_tests::booted::guest::Exit;
 use hostd_tests::booted::image::{KARGS_V11, KARGS_V12, RELEASE_KARG, SETGID_FILE, SETGID_MODE, V2_PACKAGE};
@@ -1200,6 +1200,273 @@ fn diff_of_a_downloaded_update_reads_the_image_before_it_is_deployed() {
     assert_eq!(d.to.digest.as_deref(), Some(m.images().v2.digest.as_str()));
     assert_eq!(package_changes(&d), [(PackageChangeKind::Added, V2_PACKAGE.to_string())]);
     assert_eq!(d.kargs.added, [format!("{RELEASE_KARG}=v2")]);
+}
+
+// Boot health checks (docs/health.md).
+
+/// Where an image puts its health check executables.
+const IMAGE_CHECKS: &str = "usr/lib/hostd/health.d";
+
+/// The health assessment of `entry`, which must have one.
+fn health(entry: &Option<BootEntry>) -> DeploymentHealth {
+    entry.as_ref().and_then(|e| e.health.clone()).expect("the deployment has a health assessment")
+}
+
+/// An executable file of a derived image's layer.
+fn executable<'a>(path: &'a str, content: &'a [u8]) -> LayerFile<'a> {
+    LayerFile { path, content, mode: 0o755, uid: 0, gid: 0 }
+}
+
+/// The image's part of a version that needs `testos-app.service` (which
+/// runs `command`) to be active for a healthy boot: the unit and a vendor
+/// drop-in listing it in `[health] required_units`.
+fn app_files(command: &'static str) -> Vec<(String, Vec<u8>)> {
+    let unit = format!(
+        "[Unit]\nDescription=The test OS's application\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart={command}\n"
+    );
+    vec![
+        ("usr/lib/systemd/system/testos-app.service".into(), unit.into_bytes()),
+        ("usr/lib/hostd/hostd.d/50-testos-health.toml".into(), b"[health]\nrequired_units = [\"testos-app.service\"]\n".to_vec()),
+    ]
+}
+
+/// Upgrade to whatever the tracked tag names now, as root; its output.
+fn upgrade(m: &BootedMachine, args: &[&str]) -> String {
+    let mut all = vec!["upgrade"];
+    all.extend_from_slice(args);
+    success("hostctl upgrade", &m.hostctl(None, &all).unwrap())
+}
+
+#[test]
+fn a_healthy_update_passes_its_boot_health_checks_and_nothing_else_happens() {
+    let mut m = booted_v1();
+    // The first boot of the installed v1 was assessed too.
+    let host = m.status().unwrap();
+    assert_eq!(health(&host.status.booted).result, HealthResult::Passed);
+    let mut files = app_files("/bin/true");
+    let check = b"#!/bin/sh\necho the application answers\n";
+    files.push((format!("{IMAGE_CHECKS}/10-app-answers"), check.to_vec()));
+    let layer: Vec<LayerFile> = files
+        .iter()
+        .map(|(p, c)| if p.starts_with(IMAGE_CHECKS) { executable(p, c) } else { LayerFile::plain(p, c) })
+        .collect();
+    let v2_digest = m.derive_version("v21", &layer).unwrap();
+    m.publish("v21").unwrap();
+    upgrade(&m, &[]);
+    m.reboot().unwrap();
+
+    let host = m.status().unwrap();
+    assert_eq!(digest(&host.status.booted), Some(v2_digest.as_str()), "v2 stays booted");
+    let booted = checksum(&host.status.booted);
+    let h = health(&host.status.booted);
+    assert_eq!((h.result, h.failures.len(), h.action.as_deref()), (HealthResult::Passed, 0, None), "{h:?}");
+    assert!(!reboot_required(&m));
+    let entry = m.journal_entry(message_id::HEALTH_PASSED, &[("NEW_CHECKSUM", booted.as_str())]).unwrap();
+    assert_eq!(entry["IMAGE_DIGEST"], v2_digest.as_str());
+    // The check's output is in the journal.
+    let log = m.must(&["journalctl", "-b", "-u", "hostd-health-check.service", "--no-pager"]).unwrap();
+    assert!(log.contains("the application answers"), "{log}");
+    let said = success("hostctl status", &m.hostctl(None, &["status", "--format", "humanreadable"]).unwrap());
+    assert!(said.contains("Health: passed (first boot checked "), "{said}");
+    // The deployment is assessed once: the next boot changes nothing.
+    m.reboot().unwrap();
+    assert_eq!(m.journal_entries(message_id::HEALTH_PASSED).unwrap().iter().filter(|e| e["NEW_CHECKSUM"] == booted.as_str()).count(), 1);
+    assert_eq!(health(&m.status().unwrap().status.booted), h);
+}
+
+#[test]
+fn a_failing_required_unit_rolls_back_by_itself_and_unattended_runs_skip_that_image() {
+    let mut m = booted_v1();
+    let v1 = checksum(&m.status().unwrap().status.booted);
+    let files = app_files("/bin/sh -c 'echo cannot reach the database >&2; exit 1'");
+    let layer: Vec<LayerFile> = files.iter().map(|(p, c)| LayerFile::plain(p, c)).collect();
+    let bad = m.derive_version("v22", &layer).unwrap();
+    m.publish("v22").unwrap();
+    upgrade(&m, &[]);
+    m.poweroff().unwrap();
+    // v2 boots, its required unit fails, hostd rolls back and reboots by itself.
+    assert_eq!(m.boot_until_it_goes_down(Duration::from_secs(240)).unwrap(), Exit::Rebooted);
+    m.boot().unwrap();
+
+    let host = m.status().unwrap();
+    assert_eq!(checksum(&host.status.booted), v1, "v1 is booted again");
+    assert_eq!(digest(&host.status.rollback), Some(bad.as_str()), "v2 is the rollback deployment");
+    let v2 = checksum(&host.status.rollback);
+    let h = health(&host.status.rollback);
+    assert_eq!((h.result, h.action.as_deref()), (HealthResult::Failed, Some("rolled-back")), "{h:?}");
+    assert_eq!(h.failures, ["unit testos-app.service: failed (failed)"]);
+    let entry = m.journal_entry(message_id::HEALTH_FAILED, &[("NEW_CHECKSUM", v2.as_str())]).unwrap();
+    assert_eq!((entry["ACTION"].as_str(), entry["IMAGE_DIGEST"].as_str()), (Some("rolled-back"), Some(bad.as_str())));
+    assert_eq!(entry["FAILURES"], "unit testos-app.service: failed (failed)");
+    m.journal_entry(message_id::ROLLED_BACK, &[("OLD_CHECKSUM", v2.as_str())]).unwrap();
+    let said = success("hostctl status", &m.hostctl(None, &["status", "--format", "humanreadable"]).unwrap());
+    assert!(said.contains("Health: failed, rolled back (first boot checked "), "{said}");
+    assert!(said.contains("unit testos-app.service: failed (failed)"), "{said}");
+
+    // Unattended runs skip the failed image; a manual upgrade needs --retry-failed.
+    configure_updates(&m, "[updates]\npolicy = \"stage\"\n");
+    let said = upgrade(&m, &["--auto"]);
+    assert!(said.contains("failed its boot health checks") && said.contains("unattended updates skip it"), "{said}");
+    assert_eq!(slots(&m.status().unwrap()).0, None, "nothing staged");
+    let out = m.hostctl(None, &["upgrade"]).unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("hostctl upgrade --retry-failed"), "{}", text(&out));
+
+    // A fixed image on the same tag is installed and, healthy, stays.
+    let files = app_files("/bin/true");
+    let layer: Vec<LayerFile> = files.iter().map(|(p, c)| LayerFile::plain(p, c)).collect();
+    let fixed = m.derive_version("v31", &layer).unwrap();
+    m.publish("v31").unwrap();
+    let said = upgrade(&m, &["--auto"]);
+    assert!(said.contains("Staged"), "{said}");
+    m.reboot().unwrap();
+    let host = m.status().unwrap();
+    assert_eq!(digest(&host.status.booted), Some(fixed.as_str()));
+    assert_eq!(health(&host.status.booted).result, HealthResult::Passed);
+}
+
+/// The journal entries `_SYSTEMD_UNIT=unit` of every boot, oldest first,
+/// read from the stateroot's `/var/log/journal`.
+fn unit_journal(m: &BootedMachine, unit: &str) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new("journalctl")
+        .arg("-D")
+        .arg(m.var().join("log/journal"))
+        .args(["--no-pager", "-o", "json"])
+        .arg(format!("_SYSTEMD_UNIT={unit}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// `__REALTIME_TIMESTAMP` of the first entry whose `MESSAGE` contains `text`, in µs.
+fn logged_at(entries: &[serde_json::Value], text: &str) -> u64 {
+    let entry = entries
+        .iter()
+        .find(|e| e["MESSAGE"].as_str().is_some_and(|m| m.contains(text)))
+        .unwrap_or_else(|| panic!("no entry saying {text:?} in {entries:#?}"));
+    entry["__REALTIME_TIMESTAMP"].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_hanging_check_is_killed_at_its_limit_and_an_inhibitor_delays_the_rollback_reboot_for_the_grace_period() {
+    let mut m = booted_v1();
+    let v1 = checksum(&m.status().unwrap().status.booted);
+    m.write_file("/etc/hostd/hostd.d/50-health.toml", "[health]\ncheck_time_limit_secs = 3\nreboot_grace_secs = 20\n")
+        .unwrap();
+    // Something that blocks shutdown from every boot on, as a disc burner would.
+    m.write_file(
+        "/etc/systemd/system/test-burner.service",
+        "[Service]\nExecStart=systemd-inhibit --what=shutdown --mode=block --who=test-burner \"--why=burning a disc\" sleep infinity\n\n[Install]\nWantedBy=multi-user.target\n",
+    )
+    .unwrap();
+    m.must(&["systemctl", "enable", "test-burner.service"]).unwrap();
+    let hang = b"#!/bin/sh\necho waiting for the database\nsleep 600 &\nwait\n";
+    let bad = m.derive_version("v23", &[executable("usr/lib/hostd/health.d/50-hang", hang)]).unwrap();
+    m.publish("v23").unwrap();
+    upgrade(&m, &[]);
+    m.poweroff().unwrap();
+    assert_eq!(m.boot_until_it_goes_down(Duration::from_secs(240)).unwrap(), Exit::Rebooted);
+    m.boot().unwrap();
+
+    let host = m.status().unwrap();
+    assert_eq!(checksum(&host.status.booted), v1, "rolled back to v1");
+    assert_eq!(digest(&host.status.rollback), Some(bad.as_str()));
+    let h = health(&host.status.rollback);
+    assert_eq!((h.result, h.action.as_deref()), (HealthResult::Failed, Some("rolled-back")));
+    assert_eq!(h.failures, ["check /usr/lib/hostd/health.d/50-hang: killed at its time limit of 3 s"]);
+
+    // The reboot waited for the inhibitor for the grace period, then overrode it.
+    let log = unit_journal(&m, "hostd-health-check.service");
+    let killed = logged_at(&log, "50-hang: killed at its time limit of 3 s");
+    let blocked = logged_at(&log, "rollback reboot blocked by test-burner");
+    let overridden = logged_at(&log, "the grace period of 20 s is over; overriding test-burner");
+    assert!(blocked >= killed && overridden >= blocked);
+    let waited = Duration::from_micros(overridden - blocked);
+    assert!(waited >= Duration::from_secs(19) && waited < Duration::from_secs(40), "waited {waited:?}");
+}
+
+/// `[updates]` for a fleet-lock host of group `workers` at `address`.
+fn fleet_lock_config(address: &str) -> String {
+    format!(
+        "[updates]\npolicy = \"apply\"\nstrategy = \"fleet-lock\"\n[updates.fleet_lock]\nurl = \"http://{address}\"\ngroup = \"workers\"\n"
+    )
+}
+
+/// A monotonic timestamp property of `unit` (µs since boot).
+fn unit_time(m: &BootedMachine, unit: &str, property: &str) -> u64 {
+    m.must(&["systemctl", "show", "--value", "-p", property, unit]).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn with_fleet_lock_the_steady_state_report_follows_the_passed_health_checks() {
+    let server = StandInServer::semaphore(1);
+    let mut m = booted_v1();
+    m.write_file("/etc/machine-id", &format!("{}\n", "a".repeat(32))).unwrap();
+    configure_updates(&m, &fleet_lock_config(server.address()));
+    let files = app_files("/bin/true");
+    let layer: Vec<LayerFile> = files.iter().map(|(p, c)| LayerFile::plain(p, c)).collect();
+    m.derive_version("v21", &layer).unwrap();
+    m.publish("v21").unwrap();
+    let run = Background::start(&m, None, &["hostctl", "upgrade", "--auto"]);
+    assert_eq!(m.wait_for_shutdown(Duration::from_secs(120)).unwrap(), Exit::Rebooted);
+    drop(run);
+    m.boot().unwrap();
+    let booted = checksum(&m.status().unwrap().status.booted);
+    assert_eq!(health(&m.status().unwrap().status.booted).result, HealthResult::Passed);
+    wait_for("the steady-state report", Duration::from_secs(30), || {
+        server.seen().iter().filter(|r| r.path == "/v1/steady-state").count() == 1
+    });
+    m.journal_entry(message_id::HEALTH_PASSED, &[("NEW_CHECKSUM", booted.as_str())]).unwrap();
+    let checked = unit_time(&m, "hostd-health-check.service", "ExecMainExitTimestampMonotonic");
+    let reported = unit_time(&m, "hostd-steady-state.service", "ExecMainStartTimestampMonotonic");
+    assert!(checked > 0 && reported > checked, "steady state at {reported} µs, checks done at {checked} µs");
+}
+
+#[test]
+fn two_hosts_one_slot_a_bad_update_rolls_back_on_the_first_which_keeps_the_slot_and_the_second_never_boots_it() {
+    let server = StandInServer::semaphore(1);
+    let config = fleet_lock_config(server.address());
+    let mut a = booted_v1();
+    let mut b = booted_v1();
+    // Each sysroot has its own v1 commit (the merge commit is written per import).
+    let (a_v1, b_v1) = (checksum(&a.status().unwrap().status.booted), checksum(&b.status().unwrap().status.booted));
+    let files = app_files("/bin/false");
+    let layer: Vec<LayerFile> = files.iter().map(|(p, c)| LayerFile::plain(p, c)).collect();
+    for (m, id) in [(&a, "a"), (&b, "b")] {
+        m.write_file("/etc/machine-id", &format!("{}\n", id.repeat(32))).unwrap();
+        configure_updates(m, &config);
+        m.derive_version("v22", &layer).unwrap();
+        m.publish("v22").unwrap();
+    }
+    let steady_states = |s: &StandInServer| s.seen().iter().filter(|r| r.path == "/v1/steady-state").count();
+
+    // A takes the only slot, reboots into v2, fails its checks and rolls back.
+    let run = Background::start(&a, None, &["hostctl", "upgrade", "--auto"]);
+    assert_eq!(a.wait_for_shutdown(Duration::from_secs(120)).unwrap(), Exit::Rebooted);
+    drop(run);
+    assert_eq!(a.boot_until_it_goes_down(Duration::from_secs(240)).unwrap(), Exit::Rebooted);
+    a.boot().unwrap();
+    assert_eq!(checksum(&a.status().unwrap().status.booted), a_v1);
+    assert_eq!(health(&a.status().unwrap().status.rollback).action.as_deref(), Some("rolled-back"));
+    // A keeps the slot: its steady-state unit ran and did not report.
+    wait_for("A's steady-state unit to finish", Duration::from_secs(30), || {
+        a.must(&["systemctl", "show", "--value", "-p", "ActiveState", "hostd-steady-state.service"]).unwrap().trim() != "activating"
+    });
+    let said = a.must(&["journalctl", "-b", "-u", "hostd-steady-state.service", "--no-pager"]).unwrap();
+    assert!(said.contains("keeping the reboot slot"), "{said}");
+    assert_eq!(steady_states(&server), 0);
+
+    // B stages v2 but gets no slot, so it never reboots into it.
+    for _ in 0..2 {
+        let out = b.hostctl(None, &["upgrade", "--auto"]).unwrap();
+        let said = success("hostctl upgrade --auto", &out);
+        assert!(said.contains("Reboot postponed: the lock manager gave no reboot slot: failed_lock_semaphore_full"), "{said}");
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(b.running().unwrap());
+    }
+    assert_eq!(checksum(&b.status().unwrap().status.booted), b_v1);
+    assert!(!b.status().unwrap().status.rollback_queued);
+    assert!(a.running().unwrap());
 }
 
 /// Build `version` from the cached v1 plus `files` (one derived layer) into

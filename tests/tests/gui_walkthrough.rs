@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use hostd_interface::job::JobStatus;
 use hostd_interface::manager::{ManagerState, UpdatePolicy};
 use hostd_tests::machine::{TestMachine, ADMIN};
 use hostd_tests::offline::{deployed, host_with_v1, text, vd};
@@ -89,7 +90,7 @@ async fn the_writing_a_gui_transcripts_run_as_documented() {
         .await
         .unwrap()
         .iter()
-        .filter(|j| j.result.to_string() == "succeeded")
+        .filter(|j| j.result == JobStatus::Succeeded)
         .map(|j| j.kind.to_string())
         .collect();
     for kind in ["check", "upgrade", "discard", "rollback"] {

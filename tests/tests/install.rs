@@ -69,18 +69,24 @@ fn an_image_build_gets_presets_docs_and_the_bootc_drop_in_and_the_readme_lists_e
     make_install(dest.path());
     let installed = files(dest.path());
 
-    // The preset enables the timer and the steady-state unit, and only
-    // them; `systemctl preset-all` (an image build's) does exactly that.
+    // The preset enables the timer, the steady-state unit and the boot
+    // health checks, and only them; `systemctl preset-all` (an image
+    // build's) does exactly that.
     let preset = read(dest.path(), "/usr/lib/systemd/system-preset/80-hostd.preset");
     let enabled: BTreeSet<&str> =
         preset.lines().filter_map(|l| l.strip_prefix("enable ")).map(str::trim).collect();
-    assert_eq!(enabled, BTreeSet::from(["hostd-fetch-apply-updates.timer", "hostd-steady-state.service"]));
+    assert_eq!(
+        enabled,
+        BTreeSet::from(["hostd-fetch-apply-updates.timer", "hostd-steady-state.service", "hostd-health-check.service"])
+    );
     run(Command::new("systemctl").arg(format!("--root={}", dest.path().display())).arg("preset-all")).unwrap();
     let links: BTreeSet<String> =
         files(dest.path()).into_iter().filter(|p| p.starts_with("/etc/systemd/system/")).collect();
     assert_eq!(
         links,
         BTreeSet::from([
+            "/etc/systemd/system/boot-complete.target.requires/hostd-health-check.service".to_string(),
+            "/etc/systemd/system/multi-user.target.wants/hostd-health-check.service".to_string(),
             "/etc/systemd/system/multi-user.target.wants/hostd-steady-state.service".to_string(),
             "/etc/systemd/system/timers.target.wants/hostd-fetch-apply-updates.timer".to_string(),
         ])

@@ -26,6 +26,7 @@ pub async fn upgrade(conn: &Connection, call: &Caller<'_>, args: &UpgradeArgs) -
         (opt::APPLY, Variant::Bool(args.apply)),
         (opt::ALLOW_DOWNGRADE, Variant::Bool(args.allow_downgrade)),
         (opt::AUTO, Variant::Bool(args.auto)),
+        (opt::RETRY_FAILED, Variant::Bool(args.retry_failed)),
     ]);
     let path = call.start("Upgrade", &(opts,)).await?;
     if path.as_str() == "/" {

@@ -373,7 +373,8 @@ impl Manager {
 
     /// Upgrade: fetch and queue the tracked image.
     /// Options: download-only b, apply b, allow-downgrade b, auto b (do what
-    /// the configured policy allows; "/" when the policy is none).
+    /// the configured policy allows; "/" when the policy is none),
+    /// retry-failed b (install an image that failed its boot health checks).
     async fn upgrade(
         &self,
         options: HashMap<String, OwnedVariant>,
@@ -731,8 +732,9 @@ impl Manager {
 
     /// Deployments in boot order, each a dict: index u, role s (staged, booted,
     /// rollback, other), checksum s, serial u, stateroot s, pinned b,
-    /// download-only b, incompatible b, and for image deployments image s,
-    /// transport s, digest s, version s, timestamp s.
+    /// download-only b, incompatible b, for image deployments image s,
+    /// transport s, digest s, version s, timestamp s, labels a{ss}, and once
+    /// assessed health s (passed, failed) and health-failures as.
     #[zbus(property)]
     async fn deployments(&self) -> Vec<DeploymentEntry> {
         properties::current_deployments(&self.ctx)

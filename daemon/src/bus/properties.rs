@@ -154,6 +154,8 @@ fn deployment_entry(d: &Deployment) -> DeploymentEntry {
         version: image.and_then(|i| i.version.clone()),
         timestamp: image.and_then(|i| i.timestamp.clone()),
         labels: image.and_then(|i| labels(&i.labels)),
+        health: d.entry.health.as_ref().map(|h| h.result.to_string()),
+        health_failures: d.entry.health.as_ref().filter(|h| !h.failures.is_empty()).map(|h| h.failures.clone()),
     }
 }
 

@@ -168,6 +168,7 @@ async fn execute(sysroot: &SysrootPath, job: &JobShared) -> Result<Outcome, Erro
         download_only: request.options.download_only,
         retain: request.options.retain,
         allow_downgrade: request.options.allow_downgrade,
+        retry_failed: request.options.retry_failed,
         unattended: request.options.auto,
         queued_is_enough: request.options.apply,
         may_choose_image: job.may_choose_image(),

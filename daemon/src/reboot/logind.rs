@@ -82,6 +82,18 @@ pub async fn request_reboot(conn: &Connection) -> Result<RebootOutcome, RebootEr
     }
 }
 
+/// Reboot as root, overriding every block inhibitor (the automatic
+/// rollback after its grace period; docs/health.md).
+pub async fn override_reboot(conn: &Connection) -> Result<(), RebootError> {
+    let logind = Login1ManagerProxy::new(conn).await?;
+    match logind.reboot_with_flags(0).await {
+        Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod" => {
+            Ok(logind.reboot(false).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
 /// logind answers AccessDenied to root with `ROOT_CHECK_INHIBITORS` and
 /// BlockedByInhibitorLock when interactive authorization is needed.
 fn is_inhibitor_refusal(error_name: &str) -> bool {

@@ -40,6 +40,8 @@ pub struct DeployOptions {
     pub retain: bool,
     /// Accept an image built before the deployed one.
     pub allow_downgrade: bool,
+    /// Accept an image whose deployment failed its boot health checks.
+    pub retry_failed: bool,
     /// An unattended run (`Upgrade({auto})`): an image built before the
     /// deployed one ends the job successfully, nothing fetched, instead of
     /// failing it.
@@ -97,9 +99,15 @@ pub async fn update(
     // Switching to another image is an explicit choice of what to run.
     let judged = switch_to.is_none() && !options.allow_downgrade;
     let deployed = current.as_deref().map(update_rule::state_facts);
-    let judge = |found: &ImageFacts<'_>| match &deployed {
-        Some(d) if judged => not_a_downgrade(d, found, options.unattended),
-        _ => Ok(Import::Proceed),
+    let failed = if booted && switch_to.is_none() && !options.retry_failed { failed_images() } else { Default::default() };
+    let judge = |found: &ImageFacts<'_>| {
+        if let Import::Decline(message) = not_failed_before(&failed, found, options.unattended)? {
+            return Ok(Import::Decline(message));
+        }
+        match &deployed {
+            Some(d) if judged => not_a_downgrade(d, found, options.unattended),
+            _ => Ok(Import::Proceed),
+        }
     };
     let fetched = pull::fetch(&repo, &imgref, access, progress, cancel, |prep, cost| {
         let found = update_rule::facts(prep.manifest_digest.as_ref(), &prep.manifest, &prep.config);
@@ -164,6 +172,9 @@ pub async fn update(
     pull_bound_images(sysroot, &repo, &imgref, merge.as_ref(), bound, progress, cancel).await?;
     progress.phase(Phase::Staging, "writing the deployment");
     write_deployment(&locked, merge.as_ref(), &imgref, state, kargs, options, Interruptible { progress, cancel })?;
+    if booted && options.retry_failed {
+        forget_failure(&digest, &state.merge_commit);
+    }
     if !booted {
         progress.phase(Phase::Cleanup, "pruning images no deployment uses");
         ostree_ext::container::deploy::prune(&locked.as_ostree_ext_lock())?;
@@ -470,6 +481,52 @@ fn ensure_space(repo: &ostree::Repo, repo_path: &Path, cost: &UpdateSummary) -> 
 /// [`update_rule`] for an update of the tracked image: a downgrade is
 /// refused (`InvalidArgument`), or for an unattended run declined, since
 /// only an explicit `allow-downgrade` installs one.
+/// The images whose deployment failed its boot health checks, from the
+/// health record; none when it cannot be read (logged).
+fn failed_images() -> std::collections::BTreeMap<String, crate::health::record::FailedImage> {
+    match crate::health::record::HealthRecord::load(Path::new(crate::health::record::STATE_DIR)) {
+        Ok(record) => record.failed_digests,
+        Err(e) => {
+            tracing::warn!("boot health record: {e:#}");
+            Default::default()
+        }
+    }
+}
+
+/// A retried image (`retry-failed`) is assessed again on its next first boot.
+fn forget_failure(digest: &str, checksum: &str) {
+    let dir = Path::new(crate::health::record::STATE_DIR);
+    match crate::health::record::HealthRecord::forget(dir, digest, checksum) {
+        Ok(true) => tracing::info!("{digest}: retried; its earlier boot health failure is forgotten"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("boot health record: {e:#}"),
+    }
+}
+
+/// An image that failed its boot health checks is skipped by unattended
+/// runs and refused otherwise, unless asked for with retry-failed
+/// (docs/health.md, "Rollback rule"). Another digest on the same tag is a
+/// new image and proceeds.
+fn not_failed_before(
+    failed: &std::collections::BTreeMap<String, crate::health::record::FailedImage>,
+    found: &ImageFacts<'_>,
+    unattended: bool,
+) -> Result<Import, Error> {
+    let Some(before) = failed.get(found.manifest_digest) else {
+        return Ok(Import::Proceed);
+    };
+    let what = format!(
+        "{} ({}) failed its boot health checks on {} and was rolled back",
+        found.version.as_deref().unwrap_or("the image"),
+        found.manifest_digest,
+        before.failed_at
+    );
+    if unattended {
+        return Ok(Import::Decline(format!("{what}; unattended updates skip it until another image is published.")));
+    }
+    Err(Error::Refused(format!("{what}; to install it again, ask for it with retry-failed (hostctl upgrade --retry-failed)")))
+}
+
 fn not_a_downgrade(
     deployed: &ImageFacts<'_>,
     found: &ImageFacts<'_>,

@@ -170,6 +170,9 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
             cached_downgrade,
         });
     }
+    if booted.is_some() {
+        add_health(&mut deployments, Path::new(crate::health::record::STATE_DIR));
+    }
     let usr_overlay = booted.as_ref().and_then(|b| usr_overlay::overlay_of(b.unlocked()));
     let mut snapshot = assemble(deployments, booted.is_some(), usr_overlay);
     // A staged deployment is the update already; with none, a fetched image
@@ -184,6 +187,22 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
         }
     }
     Ok(snapshot)
+}
+
+/// Each deployment's boot health assessment from the record in `dir`; an
+/// unreadable record is logged and shows no assessment.
+fn add_health(deployments: &mut [Deployment], dir: &Path) {
+    let record = match crate::health::record::HealthRecord::load(dir) {
+        Ok(record) => record,
+        Err(e) => {
+            tracing::warn!("boot health record: {e:#}");
+            return;
+        }
+    };
+    for d in deployments {
+        let checksum = d.entry.ostree.as_ref().map(|o| o.checksum.as_str());
+        d.entry.health = checksum.and_then(|c| record.deployments.get(c)).cloned();
+    }
 }
 
 /// The deployment a rollback boots. libostree calls a finalized deployment
@@ -237,6 +256,7 @@ fn boot_entry(
             checksum,
             deploy_serial: u32::try_from(d.deployserial()).unwrap_or_default(),
         }),
+        health: None,
         bound_images: bound_images_of(repo, d),
     };
     Ok((entry, cached_downgrade))
@@ -403,6 +423,7 @@ pub(crate) mod tests {
                     checksum: format!("c{version}"),
                     deploy_serial: 0,
                 }),
+                health: None,
                 bound_images: Vec::new(),
             },
         }

@@ -3,7 +3,8 @@
 //!
 //! libostree bumps the mtime of `ostree/deploy` after every deployment write
 //! (that is what rpm-ostreed watches too); `boot/` sees the bootloader symlink
-//! swap and `/run/ostree` the staged deployment of a booted host.
+//! swap and `/run/ostree` the staged deployment of a booted host;
+//! `/var/lib/hostd` holds the boot health record shown with each deployment.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub fn spawn(sysroot: &Path, booted: bool, cache: Arc<StatusCache>) -> anyhow::R
     let mut dirs = vec![sysroot.join("ostree/deploy"), sysroot.join("boot")];
     if booted {
         dirs.push(PathBuf::from("/run/ostree"));
+        // The boot health record, which `hostd --health-check` replaces.
+        dirs.push(PathBuf::from(crate::health::record::STATE_DIR));
     }
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC)?;
     let flags = AddWatchFlags::IN_ATTRIB
@@ -34,6 +37,10 @@ pub fn spawn(sysroot: &Path, booted: bool, cache: Arc<StatusCache>) -> anyhow::R
         inotify.add_watch(dir.as_path(), flags)?;
     }
     let (tx, mut rx) = mpsc::channel::<()>(1);
+    // What changed between the first read and the watches (such as the
+    // health record `hostd --health-check` writes while the daemon it
+    // activated starts) is read once more.
+    let _ = tx.try_send(());
     std::thread::Builder::new()
         .name("sysroot-watch".into())
         .spawn(move || loop {

@@ -70,6 +70,14 @@ impl Guest {
     /// Returns the guest and what `systemctl is-system-running` said
     /// (`running` or `degraded`).
     pub fn boot(spec: &BootSpec) -> Result<(Guest, String)> {
+        let mut guest = Guest::start(spec)?;
+        let state = guest.wait_until_booted()?;
+        Ok((guest, state))
+    }
+
+    /// Start booting `spec` without waiting for the boot to finish (for a
+    /// boot that ends in a reboot of its own, such as an automatic rollback).
+    pub fn start(spec: &BootSpec) -> Result<Guest> {
         let name = unique_machine_name();
         let cgroups = create_cgroups(&name)?;
         let nspawn = spawn_nspawn(spec, &name, &cgroups);
@@ -82,8 +90,7 @@ impl Guest {
         };
         let mut guest = Guest { nspawn, pid1: 0, name, cgroups, console: spec.console.clone(), exit: None };
         guest.pid1 = guest.find_pid1()?;
-        let state = guest.wait_until_booted()?;
-        Ok((guest, state))
+        Ok(guest)
     }
 
     /// A command run inside the guest (all its namespaces, its root), as

@@ -88,7 +88,8 @@ pub const DOCUMENTED_INSTALL: &str = "make install DESTDIR=/out";
 /// ... how the final stage takes it ...
 pub const DOCUMENTED_COPY: &str = "COPY --from=build /out/ /";
 /// ... and the units it enables there (`systemctl preset UNITS`).
-pub const DOCUMENTED_PRESET: [&str; 2] = ["hostd-fetch-apply-updates.timer", "hostd-steady-state.service"];
+pub const DOCUMENTED_PRESET: [&str; 3] =
+    ["hostd-fetch-apply-updates.timer", "hostd-steady-state.service", "hostd-health-check.service"];
 
 /// The three versions, in one read-only OCI directory (tags `v1`, `v2`, `v3`).
 #[derive(Debug)]

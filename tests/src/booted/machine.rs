@@ -21,6 +21,7 @@ use super::cache;
 use super::guest::{tail, BootSpec, Exit, Guest};
 use super::image::{test_os_images, TestOsImages};
 use super::oci;
+use crate::fixture::{ImageBuilder, LayerFile};
 use crate::offline::text;
 use crate::sysroot::{TestSysroot, STATEROOT};
 
@@ -100,8 +101,19 @@ impl BootedMachine {
         self.sysroot.path().join("ostree/deploy").join(STATEROOT).join("var")
     }
 
-    /// Boot what the bootloader would boot by default.
-    pub fn boot(&mut self) -> Result<()> {
+    /// Add `version` to the machine's image directory: v1 plus one layer
+    /// holding `files`, the way `FROM v1` + `COPY` makes an image (the
+    /// cached test OS images stay as they are). Its manifest digest.
+    pub fn derive_version(&self, version: &str, files: &[LayerFile]) -> Result<String> {
+        let work = cache::scratch_dir("derive")?;
+        let mut builder = ImageBuilder::new(work.path())?;
+        builder.oci_dir = self.oci_dir();
+        let built = builder.derive_files(&self.images.v1, version, files)?;
+        oci::retag(&self.oci_dir(), "latest", version)?;
+        Ok(built.digest)
+    }
+
+    fn boot_spec(&mut self) -> Result<(BootSpec, bls::Entry)> {
         anyhow::ensure!(self.guest.is_none(), "the machine is already running");
         let entry = bls::default_entry(self.sysroot.path())?;
         self.boots += 1;
@@ -112,6 +124,22 @@ impl BootedMachine {
             shared_read_only: vec![self.oci_dir()],
             console: self.scratch.path().join(format!("console-{}.log", self.boots)),
         };
+        Ok((spec, entry))
+    }
+
+    /// Boot what the bootloader would boot by default, expecting the guest
+    /// to go down by itself within `timeout` before or after its boot
+    /// finished (an automatic rollback reboots); how it ended.
+    pub fn boot_until_it_goes_down(&mut self, timeout: Duration) -> Result<Exit> {
+        let (spec, entry) = self.boot_spec()?;
+        self.guest = Some(Guest::start(&spec)?);
+        self.booted = Some(entry);
+        self.wait_for_shutdown(timeout)
+    }
+
+    /// Boot what the bootloader would boot by default.
+    pub fn boot(&mut self) -> Result<()> {
+        let (spec, entry) = self.boot_spec()?;
         let (guest, state) = Guest::boot(&spec)?;
         self.guest = Some(guest);
         self.booted = Some(entry);
@@ -129,10 +157,16 @@ impl BootedMachine {
 
     /// Power off cleanly (staged deployments are finalized) and boot again.
     pub fn reboot(&mut self) -> Result<()> {
+        self.poweroff()?;
+        self.boot()
+    }
+
+    /// Power off cleanly (staged deployments are finalized).
+    pub fn poweroff(&mut self) -> Result<()> {
         let exit = self.guest_mut()?.poweroff(SHUTDOWN_TIMEOUT)?;
         anyhow::ensure!(exit == Exit::PoweredOff, "poweroff ended the guest with {exit:?}");
         self.stopped();
-        self.boot()
+        Ok(())
     }
 
     /// Wait for the guest to go down by itself within `timeout`; how it ended.

@@ -1,0 +1,135 @@
+//! The health record: what the checks said about each deployment's first
+//! boot, and the image digests that failed them, in
+//! `/var/lib/hostd/health.json` (versioned JSON, replaced atomically).
+//!
+//! The record is keyed by the deployment's ostree commit: a deployment is
+//! assessed once, on the first boot that finds no entry for its commit, so
+//! the automatic rollback happens at most once per deployment.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use hostd_interface::host::DeploymentHealth;
+
+/// The directory hostd keeps state in on a booted host.
+pub const STATE_DIR: &str = "/var/lib/hostd";
+/// The record's file name in [`STATE_DIR`].
+pub const RECORD_FILE: &str = "health.json";
+/// The format version written; a file with another version is refused.
+const FORMAT_VERSION: u32 = 1;
+
+/// One failed image, so unattended upgrades do not install it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedImage {
+    /// The deployment (ostree commit) that failed its checks.
+    pub checksum: String,
+    /// When, RFC 3339 in UTC.
+    pub failed_at: String,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthRecord {
+    /// [`FORMAT_VERSION`].
+    pub version: u32,
+    /// Assessments by deployment commit.
+    #[serde(default)]
+    pub deployments: BTreeMap<String, DeploymentHealth>,
+    /// Image manifest digests (`sha256:…`) whose deployment failed its checks.
+    #[serde(default)]
+    pub failed_digests: BTreeMap<String, FailedImage>,
+}
+
+impl Default for HealthRecord {
+    fn default() -> HealthRecord {
+        HealthRecord { version: FORMAT_VERSION, deployments: BTreeMap::new(), failed_digests: BTreeMap::new() }
+    }
+}
+
+impl HealthRecord {
+    /// The record at `dir/health.json`; empty when the file does not exist.
+    pub fn load(dir: &Path) -> Result<HealthRecord> {
+        let path = dir.join(RECORD_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HealthRecord::default()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let record: HealthRecord =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if record.version != FORMAT_VERSION {
+            bail!("{}: format version {} is not {FORMAT_VERSION}", path.display(), record.version);
+        }
+        Ok(record)
+    }
+
+    /// Write to `dir/health.json` atomically: a temporary file in `dir`,
+    /// synced, then renamed over the old one.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing in {}", dir.display()))?;
+        serde_json::to_writer_pretty(&mut tmp, self)?;
+        tmp.write_all(b"\n")?;
+        tmp.as_file().sync_all()?;
+        let path: PathBuf = dir.join(RECORD_FILE);
+        tmp.persist(&path).with_context(|| format!("replacing {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Forget that image `digest` failed, and the assessment of its
+    /// deployment `checksum`, in the record in `dir`: an explicit retry
+    /// (`retry-failed`) gets assessed, and may be rolled back, once more.
+    /// Whether anything was forgotten.
+    pub fn forget(dir: &Path, digest: &str, checksum: &str) -> Result<bool> {
+        let mut record = HealthRecord::load(dir)?;
+        let forgot_digest = record.failed_digests.remove(digest).is_some();
+        let forgot_checksum = record.deployments.remove(checksum).is_some();
+        if forgot_digest || forgot_checksum {
+            record.save(dir)?;
+        }
+        Ok(forgot_digest || forgot_checksum)
+    }
+
+    /// Whether the image `digest` failed its checks before.
+    pub fn digest_failed(&self, digest: &str) -> bool {
+        self.failed_digests.contains_key(digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostd_interface::host::HealthResult;
+
+    #[test]
+    fn round_trips_and_refuses_other_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(HealthRecord::load(dir.path()).unwrap(), HealthRecord::default());
+        let mut record = HealthRecord::default();
+        record.deployments.insert(
+            "abc".into(),
+            DeploymentHealth {
+                result: HealthResult::Failed,
+                checked_at: "2026-01-01T00:00:00Z".into(),
+                failures: vec!["unit x.service: failed".into()],
+                action: Some("rolled-back".into()),
+            },
+        );
+        record.failed_digests.insert("sha256:1".into(), FailedImage { checksum: "abc".into(), failed_at: "t".into() });
+        record.save(dir.path()).unwrap();
+        let read = HealthRecord::load(dir.path()).unwrap();
+        assert_eq!(read, record);
+        assert!(read.digest_failed("sha256:1"));
+        assert!(HealthRecord::forget(dir.path(), "sha256:1", "abc").unwrap());
+        assert_eq!(HealthRecord::load(dir.path()).unwrap(), HealthRecord::default());
+        assert!(!HealthRecord::forget(dir.path(), "sha256:1", "abc").unwrap());
+        std::fs::write(dir.path().join(RECORD_FILE), r#"{"version": 2}"#).unwrap();
+        assert!(HealthRecord::load(dir.path()).is_err());
+    }
+}
