@@ -90,7 +90,7 @@ fn name_image_failure(image: &str, from_registry: bool, failure: &ImageFailure) 
         },
         ImageFailure::TagMissing { .. } => Named::ImageNotFound(format!("{image}: {failure}")),
         ImageFailure::Unsafe(unsafe_source) => match unsafe_source {
-            Unsafe::NotRegular { .. } | Unsafe::WrongFormat { .. } => {
+            Unsafe::NotRegular { .. } | Unsafe::WrongFormat { .. } | Unsafe::MalformedArchive { .. } => {
                 Named::InvalidArgument(format!("{image}: {failure}"))
             }
             _ => Named::AccessDenied(format!("{image}: {failure}")),

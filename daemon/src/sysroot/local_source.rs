@@ -186,6 +186,14 @@ pub enum Unsafe {
         /// What the path holds.
         found: Found,
     },
+    /// A tar archive with a corrupt header.
+    #[error("{} is a malformed tar archive: {what}", path.display())]
+    MalformedArchive {
+        /// The path as given.
+        path: PathBuf,
+        /// What is wrong, naming the header's byte offset.
+        what: String,
+    },
 }
 
 impl Unsafe {
@@ -276,7 +284,7 @@ pub fn inspect(path: &Path, kind: LocalKind) -> Result<LocalImage, Unsafe> {
         walk_layout(&root, path, &mut trust)?;
     }
     let image = LocalImage { path: path.to_path_buf(), trust, root };
-    let found = if is_dir { image.directory_format() } else { image.archive_format() };
+    let found = if is_dir { image.directory_format() } else { image.archive_format()? };
     // A file hostd may not read is left for skopeo (run as `nobody`) to refuse.
     match found {
         Some(found) if !found.fits(kind) => {
@@ -289,44 +297,256 @@ pub fn inspect(path: &Path, kind: LocalKind) -> Result<LocalImage, Unsafe> {
 /// The first bytes of gzip, bzip2, xz and zstd streams.
 const COMPRESSED_MAGIC: [&[u8]; 4] = [b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd"];
 
-/// Tar members looked at before an archive counts as holding no image;
-/// `podman save` writes a handful per layer.
-const MAX_ARCHIVE_MEMBERS: usize = 100_000;
+/// Tar headers read before an archive counts as holding no more image
+/// members; `podman save` writes a handful per layer.
+const MAX_ARCHIVE_HEADERS: usize = 100_000;
+
+/// A tar block: headers are one block, content is padded to whole blocks.
+const TAR_BLOCK: u64 = 512;
+
+/// A pax extended header no larger than this is read for its `size`
+/// record (what writers give for a member over 8 GiB); a larger one is
+/// skipped unread. Real ones hold a few short records.
+const MAX_PAX_BYTES: u64 = 64 << 10;
 
 impl LocalImage {
-    /// What the archive file holds, by its top-level tar members (read
-    /// header by header, skipping content); `None` where hostd may not
-    /// read the file (see [`LocalImage::read_index`]) or it is compressed
+    /// What the archive file holds, by its top-level tar members (see
+    /// [`tar_format`]); `None` where hostd may not read the file (see
+    /// [`LocalImage::read_index`]), cannot read it, or it is compressed
     /// (skopeo reads a compressed docker-archive; hostd leaves it to it).
-    fn archive_format(&self) -> Option<Found> {
+    /// A tar archive with a corrupt header is [`Unsafe::MalformedArchive`].
+    fn archive_format(&self) -> Result<Option<Found>, Unsafe> {
         use std::io::{Seek, SeekFrom};
-        let mut file = std::fs::File::from(self.open_readable(".")?);
+        let Some(fd) = self.open_readable(".") else { return Ok(None) };
+        let Ok(stat) = rustix::fs::fstat(&fd) else { return Ok(None) };
+        let mut file = std::fs::File::from(fd);
         let mut magic = [0u8; 6];
-        let n = file.read(&mut magic).ok()?;
+        let Ok(n) = file.read(&mut magic) else { return Ok(None) };
         if COMPRESSED_MAGIC.iter().any(|m| magic[..n].starts_with(m)) {
-            return None;
+            return Ok(None);
         }
-        file.seek(SeekFrom::Start(0)).ok()?;
-        let mut archive = tar::Archive::new(file);
-        let Ok(entries) = archive.entries_with_seek() else { return Some(Found::NotAnArchive) };
-        let (mut oci, mut docker, mut members) = (false, false, 0usize);
-        for entry in entries.take(MAX_ARCHIVE_MEMBERS) {
-            let Ok(entry) = entry else { break };
-            members += 1;
-            let Ok(name) = entry.path() else { continue };
-            let name = name.strip_prefix("./").unwrap_or(&name);
-            oci |= name == Path::new("index.json") || name == Path::new("oci-layout");
-            docker |= name == Path::new("manifest.json");
+        if file.seek(SeekFrom::Start(0)).is_err() {
+            return Ok(None);
         }
-        Some(match (oci, docker) {
-            (true, true) => Found::BothArchives,
-            (true, false) => Found::Image(LocalKind::OciArchive),
-            (false, true) => Found::Image(LocalKind::DockerArchive),
-            (false, false) if members > 0 => Found::OtherArchive,
-            (false, false) => Found::NotAnArchive,
-        })
+        match tar_format(&mut file, u64::try_from(stat.st_size).unwrap_or(0)) {
+            Ok(found) => Ok(Some(found)),
+            Err(TarWalk::Unreadable) => Ok(None),
+            Err(TarWalk::Malformed(what)) => Err(Unsafe::MalformedArchive { path: self.path.clone(), what }),
+        }
     }
+}
 
+/// Why [`tar_format`] could not tell an archive's format.
+#[derive(Debug)]
+enum TarWalk {
+    /// A header is corrupt; what is wrong, naming its byte offset.
+    Malformed(String),
+    /// Reading the file failed.
+    Unreadable,
+}
+
+impl From<std::io::Error> for TarWalk {
+    fn from(_: std::io::Error) -> Self {
+        TarWalk::Unreadable
+    }
+}
+
+/// What the tar archive `file` (of `len` bytes) holds, by its top-level
+/// members: `index.json` or `oci-layout` (OCI archive), `manifest.json`
+/// (docker-archive).
+///
+/// The 512-byte headers are read one at a time (POSIX ustar, as
+/// pax(1) specifies it, and GNU tar's extensions) and each member's
+/// content is skipped by seeking, never read: memory stays at one block
+/// (a pax header of up to 64 KiB) whatever the archive claims. The `tar`
+/// crate is not used here: it reads a GNU long-name (`L`, `K`) or pax
+/// (`x`, `g`) entry whole into memory, so one header claiming gigabytes,
+/// in a sparse file any user can write, made root's hostd allocate them.
+/// Such entries are skipped like any content: the members looked for have
+/// short names, which the header itself holds.
+///
+/// The walk stops at the end-of-archive zero block, at the end of the
+/// file, or after 100 000 headers; it never goes past `len`. The first
+/// header failing its checksum or cut short makes the file no tar archive
+/// ([`Found::NotAnArchive`], as GNU tar's "does not look like a tar
+/// archive"); a later one, a size field that does not parse, or content
+/// past the end of the file is [`TarWalk::Malformed`].
+fn tar_format(file: &mut (impl Read + std::io::Seek), len: u64) -> Result<Found, TarWalk> {
+    let (mut oci, mut docker, mut members) = (false, false, 0usize);
+    let mut offset = 0u64;
+    // The size a pax `x` header gives the next member, overriding its own.
+    let mut pax_size = None;
+    let mut header = [0u8; TAR_BLOCK as usize];
+    for read in 0..MAX_ARCHIVE_HEADERS {
+        let at = offset;
+        let n = read_block(file, at, &mut header)?;
+        if n == 0 || header.iter().all(|&b| b == 0) {
+            break;
+        }
+        let is_header = n == header.len() && checksum_matches(&header);
+        match (is_header, read) {
+            (true, _) => {}
+            (false, 0) => return Ok(Found::NotAnArchive),
+            (false, _) if n < header.len() => {
+                return Err(TarWalk::Malformed(format!("the header at byte {at} is cut short by the end of the file")))
+            }
+            (false, _) => return Err(TarWalk::Malformed(format!("the header at byte {at} has a bad checksum"))),
+        }
+        let bad_size = || TarWalk::Malformed(format!("the header at byte {at} has a size field that is no number"));
+        let own_size = parse_numeric(&header[124..136]).ok_or_else(bad_size)?;
+        let kind = header[156];
+        let extension = matches!(kind, b'L' | b'K' | b'x' | b'g');
+        let size = if extension { own_size } else { pax_size.take().unwrap_or(own_size) };
+        offset += TAR_BLOCK;
+        if kind == b'x' && size <= MAX_PAX_BYTES {
+            let mut records = Vec::new();
+            file.by_ref().take(size).read_to_end(&mut records)?;
+            pax_size = pax_size_record(&records)
+                .map_err(|()| TarWalk::Malformed(format!("the pax header at byte {at} has a size record that is no number")))?;
+        }
+        if !extension {
+            members += 1;
+            let name = header_name(&header);
+            let name = name.strip_prefix(b"./").unwrap_or(&name);
+            oci |= name == b"index.json" || name == b"oci-layout";
+            docker |= name == b"manifest.json";
+        }
+        // A GNU sparse member's map continues in blocks of its own.
+        if kind == b'S' && header[482] != 0 {
+            offset = skip_sparse_map(file, offset)?;
+        }
+        let past = || TarWalk::Malformed(format!("the member at byte {at} claims {size} bytes, past the end of the file"));
+        let padded = size.div_ceil(TAR_BLOCK).checked_mul(TAR_BLOCK).ok_or_else(past)?;
+        offset = offset.checked_add(padded).filter(|&end| end <= len).ok_or_else(past)?;
+        if oci && docker {
+            break;
+        }
+    }
+    Ok(match (oci, docker) {
+        (true, true) => Found::BothArchives,
+        (true, false) => Found::Image(LocalKind::OciArchive),
+        (false, true) => Found::Image(LocalKind::DockerArchive),
+        (false, false) if members > 0 => Found::OtherArchive,
+        (false, false) => Found::NotAnArchive,
+    })
+}
+
+/// Read the block at `offset` into `block`; the bytes read, short only at
+/// the end of the file.
+fn read_block(file: &mut (impl Read + std::io::Seek), offset: u64, block: &mut [u8]) -> Result<usize, TarWalk> {
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    let mut filled = 0;
+    while filled < block.len() {
+        match file.read(&mut block[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(filled)
+}
+
+/// Skip the extension blocks of a GNU sparse map starting at `offset`
+/// (each says in its byte 504 whether another follows); the offset after
+/// them. At most [`MAX_ARCHIVE_HEADERS`] are read.
+fn skip_sparse_map(file: &mut (impl Read + std::io::Seek), mut offset: u64) -> Result<u64, TarWalk> {
+    let mut block = [0u8; TAR_BLOCK as usize];
+    for _ in 0..MAX_ARCHIVE_HEADERS {
+        let at = offset;
+        if read_block(file, at, &mut block)? < block.len() {
+            return Err(TarWalk::Malformed(format!("the sparse map at byte {at} is cut short by the end of the file")));
+        }
+        offset += TAR_BLOCK;
+        if block[504] == 0 {
+            return Ok(offset);
+        }
+    }
+    Err(TarWalk::Malformed(format!("the sparse map before byte {offset} does not end")))
+}
+
+/// Whether the header's checksum field (bytes 148..156, octal) is the sum
+/// of its bytes with that field counted as spaces; as GNU tar, the sum of
+/// unsigned or of signed bytes (old writers) is accepted.
+fn checksum_matches(header: &[u8; TAR_BLOCK as usize]) -> bool {
+    let Some(stored) = parse_octal(&header[148..156]) else { return false };
+    let (mut unsigned, mut signed) = (0u64, 0i64);
+    for (i, &b) in header.iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { b };
+        unsigned += u64::from(b);
+        signed += i64::from(b as i8);
+    }
+    stored == unsigned || i64::try_from(stored) == Ok(signed)
+}
+
+/// A numeric header field: octal digits after optional spaces, ended by
+/// a space or NUL, or GNU's base-256 (first byte's high bit set, then the
+/// value big-endian); `None` when it is neither, negative, or beyond `u64`.
+fn parse_numeric(field: &[u8]) -> Option<u64> {
+    match field.first() {
+        Some(&first) if first & 0x80 != 0 => {
+            // 0xff starts a negative number, which no size is.
+            if first == 0xff {
+                return None;
+            }
+            field[1..].iter().try_fold(u64::from(first & 0x7f), |v, &b| v.checked_mul(256)?.checked_add(u64::from(b)))
+        }
+        _ => parse_octal(field),
+    }
+}
+
+/// An octal field: optional leading spaces, at least one digit, then only
+/// spaces or NULs.
+fn parse_octal(field: &[u8]) -> Option<u64> {
+    let start = field.iter().position(|&b| b != b' ')?;
+    let digits = &field[start..];
+    let end = digits.iter().position(|b| !(b'0'..=b'7').contains(b)).unwrap_or(digits.len());
+    if end == 0 || !digits[end..].iter().all(|&b| b == b' ' || b == 0) {
+        return None;
+    }
+    digits[..end].iter().try_fold(0u64, |v, &d| v.checked_mul(8)?.checked_add(u64::from(d - b'0')))
+}
+
+/// The member name of a header: `name` (bytes 0..100), after the ustar
+/// `prefix` (bytes 345..500) and a slash when the header is POSIX ustar
+/// (GNU's format keeps times where the prefix would be); each ends at its
+/// first NUL.
+fn header_name(header: &[u8; TAR_BLOCK as usize]) -> Vec<u8> {
+    let until_nul = |field: &[u8]| field.iter().position(|&b| b == 0).map_or(field.to_vec(), |end| field[..end].to_vec());
+    let name = until_nul(&header[..100]);
+    let prefix = if &header[257..263] == b"ustar\0" { until_nul(&header[345..500]) } else { Vec::new() };
+    if prefix.is_empty() {
+        name
+    } else {
+        [prefix.as_slice(), b"/", name.as_slice()].concat()
+    }
+}
+
+/// The `size` record of pax extended header records (`<length> <key>=<value>\n`,
+/// as pax(1) specifies), if there is one; `Err` when its value is no number.
+/// Records that do not parse end the search: the next header is then taken
+/// at its own size.
+fn pax_size_record(records: &[u8]) -> Result<Option<u64>, ()> {
+    let mut rest = records;
+    let mut size = None;
+    while !rest.is_empty() {
+        let Some(space) = rest.iter().position(|&b| b == b' ') else { break };
+        let Some(length) = std::str::from_utf8(&rest[..space]).ok().and_then(|l| l.parse::<usize>().ok()) else { break };
+        if length <= space + 1 || length > rest.len() {
+            break;
+        }
+        let record = &rest[space + 1..length];
+        let record = record.strip_suffix(b"\n").unwrap_or(record);
+        if let Some(value) = record.strip_prefix(b"size=") {
+            let value = std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok()).ok_or(())?;
+            size = Some(value);
+        }
+        rest = &rest[length..];
+    }
+    Ok(size)
+}
+
+impl LocalImage {
     /// What the directory holds, by its files: an OCI layout has
     /// `oci-layout` or `index.json`, a `dir:` image `manifest.json`.
     fn directory_format(&self) -> Option<Found> {
@@ -731,6 +951,124 @@ mod tests {
         let gz = t.path().join("os.tar.gz");
         std::fs::write(&gz, b"\x1f\x8b\x08\x00rest").unwrap();
         assert!(inspect(&gz, LocalKind::DockerArchive).is_ok());
+    }
+
+    /// A GNU header of `kind` for `name` claiming `size` bytes of content.
+    fn header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(name).unwrap();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_entry_type(kind);
+        header.set_cksum();
+        header
+    }
+
+    /// The end of a tar archive: two zero blocks.
+    const END: [u8; 1024] = [0; 1024];
+
+    fn malformed(e: Unsafe) -> String {
+        match e {
+            Unsafe::MalformedArchive { what, .. } => what,
+            other => panic!("not a malformed archive: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_huge_long_name_entry_is_skipped_unread() {
+        use std::io::{Seek, SeekFrom, Write};
+        let t = private_dir();
+        let path = t.path().join("huge.tar");
+        // One GNU long-name entry claiming 64 GiB, in a sparse file: the
+        // tar crate reads such an entry whole into memory.
+        let claimed = 64u64 << 30;
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(header("././@LongLink", tar::EntryType::GNULongName, claimed).as_bytes()).unwrap();
+        file.seek(SeekFrom::Start(512 + claimed)).unwrap();
+        file.write_all(header("manifest.json", tar::EntryType::Regular, 0).as_bytes()).unwrap();
+        file.write_all(&END).unwrap();
+        drop(file);
+        let started = std::time::Instant::now();
+        assert!(inspect(&path, LocalKind::DockerArchive).is_ok());
+        assert_eq!(found(inspect(&path, LocalKind::OciArchive).unwrap_err()), Found::Image(LocalKind::DockerArchive));
+        assert!(started.elapsed() < TRUST_CHECK_LIMIT, "took {:?}", started.elapsed());
+        // Claiming more than the file holds is malformed, not read.
+        let cut = t.path().join("cut.tar");
+        let mut file = std::fs::File::create(&cut).unwrap();
+        file.write_all(header("././@LongLink", tar::EntryType::GNULongName, claimed).as_bytes()).unwrap();
+        file.set_len(4096).unwrap();
+        drop(file);
+        let what = malformed(inspect(&cut, LocalKind::DockerArchive).unwrap_err());
+        assert!(what.contains("past the end of the file"), "{what}");
+    }
+
+    #[test]
+    fn a_pax_header_before_the_manifest_is_skipped_and_its_size_used() {
+        use std::io::Write;
+        let t = private_dir();
+        let path = t.path().join("pax.tar");
+        let records = b"30 mtime=1700000000.123456789\n13 size=1024\n";
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(header("PaxHeaders/layer.tar", tar::EntryType::XHeader, records.len() as u64).as_bytes()).unwrap();
+        let mut content = records.to_vec();
+        content.resize(512, 0);
+        file.write_all(&content).unwrap();
+        // The member's own size field says 0; the pax record gives 1024.
+        file.write_all(header("layer.tar", tar::EntryType::Regular, 0).as_bytes()).unwrap();
+        file.write_all(&[0xaa; 1024]).unwrap();
+        file.write_all(header("manifest.json", tar::EntryType::Regular, 0).as_bytes()).unwrap();
+        file.write_all(&END).unwrap();
+        drop(file);
+        assert!(inspect(&path, LocalKind::DockerArchive).is_ok());
+        assert_eq!(found(inspect(&path, LocalKind::OciArchive).unwrap_err()), Found::Image(LocalKind::DockerArchive));
+    }
+
+    #[test]
+    fn a_base_256_size_is_read() {
+        use std::io::Write;
+        let t = private_dir();
+        let path = t.path().join("base256.tar");
+        let mut layer = header("layer.tar", tar::EntryType::Regular, 0);
+        // GNU's binary form, as writers use for members over 8 GiB.
+        let field = &mut layer.as_mut_bytes()[124..136];
+        field.fill(0);
+        field[0] = 0x80;
+        field[10..].copy_from_slice(&1536u16.to_be_bytes());
+        layer.set_cksum();
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(layer.as_bytes()).unwrap();
+        file.write_all(&[0xaa; 1536]).unwrap();
+        file.write_all(header("index.json", tar::EntryType::Regular, 0).as_bytes()).unwrap();
+        file.write_all(&END).unwrap();
+        drop(file);
+        assert!(inspect(&path, LocalKind::OciArchive).is_ok());
+        assert_eq!(found(inspect(&path, LocalKind::DockerArchive).unwrap_err()), Found::Image(LocalKind::OciArchive));
+    }
+
+    #[test]
+    fn a_truncated_or_corrupt_header_is_a_malformed_archive() {
+        let t = private_dir();
+        let truncated = t.path().join("truncated.tar");
+        archive(&truncated, &["manifest.json", "repositories"]);
+        std::fs::File::options().write(true).open(&truncated).unwrap().set_len(512 + 300).unwrap();
+        let e = inspect(&truncated, LocalKind::DockerArchive).unwrap_err();
+        assert!(e.to_string().contains("truncated.tar is a malformed tar archive"), "{e}");
+        assert!(malformed(e).contains("header at byte 512 is cut short"));
+        let corrupt = t.path().join("corrupt.tar");
+        archive(&corrupt, &["manifest.json", "repositories"]);
+        let mut bytes = std::fs::read(&corrupt).unwrap();
+        bytes[512] = b'R';
+        std::fs::write(&corrupt, &bytes).unwrap();
+        let what = malformed(inspect(&corrupt, LocalKind::DockerArchive).unwrap_err());
+        assert!(what.contains("header at byte 512 has a bad checksum"), "{what}");
+        // A size field that is no number, under a good checksum.
+        let mut bad_size = header("manifest.json", tar::EntryType::Regular, 0);
+        bad_size.as_mut_bytes()[124..136].copy_from_slice(b"12x45670000\0");
+        bad_size.set_cksum();
+        let sized = t.path().join("sized.tar");
+        std::fs::write(&sized, [bad_size.as_bytes().as_slice(), &END].concat()).unwrap();
+        let what = malformed(inspect(&sized, LocalKind::DockerArchive).unwrap_err());
+        assert!(what.contains("header at byte 0 has a size field that is no number"), "{what}");
     }
 
     #[test]
