@@ -305,3 +305,91 @@ async fn a_copy_cancelled_or_cut_short_by_a_crash_leaves_no_temporary_layout() {
     assert_eq!(copies(), 0, "the stale layout is gone");
     assert_built_content(&conn, h.sysroot.path(), "v2").await;
 }
+
+/// `sha256:` digest of `bytes`, by coreutils' `sha256sum`.
+fn sha256(bytes: &[u8]) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    format!("sha256:{}", String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap())
+}
+
+/// The path of `digest`'s blob in the OCI layout `dir`.
+fn oci_blob(dir: &Path, digest: &str) -> PathBuf {
+    dir.join("blobs/sha256").join(digest.strip_prefix("sha256:").unwrap())
+}
+
+/// The manifest and config of the only image of the OCI layout `dir`.
+fn oci_image(dir: &Path) -> (serde_json::Value, serde_json::Value) {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(oci_blob(dir, manifest_digest)).unwrap()).unwrap();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    let config = serde_json::from_slice(&std::fs::read(oci_blob(dir, config_digest)).unwrap()).unwrap();
+    (manifest, config)
+}
+
+/// Replace the config of the only image of the OCI layout `dir` by
+/// `config`, rewriting the manifest and index to name it.
+fn rewrite_oci_config(dir: &Path, mut manifest: serde_json::Value, config: &serde_json::Value) {
+    let config_bytes = serde_json::to_vec(config).unwrap();
+    let config_digest = sha256(&config_bytes);
+    std::fs::write(oci_blob(dir, &config_digest), &config_bytes).unwrap();
+    manifest["config"]["digest"] = config_digest.into();
+    manifest["config"]["size"] = config_bytes.len().into();
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = sha256(&manifest_bytes);
+    std::fs::write(oci_blob(dir, &manifest_digest), &manifest_bytes).unwrap();
+    let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"] = manifest_digest.into();
+    index["manifests"][0]["size"] = manifest_bytes.len().into();
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// A diff_id is only a claim of the image's config: an image stored in the
+/// repository but not deployed (a download-only `Switch`) whose config
+/// claims the uncompressed digest of another image's layer, for other
+/// content, does not get its content deployed when the host switches to
+/// that other image. The layer is fetched and the deployed file is the
+/// real one.
+#[tokio::test]
+async fn a_stored_image_claiming_another_layer_s_diff_id_does_not_replace_that_layer() {
+    let (h, podman) = host_and_podman().await;
+    let dir = h.sysroot.dir.path();
+    build_derived(&podman, "localhost/myos:real", "v2").unwrap();
+    // The same Containerfile with another tool: the last layer differs.
+    build_derived(&podman, "localhost/myos:claim", "planted").unwrap();
+    let (real_dir, claim_dir) = (dir.join("real-oci"), dir.join("claim-oci"));
+    for (name, layout) in [("localhost/myos:real", &real_dir), ("localhost/myos:claim", &claim_dir)] {
+        let dest = format!("oci:{}:latest", layout.display());
+        podman.run(&["push", "--quiet", name, &dest]).unwrap();
+    }
+    let (_, real_config) = oci_image(&real_dir);
+    let (claim_manifest, mut claim_config) = oci_image(&claim_dir);
+    let real_tool = real_config["rootfs"]["diff_ids"].as_array().unwrap().last().unwrap().clone();
+    let claimed = claim_config["rootfs"]["diff_ids"].as_array_mut().unwrap().last_mut().unwrap();
+    assert_ne!(*claimed, real_tool, "the tool layers differ");
+    *claimed = real_tool;
+    rewrite_oci_config(&claim_dir, claim_manifest, &claim_config);
+
+    let machine = TestMachine::start(h.sysroot.path(), CONFIG).unwrap();
+    let conn = machine.connect().await.unwrap();
+    let claim = format!("{}:latest", claim_dir.display());
+    let mut opts = transport("oci");
+    opts.insert("download-only", Variant::from(true));
+    let stored = run_job(&conn, "Switch", &(claim.as_str(), opts)).await.unwrap();
+    assert_eq!(stored.state, "succeeded", "{stored:?}\n{}", machine.log());
+    let deployments = h.sysroot.deployment_checksums().unwrap();
+    assert_eq!(deployments.len(), 1, "the claiming image is stored, not deployed");
+
+    let real = format!("{}:latest", real_dir.display());
+    let switch = run_job(&conn, "Switch", &(real.as_str(), transport("oci"))).await.unwrap();
+    assert_eq!(switch.state, "succeeded", "{switch:?}\n{}", machine.log());
+    assert_built_content(&conn, h.sysroot.path(), "v2").await;
+}

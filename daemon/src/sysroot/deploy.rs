@@ -109,7 +109,8 @@ pub async fn update(
             _ => Ok(Import::Proceed),
         }
     };
-    let fetched = pull::fetch(&repo, &imgref, access, progress, cancel, |prep, cost| {
+    let deployed = pull::deployed_commits(&locked);
+    let fetched = pull::fetch(&repo, &deployed, &imgref, access, progress, cancel, |prep, cost| {
         let found = update_rule::facts(prep.manifest_digest.as_ref(), &prep.manifest, &prep.config);
         if let Import::Decline(message) = judge(&found)? {
             return Ok(Import::Decline(message));

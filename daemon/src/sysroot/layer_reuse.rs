@@ -7,20 +7,40 @@
 //! base by podman or buildah carries the base's layers re-compressed: other
 //! compressed digests, the same uncompressed ones (the config's
 //! `rootfs.diff_ids`). Before an import, each layer still to fetch whose
-//! uncompressed digest is that of a layer of a stored image, in the same role,
-//! gets a layer ref under its own compressed digest pointing at the existing
-//! commit, and is not fetched.
+//! uncompressed digest is that of a layer of an image a deployment runs, in
+//! the same role, gets a layer ref under its own compressed digest pointing
+//! at the existing commit, and is not fetched.
 //!
-//! Why this is sound:
-//! - The commit ostree-ext writes for a layer is a function of the layer's
-//!   uncompressed tar stream, and of the role the layer has in its image:
+//! Trust: a diff_id is only what an image's config claims. ostree-ext
+//! imports a layer by its compressed digest and never checks the
+//! uncompressed stream against the config's diff_id, so any image that ever
+//! reached the repository (a third-party image tried once, a local path
+//! others can write, an import that failed and left its layer refs) could
+//! claim another image's diff_id for other content. Hence:
+//! - Only the images of the sysroot's deployments (booted, staged,
+//!   rollback, pinned, any other) are looked at, never images merely stored.
+//!   Their layers are content the host already runs as root, deployed by
+//!   someone allowed to choose it: reusing one cannot bring in content that
+//!   was not already deployed.
+//! - Nothing is reused for an image whose signatures are enforced
+//!   ([`Signatures::Enforced`], the containers policy requires a signature
+//!   for it). A signature vouches for the manifest's layers by compressed
+//!   digest; a reused layer would be content it does not cover, so every
+//!   layer is fetched and checked against its digest.
+//!
+//! Why a match is then the same layer:
+//! - Given a diff_id that is true, the commit ostree-ext writes for a layer
+//!   is a function of the layer's uncompressed tar stream, and of the role
+//!   the layer has in its image:
 //!   the ostree commit layer (first), a content chunk (up to the layer named
 //!   by the `ostree.final-diffid` label), or a derived layer (after it),
 //!   as ostree-ext's `parse_manifest_layout` assigns them. Roles are
 //!   matched. A derived layer's commit also depends on the base commit (its
 //!   SELinux policy labels the files, and whether the root is transient
 //!   decides what outside `/usr` is kept), so derived layers are reused only
-//!   from a stored image with the same base commit.
+//!   from a deployed image with the same base commit. Where a deployed
+//!   image's diff_id was false, the new image gets what that deployment
+//!   already runs, never anything else.
 //! - ostree-ext prunes a layer ref when no stored image's or deployment's
 //!   manifest lists its digest (`gc_image_layers`), and ostree prunes a commit
 //!   only when no ref or deployment reaches it. A ref written here is listed
@@ -32,10 +52,11 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use ostree_ext::container::store::{self, ManifestLayerState, PreparedImport};
-use ostree_ext::container::{ImageReference, DIFFID_LABEL};
+use ostree_ext::container::DIFFID_LABEL;
 use ostree_ext::oci_spec::image::{ImageConfiguration, ImageManifest};
 use ostree_ext::{gio, ostree};
 
+use super::pull::Signatures;
 use super::Error;
 
 /// The ref prefix of ostree-ext's layer refs (`LAYER_PREFIX` of its store).
@@ -77,13 +98,14 @@ struct Known {
     base_commit: String,
 }
 
-/// Layer commits of the stored images by role and uncompressed digest.
-fn stored_layers(repo: &ostree::Repo) -> anyhow::Result<HashMap<(Role, String), Vec<Known>>> {
+/// Layer commits of the images the deployments run (`deployed`: their
+/// commit checksums), by role and uncompressed digest.
+fn deployed_layers(repo: &ostree::Repo, deployed: &[String]) -> anyhow::Result<HashMap<(Role, String), Vec<Known>>> {
     let mut found: HashMap<(Role, String), Vec<Known>> = HashMap::new();
-    for name in store::list_images(repo)? {
-        let Ok(imgref) = ImageReference::try_from(name.as_str()) else { continue };
-        // An image whose metadata cannot be read offers nothing to reuse.
-        let Ok(Some(state)) = store::query_image(repo, &imgref) else { continue };
+    for commit in deployed {
+        // A deployment not from an image, or whose metadata cannot be
+        // read, offers nothing to reuse.
+        let Ok(state) = store::query_image_commit(repo, commit) else { continue };
         let Some(roles) = roles(&state.manifest, &state.configuration) else { continue };
         let diff_ids = state.configuration.rootfs().diff_ids();
         for ((layer, diff_id), role) in state.manifest.layers().iter().zip(diff_ids).zip(roles) {
@@ -105,22 +127,43 @@ pub enum Record {
     Nothing,
 }
 
-/// Mark each layer of `prep` still to fetch whose uncompressed digest is
-/// that of a stored layer of the same role (and, for a derived layer, of an
-/// image on the same base commit) as present, with that layer's commit;
-/// with [`Record::Refs`] also point its layer ref there. Returns the number
-/// of layers and compressed bytes that no longer need fetching.
-pub fn reuse(repo: &ostree::Repo, prep: &mut PreparedImport, record: Record) -> Result<(u32, u64), Error> {
-    reuse_inner(repo, prep, record).context("looking for stored layers with the same content").map_err(Error::Other)
+/// Whether layers may be reused for an image imported with `signatures`:
+/// never where the containers policy must accept it, since its signature
+/// covers only the layers by compressed digest (module documentation).
+fn may_reuse(signatures: Signatures) -> bool {
+    match signatures {
+        Signatures::Enforced => false,
+        Signatures::NotChecked => true,
+    }
 }
 
-fn reuse_inner(repo: &ostree::Repo, prep: &mut PreparedImport, record: Record) -> anyhow::Result<(u32, u64)> {
+/// Mark each layer of `prep` still to fetch whose uncompressed digest is
+/// that of a layer of the same role of an image a deployment runs
+/// (`deployed`: the deployments' commit checksums; for a derived layer, an
+/// image on the same base commit) as present, with that layer's commit;
+/// with [`Record::Refs`] also point its layer ref there. Nothing is reused
+/// for an image with [`Signatures::Enforced`]. Returns the number of layers
+/// and compressed bytes that no longer need fetching.
+pub fn reuse(
+    repo: &ostree::Repo,
+    deployed: &[String],
+    signatures: Signatures,
+    prep: &mut PreparedImport,
+    record: Record,
+) -> Result<(u32, u64), Error> {
+    if !may_reuse(signatures) {
+        return Ok((0, 0));
+    }
+    reuse_inner(repo, deployed, prep, record).context("looking for deployed layers with the same content").map_err(Error::Other)
+}
+
+fn reuse_inner(repo: &ostree::Repo, deployed: &[String], prep: &mut PreparedImport, record: Record) -> anyhow::Result<(u32, u64)> {
     let missing = prep.all_layers().filter(|l| l.commit.is_none()).count();
     if missing == 0 {
         return Ok((0, 0));
     }
     let Some(roles) = roles(&prep.manifest, &prep.config) else { return Ok((0, 0)) };
-    let known = stored_layers(repo)?;
+    let known = deployed_layers(repo, deployed)?;
     if known.is_empty() {
         return Ok((0, 0));
     }
@@ -156,7 +199,7 @@ fn reuse_inner(repo: &ostree::Repo, prep: &mut PreparedImport, record: Record) -
         for (layer_ref, commit, _) in &found {
             repo.set_ref_immediate(None, layer_ref, Some(commit), gio::Cancellable::NONE)
                 .with_context(|| format!("writing {layer_ref}"))?;
-            tracing::info!("reusing the stored layer commit {commit} for {layer_ref}: same uncompressed content");
+            tracing::info!("reusing the deployed layer commit {commit} for {layer_ref}: same uncompressed digest");
         }
     }
     Ok((found.len() as u32, found.iter().map(|(_, _, size)| *size).sum()))
@@ -200,6 +243,12 @@ mod tests {
         // Not ostree-encapsulated: nothing is reused for or from it.
         let (manifest, config) = image(None);
         assert_eq!(roles(&manifest, &config), None);
+    }
+
+    #[test]
+    fn nothing_is_reused_for_an_image_whose_signature_is_enforced() {
+        assert!(!may_reuse(Signatures::Enforced));
+        assert!(may_reuse(Signatures::NotChecked));
     }
 
     #[test]

@@ -301,7 +301,14 @@ pub async fn check(
     let mut opened = open(&repo, &imgref, UntrustedPaths::Allowed, progress, cancel).await?;
     let mut prepared = cancellable(cancel, prepare_opened(&repo, &mut opened, &imgref, cancel)).await?;
     if let PrepareResult::Ready(prep) = &mut prepared {
-        layer_reuse::reuse(&repo, prep, Record::Nothing)?;
+        // The estimate follows the tracked reference; `[updates]
+        // require_signatures` is applied when the update is fetched.
+        let signatures = match imgref.sigverify {
+            SignatureSource::ContainerPolicy => Signatures::Enforced,
+            _ => Signatures::NotChecked,
+        };
+        let deployed = deployed_commits(&locked);
+        layer_reuse::reuse(&repo, &deployed, signatures, prep, Record::Nothing)?;
     }
     let (outcome, found) = match &prepared {
         PrepareResult::AlreadyPresent(state) => {
@@ -481,6 +488,13 @@ pub async fn verify_stored(
     signature::verify(signature::Subject { imgref, manifest, run_as }, cancel).await
 }
 
+/// The commit checksums of every deployment of the sysroot (booted, staged,
+/// rollback, pinned, any other): whose images' layers may be reused
+/// ([`layer_reuse`]).
+pub fn deployed_commits(sysroot: &ostree::Sysroot) -> Vec<String> {
+    sysroot.deployments().iter().map(|d| d.csum().to_string()).collect()
+}
+
 /// Result of [`fetch`].
 #[derive(Debug)]
 pub enum Fetched {
@@ -505,9 +519,12 @@ pub enum Import {
 /// Fetch the layers of `imgref` missing from the repo and write the merged
 /// commit, reporting progress. `before_import` sees the prepared import and
 /// what fetching it costs first (free space, downgrade checks) and may refuse
-/// it (an error) or decline it (no error, nothing fetched).
+/// it (an error) or decline it (no error, nothing fetched). Layers of the
+/// images of `deployed` (deployment commit checksums,
+/// [`deployed_commits`]) may be reused ([`layer_reuse`]).
 pub async fn fetch(
     repo: &ostree::Repo,
+    deployed: &[String],
     imgref: &OstreeImageReference,
     access: Access,
     progress: &dyn Progress,
@@ -533,7 +550,7 @@ pub async fn fetch(
         PrepareResult::AlreadyPresent(state) => return Ok(Fetched::AlreadyPresent(state)),
         PrepareResult::Ready(prep) => prep,
     };
-    layer_reuse::reuse(repo, &mut prep, Record::Refs)?;
+    layer_reuse::reuse(repo, deployed, access.signatures, &mut prep, Record::Refs)?;
     let summary = summarize(&prep);
     if let Import::Decline(message) = before_import(&prep, &summary)? {
         return Ok(Fetched::Declined(message));
