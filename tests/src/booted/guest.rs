@@ -96,6 +96,7 @@ impl Guest {
     /// A command run inside the guest (all its namespaces, its root), as
     /// root, with a minimal environment.
     pub fn command(&self, program: &str) -> Command {
+        continue_stopped_nsenters();
         let mut cmd = Command::new("nsenter");
         cmd.arg("-t").arg(self.pid1.to_string()).args(["-a", "--", program]);
         cmd.env_clear().env("PATH", GUEST_PATH).stdin(Stdio::null());
@@ -401,4 +402,43 @@ mod tests {
         assert_eq!(own_cgroup(own, "name=systemd"), Some("/a/b"));
         assert_eq!(own_cgroup(own, ""), Some("/c"));
     }
+}
+
+/// Keeps this process's `nsenter` children running: nsenter stops itself
+/// when its child in the guest is stopped, and systemd-shutdown stops
+/// every process of the guest (SIGSTOP before its SIGTERM and SIGKILL), so
+/// a command running while a guest reboots by itself would leave nsenter
+/// stopped for good, its killed child never reaped, and the guest's PID 1
+/// waiting for that child forever. Continued, nsenter continues its child,
+/// reaps it and ends. A thread for the life of the test process, started
+/// by the first guest command.
+fn continue_stopped_nsenters() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        std::thread::spawn(|| loop {
+            for pid in stopped_nsenter_children() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        });
+    });
+}
+
+/// The pids of this process's children that are `nsenter` and stopped.
+fn stopped_nsenter_children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // pid (comm) state ppid …; comm is in parentheses and may hold spaces.
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let comm = head.split_once(" (")?.1;
+            let mut fields = rest.split_whitespace();
+            let (state, ppid) = (fields.next()?, fields.next()?);
+            (comm == "nsenter" && state == "T" && ppid == me).then_some(pid)
+        })
+        .collect()
 }
