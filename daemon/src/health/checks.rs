@@ -112,11 +112,8 @@ async fn check_unit(conn: &Connection, name: &str, deadline: Instant) -> CheckRe
             manager.start_unit(name, "replace").await?;
         }
         loop {
-            // The job first: once no job is pending, the state read after
-            // it is the one the job left (read the other way round, a job
-            // ending between the two reads leaves a stale "inactive").
-            let pending = unit.job().await?.0 != 0;
             let active = unit.active_state().await?;
+            let pending = unit.job().await?.0 != 0;
             // Still starting: wait for it, up to the deadline.
             let settled = !pending && !matches!(active.as_str(), "activating" | "reloading");
             if settled || Instant::now() >= deadline {
