@@ -378,32 +378,6 @@ pub fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_lines_with_odd_command_names_parse() {
-        assert_eq!(parse_stat("42 (systemd) S 7 42 42 0"), Some((7, "systemd")));
-        assert_eq!(parse_stat("43 (a (b) c) R 42 1 1 0"), Some((42, "a (b) c")));
-    }
-
-    #[test]
-    fn hybrid_hosts_have_two_hierarchies_for_nspawn() {
-        let mounts = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
-                      cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n\
-                      cgroup /sys/fs/cgroup/systemd cgroup rw,relatime,name=systemd 0 0\n\
-                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
-        assert_eq!(
-            cgroup_hierarchies(mounts),
-            [("name=systemd", "/sys/fs/cgroup/systemd"), ("", "/sys/fs/cgroup/unified")]
-        );
-        let own = "12:cpu:/\n1:name=systemd:/a/b\n0::/c\n";
-        assert_eq!(own_cgroup(own, "name=systemd"), Some("/a/b"));
-        assert_eq!(own_cgroup(own, ""), Some("/c"));
-    }
-}
-
 /// Keeps this process's `nsenter` children running: nsenter stops itself
 /// when its child in the guest is stopped, and systemd-shutdown stops
 /// every process of the guest (SIGSTOP before its SIGTERM and SIGKILL), so
@@ -442,3 +416,30 @@ fn stopped_nsenter_children() -> Vec<i32> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_odd_command_names_parse() {
+        assert_eq!(parse_stat("42 (systemd) S 7 42 42 0"), Some((7, "systemd")));
+        assert_eq!(parse_stat("43 (a (b) c) R 42 1 1 0"), Some((42, "a (b) c")));
+    }
+
+    #[test]
+    fn hybrid_hosts_have_two_hierarchies_for_nspawn() {
+        let mounts = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n\
+                      cgroup /sys/fs/cgroup/systemd cgroup rw,relatime,name=systemd 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
+        assert_eq!(
+            cgroup_hierarchies(mounts),
+            [("name=systemd", "/sys/fs/cgroup/systemd"), ("", "/sys/fs/cgroup/unified")]
+        );
+        let own = "12:cpu:/\n1:name=systemd:/a/b\n0::/c\n";
+        assert_eq!(own_cgroup(own, "name=systemd"), Some("/a/b"));
+        assert_eq!(own_cgroup(own, ""), Some("/c"));
+    }
+}
+
