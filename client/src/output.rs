@@ -54,3 +54,22 @@ pub fn stdout_failed(e: &std::io::Error) -> ! {
     stderr_write(format_args!("hostctl: writing to stdout: {e}\n"));
     std::process::exit(1);
 }
+
+/// `value` on stdout as pretty JSON (`json`), else as `render` writes it;
+/// a failed write ends hostctl as [`stdout_failed`] says. The tail of every
+/// verb that prints one document hostd answered (`diff`, `etc-diff`).
+pub fn print_document<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    render: impl FnOnce(&mut std::io::StdoutLock<'static>, &T) -> std::io::Result<()>,
+) {
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        serde_json::to_writer_pretty(&mut out, value).map_err(std::io::Error::from).and_then(|()| writeln!(out))
+    } else {
+        render(&mut out, value)
+    };
+    if let Err(e) = written.and_then(|()| out.flush()) {
+        stdout_failed(&e);
+    }
+}

@@ -17,15 +17,7 @@ pub async fn run(call: &Caller<'_>, args: &DiffArgs) -> Result<Code, Error> {
     let json: String = call.call("Diff", &(from, to, options(&[]))).await?;
     let diff: Diff = serde_json::from_str(&json)
         .map_err(|e| Error::Failed(format!("hostd sent a comparison this client cannot read: {e}")))?;
-    let mut out = io::stdout().lock();
-    let written = if args.json {
-        serde_json::to_writer_pretty(&mut out, &diff).map_err(io::Error::from).and_then(|()| writeln!(out))
-    } else {
-        render(&mut out, &diff)
-    };
-    if let Err(e) = written.and_then(|()| out.flush()) {
-        crate::output::stdout_failed(&e);
-    }
+    crate::output::print_document(args.json, &diff, render);
     Ok(Code::Success)
 }
 
