@@ -41,7 +41,8 @@ pub async fn run(settings: Settings) -> Result<()> {
     .await
     .context("reading the saved state")?;
     let records = Records::restored(state_file, saved);
-    let ctx = Context::new(SysrootPath::new(&settings.sysroot), settings.config_root.clone(), config, records);
+    let sysroot = SysrootPath::new(&settings.sysroot).with_state_dir(&settings.state_dir);
+    let ctx = Context::new(sysroot, settings.config_root.clone(), config, records);
     // Read the sysroot while connecting to the bus; Status waits for it.
     let first_read = tokio::spawn({
         let status = ctx.status.clone();
@@ -67,7 +68,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     }
     crate::bus::manager::host_changed(&ctx, &conn).await;
     if !matches!(&*loaded, Err(crate::sysroot::Error::NotImageBased(_))) {
-        watch::spawn(&settings.sysroot, booted, ctx.status.clone()).context("watching the sysroot")?;
+        watch::spawn(&ctx.sysroot, booted, ctx.status.clone()).context("watching the sysroot")?;
         cleanup::finish_interrupted_work(&ctx.sysroot);
     }
     if booted {

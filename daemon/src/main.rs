@@ -14,7 +14,8 @@ struct Args {
     /// Read configuration below DIR instead of / (etc/hostd, usr/lib/hostd, run/hostd).
     #[arg(long, value_name = "DIR", default_value = "/")]
     config_root: PathBuf,
-    /// Keep the state file (last check, last jobs) in DIR.
+    /// Keep hostd's state in DIR: the state file (last check, last jobs) and
+    /// the boot health record, for the daemon and both modes below.
     #[arg(long, value_name = "DIR", default_value = hostd::persist::DEFAULT_DIR)]
     state_dir: PathBuf,
     /// Do not serve: tell the fleet lock manager this host booted fine and
@@ -46,7 +47,7 @@ fn main() -> std::process::ExitCode {
     }
     if args.health_check {
         return match hostd::config::Config::load(&args.config_root) {
-            Ok(config) => hostd::health::assess::main(&args.config_root, &config.health),
+            Ok(config) => hostd::health::assess::main(&args.config_root, &args.state_dir, &config.health),
             Err(e) => {
                 tracing::error!("reading the configuration: {e}");
                 std::process::ExitCode::FAILURE
@@ -56,7 +57,7 @@ fn main() -> std::process::ExitCode {
     if args.report_steady_state {
         let reported = hostd::config::Config::load(&args.config_root)
             .map_err(|e| anyhow::Error::new(e).context("reading the configuration"))
-            .and_then(|config| hostd::updates::report_steady_state(&config, &args.config_root));
+            .and_then(|config| hostd::updates::report_steady_state(&config, &args.state_dir));
         return match reported {
             Ok(said) => {
                 tracing::info!("{said}");

@@ -1,7 +1,7 @@
 //! One assessment of the booted deployment, and what follows a failure.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -13,7 +13,7 @@ use hostd_interface::job::JobStatus;
 use hostd_interface::proxy::{Host1Proxy, JobProxy};
 
 use super::checks::{self, CheckResult};
-use super::record::{FailedImage, HealthRecord, STATE_DIR};
+use super::record::{FailedImage, HealthRecord};
 use super::{HealthSettings, OnFailure};
 use crate::journal;
 use crate::reboot::logind::{self, RebootOutcome};
@@ -40,28 +40,23 @@ pub enum Verdict {
     Failed(String),
 }
 
-/// The state directory below `root` (`/` on a booted host).
-pub fn state_dir(root: &Path) -> PathBuf {
-    root.join(STATE_DIR.trim_start_matches('/'))
-}
-
-/// Assess the booted deployment if it was never assessed: run the checks,
-/// record the outcome, log it, and roll back on failure when configured.
-pub async fn assess(root: &Path, settings: &HealthSettings) -> Result<Verdict> {
+/// Assess the booted deployment if it was never assessed: run the checks
+/// (executables and wants below `root`, `/` on a booted host), record the
+/// outcome in `state_dir`, log it, and roll back on failure when configured.
+pub async fn assess(root: &Path, state_dir: &Path, settings: &HealthSettings) -> Result<Verdict> {
     let deadline = Instant::now() + settings.deadline;
     let conn = Connection::system().await.context("connecting to the system bus")?;
     // Read the sysroot as the daemon does, without starting the daemon on
     // every boot; it is asked only for a rollback.
-    let sysroot = root.to_path_buf();
-    let host: Host = tokio::task::spawn_blocking(move || crate::sysroot::status::load(&sysroot))
+    let (sysroot, dir) = (root.to_path_buf(), state_dir.to_path_buf());
+    let host: Host = tokio::task::spawn_blocking(move || crate::sysroot::status::load(&sysroot, &dir))
         .await
         .context("reading the sysroot")??
         .host;
     let Some((booted, checksum)) = host.status.booted.as_ref().and_then(|b| Some((b, checksum_of(b)?))) else {
         return Ok(Verdict::NotImageBased);
     };
-    let dir = state_dir(root);
-    let mut record = HealthRecord::load(&dir)?;
+    let mut record = HealthRecord::load(state_dir)?;
     if let Some(done) = record.deployments.get(&checksum) {
         return Ok(Verdict::AssessedBefore(done.result));
     }
@@ -75,7 +70,7 @@ pub async fn assess(root: &Path, settings: &HealthSettings) -> Result<Verdict> {
     if failures.is_empty() {
         let health = DeploymentHealth { result: HealthResult::Passed, checked_at: now, failures, action: None };
         record.deployments.insert(checksum.clone(), health);
-        record.save(&dir)?;
+        record.save(state_dir)?;
         journal::record_health(&checksum, digest.as_deref(), &[], None, &format!("deployment {checksum} passed its boot health checks"));
         return Ok(Verdict::Passed);
     }
@@ -91,7 +86,7 @@ pub async fn assess(root: &Path, settings: &HealthSettings) -> Result<Verdict> {
     if let Some(digest) = &digest {
         record.failed_digests.insert(digest.clone(), FailedImage { checksum: checksum.clone(), failed_at: now });
     }
-    record.save(&dir)?;
+    record.save(state_dir)?;
     let message = match (action, target) {
         (ROLLED_BACK, Some(t)) => format!("deployment {checksum} failed its boot health checks; rolling back to {t} and rebooting"),
         _ => format!("deployment {checksum} failed its boot health checks; reported only"),
@@ -179,7 +174,7 @@ async fn reboot_within_grace(conn: &Connection, grace: Duration) -> Result<()> {
 /// `hostd --health-check`: assess on a runtime of its own; the exit
 /// status is failure when the checks failed (so `boot-complete.target`
 /// is not reached) or could not be run.
-pub fn main(root: &Path, settings: &HealthSettings) -> std::process::ExitCode {
+pub fn main(root: &Path, state_dir: &Path, settings: &HealthSettings) -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -187,7 +182,7 @@ pub fn main(root: &Path, settings: &HealthSettings) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(assess(root, settings)) {
+    match runtime.block_on(assess(root, state_dir, settings)) {
         // A deployment that failed stays unhealthy on every boot of it: its
         // boots never reach boot-complete.target.
         Ok(verdict @ (Verdict::Failed(_) | Verdict::AssessedBefore(HealthResult::Failed))) => {

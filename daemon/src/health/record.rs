@@ -15,9 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use hostd_interface::host::DeploymentHealth;
 
-/// The directory hostd keeps state in on a booted host.
-pub const STATE_DIR: &str = "/var/lib/hostd";
-/// The record's file name in [`STATE_DIR`].
+/// The record's file name in hostd's state directory (`--state-dir`,
+/// [`crate::persist::DEFAULT_DIR`] by default).
 pub const RECORD_FILE: &str = "health.json";
 /// The format version written; a file with another version is refused.
 const FORMAT_VERSION: u32 = 1;

@@ -45,8 +45,8 @@ impl StatusCache {
     /// Re-read the sysroot on a blocking thread and publish the result.
     pub async fn refresh(&self) -> Loaded {
         let _serialized = self.reload.lock().await;
-        let path = self.sysroot.path().to_path_buf();
-        let loaded = tokio::task::spawn_blocking(move || status::load(&path))
+        let sysroot = self.sysroot.clone();
+        let loaded = tokio::task::spawn_blocking(move || status::load(sysroot.path(), sysroot.state_dir()))
             .await
             .unwrap_or_else(|e| Err(anyhow::anyhow!("status reader panicked: {e}").into()));
         let loaded = Arc::new(loaded);

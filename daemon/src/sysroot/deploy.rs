@@ -99,7 +99,11 @@ pub async fn update(
     // Switching to another image is an explicit choice of what to run.
     let judged = switch_to.is_none() && !options.allow_downgrade;
     let deployed = current.as_deref().map(update_rule::state_facts);
-    let failed = if booted && switch_to.is_none() && !options.retry_failed { failed_images() } else { Default::default() };
+    let failed = if booted && switch_to.is_none() && !options.retry_failed {
+        failed_images(sysroot.state_dir())
+    } else {
+        Default::default()
+    };
     let judge = |found: &ImageFacts<'_>| {
         if let Import::Decline(message) = not_failed_before(&failed, found, options.unattended)? {
             return Ok(Import::Decline(message));
@@ -174,7 +178,7 @@ pub async fn update(
     progress.phase(Phase::Staging, "writing the deployment");
     write_deployment(&locked, merge.as_ref(), &imgref, state, kargs, options, Interruptible { progress, cancel })?;
     if booted && options.retry_failed {
-        forget_failure(&digest, &state.merge_commit);
+        forget_failure(sysroot.state_dir(), &digest, &state.merge_commit);
     }
     if !booted {
         progress.phase(Phase::Cleanup, "pruning images no deployment uses");
@@ -484,8 +488,8 @@ fn ensure_space(repo: &ostree::Repo, repo_path: &Path, cost: &UpdateSummary) -> 
 /// only an explicit `allow-downgrade` installs one.
 /// The images whose deployment failed its boot health checks, from the
 /// health record; none when it cannot be read (logged).
-fn failed_images() -> std::collections::BTreeMap<String, crate::health::record::FailedImage> {
-    match crate::health::record::HealthRecord::load(Path::new(crate::health::record::STATE_DIR)) {
+fn failed_images(state_dir: &Path) -> std::collections::BTreeMap<String, crate::health::record::FailedImage> {
+    match crate::health::record::HealthRecord::load(state_dir) {
         Ok(record) => record.failed_digests,
         Err(e) => {
             tracing::warn!("boot health record: {e:#}");
@@ -495,9 +499,8 @@ fn failed_images() -> std::collections::BTreeMap<String, crate::health::record::
 }
 
 /// A retried image (`retry-failed`) is assessed again on its next first boot.
-fn forget_failure(digest: &str, checksum: &str) {
-    let dir = Path::new(crate::health::record::STATE_DIR);
-    match crate::health::record::HealthRecord::forget(dir, digest, checksum) {
+fn forget_failure(state_dir: &Path, digest: &str, checksum: &str) {
+    match crate::health::record::HealthRecord::forget(state_dir, digest, checksum) {
         Ok(true) => tracing::info!("{digest}: retried; its earlier boot health failure is forgotten"),
         Ok(false) => {}
         Err(e) => tracing::warn!("boot health record: {e:#}"),

@@ -150,21 +150,34 @@ pub fn origin_reference(d: &ostree::Deployment) -> Result<Option<OstreeImageRefe
     Ok(Some(image::parse_origin_reference(text.as_str())?))
 }
 
-/// Where the sysroot lives and how to open it.
+/// Where the sysroot lives and how to open it, and where the host booted
+/// from it keeps hostd's state (the boot health record among it).
 #[derive(Debug, Clone)]
 pub struct SysrootPath {
     path: PathBuf,
+    state_dir: PathBuf,
 }
 
 impl SysrootPath {
-    /// A sysroot at `path` (`/` for the running system).
+    /// A sysroot at `path` (`/` for the running system), its state in
+    /// [`crate::persist::DEFAULT_DIR`].
     pub fn new(path: impl Into<PathBuf>) -> SysrootPath {
-        SysrootPath { path: path.into() }
+        SysrootPath { path: path.into(), state_dir: PathBuf::from(crate::persist::DEFAULT_DIR) }
+    }
+
+    /// The same sysroot with its state in `dir` (`--state-dir`).
+    pub fn with_state_dir(self, dir: impl Into<PathBuf>) -> SysrootPath {
+        SysrootPath { state_dir: dir.into(), ..self }
     }
 
     /// The sysroot directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// hostd's state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
     }
 
     /// Open, load and lock the sysroot for a mutating operation. Waits for the

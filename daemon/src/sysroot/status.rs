@@ -123,13 +123,14 @@ pub fn ensure_image_based(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Read the sysroot at `path` without locking it.
-pub fn load(path: &Path) -> Result<Snapshot, Error> {
+/// Read the sysroot at `path` without locking it; on a booted host, with
+/// the boot health record kept in `state_dir`.
+pub fn load(path: &Path, state_dir: &Path) -> Result<Snapshot, Error> {
     ensure_image_based(path)?;
-    Ok(read_snapshot(path).context("reading the sysroot")?)
+    Ok(read_snapshot(path, state_dir).context("reading the sysroot")?)
 }
 
-fn read_snapshot(path: &Path) -> Result<Snapshot> {
+fn read_snapshot(path: &Path, state_dir: &Path) -> Result<Snapshot> {
     let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(path)));
     sysroot.load(gio::Cancellable::NONE).context("loading sysroot")?;
     let repo = sysroot.repo();
@@ -171,7 +172,7 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
         });
     }
     if booted.is_some() {
-        add_health(&mut deployments, Path::new(crate::health::record::STATE_DIR));
+        add_health(&mut deployments, state_dir);
     }
     let usr_overlay = booted.as_ref().and_then(|b| usr_overlay::overlay_of(b.unlocked()));
     let mut snapshot = assemble(deployments, booted.is_some(), usr_overlay);

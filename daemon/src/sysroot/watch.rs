@@ -6,7 +6,7 @@
 //! swap and `/run/ostree` the staged deployment of a booted host;
 //! `/var/lib/hostd` holds the boot health record shown with each deployment.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,17 +14,19 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::sync::mpsc;
 
 use super::cache::StatusCache;
+use super::SysrootPath;
 
 /// Changes arriving within this window cause one reload.
 const SETTLE: Duration = Duration::from_millis(100);
 
 /// Start watching; the watch lives as long as the process.
-pub fn spawn(sysroot: &Path, booted: bool, cache: Arc<StatusCache>) -> anyhow::Result<()> {
-    let mut dirs = vec![sysroot.join("ostree/deploy"), sysroot.join("boot")];
+pub fn spawn(sysroot: &SysrootPath, booted: bool, cache: Arc<StatusCache>) -> anyhow::Result<()> {
+    let root = sysroot.path();
+    let mut dirs = vec![root.join("ostree/deploy"), root.join("boot")];
     if booted {
         dirs.push(PathBuf::from("/run/ostree"));
         // The boot health record, which `hostd --health-check` replaces.
-        dirs.push(PathBuf::from(crate::health::record::STATE_DIR));
+        dirs.push(sysroot.state_dir().to_path_buf());
     }
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC)?;
     let flags = AddWatchFlags::IN_ATTRIB

@@ -17,7 +17,7 @@ use fleetlock::{FleetLockClient, NodeId, MACHINE_ID_PATH};
 use policy::RebootStrategy;
 
 use crate::config::Config;
-use crate::health::assess::{state_dir, ROLLED_BACK};
+use crate::health::assess::ROLLED_BACK;
 use crate::health::record::HealthRecord;
 use hostd_interface::host::DeploymentHealth;
 
@@ -33,13 +33,13 @@ fn latest_rolled_back(record: &HealthRecord) -> Option<(&String, &DeploymentHeal
 /// A host whose latest boot health assessment failed and rolled back keeps
 /// its slot while `[health] fleet_lock_keep_slot` is on, so a rollout of a
 /// bad image halts (docs/health.md, "Fleet rule"). What was done, for the log.
-pub fn report_steady_state(config: &Config, root: &Path) -> anyhow::Result<String> {
+pub fn report_steady_state(config: &Config, state_dir: &Path) -> anyhow::Result<String> {
     let strategy = &config.strategy;
     let RebootStrategy::FleetLock(settings) = strategy else {
         return Ok(format!("strategy {}: no fleet lock to release", strategy.name()));
     };
     if config.health.fleet_lock_keep_slot {
-        let record = HealthRecord::load(&state_dir(root))?;
+        let record = HealthRecord::load(state_dir)?;
         if let Some((checksum, _)) = latest_rolled_back(&record) {
             return Ok(format!(
                 "keeping the reboot slot: deployment {checksum} failed its boot health checks and was rolled back \
@@ -52,4 +52,45 @@ pub fn report_steady_state(config: &Config, root: &Path) -> anyhow::Result<Strin
         .steady_state()
         .context("reporting steady state to the fleet lock manager")?;
     Ok(format!("reported steady state to {} (group {})", settings.url.as_str(), settings.group.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hostd_interface::host::HealthResult;
+
+    fn fleet_lock_config(root: &Path) -> Config {
+        let dir = root.join("etc/hostd");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Port 9 (discard) on loopback: nothing answers, so a report fails.
+        let toml = "[updates]\nstrategy = \"fleet-lock\"\n[updates.fleet_lock]\nurl = \"http://127.0.0.1:9\"\n";
+        std::fs::write(dir.join("hostd.toml"), toml).unwrap();
+        Config::load(root).unwrap()
+    }
+
+    #[test]
+    fn a_rolled_back_deployment_in_the_state_directory_keeps_the_slot() {
+        let root = tempfile::tempdir().unwrap();
+        let config = fleet_lock_config(root.path());
+        let state = tempfile::tempdir().unwrap();
+        let mut record = HealthRecord::default();
+        let health = |action: Option<&str>, at: &str| DeploymentHealth {
+            result: if action.is_some() { HealthResult::Failed } else { HealthResult::Passed },
+            checked_at: at.into(),
+            failures: Vec::new(),
+            action: action.map(str::to_string),
+        };
+        record.deployments.insert("old".into(), health(None, "2026-01-01T00:00:00Z"));
+        record.deployments.insert("bad".into(), health(Some(ROLLED_BACK), "2026-01-02T00:00:00Z"));
+        record.save(state.path()).unwrap();
+        let said = report_steady_state(&config, state.path()).unwrap();
+        assert!(said.starts_with("keeping the reboot slot: deployment bad failed"), "{said}");
+        // Another state directory has no such record: the report is tried.
+        let empty = tempfile::tempdir().unwrap();
+        assert!(report_steady_state(&config, empty.path()).is_err());
+        // A later passed assessment gives the slot back.
+        record.deployments.insert("fixed".into(), health(None, "2026-01-03T00:00:00Z"));
+        record.save(state.path()).unwrap();
+        assert!(report_steady_state(&config, state.path()).is_err());
+    }
 }
