@@ -26,7 +26,7 @@ use tokio::time::{sleep, timeout, Instant};
 use zbus::Connection;
 
 use super::HealthSettings;
-use crate::systemd::{Systemd1ManagerProxy, Systemd1UnitProxy};
+use crate::systemd::{unit_state, Systemd1ManagerProxy, UnitState};
 
 /// Directories of check executables, lowest priority first, relative to the config root.
 pub const CHECK_DIRS: [&str; 2] = ["usr/lib/hostd/health.d", "etc/hostd/health.d"];
@@ -58,13 +58,27 @@ pub async fn run_all(conn: &Connection, root: &Path, settings: &HealthSettings, 
         results.push(check_unit(conn, &unit, deadline).await);
     }
     for exe in executables(root) {
-        let limit = settings.check_time_limit.min(deadline.saturating_duration_since(Instant::now()));
-        results.push(run_executable(&exe, limit).await);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let result = if left.is_zero() {
+            let name = format!("check {}", exe.display());
+            CheckResult { failure: Some(format!("{name}: not run: past {}", deadline_words(settings))), name, output: String::new() }
+        } else if settings.check_time_limit <= left {
+            let words = format!("its time limit of {} s", settings.check_time_limit.as_secs());
+            run_executable(&exe, settings.check_time_limit, &words).await
+        } else {
+            run_executable(&exe, left, &deadline_words(settings)).await
+        };
+        results.push(result);
     }
     if settings.no_failed_units {
         results.push(check_no_failed_units(conn).await);
     }
     results
+}
+
+/// The end of the whole assessment, as a failure names it.
+fn deadline_words(settings: &HealthSettings) -> String {
+    format!("the deadline of all checks ([health] deadline_secs = {})", settings.deadline.as_secs())
 }
 
 /// `[health] required_units` plus the names in the wants directories, sorted, once each.
@@ -98,40 +112,41 @@ fn is_masked(p: &Path) -> bool {
 
 async fn check_unit(conn: &Connection, name: &str, deadline: Instant) -> CheckResult {
     let result = |failure: Option<String>| CheckResult { name: format!("unit {name}"), failure, output: String::new() };
-    let state = async {
-        let manager = Systemd1ManagerProxy::new(conn).await?;
-        let path = manager.load_unit(name).await?;
-        let unit = Systemd1UnitProxy::builder(conn).path(path).cache_properties(zbus::proxy::CacheProperties::No).build().await?;
-        let load = unit.load_state().await?;
-        if load != "loaded" {
-            return Ok::<_, zbus::Error>((load, String::new(), String::new()));
-        }
-        // A required unit nothing started yet is pulled in, as
-        // hostd-health.target does for its wants.
-        if unit.active_state().await? == "inactive" && unit.job().await?.0 == 0 {
-            manager.start_unit(name, "replace").await?;
-        }
-        loop {
-            let active = unit.active_state().await?;
-            let pending = unit.job().await?.0 != 0;
-            // Still starting: wait for it, up to the deadline.
-            let settled = !pending && !matches!(active.as_str(), "activating" | "reloading");
-            if settled || Instant::now() >= deadline {
-                return Ok((load, active, unit.sub_state().await?));
-            }
-            sleep(POLL).await;
-        }
-    };
-    match state.await {
-        Ok((load, _, _)) if load != "loaded" => result(Some(format!("unit {name}: {load}"))),
-        Ok((_, active, _)) if active == "active" => result(None),
-        Ok((_, active, sub)) => result(Some(format!("unit {name}: {active} ({sub})"))),
+    match settled_unit_state(conn, name, deadline).await {
+        Ok(state) if state.load != "loaded" => result(Some(format!("unit {name}: {}", state.load))),
+        Ok(state) if state.active == "active" => result(None),
+        Ok(state) => result(Some(format!("unit {name}: {} ({})", state.active, state.sub))),
         Err(e) => result(Some(format!("unit {name}: asking systemd: {e}"))),
     }
 }
 
-/// Run `exe` with no input; killed (its whole process group) after `limit`.
-pub async fn run_executable(exe: &Path, limit: Duration) -> CheckResult {
+/// The state of unit `name` once no job is pending for it and it is not
+/// starting or reloading, or whatever it is at `deadline`. A required unit
+/// nothing started yet is started first, as `hostd-health.target` does for
+/// its wants.
+async fn settled_unit_state(conn: &Connection, name: &str, deadline: Instant) -> zbus::Result<UnitState> {
+    let manager = Systemd1ManagerProxy::new(conn).await?;
+    let path = manager.load_unit(name).await?;
+    let state = unit_state(conn, &path).await?;
+    if state.load != "loaded" {
+        return Ok(state);
+    }
+    if state.active == "inactive" && !state.job_pending {
+        manager.start_unit(name, "replace").await?;
+    }
+    loop {
+        let state = unit_state(conn, &path).await?;
+        let settled = !state.job_pending && !matches!(state.active.as_str(), "activating" | "reloading");
+        if settled || Instant::now() >= deadline {
+            return Ok(state);
+        }
+        sleep(POLL).await;
+    }
+}
+
+/// Run `exe` with no input; killed (its whole process group) after
+/// `limit`, a failure saying "killed at `limit_words`".
+pub async fn run_executable(exe: &Path, limit: Duration, limit_words: &str) -> CheckResult {
     let name = format!("check {}", exe.display());
     let executable = std::fs::metadata(exe).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if !executable {
@@ -173,7 +188,7 @@ pub async fn run_executable(exe: &Path, limit: Duration) -> CheckResult {
                 // The check and whatever it started.
                 let _ = killpg(pgid, Signal::SIGKILL);
             }
-            let failure = Some(format!("{name}: killed at its time limit of {} s", limit.as_secs()));
+            let failure = Some(format!("{name}: killed at {limit_words}"));
             CheckResult { name, failure, output: String::new() }
         }
     }
@@ -189,7 +204,8 @@ async fn check_no_failed_units(conn: &Connection) -> CheckResult {
     let listed = async { Systemd1ManagerProxy::new(conn).await?.list_units_filtered(&["failed"]).await };
     let failure = match listed.await {
         Ok(units) => {
-            let failed: Vec<String> = units.into_iter().map(|u| u.0).filter(|n| n != HEALTH_UNIT).collect();
+            let mut failed: Vec<String> = units.into_iter().map(|u| u.0).filter(|n| n != HEALTH_UNIT).collect();
+            failed.sort();
             (!failed.is_empty()).then(|| format!("failed units: {}", failed.join(", ")))
         }
         Err(e) => Some(format!("failed units: asking systemd: {e}")),
@@ -211,14 +227,14 @@ mod tests {
     #[tokio::test]
     async fn exit_status_decides_and_a_hanging_check_is_killed_at_its_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let ok = run_executable(&script(dir.path(), "ok", "echo fine"), Duration::from_secs(5)).await;
+        let ok = run_executable(&script(dir.path(), "ok", "echo fine"), Duration::from_secs(5), "5 s").await;
         assert_eq!((ok.failure, ok.output.as_str()), (None, "fine"));
-        let bad = run_executable(&script(dir.path(), "bad", "echo broken >&2; exit 3"), Duration::from_secs(5)).await;
+        let bad = run_executable(&script(dir.path(), "bad", "echo broken >&2; exit 3"), Duration::from_secs(5), "5 s").await;
         assert!(bad.failure.unwrap().ends_with("exit status: 3"));
         assert_eq!(bad.output, "broken");
         let started = std::time::Instant::now();
-        let hung = run_executable(&script(dir.path(), "hang", "sleep 60 & wait"), Duration::from_secs(1)).await;
-        assert!(hung.failure.unwrap().contains("killed at its time limit of 1 s"));
+        let hung = run_executable(&script(dir.path(), "hang", "sleep 60 & wait"), Duration::from_secs(1), "its limit").await;
+        assert!(hung.failure.unwrap().ends_with("killed at its limit"));
         assert!(started.elapsed() < Duration::from_secs(10));
     }
 

@@ -91,6 +91,9 @@ pub trait Reboot: Send + Sync {
     /// is the job's message so far.
     fn apply(&self, job: &JobShared, loaded: &Loaded, message: String)
         -> impl Future<Output = Result<Applied, Error>> + Send;
+    /// When `loaded` shows a staged deployment, make sure the next
+    /// shutdown finalizes it however soon it comes; why not otherwise.
+    fn arm_finalization(&self, loaded: &Loaded) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// One job's sequence, over the shared state it touches.
@@ -208,6 +211,14 @@ impl<E: JobEvents, O: Operation, R: Reboot> Runner<'_, E, O, R> {
     /// The job's warnings end its message, so no reader of the result
     /// misses them.
     async fn conclude(&self, job: &JobShared, loaded: &Loaded, outcome: Outcome) -> Result<String, Error> {
+        // ostree's path unit starts the finalization only once systemd
+        // notices the staged deployment: a `systemctl reboot` right after
+        // the job would otherwise boot the old deployment again.
+        if outcome.change.is_some() || job.request.options.apply {
+            if let Err(e) = self.reboot.arm_finalization(loaded).await {
+                job.warning(&format!("{e}; the staged deployment is applied only if a shutdown finalizes it"));
+            }
+        }
         let warnings = job.props().warnings().to_vec();
         let message = with_warnings(outcome.message, &warnings);
         if let Some(change) = &outcome.change {
@@ -409,6 +420,10 @@ mod tests {
         async fn apply(&self, _job: &JobShared, _loaded: &Loaded, message: String) -> Result<Applied, Error> {
             *self.asked.lock().unwrap() += 1;
             Ok(Applied { message: format!("{message} postponed"), postponed: Some("inhibited".into()) })
+        }
+
+        async fn arm_finalization(&self, _loaded: &Loaded) -> Result<(), String> {
+            Ok(())
         }
     }
 

@@ -35,6 +35,14 @@ impl Reboot for Logind {
     async fn apply(&self, job: &JobShared, loaded: &Loaded, message: String) -> Result<Applied, Error> {
         apply(&self.config, &self.conn, job, loaded, message).await
     }
+
+    async fn arm_finalization(&self, loaded: &Loaded) -> Result<(), String> {
+        let staged = loaded.as_ref().as_ref().ok().is_some_and(|s| s.booted && s.staged().is_some());
+        if !staged {
+            return Ok(());
+        }
+        finalize::arm(&self.conn).await.map_err(|e| e.to_string())
+    }
 }
 
 /// Finish the job `message` with the reboot `apply` asks for.

@@ -1,8 +1,12 @@
 //! A staged deployment becomes the next boot when
 //! `ostree-finalize-staged.service` stops at shutdown. A path unit starts
-//! that service once the staged deployment appears; a reboot requested right
-//! after staging can begin before it does, and then nothing finalizes the
-//! deployment. So hostd starts the service itself and waits for it.
+//! that service once systemd notices the staged deployment; a reboot
+//! requested right after staging (hostd's own, or an admin's `hostctl
+//! upgrade && systemctl reboot`) can begin before it does, and then nothing
+//! finalizes the deployment and the old one boots again. So hostd starts the
+//! service itself and waits for it: at the end of every job that staged a
+//! deployment, before the job is reported done, and again before a reboot
+//! of its own.
 
 use std::time::{Duration, Instant};
 
