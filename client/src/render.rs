@@ -214,6 +214,8 @@ fn entry_block(out: &mut dyn Write, label: &str, e: &BootEntry, downloaded: bool
 fn health_lines(out: &mut dyn Write, h: &DeploymentHealth) -> io::Result<()> {
     let action = match h.action.as_deref() {
         Some("rolled-back") => ", rolled back",
+        Some("rolling-back") => ", rolling back",
+        Some("rollback-failed") => ", the rollback failed",
         Some("reported") => ", reported only",
         _ => "",
     };

@@ -113,7 +113,7 @@ pub fn record_usr_overlay(checksum: Option<&str>, persistence: &str, initiator: 
 /// The outcome of the health checks on the first boot of deployment
 /// `checksum` (image `digest`): `failures` one line each (the `FAILURES`
 /// field, left out when passed), `action` what hostd does about it
-/// (`ACTION`: rolled-back, reported).
+/// (`ACTION`: rolled-back, rollback-failed, reported).
 pub fn record_health(checksum: &str, digest: Option<&str>, failures: &[String], action: Option<&str>, message: &str) {
     let event = if failures.is_empty() { Event::HealthPassed } else { Event::HealthFailed };
     let failures = (!failures.is_empty()).then(|| failures.join("\n"));

@@ -47,7 +47,7 @@ fn main() -> std::process::ExitCode {
     }
     if args.health_check {
         return match hostd::config::Config::load(&args.config_root) {
-            Ok(config) => hostd::health::assess::main(&args.config_root, &args.state_dir, &config.health),
+            Ok(config) => hostd::health::assess::main(&args.sysroot, &args.config_root, &args.state_dir, &config.health),
             Err(e) => {
                 tracing::error!("reading the configuration: {e}");
                 std::process::ExitCode::FAILURE

@@ -210,9 +210,11 @@ pub struct DeploymentHealth {
     #[serde(default)]
     pub failures: Vec<String>,
     /// What hostd did about a failure: `rolled-back` (the rollback
-    /// deployment was made the default and the host rebooted into it) or
-    /// `reported` (`[health] on_failure = "report"`, or nothing to roll
-    /// back to); absent when passed.
+    /// deployment was made the default and the host rebooted into it),
+    /// `rolling-back` (under way; a boot that finds it finishes it),
+    /// `rollback-failed` (the last failure line says why) or `reported`
+    /// (`[health] on_failure = "report"`, no rollback deployment, or one
+    /// that failed its own checks); absent when passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
 }

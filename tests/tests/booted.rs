@@ -309,15 +309,6 @@ fn wheel_member_upgrades_and_the_reboot_boots_v2_with_etc_merged() {
     assert_eq!(slots(&booted), (None, Some("v2"), None), "only the booted entry");
 }
 
-/// Wait until `ostree-finalize-staged.service` (started by its path unit
-/// when a deployment is staged) is active, so the poweroff finalizes: a
-/// poweroff right after `hostctl upgrade` can come before systemd noticed.
-fn wait_for_finalize_armed(m: &BootedMachine) {
-    wait_for("ostree-finalize-staged.service to be active", Duration::from_secs(10), || {
-        m.must(&["systemctl", "is-active", "ostree-finalize-staged.service"]).is_ok()
-    });
-}
-
 /// A boot entry's options with its `ostree=` argument written `ostree=…`.
 fn options_of(entry: &bls::Entry) -> String {
     let ostree = entry.options.split_whitespace().find(|a| a.starts_with("ostree=")).expect("an ostree= argument");
@@ -338,7 +329,6 @@ fn the_kargs_delta_keeps_the_admins_argument_drops_the_images_and_round_trips_qu
     let out = success("hostctl upgrade", &m.hostctl(None, &["upgrade"]).unwrap());
     assert!(out.contains("Staged v11"), "{out}");
     assert_eq!(slots(&m.status().unwrap()), (Some("v11"), Some("v1"), None));
-    wait_for_finalize_armed(&m);
     m.reboot().unwrap();
     assert_eq!(slots(&m.status().unwrap()), (None, Some("v11"), Some("v1")));
     let v11 = options_of(m.booted_entry().unwrap());
@@ -346,7 +336,6 @@ fn the_kargs_delta_keeps_the_admins_argument_drops_the_images_and_round_trips_qu
 
     m.publish("v12").unwrap();
     success("hostctl upgrade", &m.hostctl(None, &["upgrade"]).unwrap());
-    wait_for_finalize_armed(&m);
     m.reboot().unwrap();
     assert_eq!(slots(&m.status().unwrap()), (None, Some("v12"), Some("v11")));
     let v12 = options_of(m.booted_entry().unwrap());
@@ -1099,7 +1088,6 @@ fn discard_drops_the_staged_update_and_the_next_boot_is_the_current_one() {
     let v3_checksum = checksum(&host.status.staged);
     assert!(reboot_required(&m));
     // Armed: a poweroff now would finalize v3, unless it is gone.
-    wait_for_finalize_armed(&m);
 
     let out = m.hostctl(Some(PLAIN_USER), &["--no-ask-password", "discard"]).unwrap();
     assert_eq!(out.status.code(), Some(5), "exit code of a denied call:\n{}", text(&out));
@@ -1258,9 +1246,8 @@ fn upgrade(m: &BootedMachine, args: &[&str]) -> String {
 #[test]
 fn a_healthy_update_passes_its_boot_health_checks_and_nothing_else_happens() {
     let mut m = booted_v1();
-    // The first boot of the installed v1 was assessed too.
-    let host = m.status().unwrap();
-    assert_eq!(health(&host.status.booted).result, HealthResult::Passed);
+    // hostd did not stage the installed v1: its boots are not assessed.
+    assert_eq!(m.status().unwrap().status.booted.unwrap().health, None);
     let mut files = app_files("/bin/true");
     let check = b"#!/bin/sh\necho the application answers\n";
     files.push((format!("{IMAGE_CHECKS}/10-app-answers"), check.to_vec()));
@@ -1402,6 +1389,36 @@ fn a_hanging_check_is_killed_at_its_limit_and_an_inhibitor_delays_the_rollback_r
     assert!(blocked >= killed && overridden >= blocked);
     let waited = Duration::from_micros(overridden - blocked);
     assert!(waited >= Duration::from_secs(19) && waited < Duration::from_secs(40), "waited {waited:?}");
+}
+
+#[test]
+fn an_admins_rollback_while_the_checks_run_is_kept_when_they_fail() {
+    let mut m = booted_v1();
+    let v1 = checksum(&m.status().unwrap().status.booted);
+    let slow = b"#!/bin/sh\necho still waiting for the database\nsleep 20\nexit 1\n";
+    let bad = m.derive_version("v25", &[executable("usr/lib/hostd/health.d/50-slow-fail", slow)]).unwrap();
+    m.publish("v25").unwrap();
+    upgrade(&m, &[]);
+    m.poweroff().unwrap();
+    m.start_boot().unwrap();
+    // The admin sees v2 misbehave and rolls back while the checks still run.
+    wait_for("the health checks to start", Duration::from_secs(60), || {
+        m.run(&["systemctl", "is-active", "hostd-health-check.service"]).is_ok_and(|o| text(&o).trim() == "activating")
+    });
+    let said = success("hostctl rollback", &m.hostctl(None, &["rollback"]).unwrap());
+    assert!(said.contains(&v1), "{said}");
+    // The checks fail; hostd keeps the admin's rollback (a second rollback
+    // would undo it) and reboots into v1.
+    assert_eq!(m.wait_for_shutdown(Duration::from_secs(120)).unwrap(), Exit::Rebooted);
+    m.boot().unwrap();
+    let host = m.status().unwrap();
+    assert_eq!(checksum(&host.status.booted), v1, "v1 is booted again");
+    assert_eq!(digest(&host.status.rollback), Some(bad.as_str()));
+    let h = health(&host.status.rollback);
+    assert_eq!((h.result, h.action.as_deref()), (HealthResult::Failed, Some("rolled-back")), "{h:?}");
+    assert_eq!(h.failures, ["check /usr/lib/hostd/health.d/50-slow-fail: exit status: 1"]);
+    let log = unit_journal(&m, "hostd-health-check.service");
+    logged_at(&log, "the next boot already leaves deployment");
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Boot health: after the first boot of a deployment, run the health
-//! checks ([`checks`]), record the outcome ([`record`]) and, when they fail
+//! Boot health: on the first boot of a deployment hostd staged, run the
+//! health checks ([`checks`]), record the outcome ([`record`]) and, when they fail
 //! and `[health] on_failure = "rollback"`, make the rollback deployment the
 //! default again and reboot into it ([`assess`]). docs/health.md has the
 //! rules.
@@ -8,8 +8,10 @@
 //! ordered before `boot-complete.target` (systemd's boot assessment): a
 //! process of its own rather than a call into the daemon, so the checks and
 //! their time limits do not depend on the daemon's job queue or idle exit,
-//! and a check that hangs cannot hold the daemon. It asks the daemon over
-//! the bus for the status and for the rollback, like any client.
+//! and a check that hangs cannot hold the daemon. It reads the sysroot's
+//! status itself (read-only, as the daemon does, so a boot does not start
+//! the daemon) and asks the daemon over the bus only for the rollback,
+//! like any client.
 
 pub mod assess;
 pub mod checks;

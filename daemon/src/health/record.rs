@@ -1,10 +1,12 @@
 //! The health record: what the checks said about each deployment's first
-//! boot, and the image digests that failed them, in
-//! `/var/lib/hostd/health.json` (versioned JSON, replaced atomically).
+//! boot, the deployments waiting for theirs, and the image digests that
+//! failed them, in `health.json` in hostd's state directory (versioned
+//! JSON, replaced atomically).
 //!
-//! The record is keyed by the deployment's ostree commit: a deployment is
-//! assessed once, on the first boot that finds no entry for its commit, so
-//! the automatic rollback happens at most once per deployment.
+//! The record is keyed by the deployment's ostree commit. hostd marks a
+//! deployment it stages as pending; its first boot assesses it and clears
+//! the mark, so the checks (and an automatic rollback) run at most once per
+//! staging, and deployments other tools made are left alone.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -31,6 +33,17 @@ pub struct FailedImage {
     pub failed_at: String,
 }
 
+/// A deployment hostd staged, to be assessed on its first boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pending {
+    /// The image's manifest digest, when it came from a container image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    /// When it was staged, RFC 3339 in UTC.
+    pub staged_at: String,
+}
+
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -40,6 +53,13 @@ pub struct HealthRecord {
     /// Assessments by deployment commit.
     #[serde(default)]
     pub deployments: BTreeMap<String, DeploymentHealth>,
+    /// Deployments hostd staged that no boot has assessed yet, by commit.
+    #[serde(default)]
+    pub pending: BTreeMap<String, Pending>,
+    /// The commit assessed last, whatever the clock said then: the fleet
+    /// rule follows the latest assessment, not the latest timestamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_assessed: Option<String>,
     /// Image manifest digests (`sha256:…`) whose deployment failed its checks.
     #[serde(default)]
     pub failed_digests: BTreeMap<String, FailedImage>,
@@ -47,7 +67,13 @@ pub struct HealthRecord {
 
 impl Default for HealthRecord {
     fn default() -> HealthRecord {
-        HealthRecord { version: FORMAT_VERSION, deployments: BTreeMap::new(), failed_digests: BTreeMap::new() }
+        HealthRecord {
+            version: FORMAT_VERSION,
+            deployments: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            last_assessed: None,
+            failed_digests: BTreeMap::new(),
+        }
     }
 }
 
@@ -66,6 +92,37 @@ impl HealthRecord {
             bail!("{}: format version {} is not {FORMAT_VERSION}", path.display(), record.version);
         }
         Ok(record)
+    }
+
+    /// The record at `dir/health.json` for its writer, `hostd
+    /// --health-check`: one that cannot be read (corrupt, or of another
+    /// format version) is renamed to `health.json.unreadable` and logged,
+    /// and the assessment starts from an empty record rather than never
+    /// assessing anything again.
+    pub fn load_or_set_aside(dir: &Path) -> HealthRecord {
+        match HealthRecord::load(dir) {
+            Ok(record) => record,
+            Err(e) => {
+                let path = dir.join(RECORD_FILE);
+                let aside = dir.join(format!("{RECORD_FILE}.unreadable"));
+                match std::fs::rename(&path, &aside) {
+                    Ok(()) => tracing::warn!("boot health record: {e:#}; moved to {} and started afresh", aside.display()),
+                    Err(r) => tracing::warn!("boot health record: {e:#}; moving it aside failed ({r}); starting afresh"),
+                }
+                HealthRecord::default()
+            }
+        }
+    }
+
+    /// Mark deployment `checksum` (of image `image_digest`), just staged by
+    /// hostd, for assessment on its first boot, in the record in `dir`.
+    /// A new staging of a commit assessed before (a kernel-argument change,
+    /// a retried image) is assessed again.
+    pub fn expect_assessment(dir: &Path, checksum: &str, image_digest: Option<&str>) -> Result<()> {
+        let mut record = HealthRecord::load(dir)?;
+        let staged_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        record.pending.insert(checksum.to_string(), Pending { image_digest: image_digest.map(str::to_string), staged_at });
+        record.save(dir)
     }
 
     /// Write to `dir/health.json` atomically: a temporary file in `dir`,
@@ -130,5 +187,19 @@ mod tests {
         assert!(!HealthRecord::forget(dir.path(), "sha256:1", "abc").unwrap());
         std::fs::write(dir.path().join(RECORD_FILE), r#"{"version": 2}"#).unwrap();
         assert!(HealthRecord::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn an_unreadable_record_is_set_aside_and_assessment_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(RECORD_FILE), "{ not json").unwrap();
+        assert_eq!(HealthRecord::load_or_set_aside(dir.path()), HealthRecord::default());
+        assert!(!dir.path().join(RECORD_FILE).exists());
+        let aside = dir.path().join(format!("{RECORD_FILE}.unreadable"));
+        assert_eq!(std::fs::read_to_string(aside).unwrap(), "{ not json");
+        // Staging writes a readable record again.
+        HealthRecord::expect_assessment(dir.path(), "abc", Some("sha256:1")).unwrap();
+        let record = HealthRecord::load(dir.path()).unwrap();
+        assert_eq!(record.pending["abc"].image_digest.as_deref(), Some("sha256:1"));
     }
 }

@@ -177,8 +177,8 @@ pub async fn update(
     pull_bound_images(sysroot, &repo, &imgref, merge.as_ref(), bound, progress, cancel).await?;
     progress.phase(Phase::Staging, "writing the deployment");
     write_deployment(&locked, merge.as_ref(), &imgref, state, kargs, options, Interruptible { progress, cancel })?;
-    if booted && options.retry_failed {
-        forget_failure(sysroot.state_dir(), &digest, &state.merge_commit);
+    if booted {
+        mark_for_assessment(sysroot.state_dir(), &state.merge_commit, &digest, options.retry_failed, progress);
     }
     if !booted {
         progress.phase(Phase::Cleanup, "pruning images no deployment uses");
@@ -498,12 +498,23 @@ fn failed_images(state_dir: &Path) -> std::collections::BTreeMap<String, crate::
     }
 }
 
-/// A retried image (`retry-failed`) is assessed again on its next first boot.
-fn forget_failure(state_dir: &Path, digest: &str, checksum: &str) {
-    match crate::health::record::HealthRecord::forget(state_dir, digest, checksum) {
-        Ok(true) => tracing::info!("{digest}: retried; its earlier boot health failure is forgotten"),
-        Ok(false) => {}
-        Err(e) => tracing::warn!("boot health record: {e:#}"),
+/// The deployment of `checksum` (image `digest`) hostd just staged gets its
+/// boot health checks on its first boot (docs/health.md); a retried image
+/// (`retry-failed`) no longer counts as failed. A record that cannot be
+/// written is a warning: the update stands, unchecked.
+fn mark_for_assessment(state_dir: &Path, checksum: &str, digest: &str, retried: bool, progress: &dyn Progress) {
+    use crate::health::record::HealthRecord;
+    if retried {
+        match HealthRecord::forget(state_dir, digest, checksum) {
+            Ok(true) => tracing::info!("{digest}: retried; its earlier boot health failure is forgotten"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("boot health record: {e:#}"),
+        }
+    }
+    if let Err(e) = HealthRecord::expect_assessment(state_dir, checksum, Some(digest)) {
+        progress.warning(&format!(
+            "the boot health record could not be updated ({e:#}); the boot health checks will not run on this deployment's first boot"
+        ));
     }
 }
 
@@ -520,7 +531,7 @@ fn not_failed_before(
         return Ok(Import::Proceed);
     };
     let what = format!(
-        "{} ({}) failed its boot health checks on {} and was rolled back",
+        "{} ({}) failed its boot health checks on {}",
         found.version.as_deref().unwrap_or("the image"),
         found.manifest_digest,
         before.failed_at

@@ -17,15 +17,16 @@ use fleetlock::{FleetLockClient, NodeId, MACHINE_ID_PATH};
 use policy::RebootStrategy;
 
 use crate::config::Config;
-use crate::health::assess::ROLLED_BACK;
+use crate::health::assess::REPORTED;
 use crate::health::record::HealthRecord;
-use hostd_interface::host::DeploymentHealth;
+use hostd_interface::host::{DeploymentHealth, HealthResult};
 
-/// The latest assessment, when it failed and led to a rollback: the rollout
-/// stays halted until a later deployment passes.
-fn latest_rolled_back(record: &HealthRecord) -> Option<(&String, &DeploymentHealth)> {
-    let latest = record.deployments.iter().max_by(|a, b| a.1.checked_at.cmp(&b.1.checked_at))?;
-    (latest.1.action.as_deref() == Some(ROLLED_BACK)).then_some(latest)
+/// The latest assessment, when it failed: the rollout stays halted until a
+/// later deployment passes.
+fn latest_failed(record: &HealthRecord) -> Option<(&String, &DeploymentHealth)> {
+    let latest = record.last_assessed.as_ref()?;
+    let health = record.deployments.get(latest)?;
+    (health.result == HealthResult::Failed).then_some((latest, health))
 }
 
 /// After a good boot: give the reboot slot back to the fleet lock manager
@@ -40,10 +41,11 @@ pub fn report_steady_state(config: &Config, state_dir: &Path) -> anyhow::Result<
     };
     if config.health.fleet_lock_keep_slot {
         let record = HealthRecord::load(state_dir)?;
-        if let Some((checksum, _)) = latest_rolled_back(&record) {
+        if let Some((checksum, health)) = latest_failed(&record) {
+            let action = health.action.as_deref().unwrap_or(REPORTED);
             return Ok(format!(
-                "keeping the reboot slot: deployment {checksum} failed its boot health checks and was rolled back \
-                 ([health] fleet_lock_keep_slot); docs/automation.md says how to resume the rollout"
+                "keeping the reboot slot: deployment {checksum}, the last one assessed, failed its boot health checks \
+                 ({action}) ([health] fleet_lock_keep_slot); docs/automation.md says how to resume the rollout"
             ));
         }
     }
@@ -57,7 +59,7 @@ pub fn report_steady_state(config: &Config, state_dir: &Path) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hostd_interface::host::HealthResult;
+    use crate::health::assess::ROLLED_BACK;
 
     fn fleet_lock_config(root: &Path) -> Config {
         let dir = root.join("etc/hostd");
@@ -69,7 +71,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rolled_back_deployment_in_the_state_directory_keeps_the_slot() {
+    fn the_last_assessed_deployment_in_the_state_directory_decides_whether_the_slot_is_kept() {
         let root = tempfile::tempdir().unwrap();
         let config = fleet_lock_config(root.path());
         let state = tempfile::tempdir().unwrap();
@@ -81,15 +83,19 @@ mod tests {
             action: action.map(str::to_string),
         };
         record.deployments.insert("old".into(), health(None, "2026-01-01T00:00:00Z"));
-        record.deployments.insert("bad".into(), health(Some(ROLLED_BACK), "2026-01-02T00:00:00Z"));
+        // Stamped before "old" by a clock not yet synchronized: the order
+        // of assessment counts, not the time.
+        record.deployments.insert("bad".into(), health(Some(ROLLED_BACK), "2025-01-02T00:00:00Z"));
+        record.last_assessed = Some("bad".into());
         record.save(state.path()).unwrap();
         let said = report_steady_state(&config, state.path()).unwrap();
-        assert!(said.starts_with("keeping the reboot slot: deployment bad failed"), "{said}");
+        assert!(said.starts_with("keeping the reboot slot: deployment bad, the last one assessed, failed"), "{said}");
         // Another state directory has no such record: the report is tried.
         let empty = tempfile::tempdir().unwrap();
         assert!(report_steady_state(&config, empty.path()).is_err());
         // A later passed assessment gives the slot back.
-        record.deployments.insert("fixed".into(), health(None, "2026-01-03T00:00:00Z"));
+        record.deployments.insert("fixed".into(), health(None, "2024-01-03T00:00:00Z"));
+        record.last_assessed = Some("fixed".into());
         record.save(state.path()).unwrap();
         assert!(report_steady_state(&config, state.path()).is_err());
     }

@@ -131,10 +131,17 @@ impl BootedMachine {
     /// to go down by itself within `timeout` before or after its boot
     /// finished (an automatic rollback reboots); how it ended.
     pub fn boot_until_it_goes_down(&mut self, timeout: Duration) -> Result<Exit> {
+        self.start_boot()?;
+        self.wait_for_shutdown(timeout)
+    }
+
+    /// Start booting what the bootloader would boot by default, without
+    /// waiting for the boot to finish (commands can run once systemd does).
+    pub fn start_boot(&mut self) -> Result<()> {
         let (spec, entry) = self.boot_spec()?;
         self.guest = Some(Guest::start(&spec)?);
         self.booted = Some(entry);
-        self.wait_for_shutdown(timeout)
+        Ok(())
     }
 
     /// Boot what the bootloader would boot by default.
