@@ -106,6 +106,8 @@ impl Tracking {
             downgrade: Some(true),
             version: Some(older.version.clone()),
             timestamp: cached.timestamp.clone(),
+            // The image's description labels, which a GUI shows with it.
+            labels: Some([("org.opencontainers.image.version".to_string(), older.version.clone())].into()),
             ..CachedUpdate::default()
         };
         assert_eq!(cached, expected, "CachedUpdate names the older image as a downgrade");

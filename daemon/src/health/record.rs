@@ -117,9 +117,11 @@ impl HealthRecord {
     /// Mark deployment `checksum` (of image `image_digest`), just staged by
     /// hostd, for assessment on its first boot, in the record in `dir`.
     /// A new staging of a commit assessed before (a kernel-argument change,
-    /// a retried image) is assessed again.
+    /// a retried image) is assessed again. An unreadable record is set
+    /// aside ([`HealthRecord::load_or_set_aside`]), so the new deployment
+    /// is still checked.
     pub fn expect_assessment(dir: &Path, checksum: &str, image_digest: Option<&str>) -> Result<()> {
-        let mut record = HealthRecord::load(dir)?;
+        let mut record = HealthRecord::load_or_set_aside(dir);
         let staged_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         record.pending.insert(checksum.to_string(), Pending { image_digest: image_digest.map(str::to_string), staged_at });
         record.save(dir)
@@ -196,9 +198,11 @@ mod tests {
         assert_eq!(HealthRecord::load_or_set_aside(dir.path()), HealthRecord::default());
         assert!(!dir.path().join(RECORD_FILE).exists());
         let aside = dir.path().join(format!("{RECORD_FILE}.unreadable"));
-        assert_eq!(std::fs::read_to_string(aside).unwrap(), "{ not json");
-        // Staging writes a readable record again.
+        assert_eq!(std::fs::read_to_string(&aside).unwrap(), "{ not json");
+        // Staging on an unreadable record sets it aside too, and marks the deployment.
+        std::fs::write(dir.path().join(RECORD_FILE), r#"{"version": 7}"#).unwrap();
         HealthRecord::expect_assessment(dir.path(), "abc", Some("sha256:1")).unwrap();
+        assert_eq!(std::fs::read_to_string(&aside).unwrap(), r#"{"version": 7}"#);
         let record = HealthRecord::load(dir.path()).unwrap();
         assert_eq!(record.pending["abc"].image_digest.as_deref(), Some("sha256:1"));
     }
