@@ -96,59 +96,76 @@ fn todo(record: &HealthRecord, checksum: &str) -> Todo {
 pub async fn assess(sysroot: &Path, config_root: &Path, state_dir: &Path, settings: &HealthSettings) -> Result<Verdict> {
     let deadline = Instant::now() + settings.deadline;
     let conn = Connection::system().await.context("connecting to the system bus")?;
+    // Marks older than this read whose deployment is gone (discarded,
+    // cleaned up) go; one the daemon writes meanwhile stays.
+    let read_at = now();
     let host = read_host(sysroot, state_dir).await?;
     let Some((booted, checksum)) = host.status.booted.as_ref().and_then(|b| Some((b, checksum_of(b)?))) else {
         return Ok(Verdict::NotImageBased);
     };
     let digest = booted.image.as_ref().map(|i| i.image_digest.clone());
-    let mut record = HealthRecord::load_or_set_aside(state_dir);
-    // Marks of deployments that are gone (discarded, cleaned up) go too.
     let deployed = deployed_checksums(&host);
-    record.pending.retain(|c, _| deployed.contains(c));
+    let record = HealthRecord::update(state_dir, |r| {
+        r.pending.retain(|c, p| deployed.contains(c) || p.staged_at >= read_at);
+        r.clone()
+    })?;
     let todo = todo(&record, &checksum);
     tracing::debug!("booted deployment {checksum}: {todo:?}");
-    match todo {
-        Todo::Assess => {}
+    let failures = match todo {
+        Todo::Assess => {
+            let results = checks::run_all(&conn, config_root, settings, deadline).await;
+            for r in &results {
+                log_check(r);
+            }
+            results.into_iter().filter_map(|r| r.failure).collect::<Vec<String>>()
+        }
         Todo::Done(result) => return Ok(Verdict::AssessedBefore(result)),
         Todo::Nothing => return Ok(Verdict::NotStagedByHostd),
         Todo::FinishRollback => {
             tracing::warn!("deployment {checksum} failed its boot health checks and its rollback was interrupted; finishing it");
-            let failed = Failed { checksum: &checksum, digest: digest.as_deref(), failures: Vec::new() };
-            let action = roll_back_and_reboot(&conn, sysroot, state_dir, &mut record, failed, settings).await?;
+            let before = record.deployments.get(&checksum);
+            let failed = Failed {
+                checksum: &checksum,
+                digest: digest.as_deref(),
+                failures: before.map(|h| h.failures.clone()).unwrap_or_default(),
+                checked_at: before.map(|h| h.checked_at.clone()).unwrap_or_else(now),
+            };
+            let action = roll_back_and_reboot(&conn, sysroot, state_dir, failed, settings).await?;
             return Ok(Verdict::Failed(action.into()));
         }
-    }
-    record.pending.remove(&checksum);
-    let results = checks::run_all(&conn, config_root, settings, deadline).await;
-    for r in &results {
-        log_check(r);
-    }
-    let failures: Vec<String> = results.into_iter().filter_map(|r| r.failure).collect();
-    let now = now();
-    record.last_assessed = Some(checksum.clone());
-    if failures.is_empty() {
-        let health = DeploymentHealth { result: HealthResult::Passed, checked_at: now, failures, action: None };
-        record.deployments.insert(checksum.clone(), health);
-        if let Some(digest) = &digest {
-            record.failed_digests.remove(digest);
-        }
-        record.save(state_dir)?;
+    };
+    let failed = Failed { checksum: &checksum, digest: digest.as_deref(), failures, checked_at: now() };
+    if failed.failures.is_empty() {
+        let health = DeploymentHealth { result: HealthResult::Passed, checked_at: failed.checked_at.clone(), failures: Vec::new(), action: None };
+        HealthRecord::update(state_dir, |r| {
+            r.pending.remove(&checksum);
+            r.last_assessed = Some(checksum.clone());
+            r.deployments.insert(checksum.clone(), health);
+            if let Some(digest) = &digest {
+                r.failed_digests.remove(digest);
+            }
+        })?;
         journal::record_health(&checksum, digest.as_deref(), &[], None, &format!("deployment {checksum} passed its boot health checks"));
         return Ok(Verdict::Passed);
     }
-    if let Some(digest) = &digest {
-        record.failed_digests.insert(digest.clone(), FailedImage { checksum: checksum.clone(), failed_at: now.clone() });
-    }
-    let failed = Failed { checksum: &checksum, digest: digest.as_deref(), failures };
-    if let Err(why) = rollback_plan(settings, &host, &record) {
-        let health = failed.health(REPORTED);
-        record.deployments.insert(checksum.clone(), health);
-        record.save(state_dir)?;
+    let plan = rollback_plan(settings, &host, &record);
+    let action = if plan.is_ok() { ROLLING_BACK } else { REPORTED };
+    // Recorded before acting: the rollback happens at most once, and one
+    // that is interrupted is finished by the next boot.
+    HealthRecord::update(state_dir, |r| {
+        r.pending.remove(&checksum);
+        r.last_assessed = Some(checksum.clone());
+        r.deployments.insert(checksum.clone(), failed.health(action));
+        if let Some(digest) = &digest {
+            r.failed_digests.insert(digest.clone(), FailedImage { checksum: checksum.clone(), failed_at: failed.checked_at.clone() });
+        }
+    })?;
+    if let Err(why) = plan {
         let message = format!("deployment {checksum} failed its boot health checks; reported only: {why}");
         journal::record_health(&checksum, digest.as_deref(), &failed.failures, Some(REPORTED), &message);
         return Ok(Verdict::Failed(REPORTED.into()));
     }
-    let action = roll_back_and_reboot(&conn, sysroot, state_dir, &mut record, failed, settings).await?;
+    let action = roll_back_and_reboot(&conn, sysroot, state_dir, failed, settings).await?;
     Ok(Verdict::Failed(action.into()))
 }
 
@@ -157,34 +174,34 @@ pub async fn assess(sysroot: &Path, config_root: &Path, state_dir: &Path, settin
 struct Failed<'a> {
     checksum: &'a str,
     digest: Option<&'a str>,
-    /// Empty when finishing an interrupted rollback: the record has them.
     failures: Vec<String>,
+    /// When the checks that failed ended, RFC 3339 in UTC.
+    checked_at: String,
 }
 
 impl Failed<'_> {
     fn health(&self, action: &str) -> DeploymentHealth {
-        DeploymentHealth { result: HealthResult::Failed, checked_at: now(), failures: self.failures.clone(), action: Some(action.into()) }
+        DeploymentHealth {
+            result: HealthResult::Failed,
+            checked_at: self.checked_at.clone(),
+            failures: self.failures.clone(),
+            action: Some(action.into()),
+        }
     }
 }
 
-/// Record the rollback as under way (so it happens at most once, and an
-/// interrupted one is finished by the next boot), have the daemon make the
-/// rollback deployment the default, record how that ended, log it, and
-/// reboot into it. The action recorded.
+/// Have the daemon make the rollback deployment the default (the record
+/// already says `rolling-back`), record how that ended, log it, and reboot
+/// into it. The action recorded. A record that cannot be saved now does
+/// not stop the reboot: the boot order is what counts.
 async fn roll_back_and_reboot(
     conn: &Connection,
     sysroot: &Path,
     state_dir: &Path,
-    record: &mut HealthRecord,
     mut failed: Failed<'_>,
     settings: &HealthSettings,
 ) -> Result<&'static str> {
     let checksum = failed.checksum.to_string();
-    if failed.failures.is_empty() {
-        failed.failures = record.deployments.get(&checksum).map(|h| h.failures.clone()).unwrap_or_default();
-    }
-    record.deployments.insert(checksum.clone(), failed.health(ROLLING_BACK));
-    record.save(state_dir)?;
     let outcome = roll_back(conn, sysroot, state_dir, &checksum).await;
     let (action, message) = match &outcome {
         Ok(target) => (ROLLED_BACK, format!("deployment {checksum} failed its boot health checks; rolled back to {target}, rebooting")),
@@ -193,13 +210,12 @@ async fn roll_back_and_reboot(
             (ROLLBACK_FAILED, format!("deployment {checksum} failed its boot health checks; the rollback failed: {e:#}"))
         }
     };
-    let mut health = failed.health(action);
-    // The assessment's time, not the rollback's.
-    if let Some(before) = record.deployments.get(&checksum) {
-        health.checked_at = before.checked_at.clone();
+    let health = failed.health(action);
+    if let Err(e) = HealthRecord::update(state_dir, |r| {
+        r.deployments.insert(checksum.clone(), health);
+    }) {
+        tracing::error!("boot health record: saving the outcome of the rollback: {e:#}");
     }
-    record.deployments.insert(checksum.clone(), health);
-    record.save(state_dir)?;
     journal::record_health(&checksum, failed.digest, &failed.failures, Some(action), &message);
     if outcome.is_ok() {
         reboot_within_grace(conn, settings.reboot_grace).await?;
@@ -268,28 +284,36 @@ fn log_check(r: &CheckResult) {
 /// follow its job. Success is read from the sysroot afterwards, not from
 /// the job alone. The deployment the next boot starts.
 async fn roll_back(conn: &Connection, sysroot: &Path, state_dir: &Path, failed: &str) -> Result<String> {
-    let host = read_host(sysroot, state_dir).await?;
-    if next_boot_is(&host, failed) {
-        let hostd = Host1Proxy::new(conn).await?;
-        let limit = Instant::now() + ROLLBACK_JOB_LIMIT;
-        let job = loop {
-            match hostd.rollback(HashMap::new()).await {
-                Ok(path) => break path,
-                Err(hostd_interface::Error::Busy(m)) if Instant::now() < limit => {
-                    tracing::info!("hostd is busy ({m}); asking for the rollback again");
-                    sleep(BUSY_RETRY).await;
-                }
-                Err(e) => bail!("asking hostd to roll back: {}: {}", e.short_name(), e.message()),
+    let limit = Instant::now() + ROLLBACK_JOB_LIMIT;
+    let mut asked = false;
+    // The boot order is read again before every request: a rollback that
+    // ended meanwhile (an admin's, which kept the daemon busy) must not be
+    // undone by a second one.
+    loop {
+        let host = read_host(sysroot, state_dir).await?;
+        if !next_boot_is(&host, failed) {
+            if !asked {
+                tracing::info!("the next boot already leaves deployment {failed}; no rollback needed");
             }
-        };
-        follow_rollback_job(conn, job, limit).await?;
-    } else {
-        tracing::info!("the next boot already leaves deployment {failed}; no rollback needed");
+            break;
+        }
+        if asked {
+            bail!("the next boot would still start deployment {failed}");
+        }
+        let hostd = Host1Proxy::new(conn).await?;
+        match hostd.rollback(HashMap::new()).await {
+            Ok(path) => {
+                asked = true;
+                follow_rollback_job(conn, path, limit).await?;
+            }
+            Err(hostd_interface::Error::Busy(m)) if Instant::now() < limit => {
+                tracing::info!("hostd is busy ({m}); asking for the rollback again");
+                sleep(BUSY_RETRY).await;
+            }
+            Err(e) => bail!("asking hostd to roll back: {}: {}", e.short_name(), e.message()),
+        }
     }
     let host = read_host(sysroot, state_dir).await?;
-    if next_boot_is(&host, failed) {
-        bail!("the next boot would still start deployment {failed}");
-    }
     let next = if host.status.rollback_queued { &host.status.rollback } else { &host.status.staged };
     Ok(next.as_ref().and_then(checksum_of).unwrap_or_else(|| "the rollback deployment".into()))
 }

@@ -268,6 +268,10 @@ pub async fn stage(
     pull_bound_images(sysroot, &repo, &imgref, Some(&merge), bound, progress, cancel).await?;
     progress.phase(Phase::Staging, "queuing the downloaded update");
     write_deployment(&locked, Some(&merge), &imgref, &state, kargs, &DeployOptions::default(), Interruptible { progress, cancel })?;
+    if locked.booted_deployment().is_some() {
+        // A download-only deployment a reboot dropped, staged anew.
+        mark_for_assessment(sysroot.state_dir(), &state.merge_commit, &state.manifest_digest.to_string(), false, progress);
+    }
     let version = ImageMetadata::of(&state.manifest, &state.configuration).version_or_none().to_string();
     let change = Change {
         event: Event::Staged,

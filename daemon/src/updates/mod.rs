@@ -31,8 +31,8 @@ fn latest_failed(record: &HealthRecord) -> Option<(&String, &DeploymentHealth)> 
 
 /// After a good boot: give the reboot slot back to the fleet lock manager
 /// (idempotent, so it is done on every boot) when the strategy uses one.
-/// A host whose latest boot health assessment failed and rolled back keeps
-/// its slot while `[health] fleet_lock_keep_slot` is on, so a rollout of a
+/// A host whose latest boot health assessment failed keeps its slot while
+/// `[health] fleet_lock_keep_slot` is on, so a rollout of a
 /// bad image halts (docs/health.md, "Fleet rule"). What was done, for the log.
 pub fn report_steady_state(config: &Config, state_dir: &Path) -> anyhow::Result<String> {
     let strategy = &config.strategy;
@@ -75,28 +75,31 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let config = fleet_lock_config(root.path());
         let state = tempfile::tempdir().unwrap();
-        let mut record = HealthRecord::default();
         let health = |action: Option<&str>, at: &str| DeploymentHealth {
             result: if action.is_some() { HealthResult::Failed } else { HealthResult::Passed },
             checked_at: at.into(),
             failures: Vec::new(),
             action: action.map(str::to_string),
         };
-        record.deployments.insert("old".into(), health(None, "2026-01-01T00:00:00Z"));
-        // Stamped before "old" by a clock not yet synchronized: the order
-        // of assessment counts, not the time.
-        record.deployments.insert("bad".into(), health(Some(ROLLED_BACK), "2025-01-02T00:00:00Z"));
-        record.last_assessed = Some("bad".into());
-        record.save(state.path()).unwrap();
+        HealthRecord::update(state.path(), |record| {
+            record.deployments.insert("old".into(), health(None, "2026-01-01T00:00:00Z"));
+            // Stamped before "old" by a clock not yet synchronized: the
+            // order of assessment counts, not the time.
+            record.deployments.insert("bad".into(), health(Some(ROLLED_BACK), "2025-01-02T00:00:00Z"));
+            record.last_assessed = Some("bad".into());
+        })
+        .unwrap();
         let said = report_steady_state(&config, state.path()).unwrap();
         assert!(said.starts_with("keeping the reboot slot: deployment bad, the last one assessed, failed"), "{said}");
         // Another state directory has no such record: the report is tried.
         let empty = tempfile::tempdir().unwrap();
         assert!(report_steady_state(&config, empty.path()).is_err());
         // A later passed assessment gives the slot back.
-        record.deployments.insert("fixed".into(), health(None, "2024-01-03T00:00:00Z"));
-        record.last_assessed = Some("fixed".into());
-        record.save(state.path()).unwrap();
+        HealthRecord::update(state.path(), |record| {
+            record.deployments.insert("fixed".into(), health(None, "2024-01-03T00:00:00Z"));
+            record.last_assessed = Some("fixed".into());
+        })
+        .unwrap();
         assert!(report_steady_state(&config, state.path()).is_err());
     }
 }
