@@ -487,9 +487,6 @@ fn ensure_space(repo: &ostree::Repo, repo_path: &Path, cost: &UpdateSummary) -> 
     Ok(())
 }
 
-/// [`update_rule`] for an update of the tracked image: a downgrade is
-/// refused (`InvalidArgument`), or for an unattended run declined, since
-/// only an explicit `allow-downgrade` installs one.
 /// The images whose deployment failed its boot health checks, from the
 /// health record; none when it cannot be read (logged).
 fn failed_images(state_dir: &Path) -> std::collections::BTreeMap<String, crate::health::record::FailedImage> {
@@ -546,6 +543,9 @@ fn not_failed_before(
     Err(Error::Refused(format!("{what}; to install it again, ask for it with retry-failed (hostctl upgrade --retry-failed)")))
 }
 
+/// [`update_rule`] for an update of the tracked image: a downgrade is
+/// refused (`InvalidArgument`), or for an unattended run declined, since
+/// only an explicit `allow-downgrade` installs one.
 fn not_a_downgrade(
     deployed: &ImageFacts<'_>,
     found: &ImageFacts<'_>,
