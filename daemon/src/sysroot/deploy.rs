@@ -270,7 +270,7 @@ pub async fn stage(
     write_deployment(&locked, Some(&merge), &imgref, &state, kargs, &DeployOptions::default(), Interruptible { progress, cancel })?;
     if locked.booted_deployment().is_some() {
         // A download-only deployment a reboot dropped, staged anew.
-        mark_for_assessment(sysroot.state_dir(), &state.merge_commit, &state.manifest_digest.to_string(), false, progress);
+        mark_for_assessment(sysroot.state_dir(), &state.merge_commit, state.manifest_digest.as_ref(), false, progress);
     }
     let version = ImageMetadata::of(&state.manifest, &state.configuration).version_or_none().to_string();
     let change = Change {
