@@ -1317,6 +1317,9 @@ fn a_failing_required_unit_rolls_back_by_itself_and_unattended_runs_skip_that_im
     let out = m.hostctl(None, &["upgrade"]).unwrap();
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("hostctl upgrade --retry-failed"), "{}", text(&out));
+    // A check says the image it finds is the one that failed here.
+    let said = success("hostctl upgrade --check", &m.hostctl(None, &["upgrade", "--check"]).unwrap());
+    assert!(said.contains(&format!("It failed its boot health checks on {}", h.checked_at)), "{said}");
 
     // A fixed image on the same tag is installed and, healthy, stays.
     let files = app_files("/bin/true");

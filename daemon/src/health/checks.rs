@@ -152,6 +152,7 @@ pub fn find_executables(root: &Path) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
         for entry in entries.flatten() {
             let path = entry.path();
             if is_masked(&path) {
+                tracing::info!("{}: masked (a link to /dev/null), not run", path.display());
                 by_name.insert(entry.file_name(), None);
                 continue;
             }
@@ -167,8 +168,11 @@ pub fn find_executables(root: &Path) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
     (by_name.into_values().flatten().collect(), skipped)
 }
 
+/// A symbolic link to `/dev/null`, written absolute or relative (as
+/// systemd takes unit masks).
 fn is_masked(p: &Path) -> bool {
-    std::fs::read_link(p).is_ok_and(|t| t == Path::new("/dev/null"))
+    let Ok(target) = std::fs::read_link(p) else { return false };
+    target == Path::new("/dev/null") || std::fs::canonicalize(p).is_ok_and(|t| t == Path::new("/dev/null"))
 }
 
 /// Why `path` is not run as a check, or `None` when it is.
@@ -429,6 +433,10 @@ mod tests {
         script(&etc, "10-a", "true");
         std::os::unix::fs::symlink("/dev/null", etc.join("20-b")).unwrap();
         script(&etc, "30-c", "true");
+        // A relative link to /dev/null masks too (`ln -sr`).
+        script(&usr, "40-d", "true");
+        let up = "../".repeat(etc.components().count() - 1);
+        std::os::unix::fs::symlink(format!("{up}dev/null"), etc.join("40-d")).unwrap();
         assert_eq!(executables(root.path()), vec![etc.join("10-a"), etc.join("30-c")]);
     }
 

@@ -198,6 +198,18 @@ impl HealthRecord {
         })
     }
 
+    /// The image digests that failed their checks, from the record in
+    /// `dir`; none when it cannot be read (logged).
+    pub fn failed_images(dir: &Path) -> BTreeMap<String, FailedImage> {
+        match HealthRecord::load(dir) {
+            Ok(record) => record.failed_digests,
+            Err(e) => {
+                tracing::warn!("boot health record: {e}");
+                BTreeMap::new()
+            }
+        }
+    }
+
     /// Whether the image `digest` failed its checks before.
     pub fn digest_failed(&self, digest: &str) -> bool {
         self.failed_digests.contains_key(digest)

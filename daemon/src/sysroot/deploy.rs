@@ -100,7 +100,7 @@ pub async fn update(
     let judged = switch_to.is_none() && !options.allow_downgrade;
     let deployed = current.as_deref().map(update_rule::state_facts);
     let failed = if booted && switch_to.is_none() && !options.retry_failed {
-        failed_images(sysroot.state_dir())
+        crate::health::record::HealthRecord::failed_images(sysroot.state_dir())
     } else {
         Default::default()
     };
@@ -485,18 +485,6 @@ fn ensure_space(repo: &ostree::Repo, repo_path: &Path, cost: &UpdateSummary) -> 
         )));
     }
     Ok(())
-}
-
-/// The images whose deployment failed its boot health checks, from the
-/// health record; none when it cannot be read (logged).
-fn failed_images(state_dir: &Path) -> std::collections::BTreeMap<String, crate::health::record::FailedImage> {
-    match crate::health::record::HealthRecord::load(state_dir) {
-        Ok(record) => record.failed_digests,
-        Err(e) => {
-            tracing::warn!("boot health record: {e:#}");
-            Default::default()
-        }
-    }
 }
 
 /// The deployment of `checksum` (image `digest`) hostd just staged gets its

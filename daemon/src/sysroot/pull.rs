@@ -341,7 +341,23 @@ pub async fn check(
         }
     };
     forget_cached_update(&repo, merge.csum().as_str(), found.as_deref())?;
-    Ok(outcome)
+    match found {
+        Some(digest) if locked.booted_deployment().is_some() => Ok(with_health_failure(outcome, &digest, sysroot.state_dir())),
+        _ => Ok(outcome),
+    }
+}
+
+/// A check that found image `digest`, which failed its boot health checks
+/// on this host (docs/health.md, "Rollback rule"), says so: unattended
+/// runs will not install it.
+fn with_health_failure(mut outcome: Outcome, digest: &str, state_dir: &std::path::Path) -> Outcome {
+    if let Some(failed) = crate::health::record::HealthRecord::failed_images(state_dir).get(digest) {
+        outcome.message = format!(
+            "{} It failed its boot health checks on {}: unattended updates skip it; hostctl upgrade --retry-failed installs it.",
+            outcome.message, failed.failed_at
+        );
+    }
+    outcome
 }
 
 /// A check's outcome for `found` (the deployed commit itself when
